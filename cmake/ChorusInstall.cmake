@@ -1,0 +1,42 @@
+# Install rules and the CMake package for chorus (included by the top-level CMakeLists.txt
+# when CHORUS_INSTALL is ON).
+#
+# Installed layout, under the install prefix:
+#   include/chorus/...                      the headers (CMAKE_INSTALL_INCLUDEDIR)
+#   lib/cmake/chorus/chorusConfig.cmake     entry point of find_package(chorus CONFIG)
+#   lib/cmake/chorus/chorusConfigVersion.cmake
+#   lib/cmake/chorus/chorusTargets.cmake    the imported target chorus::chorus
+
+include_guard(GLOBAL)
+include(CMakePackageConfigHelpers)
+
+set(CHORUS_INSTALL_CMAKEDIR
+    "${CMAKE_INSTALL_LIBDIR}/cmake/chorus"
+    CACHE STRING "Where chorus's CMake package files are installed, relative to the prefix")
+mark_as_advanced(CHORUS_INSTALL_CMAKEDIR)
+
+install(TARGETS chorus EXPORT chorusTargets)
+install(DIRECTORY "${PROJECT_SOURCE_DIR}/include/" DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}")
+install(
+  EXPORT chorusTargets
+  NAMESPACE chorus::
+  DESTINATION "${CHORUS_INSTALL_CMAKEDIR}")
+
+configure_package_config_file(
+  "${PROJECT_SOURCE_DIR}/cmake/chorusConfig.cmake.in"
+  "${PROJECT_BINARY_DIR}/chorusConfig.cmake"
+  INSTALL_DESTINATION "${CHORUS_INSTALL_CMAKEDIR}"
+  NO_SET_AND_CHECK_MACRO)
+
+# Headers only: the package fits any architecture, so no pointer-size check. 0.x releases
+# are compatible within the same major version as far as CMake is concerned; the library
+# itself marks breaking changes with its inline namespace (chorus::v0).
+write_basic_package_version_file(
+  "${PROJECT_BINARY_DIR}/chorusConfigVersion.cmake"
+  VERSION "${PROJECT_VERSION}"
+  COMPATIBILITY SameMajorVersion
+  ARCH_INDEPENDENT)
+
+install(FILES "${PROJECT_BINARY_DIR}/chorusConfig.cmake"
+              "${PROJECT_BINARY_DIR}/chorusConfigVersion.cmake"
+        DESTINATION "${CHORUS_INSTALL_CMAKEDIR}")

@@ -1,0 +1,67 @@
+#pragma once
+/// \file
+/// `chorus::broadcast`: the root's vector, copied to every rank.
+///
+/// **Collective.** Every rank calls it with the same element type, count, root and
+/// algorithm. Only the root's input is read; other ranks may pass an empty input.
+///
+/// **Completion.** Blocking. In place: pass one buffer (`broadcast(comm, v, root)`), which
+/// is the input on the root and the output elsewhere.
+///
+/// **Determinism.** Pure data movement: the output is exact.
+///
+/// **Errors.** `invalid_argument` before any byte moves for a root out of range, a root
+/// input whose size differs from the output's, or a partial overlap; then as for every
+/// collective.
+#include <chorus/algorithm/algo.hpp>
+#include <chorus/core/communicator.hpp>
+#include <chorus/detail/buffers.hpp>
+#include <chorus/detail/dispatch.hpp>
+
+namespace chorus::inline v0 {
+
+namespace detail {
+struct broadcast_fn {
+  /// Out of place: the root's `in` is copied into every rank's `out`.
+  template <transport Transport, buffer In, buffer Out, algo::tag Algo = algo::automatic>
+  void operator()(communicator<Transport>& comm, In&& in, Out&& out, int root, Algo a = {}) const {
+    check_buffers<In, Out>();
+    run(comm, as_const_span(in), as_span(out), root, a);
+  }
+
+  /// In place: the root's `inout` is copied into every other rank's `inout`.
+  template <transport Transport, buffer InOut, algo::tag Algo = algo::automatic>
+  void operator()(communicator<Transport>& comm, InOut&& inout, int root, Algo a = {}) const {
+    auto s = as_span(inout);
+    using T = typename decltype(s)::element_type;
+    run(comm, std::span<const T>(s), s, root, a);
+  }
+
+ private:
+  template <class Transport, class T, class Algo>
+  static void run(communicator<Transport>& comm, std::span<const T> in, std::span<T> out, int root,
+                  const Algo& a) {
+    static_assert(algo::can_run<Algo, schedule::collective::broadcast>,
+                  "chorus::broadcast runs with algo::ring, algo::tree, algo::recursive_doubling, "
+                  "algo::halving_doubling, algo::direct or algo::automatic only.");
+    check_root("broadcast", root, comm.size());
+    if (comm.rank() == root) {
+      check_count("broadcast", "the root's input", in.size(), out.size(),
+                  "the same count as the output");
+      check_alias("broadcast", in, out, std::ptrdiff_t{0}, "input == output");
+    } else {
+      in = {};
+    }
+    collective_call call = make_call(schedule::collective::broadcast, "broadcast", in, out);
+    call.count = out.size();
+    call.root = root;
+    set_algorithm(call, a);
+    run_collective(comm, call);
+  }
+};
+}  // namespace detail
+
+/// Copies the root's vector to every rank.
+inline constexpr detail::broadcast_fn broadcast{};
+
+}  // namespace chorus::inline v0

@@ -1,0 +1,135 @@
+#pragma once
+/// \file
+/// `chorus::communicator<Transport>`: one rank's handle on a group -- the transport, the
+/// collective sequence number, the scratch memory, the settings, and the poisoned state.
+///
+/// A communicator is used by one thread at a time (like an MPI communicator or an NCCL
+/// communicator on one stream); `abort()` is the exception and may be called from any
+/// thread. After any failure inside a collective the communicator is poisoned: the group is
+/// aborted so peers fail fast, and every later call on this communicator throws at once
+/// with the original cause instead of hanging on a group that can no longer make progress.
+#include <chorus/core/deadline.hpp>
+#include <chorus/core/error.hpp>
+#include <chorus/transport/transport.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <new>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace chorus::inline v0 {
+
+/// Settings of a communicator; `from_env()` reads `CHORUS_TIMEOUT` and `CHORUS_CHECK`.
+struct communicator_options {
+  /// How long any single wait may block before failing with `errc::timeout`.
+  duration timeout = default_timeout;
+  /// Exchange a fingerprint (collective, element type, count, root, op, algorithm,
+  /// sequence number) before every collective and fail with `errc::mismatch` when ranks
+  /// disagree. Costs one small message per rank per collective.
+  bool check = false;
+
+  /// The settings from the environment (throws `errc::invalid_argument` for bad values).
+  static communicator_options from_env() { return {timeout_from_env(), check_from_env()}; }
+};
+
+template <transport Transport>
+class communicator {
+ public:
+  using transport_type = Transport;
+
+  explicit communicator(Transport transport,
+                        communicator_options options = communicator_options::from_env())
+      : transport_(std::move(transport)),
+        options_(options),
+        uncaught_at_construction_(std::uncaught_exceptions()) {}
+
+  communicator(const communicator&) = delete;
+  communicator& operator=(const communicator&) = delete;
+
+  /// If the communicator is destroyed because an exception propagates through its owner,
+  /// the group is aborted: the peers would otherwise wait for this rank until their
+  /// deadlines.
+  ~communicator() {
+    if (std::uncaught_exceptions() > uncaught_at_construction_) {
+      transport_.abort("its communicator was destroyed while an exception propagated");
+    }
+  }
+
+  [[nodiscard]] int rank() const noexcept { return transport_.rank(); }
+  [[nodiscard]] int size() const noexcept { return transport_.size(); }
+  [[nodiscard]] Transport& transport() noexcept { return transport_; }
+  [[nodiscard]] const communicator_options& options() const noexcept { return options_; }
+  void set_timeout(duration timeout) noexcept { options_.timeout = timeout; }
+  void set_check(bool check) noexcept { options_.check = check; }
+
+  /// A deadline `options().timeout` from now.
+  [[nodiscard]] deadline make_deadline() const noexcept {
+    return deadline::after(options_.timeout);
+  }
+
+  /// Sequence number of the most recent collective (0 before the first).
+  [[nodiscard]] std::uint32_t sequence() const noexcept { return sequence_; }
+  /// Starts a new collective and returns its sequence number (1, 2, ...).
+  std::uint32_t next_sequence() noexcept { return ++sequence_; }
+
+  /// Scratch memory of at least `bytes` bytes, 64-byte aligned, reused across calls
+  /// (grows, never shrinks: the hot path stops allocating after warm-up).
+  std::span<std::byte> scratch(std::size_t bytes) {
+    if (bytes > scratch_bytes_) {
+      const std::size_t grown = std::max(bytes, scratch_bytes_ + scratch_bytes_ / 2);
+      scratch_.reset(static_cast<std::byte*>(::operator new[](grown, std::align_val_t{64})));
+      scratch_bytes_ = grown;
+    }
+    return {scratch_.get(), bytes};
+  }
+
+  /// Whether an earlier failure made this communicator unusable.
+  [[nodiscard]] bool poisoned() const noexcept { return poison_.has_value(); }
+
+  /// Throws the poisoning error if there is one.
+  void throw_if_poisoned() const {
+    if (poison_) {
+      throw error(poison_->first,
+                  "rank " + std::to_string(rank()) +
+                      ": this communicator is unusable after an earlier failure (" +
+                      poison_->second +
+                      "); create a new group (chorus cannot resynchronise a failed one)");
+    }
+  }
+
+  /// Records `e` as the cause that makes this communicator unusable and aborts the group
+  /// so that the peers stop waiting for this rank.
+  void fail(const error& e) noexcept {
+    try {
+      if (!poison_) poison_.emplace(e.value(), e.what());
+    } catch (...) {
+    }
+    transport_.abort(e.what());
+  }
+
+  /// Aborts the group: every pending and future wait of every rank fails promptly. Never
+  /// blocks; may be called from another thread than the one using the communicator.
+  void abort(std::string_view reason = "abort() was called") noexcept { transport_.abort(reason); }
+
+ private:
+  struct aligned_delete {
+    void operator()(std::byte* p) const noexcept { ::operator delete[](p, std::align_val_t{64}); }
+  };
+
+  Transport transport_;
+  communicator_options options_;
+  std::uint32_t sequence_ = 0;
+  std::unique_ptr<std::byte[], aligned_delete> scratch_;
+  std::size_t scratch_bytes_ = 0;
+  std::optional<std::pair<errc, std::string>> poison_;
+  int uncaught_at_construction_;
+};
+
+}  // namespace chorus::inline v0

@@ -1,0 +1,224 @@
+#pragma once
+/// \file
+/// Reduction operators: the built-ins and the `reduction_op` concept that any user functor or
+/// lambda satisfies.
+///
+/// A reduction op combines two elements into one. chorus requires it to be associative and
+/// commutative (as MPI's predefined ops and NCCL's are); the algorithms reorder and regroup
+/// the operands. Floating-point addition is only approximately associative: results are
+/// deterministic for a given (algorithm, rank count, count) -- every run gives the same bits
+/// -- but two algorithms may differ in the last bits.
+///
+/// User functors and lambdas are called directly inside the reduction loop, so the compiler
+/// inlines them (NCCL can only offer its fixed set of ops).
+#include <chorus/core/types.hpp>
+
+#include <cmath>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+#include <type_traits>
+
+namespace chorus::inline v0 {
+
+/// Which built-in operation an op is, so a transport can map it to a native one (NCCL's
+/// ncclSum, MPI's MPI_SUM). User ops are `custom`.
+enum class op_kind : std::uint8_t {
+  sum,
+  product,
+  min,
+  max,
+  average,
+  bit_and,
+  bit_or,
+  bit_xor,
+  custom,
+};
+
+inline constexpr std::string_view name(op_kind k) noexcept {
+  constexpr std::string_view names[] = {"sum",     "prod",   "min",     "max",   "avg",
+                                        "bit_and", "bit_or", "bit_xor", "custom"};
+  return names[static_cast<std::size_t>(k)];
+}
+
+namespace detail {
+/// Integer arithmetic that wraps modulo 2^bits instead of overflowing into undefined
+/// behaviour (NCCL and MPI wrap too). Small types are widened to unsigned int first so the
+/// integer promotions cannot produce a signed overflow either.
+template <class T>
+using wrap_t =
+    std::conditional_t<(sizeof(T) < sizeof(unsigned)), unsigned, std::make_unsigned_t<T>>;
+
+template <class T>
+constexpr T wrapping_add(T a, T b) noexcept {
+  return static_cast<T>(static_cast<wrap_t<T>>(a) + static_cast<wrap_t<T>>(b));
+}
+template <class T>
+constexpr T wrapping_mul(T a, T b) noexcept {
+  return static_cast<T>(static_cast<wrap_t<T>>(a) * static_cast<wrap_t<T>>(b));
+}
+
+template <class T>
+constexpr bool is_nan(T v) noexcept {
+  if constexpr (is_float16_v<T>) {
+    return std::isnan(float(v));
+  } else if constexpr (std::is_floating_point_v<T>) {
+    return std::isnan(v);
+  } else {
+    return false;
+  }
+}
+}  // namespace detail
+
+/// Sum. Integers wrap on overflow; 16-bit floats add in float and round.
+struct plus {
+  static constexpr op_kind kind = op_kind::sum;
+  template <element_type T>
+  constexpr T operator()(T a, T b) const noexcept {
+    if constexpr (std::is_integral_v<T>) {
+      return detail::wrapping_add(a, b);
+    } else {
+      return a + b;
+    }
+  }
+};
+
+/// Product. Integers wrap on overflow.
+struct multiplies {
+  static constexpr op_kind kind = op_kind::product;
+  template <element_type T>
+  constexpr T operator()(T a, T b) const noexcept {
+    if constexpr (std::is_integral_v<T>) {
+      return detail::wrapping_mul(a, b);
+    } else {
+      return a * b;
+    }
+  }
+};
+
+/// Minimum. A NaN operand gives NaN (the result does not depend on operand order).
+struct minimum {
+  static constexpr op_kind kind = op_kind::min;
+  template <element_type T>
+  constexpr T operator()(T a, T b) const noexcept {
+    if (detail::is_nan(a)) return a;
+    if (detail::is_nan(b)) return b;
+    return b < a ? b : a;
+  }
+};
+
+/// Maximum. A NaN operand gives NaN.
+struct maximum {
+  static constexpr op_kind kind = op_kind::max;
+  template <element_type T>
+  constexpr T operator()(T a, T b) const noexcept {
+    if (detail::is_nan(a)) return a;
+    if (detail::is_nan(b)) return b;
+    return a < b ? b : a;
+  }
+};
+
+/// Mean over ranks: summed like `plus`, then divided by the number of ranks once, at the
+/// end (integers divide with truncation toward zero, as C++ does).
+struct average {
+  static constexpr op_kind kind = op_kind::average;
+  template <element_type T>
+  constexpr T operator()(T a, T b) const noexcept {
+    return plus{}(a, b);
+  }
+  /// Turns the sum over `ranks` ranks into the mean.
+  template <element_type T>
+  constexpr T finalize(T sum, int ranks) const noexcept {
+    if constexpr (std::is_integral_v<T>) {
+      return static_cast<T>(sum / static_cast<T>(ranks));
+    } else if constexpr (is_float16_v<T>) {
+      return T(float(sum) / static_cast<float>(ranks));
+    } else {
+      return static_cast<T>(sum / static_cast<T>(ranks));
+    }
+  }
+};
+
+/// Bitwise and; integer element types only.
+struct bit_and {
+  static constexpr op_kind kind = op_kind::bit_and;
+  template <std::integral T>
+  constexpr T operator()(T a, T b) const noexcept {
+    return static_cast<T>(a & b);
+  }
+};
+
+/// Bitwise or; integer element types only.
+struct bit_or {
+  static constexpr op_kind kind = op_kind::bit_or;
+  template <std::integral T>
+  constexpr T operator()(T a, T b) const noexcept {
+    return static_cast<T>(a | b);
+  }
+};
+
+/// Bitwise exclusive or; integer element types only.
+struct bit_xor {
+  static constexpr op_kind kind = op_kind::bit_xor;
+  template <std::integral T>
+  constexpr T operator()(T a, T b) const noexcept {
+    return static_cast<T>(a ^ b);
+  }
+};
+
+/// The built-in kind of `Op`, or `op_kind::custom` for user functors and lambdas.
+template <class Op>
+inline constexpr op_kind op_kind_v = [] {
+  if constexpr (requires { Op::kind; }) {
+    return Op::kind;
+  } else {
+    return op_kind::custom;
+  }
+}();
+
+/// True for the bitwise built-ins.
+template <class Op>
+inline constexpr bool is_bitwise_op_v =
+    op_kind_v<Op> == op_kind::bit_and || op_kind_v<Op> == op_kind::bit_or ||
+    op_kind_v<Op> == op_kind::bit_xor;
+
+/// `Op` reduces elements of type `T`: copyable, and `op(T, T)` yields something convertible
+/// to `T`.
+template <class Op, class T>
+concept reduction_op =
+    element_type<T> && std::copy_constructible<Op> && std::is_invocable_v<const Op&, T, T> &&
+    std::convertible_to<std::invoke_result_t<const Op&, T, T>, T>;
+
+/// `Op` needs a final step after the reduction (only `average` among the built-ins).
+template <class Op, class T>
+concept finalizing_op = requires(const Op& op, T v, int ranks) {
+  { op.finalize(v, ranks) } -> std::convertible_to<T>;
+};
+
+namespace detail {
+/// Fails compilation with one readable sentence when `Op` cannot reduce `T`.
+template <class Op, class T>
+consteval void check_reduction_op() {
+  static_assert(element_type<T>,
+                "chorus: the element type must be a fixed-width integer, float, double, "
+                "chorus::half or chorus::bfloat16.");
+  if constexpr (is_bitwise_op_v<Op>) {
+    static_assert(std::is_integral_v<T>,
+                  "chorus: bit_and, bit_or and bit_xor reduce integer element types only; "
+                  "use plus, minimum, maximum or a custom op for floating-point data.");
+  } else {
+    static_assert(reduction_op<Op, T>,
+                  "chorus: the reduction op must be callable as op(T, T) with the element "
+                  "type T and return a value convertible to T.");
+  }
+}
+
+/// `dst[i] = op(a[i], b[i])` for i < n. `dst` may equal `a` (in-place accumulate).
+template <class T, class Op>
+inline void reduce_elements(T* dst, const T* a, const T* b, std::size_t n, const Op& op) {
+  for (std::size_t i = 0; i < n; ++i) dst[i] = static_cast<T>(op(a[i], b[i]));
+}
+}  // namespace detail
+
+}  // namespace chorus::inline v0

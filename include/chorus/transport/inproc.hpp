@@ -1,0 +1,410 @@
+#pragma once
+/// \file
+/// `chorus::inproc_transport`: ranks are threads of one process.
+///
+/// The test and example workhorse, and a fair model of a real transport: messages are
+/// matched by (source, tag) in FIFO order exactly as the concept requires, small messages
+/// are buffered eagerly (a send completes at once) and large ones use a rendezvous (the
+/// receiver copies straight from the sender's buffer, once, and the send completes only
+/// then). Waits have deadlines; `abort()` from any thread wakes every waiting rank; a rank
+/// whose function throws, or returns while a peer still waits for it, makes the peers fail
+/// instead of hang.
+///
+/// Typical use:
+///
+///     chorus::inproc::run(4, [](chorus::inproc_communicator& comm) {
+///       std::vector<float> v(1024, 1.0f);
+///       chorus::all_reduce(comm, v, chorus::plus{});
+///     });
+#include <chorus/core/communicator.hpp>
+#include <chorus/core/deadline.hpp>
+#include <chorus/core/error.hpp>
+#include <chorus/transport/transport.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace chorus::inline v0 {
+
+namespace detail::inproc {
+
+/// Messages up to this size are copied into the message at send time (the send completes
+/// at once, like MPI's eager protocol); larger ones wait for the receiver, which copies
+/// directly from the sender's memory. 64 KiB keeps the extra copy cheap (it stays in L2)
+/// while letting ordinary blocking user code (send then recv on both sides) work for small
+/// messages, as it does with MPI.
+inline constexpr std::size_t eager_limit = 64 * 1024;
+
+enum class state : int { posted = 0, matched = 1, done = 2 };
+
+struct operation {
+  bool is_send = false;
+  int owner = 0;  ///< the rank that posted it
+  int peer = 0;   ///< destination of a send, source of a receive
+  tag_t tag = 0;
+  const std::byte* send_data = nullptr;
+  std::byte* recv_data = nullptr;
+  std::size_t bytes = 0;
+  std::vector<std::byte> eager;  ///< the buffered copy of an eager send
+  /// posted -> matched (under the mailbox lock, by the matching side) -> done (after the
+  /// copy). Stores of `done` are release and loads acquire, so whoever sees `done` also
+  /// sees the copied bytes and `failure`.
+  std::atomic<state> progress{state::posted};
+  bool failed = false;
+  std::string failure;
+};
+
+using operation_ptr = std::shared_ptr<operation>;
+
+/// Removes and returns the oldest queued operation satisfying `match` (FIFO matching), or
+/// null. Called with the owning mailbox locked.
+template <class Match>
+operation_ptr take_first(std::deque<operation_ptr>& queue, Match&& match) {
+  for (auto it = queue.begin(); it != queue.end(); ++it) {
+    if (match(**it)) {
+      operation_ptr found = std::move(*it);
+      queue.erase(it);
+      return found;
+    }
+  }
+  return nullptr;
+}
+
+/// Messages addressed to one rank: its posted receives and the sends that arrived before a
+/// receive was posted.
+struct mailbox {
+  std::mutex mutex;
+  std::deque<operation_ptr> receives;
+  std::deque<operation_ptr> arrived;
+};
+
+/// Where a rank sleeps while it waits.
+struct doorbell {
+  std::mutex mutex;
+  std::condition_variable cv;
+};
+
+struct group {
+  explicit group(int n)
+      : size(n),
+        boxes(std::make_unique<mailbox[]>(static_cast<std::size_t>(n))),
+        bells(std::make_unique<doorbell[]>(static_cast<std::size_t>(n))),
+        exited(std::make_unique<std::atomic<bool>[]>(static_cast<std::size_t>(n))) {}
+
+  const int size;
+  std::unique_ptr<mailbox[]> boxes;
+  std::unique_ptr<doorbell[]> bells;
+  std::unique_ptr<std::atomic<bool>[]> exited;  ///< release-stored after a rank's last op
+
+  std::atomic<bool> aborted{false};  ///< release-stored after `abort_reason` is written
+  std::mutex abort_mutex;
+  std::string abort_reason;
+
+  /// Wakes `rank` if it sleeps. Taking the mutex orders the wake-up after the state change
+  /// the waiter re-checks under the same mutex, so no wake-up is lost.
+  void ring(int rank) {
+    doorbell& b = bells[static_cast<std::size_t>(rank)];
+    { std::lock_guard lock(b.mutex); }
+    b.cv.notify_all();
+  }
+  void ring_all() {
+    for (int r = 0; r < size; ++r) ring(r);
+  }
+
+  void abort(int rank, std::string_view reason) noexcept {
+    try {
+      std::lock_guard lock(abort_mutex);
+      if (!aborted.load(std::memory_order_relaxed)) {
+        abort_reason = "rank " + std::to_string(rank) + " aborted the group: ";
+        abort_reason += reason;
+        aborted.store(true, std::memory_order_release);
+      }
+    } catch (...) {
+      aborted.store(true, std::memory_order_release);  // out of memory: abort without text
+    }
+    ring_all();
+  }
+
+  [[noreturn]] void throw_aborted(int rank) {
+    std::string reason;
+    {
+      std::lock_guard lock(abort_mutex);
+      reason = abort_reason;
+    }
+    throw error(errc::aborted, "rank " + std::to_string(rank) + ": " + reason);
+  }
+};
+
+/// Copies the payload of `send` into `recv` (or records a size mismatch) and completes
+/// both. Called by whichever side matched, outside any lock.
+inline void deliver(group& g, operation& send, operation& recv) {
+  if (send.bytes != recv.bytes) {
+    recv.failed = true;
+    recv.failure = "rank " + std::to_string(recv.owner) + " posted a receive of " +
+                   std::to_string(recv.bytes) + " bytes from rank " + std::to_string(send.owner) +
+                   " but that rank sent " + std::to_string(send.bytes) +
+                   " bytes with the same tag: the ranks called with different counts or types";
+  } else if (send.bytes != 0) {
+    std::memcpy(recv.recv_data, send.send_data, send.bytes);
+  }
+  recv.progress.store(state::done, std::memory_order_release);
+  g.ring(recv.owner);
+  if (send.progress.load(std::memory_order_acquire) != state::done) {
+    send.progress.store(state::done, std::memory_order_release);
+    g.ring(send.owner);
+  }
+}
+
+}  // namespace detail::inproc
+
+/// Point-to-point transport between threads of one process. Create a group with
+/// `inproc_transport::create_group(n)` and one transport per rank with
+/// `inproc_transport(group, rank)`, or let `chorus::inproc::run` do both.
+class inproc_transport {
+  using operation = detail::inproc::operation;
+
+ public:
+  using request = detail::inproc::operation_ptr;
+  using group_handle = std::shared_ptr<detail::inproc::group>;
+
+  /// A group of `ranks` ranks (at least 1).
+  static group_handle create_group(int ranks) {
+    if (ranks < 1) {
+      throw error(errc::invalid_argument,
+                  "chorus::inproc_transport: a group needs at least "
+                  "one rank, got " +
+                      std::to_string(ranks));
+    }
+    return std::make_shared<detail::inproc::group>(ranks);
+  }
+
+  inproc_transport(group_handle group, int rank) : group_(std::move(group)), rank_(rank) {
+    if (!group_ || rank < 0 || rank >= group_->size) {
+      throw error(errc::invalid_argument, "chorus::inproc_transport: rank " + std::to_string(rank) +
+                                              " is outside the group of " +
+                                              std::to_string(group_ ? group_->size : 0) + " ranks");
+    }
+  }
+
+  [[nodiscard]] int rank() const noexcept { return rank_; }
+  [[nodiscard]] int size() const noexcept { return group_->size; }
+
+  request isend(int peer, tag_t tag, std::span<const std::byte> data) {
+    check_peer(peer, "send to");
+    check_aborted();
+    auto op = std::make_shared<detail::inproc::operation>();
+    op->is_send = true;
+    op->owner = rank_;
+    op->peer = peer;
+    op->tag = tag;
+    op->send_data = data.data();
+    op->bytes = data.size();
+    detail::inproc::mailbox& box = group_->boxes[static_cast<std::size_t>(peer)];
+    request matched;
+    {
+      std::lock_guard lock(box.mutex);
+      matched = detail::inproc::take_first(
+          box.receives, [&](const operation& r) { return r.peer == rank_ && r.tag == tag; });
+      if (matched) {
+        matched->progress.store(detail::inproc::state::matched, std::memory_order_relaxed);
+      } else {
+        if (op->bytes <= detail::inproc::eager_limit) {
+          op->eager.assign(data.begin(), data.end());
+          op->send_data = op->eager.data();
+          op->progress.store(detail::inproc::state::done, std::memory_order_release);
+        }
+        box.arrived.push_back(op);
+      }
+    }
+    if (matched) detail::inproc::deliver(*group_, *op, *matched);
+    return op;
+  }
+
+  request irecv(int peer, tag_t tag, std::span<std::byte> data) {
+    check_peer(peer, "receive from");
+    check_aborted();
+    auto op = std::make_shared<detail::inproc::operation>();
+    op->owner = rank_;
+    op->peer = peer;
+    op->tag = tag;
+    op->recv_data = data.data();
+    op->bytes = data.size();
+    detail::inproc::mailbox& box = group_->boxes[static_cast<std::size_t>(rank_)];
+    request matched;
+    {
+      std::lock_guard lock(box.mutex);
+      matched = detail::inproc::take_first(
+          box.arrived, [&](const operation& a) { return a.owner == peer && a.tag == tag; });
+      if (!matched) box.receives.push_back(op);
+    }
+    if (matched) detail::inproc::deliver(*group_, *matched, *op);
+    return op;
+  }
+
+  bool test(request& req) {
+    if (done(req)) return true;
+    check_aborted();
+    // A peer that has returned from its rank function will never post the other half of
+    // this operation. Its last operation happened before its `exited` flag was set, so
+    // re-check completion after seeing the flag.
+    if (group_->exited[static_cast<std::size_t>(req->peer)].load(std::memory_order_acquire)) {
+      if (done(req)) return true;
+      throw error(errc::peer_lost, "rank " + std::to_string(rank_) + ": rank " +
+                                       std::to_string(req->peer) +
+                                       " returned from its rank function while this rank still " +
+                                       (req->is_send ? "sends to" : "waits for a message from") +
+                                       " it; every rank must make the same sequence of calls");
+    }
+    return false;
+  }
+
+  void wait(request& req, deadline until) {
+    detail::inproc::doorbell& bell = group_->bells[static_cast<std::size_t>(rank_)];
+    for (;;) {
+      if (test(req)) return;
+      std::unique_lock lock(bell.mutex);
+      const bool woken = bell.cv.wait_until(lock, until.at, [&] {
+        return req->progress.load(std::memory_order_acquire) == detail::inproc::state::done ||
+               group_->aborted.load(std::memory_order_acquire) ||
+               group_->exited[static_cast<std::size_t>(req->peer)].load(std::memory_order_acquire);
+      });
+      if (!woken) {
+        lock.unlock();
+        if (test(req)) return;
+        throw error(errc::timeout, "rank " + std::to_string(rank_) + ": no " +
+                                       (req->is_send ? "receive posted by" : "message from") +
+                                       " rank " + std::to_string(req->peer) +
+                                       " before the deadline");
+      }
+    }
+  }
+
+  void cancel(request& req) noexcept {
+    if (!req) return;
+    using detail::inproc::state;
+    if (req->progress.load(std::memory_order_acquire) == state::done) return;
+    // Withdraw it if still queued; otherwise the other side is copying right now, which
+    // finishes without waiting for anything, so spin until it is done.
+    const int box_rank = req->is_send ? req->peer : rank_;
+    detail::inproc::mailbox& box = group_->boxes[static_cast<std::size_t>(box_rank)];
+    {
+      std::lock_guard lock(box.mutex);
+      auto& queue = req->is_send ? box.arrived : box.receives;
+      if (detail::inproc::take_first(queue, [&](const operation& o) { return &o == req.get(); })) {
+        req->failed = true;
+        req->failure = "cancelled";
+        req->progress.store(state::done, std::memory_order_release);
+        return;
+      }
+    }
+    while (req->progress.load(std::memory_order_acquire) != state::done) {
+      std::this_thread::yield();
+    }
+  }
+
+  void abort(std::string_view reason) noexcept { group_->abort(rank_, reason); }
+
+  /// Marks this rank as gone: peers that wait for it fail with `errc::peer_lost` instead of
+  /// waiting for their deadline. `inproc::run` calls it when a rank function returns.
+  void mark_exited() noexcept {
+    group_->exited[static_cast<std::size_t>(rank_)].store(true, std::memory_order_release);
+    group_->ring_all();
+  }
+
+  [[nodiscard]] const group_handle& group() const noexcept { return group_; }
+
+ private:
+  bool done(request& req) {
+    if (req->progress.load(std::memory_order_acquire) != detail::inproc::state::done) {
+      return false;
+    }
+    if (req->failed) throw error(errc::mismatch, req->failure);
+    return true;
+  }
+
+  void check_peer(int peer, const char* what) const {
+    if (peer < 0 || peer >= group_->size || peer == rank_) {
+      throw error(errc::invalid_argument, "rank " + std::to_string(rank_) + ": cannot " + what +
+                                              " rank " + std::to_string(peer) + "; peers are 0.." +
+                                              std::to_string(group_->size - 1) +
+                                              " other than the rank itself");
+    }
+  }
+
+  void check_aborted() {
+    if (group_->aborted.load(std::memory_order_acquire)) group_->throw_aborted(rank_);
+  }
+
+  group_handle group_;
+  int rank_;
+};
+
+static_assert(transport<inproc_transport>);
+
+/// A communicator over threads of one process.
+using inproc_communicator = communicator<inproc_transport>;
+
+namespace inproc {
+
+/// Runs `fn(comm)` on `ranks` threads, one `inproc_communicator` each, and returns when all
+/// have finished.
+///
+/// If a rank function throws, the group is aborted so the other ranks fail promptly instead
+/// of waiting for their deadlines, and after every thread has finished the first exception
+/// that was thrown (the cause, not the consequences) is rethrown here.
+template <class Fn>
+void run(int ranks, Fn&& fn, communicator_options options = communicator_options::from_env()) {
+  auto group = inproc_transport::create_group(ranks);
+  std::mutex first_mutex;
+  std::exception_ptr first;
+  auto body = [&](int rank) {
+    inproc_transport transport(group, rank);
+    // Declared outside the try block so the catch below (which knows the exception's text)
+    // aborts the group before the communicator's destructor would.
+    inproc_communicator comm(transport, options);
+    try {
+      fn(comm);
+    } catch (...) {
+      {
+        std::lock_guard lock(first_mutex);
+        if (!first) first = std::current_exception();
+      }
+      std::string what = "its rank function threw";
+      try {
+        throw;
+      } catch (const std::exception& e) {
+        what += ": ";
+        what += e.what();
+      } catch (...) {
+      }
+      transport.abort(what);
+    }
+    transport.mark_exited();
+  };
+  std::vector<std::thread> threads;
+  threads.reserve(static_cast<std::size_t>(ranks));
+  try {
+    for (int r = 1; r < ranks; ++r) threads.emplace_back(body, r);
+  } catch (...) {
+    group->abort(0, "could not start the rank threads");
+    for (auto& t : threads) t.join();
+    throw;
+  }
+  body(0);
+  for (auto& t : threads) t.join();
+  if (first) std::rethrow_exception(first);
+}
+
+}  // namespace inproc
+
+}  // namespace chorus::inline v0

@@ -1,0 +1,109 @@
+#pragma once
+/// \file
+/// The `chorus::transport` concept and its refinements: what a backend must provide so that
+/// every algorithm runs on it unchanged.
+///
+/// A transport moves bytes between the ranks of one group, point to point, without
+/// blocking: the executor posts receives and sends, then completes them with `test` and
+/// `wait`. Progress is driven by the caller: `test` and `wait` are where a transport that
+/// needs polling (UCX's `ucp_worker_progress`, a shared-memory ring) does its work; a
+/// transport with its own progress thread may make them trivial. Nothing may wait forever:
+/// `wait` takes a deadline, and `abort` (callable from any thread) makes every pending and
+/// future wait of every rank of the group fail promptly.
+///
+/// Matching: a receive from `peer` with `tag` matches the oldest unmatched send from `peer`
+/// to this rank with the same tag. Messages with equal (source, destination, tag) never
+/// overtake each other. A receive whose size differs from the matching send's fails with
+/// `errc::mismatch` (on the receiving side; the sending side may complete).
+///
+/// Refinements (see docs/design.md for how shared memory, UCX and NCCL map onto them):
+///  - `rma_transport`: memory registered through the transport is readable and writable by
+///    peers with one-sided `get`/`put`, so `direct` algorithms can reduce straight out of
+///    peers' buffers;
+///  - `stream_ordered_transport`: work is enqueued on a device stream instead of completed
+///    on the host (NCCL); executed by the stream-ordered executor, not the host one.
+#include <chorus/core/deadline.hpp>
+#include <chorus/core/error.hpp>
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+namespace chorus::inline v0 {
+
+/// A message tag. The executor packs (collective sequence number, schedule tag) into it;
+/// user point-to-point messages use a separate range (see `detail/tags.hpp`).
+using tag_t = std::uint64_t;
+
+/// A point-to-point backend: non-blocking tagged sends and receives with deadlines.
+///
+/// `T::request` is a movable handle to one posted operation. `test` returns true once the
+/// operation completed (and drives progress); `wait` blocks until completion or throws
+/// `chorus::error` (`timeout` at the deadline, `aborted` / `peer_lost` when the group
+/// failed, `mismatch` on a size mismatch). `cancel` withdraws an operation that has not
+/// completed (used when a collective unwinds after an error) and returns only once the
+/// transport no longer touches the operation's buffer; it never throws. `abort` poisons the
+/// whole group with a reason; it never blocks and may be called from any thread.
+template <class T>
+concept transport = std::movable<T> &&
+    requires(T& t, const T& ct, typename T::request& req, int peer, tag_t tag,
+             std::span<const std::byte> send_bytes, std::span<std::byte> recv_bytes, deadline d,
+             std::string_view reason) {
+  typename T::request;
+  requires std::movable<typename T::request>;
+  { ct.rank() } -> std::convertible_to<int>;
+  { ct.size() } -> std::convertible_to<int>;
+  { t.isend(peer, tag, send_bytes) } -> std::same_as<typename T::request>;
+  { t.irecv(peer, tag, recv_bytes) } -> std::same_as<typename T::request>;
+  { t.test(req) } -> std::same_as<bool>;
+  { t.wait(req, d) } -> std::same_as<void>;
+  { t.cancel(req) }
+  noexcept;
+  { t.abort(reason) }
+  noexcept;
+};
+
+/// A transport whose peers can read and write registered memory one-sidedly.
+///
+/// `register_window(bytes)` is collective over the group (every rank calls it in the same
+/// order) and returns a handle naming that memory on every rank; `get`/`put` move bytes
+/// between local memory and a peer's window at an offset and return a request completed
+/// with `test`/`wait` like any other. Shared memory maps peers' segments (or uses
+/// cross-memory attach); UCX uses `ucp_mem_map` + rkeys + `ucp_get_nbx`/`ucp_put_nbx`.
+template <class T>
+concept rma_transport = transport<T> &&
+    requires(T& t, std::span<std::byte> local, std::span<const std::byte> src, int peer,
+             std::size_t offset, typename T::window& w) {
+  typename T::window;
+  { t.register_window(local) } -> std::same_as<typename T::window>;
+  { t.get(w, peer, offset, local) } -> std::same_as<typename T::request>;
+  { t.put(w, peer, offset, src) } -> std::same_as<typename T::request>;
+};
+
+/// A transport that enqueues work on a device stream instead of completing it on the host.
+///
+/// Between `group_start` and `group_end` the executor enqueues the sends and receives of one
+/// schedule step (NCCL: `ncclGroupStart`, `ncclSend`/`ncclRecv`, `ncclGroupEnd`); reductions
+/// are enqueued as kernels on the same stream. Nothing synchronises with the host inside a
+/// collective, so a CUDA graph can capture it. `poll_error` reports an asynchronous failure
+/// (NCCL: `ncclCommGetAsyncError`) and is what the host polls under a deadline.
+template <class T>
+concept stream_ordered_transport = std::movable<T> &&
+    requires(T& t, const T& ct, typename T::stream_type stream, int peer,
+             std::span<const std::byte> send_bytes, std::span<std::byte> recv_bytes,
+             std::string_view reason) {
+  typename T::stream_type;
+  { ct.rank() } -> std::convertible_to<int>;
+  { ct.size() } -> std::convertible_to<int>;
+  { t.group_start() } -> std::same_as<void>;
+  { t.enqueue_send(peer, send_bytes, stream) } -> std::same_as<void>;
+  { t.enqueue_recv(peer, recv_bytes, stream) } -> std::same_as<void>;
+  { t.group_end() } -> std::same_as<void>;
+  { t.poll_error() } -> std::same_as<void>;
+  { t.abort(reason) }
+  noexcept;
+};
+
+}  // namespace chorus::inline v0

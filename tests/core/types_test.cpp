@@ -1,0 +1,105 @@
+// chorus::half and chorus::bfloat16: conversions round to nearest even, specials survive,
+// and arithmetic goes through float.
+#include <chorus/core/types.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+namespace {
+
+// Independent reference: the nearest representable value by exhaustive candidate search
+// over the 16-bit patterns of the same sign (ties to the even pattern).
+template <class F16>
+std::uint16_t nearest_bits(float f) {
+  const std::uint16_t sign = std::signbit(f) ? 0x8000 : 0;
+  const double target = std::fabs(static_cast<double>(f));
+  std::uint16_t best = sign;
+  double best_err = std::numeric_limits<double>::infinity();
+  for (std::uint32_t m = 0; m < 0x8000; ++m) {
+    const F16 c = F16::from_bits(static_cast<std::uint16_t>(m));
+    const double v = static_cast<double>(float(c));
+    if (std::isnan(v)) continue;
+    const double err = std::fabs(v - target);
+    if (err < best_err || (err == best_err && (m & 1u) == 0)) {
+      best_err = err;
+      best = static_cast<std::uint16_t>(sign | m);
+    }
+  }
+  return best;
+}
+
+float random_float(std::uint32_t& x, int min_exp, int max_exp) {
+  x = x * 1664525u + 1013904223u;
+  const std::uint32_t mant = x >> 9;
+  x = x * 1664525u + 1013904223u;
+  const int e = min_exp + static_cast<int>(x % static_cast<std::uint32_t>(max_exp - min_exp + 1));
+  const float sign = (x & 0x80000000u) ? -1.0f : 1.0f;
+  return sign * std::ldexp(1.0f + static_cast<float>(mant) / 8388608.0f, e);
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("16-bit floats: every pattern survives a round trip through float", "",
+                   chorus::half, chorus::bfloat16) {
+  for (std::uint32_t b = 0; b < 0x10000; ++b) {
+    const auto h = TestType::from_bits(static_cast<std::uint16_t>(b));
+    const float f = float(h);
+    if (std::isnan(f)) {
+      REQUIRE(std::isnan(float(TestType(f))));
+    } else {
+      REQUIRE(TestType(f).bits == b);
+    }
+  }
+}
+
+TEST_CASE("half: float to half rounds to nearest even, incl. subnormals and overflow") {
+  std::uint32_t x = 7;
+  for (int i = 0; i < 1000; ++i) {
+    const float f = random_float(x, -26, 15);
+    INFO("f = " << f);
+    REQUIRE(chorus::half(f).bits == nearest_bits<chorus::half>(f));
+  }
+  CHECK(chorus::half(65504.0f).bits == 0x7bff);
+  CHECK(chorus::half(65519.0f).bits == 0x7bff);  // below the halfway point: max finite
+  CHECK(chorus::half(65520.0f).bits == 0x7c00);  // halfway rounds to even: infinity
+  CHECK(chorus::half(std::numeric_limits<float>::infinity()).bits == 0x7c00);
+  CHECK(chorus::half(-0.0f).bits == 0x8000);
+  CHECK(chorus::half(5.9604644775390625e-8f).bits == 0x0001);   // smallest subnormal
+  CHECK(chorus::half(2.98023223876953125e-8f).bits == 0x0000);  // halfway to it: even (0)
+  CHECK(std::isnan(float(chorus::half(std::numeric_limits<float>::quiet_NaN()))));
+}
+
+TEST_CASE("bfloat16: float to bfloat16 rounds to nearest even") {
+  std::uint32_t x = 11;
+  for (int i = 0; i < 1000; ++i) {
+    const float f = random_float(x, -130, 127);
+    INFO("f = " << f);
+    REQUIRE(chorus::bfloat16(f).bits == nearest_bits<chorus::bfloat16>(f));
+  }
+  CHECK(chorus::bfloat16(1.0f).bits == 0x3f80);
+  CHECK(std::isnan(float(chorus::bfloat16(std::numeric_limits<float>::quiet_NaN()))));
+}
+
+TEST_CASE("16-bit floats compute in float and round once per operation") {
+  const chorus::half a(1.0f), b(0.0004f);
+  // 1 + 0.0004 is below half an ulp of 1 in half precision: rounds back to 1
+  CHECK(float(a + b) == 1.0f);
+  CHECK(float(chorus::half(3.0f) * chorus::half(0.5f)) == 1.5f);
+  CHECK(float(chorus::bfloat16(2.0f) - chorus::bfloat16(0.5f)) == 1.5f);
+  CHECK(chorus::half(2.0f) > chorus::half(1.0f));
+}
+
+TEST_CASE("dtype tags and sizes") {
+  STATIC_REQUIRE(chorus::dtype_of<std::int8_t> == chorus::dtype::int8);
+  STATIC_REQUIRE(chorus::dtype_of<const double> == chorus::dtype::float64);
+  STATIC_REQUIRE(chorus::dtype_of<chorus::bfloat16> == chorus::dtype::bfloat16);
+  STATIC_REQUIRE(chorus::size_of(chorus::dtype::uint64) == 8);
+  STATIC_REQUIRE(chorus::size_of(chorus::dtype::float16) == 2);
+  STATIC_REQUIRE(!chorus::element_type<bool>);
+  STATIC_REQUIRE(!chorus::element_type<long double>);
+  CHECK(chorus::name(chorus::dtype::float32) == "float32");
+}
