@@ -1,6 +1,6 @@
 // all_reduce: every algorithm x element type x op x rank count x count, in and out of
 // place, against the serial reference with exactly representable inputs.
-#include "../support/harness.hpp"
+#include "../support/checks.hpp"
 
 #include <cmath>
 #include <cstring>
@@ -8,31 +8,6 @@
 
 using namespace harness;
 using chorus::schedule::collective;
-
-namespace {
-
-template <class T, class Op, class Algo>
-void check(chorus::inproc_communicator& comm, failures& f, const Algo& a, std::size_t count,
-           bool in_place) {
-  const Op op{};
-  const input_kind k = input_for<Op>();
-  const int r = comm.rank();
-  std::vector<T> in(count), out(count, poison<T>());
-  for (std::size_t i = 0; i < count; ++i) in[i] = input_value<T>(k, r, i);
-  const std::string what = label<T, Op>("all_reduce", a, count, in_place, r);
-  const reference<T, Op> want(op, k, comm.size(), count);
-  if (in_place) {
-    chorus::all_reduce(comm, in, op, a);
-    expect_all<T>(f, what, in, want);
-  } else {
-    chorus::all_reduce(comm, std::as_const(in), out, op, a);
-    expect_all<T>(f, what, out, want);
-    expect_all<T>(f, what + " (input changed)", in,
-                  [&](std::size_t i) { return input_value<T>(k, r, i); });
-  }
-}
-
-}  // namespace
 
 TEST_CASE("all_reduce: every algorithm, type and op on small counts") {
   for (int ranks : rank_counts) {
@@ -44,7 +19,7 @@ TEST_CASE("all_reduce: every algorithm, type and op on small counts") {
           using T = decltype(t);
           for_each_op<T>([&](auto op, int op_index) {
             for (std::size_t c = 0; c < counts.size(); ++c) {
-              check<T, decltype(op)>(comm, f, a, counts[c], (op_index + c) % 2 == 1);
+              check_all_reduce<T, decltype(op)>(comm, f, a, counts[c], (op_index + c) % 2 == 1);
             }
           });
         });
@@ -61,9 +36,9 @@ TEST_CASE("all_reduce: 2^20+3 elements with default pipelining, every algorithm"
     failures f;
     run_ranks(ranks, [&](chorus::inproc_communicator& comm) {
       for_each_algo<collective::all_reduce>([&](auto a) {
-        check<float, chorus::plus>(comm, f, a, large_count, false);
-        check<std::int32_t, chorus::maximum>(comm, f, a, large_count, true);
-        check<chorus::bfloat16, chorus::average>(comm, f, a, large_count, false);
+        check_all_reduce<float, chorus::plus>(comm, f, a, large_count, false);
+        check_all_reduce<std::int32_t, chorus::maximum>(comm, f, a, large_count, true);
+        check_all_reduce<chorus::bfloat16, chorus::average>(comm, f, a, large_count, false);
       });
     });
     INFO("ranks = " << ranks << "\n" << f.report());

@@ -1,36 +1,9 @@
 // broadcast: every supported algorithm x type x rank count x root, in and out of place;
 // non-root inputs are empty.
-#include "../support/harness.hpp"
+#include "../support/checks.hpp"
 
 using namespace harness;
 using chorus::schedule::collective;
-
-namespace {
-
-template <class T, class Algo>
-void check(chorus::inproc_communicator& comm, failures& f, const Algo& a, std::size_t count,
-           int root, bool in_place) {
-  const int r = comm.rank();
-  auto value = [&](std::size_t i) { return input_value<T>(input_kind::bits, root + 100, i); };
-  std::vector<T> out(count, poison<T>());
-  std::vector<T> in;
-  if (r == root) {
-    in.resize(count);
-    for (std::size_t i = 0; i < count; ++i) in[i] = value(i);
-  }
-  if (in_place) {
-    if (r == root) out = in;
-    chorus::broadcast(comm, out, root, a);
-  } else {
-    chorus::broadcast(comm, std::span<const T>(in), out, root, a);  // empty off the root
-  }
-  expect_all<T>(
-      f,
-      label<T, chorus::plus>("broadcast", a, count, in_place, r) + " root=" + std::to_string(root),
-      std::span<const T>(out), value);
-}
-
-}  // namespace
 
 TEST_CASE("broadcast: every algorithm, type and root") {
   for (int ranks : rank_counts) {
@@ -43,11 +16,12 @@ TEST_CASE("broadcast: every algorithm, type and root") {
           using T = decltype(t);
           for (std::size_t c = 0; c < counts.size(); ++c) {
             const int root = static_cast<int>((t_index * 3 + c) % static_cast<std::size_t>(ranks));
-            check<T>(comm, f, a, counts[c], root, (t_index + c) % 2 == 0);
+            check_broadcast<T>(comm, f, a, counts[c], root, (t_index + c) % 2 == 0);
           }
           ++t_index;
         });
-        for (int root = 0; root < ranks; ++root) check<double>(comm, f, a, 19, root, false);
+        for (int root = 0; root < ranks; ++root)
+          check_broadcast<double>(comm, f, a, 19, root, false);
       }
     });
     INFO("ranks = " << ranks << "\n" << f.report());
@@ -60,8 +34,8 @@ TEST_CASE("broadcast: 2^20+3 elements, every algorithm") {
     failures f;
     run_ranks(ranks, [&](chorus::inproc_communicator& comm) {
       for_each_algo<collective::broadcast>([&](auto a) {
-        check<float>(comm, f, a, large_count, ranks / 2, false);
-        check<std::int8_t>(comm, f, a, large_count, ranks - 1, true);
+        check_broadcast<float>(comm, f, a, large_count, ranks / 2, false);
+        check_broadcast<std::int8_t>(comm, f, a, large_count, ranks - 1, true);
       });
     });
     INFO("ranks = " << ranks << "\n" << f.report());

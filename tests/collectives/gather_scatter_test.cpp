@@ -1,56 +1,9 @@
 // gather and scatter: every supported algorithm x type x rank count x root, in and out of
 // place; off-root buffers are empty.
-#include "../support/harness.hpp"
+#include "../support/checks.hpp"
 
 using namespace harness;
 using chorus::schedule::collective;
-
-namespace {
-
-template <class T, class Algo>
-void check_gather(chorus::inproc_communicator& comm, failures& f, const Algo& a, std::size_t block,
-                  int root, bool in_place) {
-  const int p = comm.size();
-  const int r = comm.rank();
-  std::vector<T> in(block);
-  for (std::size_t i = 0; i < block; ++i) in[i] = input_value<T>(input_kind::bits, r, i);
-  std::vector<T> out(r == root ? block * static_cast<std::size_t>(p) : 0, poison<T>());
-  std::span<const T> source = in;
-  if (in_place && r == root) {
-    std::copy(in.begin(), in.end(), out.begin() + static_cast<std::ptrdiff_t>(block) * root);
-    source = std::span<const T>(out).subspan(block * static_cast<std::size_t>(root), block);
-  }
-  chorus::gather(comm, source, out, root, a);
-  if (r == root) {
-    expect_all<T>(
-        f,
-        label<T, chorus::plus>("gather", a, block, in_place, r) + " root=" + std::to_string(root),
-        std::span<const T>(out), [&](std::size_t i) {
-          return input_value<T>(input_kind::bits, static_cast<int>(i / block), i % block);
-        });
-  }
-}
-
-template <class T, class Algo>
-void check_scatter(chorus::inproc_communicator& comm, failures& f, const Algo& a, std::size_t block,
-                   int root, bool in_place) {
-  const int p = comm.size();
-  const int r = comm.rank();
-  auto value = [&](std::size_t i) { return input_value<T>(input_kind::bits, root + 50, i); };
-  std::vector<T> in(r == root ? block * static_cast<std::size_t>(p) : 0);
-  for (std::size_t i = 0; i < in.size(); ++i) in[i] = value(i);
-  std::vector<T> own(block, poison<T>());
-  std::span<T> out = own;
-  if (in_place && r == root)
-    out = std::span<T>(in).subspan(block * static_cast<std::size_t>(root), block);
-  chorus::scatter(comm, std::span<const T>(in), out, root, a);
-  expect_all<T>(
-      f, label<T, chorus::plus>("scatter", a, block, in_place, r) + " root=" + std::to_string(root),
-      std::span<const T>(out),
-      [&](std::size_t i) { return value(block * static_cast<std::size_t>(r) + i); });
-}
-
-}  // namespace
 
 TEST_CASE("gather and scatter: every algorithm, type and root") {
   for (int ranks : rank_counts) {

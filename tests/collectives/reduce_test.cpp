@@ -1,43 +1,11 @@
 // reduce: every supported algorithm x type x op x rank count x root, in and out of place;
 // non-root outputs may be empty and must not be touched.
-#include "../support/harness.hpp"
+#include "../support/checks.hpp"
 
 #include <utility>
 
 using namespace harness;
 using chorus::schedule::collective;
-
-namespace {
-
-template <class T, class Op, class Algo>
-void check(chorus::inproc_communicator& comm, failures& f, const Algo& a, std::size_t count,
-           int root, bool in_place) {
-  const Op op{};
-  const input_kind k = input_for<Op>();
-  const int r = comm.rank();
-  std::vector<T> in(count);
-  for (std::size_t i = 0; i < count; ++i) in[i] = input_value<T>(k, r, i);
-  // non-root ranks pass an empty output when out of place
-  std::vector<T> out(r == root ? count : 0, poison<T>());
-  const std::string what =
-      label<T, Op>("reduce", a, count, in_place, r) + " root=" + std::to_string(root);
-  const reference<T, Op> want(op, k, comm.size(), count);
-  auto original = [&](std::size_t i) { return input_value<T>(k, r, i); };
-  if (in_place) {
-    chorus::reduce(comm, in, op, root, a);
-    if (r == root) {
-      expect_all<T>(f, what, in, want);
-    } else {
-      expect_all<T>(f, what + " (non-root buffer changed)", in, original);
-    }
-  } else {
-    chorus::reduce(comm, std::as_const(in), out, op, root, a);
-    if (r == root) expect_all<T>(f, what, out, want);
-    expect_all<T>(f, what + " (input changed)", in, original);
-  }
-}
-
-}  // namespace
 
 TEST_CASE("reduce: every algorithm, type, op and root") {
   for (int ranks : rank_counts) {
@@ -51,7 +19,7 @@ TEST_CASE("reduce: every algorithm, type, op and root") {
             for (std::size_t c = 0; c < counts.size(); ++c) {
               const int root =
                   static_cast<int>((op_index * 5 + c * 3) % static_cast<std::size_t>(ranks));
-              check<T, decltype(op)>(comm, f, a, counts[c], root, (op_index + c) % 2 == 1);
+              check_reduce<T, decltype(op)>(comm, f, a, counts[c], root, (op_index + c) % 2 == 1);
             }
           });
         });
@@ -68,7 +36,7 @@ TEST_CASE("reduce: every root, every algorithm") {
     run_ranks(ranks, [&](chorus::inproc_communicator& comm) {
       for (const auto& a : dynamic_algos(collective::reduce)) {
         for (int root = 0; root < ranks; ++root) {
-          check<std::int32_t, chorus::plus>(comm, f, a, 29, root, root % 2 == 0);
+          check_reduce<std::int32_t, chorus::plus>(comm, f, a, 29, root, root % 2 == 0);
         }
       }
     });
@@ -82,8 +50,8 @@ TEST_CASE("reduce: 2^20+3 elements, every algorithm") {
     failures f;
     run_ranks(ranks, [&](chorus::inproc_communicator& comm) {
       for_each_algo<collective::reduce>([&](auto a) {
-        check<float, chorus::plus>(comm, f, a, large_count, ranks - 1, false);
-        check<chorus::half, chorus::maximum>(comm, f, a, large_count, 0, true);
+        check_reduce<float, chorus::plus>(comm, f, a, large_count, ranks - 1, false);
+        check_reduce<chorus::half, chorus::maximum>(comm, f, a, large_count, 0, true);
       });
     });
     INFO("ranks = " << ranks << "\n" << f.report());

@@ -111,7 +111,13 @@ class communicator {
       if (!poison_) poison_.emplace(e.value(), e.what());
     } catch (...) {
     }
-    transport_.abort(e.what());
+    // A transport that can carry the cause's code lets every peer fail with it too (a
+    // dead rank is `peer_lost` everywhere, not `aborted` for all but one).
+    if constexpr (requires { transport_.abort(e.value(), std::string_view(e.what())); }) {
+      transport_.abort(e.value(), e.what());
+    } else {
+      transport_.abort(e.what());
+    }
   }
 
   /// Aborts the group: every pending and future wait of every rank fails promptly. Never

@@ -109,6 +109,7 @@ struct group {
   std::atomic<bool> aborted{false};  ///< release-stored after `abort_reason` is written
   std::mutex abort_mutex;
   std::string abort_reason;
+  errc abort_code = errc::aborted;
 
   /// Wakes `rank` if it sleeps. Taking the mutex orders the wake-up after the state change
   /// the waiter re-checks under the same mutex, so no wake-up is lost.
@@ -121,10 +122,11 @@ struct group {
     for (int r = 0; r < size; ++r) ring(r);
   }
 
-  void abort(int rank, std::string_view reason) noexcept {
+  void abort(int rank, errc code, std::string_view reason) noexcept {
     try {
       std::lock_guard lock(abort_mutex);
       if (!aborted.load(std::memory_order_relaxed)) {
+        abort_code = code;
         abort_reason = "rank " + std::to_string(rank) + " aborted the group: ";
         abort_reason += reason;
         aborted.store(true, std::memory_order_release);
@@ -137,11 +139,13 @@ struct group {
 
   [[noreturn]] void throw_aborted(int rank) {
     std::string reason;
+    errc code = errc::aborted;
     {
       std::lock_guard lock(abort_mutex);
       reason = abort_reason;
+      code = abort_code;
     }
-    throw error(errc::aborted, "rank " + std::to_string(rank) + ": " + reason);
+    throw error(code, "rank " + std::to_string(rank) + ": " + reason);
   }
 };
 
@@ -312,7 +316,9 @@ class inproc_transport {
     }
   }
 
-  void abort(std::string_view reason) noexcept { group_->abort(rank_, reason); }
+  void abort(std::string_view reason) noexcept { abort(errc::aborted, reason); }
+  /// Aborts with the code of the failure that caused it; peers fail with the same code.
+  void abort(errc code, std::string_view reason) noexcept { group_->abort(rank_, code, reason); }
 
   /// Marks this rank as gone: peers that wait for it fail with `errc::peer_lost` instead of
   /// waiting for their deadline. `inproc::run` calls it when a rank function returns.
@@ -396,7 +402,7 @@ void run(int ranks, Fn&& fn, communicator_options options = communicator_options
   try {
     for (int r = 1; r < ranks; ++r) threads.emplace_back(body, r);
   } catch (...) {
-    group->abort(0, "could not start the rank threads");
+    group->abort(0, errc::aborted, "could not start the rank threads");
     for (auto& t : threads) t.join();
     throw;
   }
