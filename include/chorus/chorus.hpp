@@ -3,7 +3,8 @@
 /// chorus: collective communication and sharding, header-only C++20.
 ///
 /// Include this one header for everything that needs no extra dependency: element types and
-/// ops, the communicator, the in-process transport, and every collective.
+/// ops, the communicator, the in-process and (on Linux) shared-memory transports, and every
+/// collective.
 ///
 ///     #include <chorus/chorus.hpp>
 ///
@@ -22,6 +23,9 @@
 
 #include <chorus/transport/inproc.hpp>
 #include <chorus/transport/transport.hpp>
+#if defined(__linux__)
+#include <chorus/transport/shm.hpp>
+#endif
 
 #include <chorus/algorithm/algo.hpp>
 #include <chorus/algorithm/all_gather.hpp>

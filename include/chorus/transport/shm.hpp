@@ -1,0 +1,741 @@
+#pragma once
+/// \file
+/// `chorus::shm_transport`: processes on one host exchange messages through POSIX shared
+/// memory.
+///
+/// Every rank creates one segment, its *inbox*: a header (doorbell, abort record, pid) and
+/// one single-producer/single-consumer channel per peer. A channel is a ring of slots with
+/// the producer's and the consumer's index on separate cache lines; a message occupies one
+/// slot per `slot_bytes` of payload, so a large message streams through the ring while the
+/// receiver copies earlier slots out (copy-in and copy-out overlap). The receiver matches
+/// arriving messages to posted receives by tag in FIFO order and buffers messages that
+/// arrive before their receive is posted.
+///
+/// Segments are created 0600 under unguessable names, mapped by every rank, and unlinked
+/// as soon as every rank has mapped them, so /dev/shm holds nothing of a running job.
+///
+/// Waiting is a short spin, a few yields, then a futex sleep on the inbox doorbell that
+/// peers ring after writing into (or draining) a channel; the sleep wakes at least every
+/// `liveness_period` to check the peers' pidfds, so a dead peer becomes `errc::peer_lost`
+/// naming it, and to see an abort. Progress is driven by the caller (`test`, `wait`), as
+/// the transport concept requires.
+#include <chorus/core/deadline.hpp>
+#include <chorus/core/error.hpp>
+#include <chorus/transport/transport.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+namespace chorus::inline v0 {
+
+namespace detail::shm {
+
+inline constexpr std::size_t cache_line = 64;
+
+/// How often a sleeping rank wakes to check its peers' liveness and the abort flag. 50 ms:
+/// a dead peer is reported well inside the 5 s the issue asks for, and the cost (a futex
+/// timeout and one poll() per period while idle) is invisible.
+inline constexpr auto liveness_period = std::chrono::milliseconds(50);
+
+/// Spin iterations before yielding, and yields before sleeping. A round trip between two
+/// processes on separate cores takes well under a microsecond, so a short spin catches the
+/// common case without a syscall. When there are more ranks than cores (8 ranks on 2
+/// cores), spinning only burns the time slice of the peer being waited for, so the spin
+/// shrinks to almost nothing and the rank yields, then sleeps, almost at once.
+inline constexpr int spin_iterations = 2000;
+inline constexpr int oversubscribed_spin_iterations = 16;
+inline constexpr int yield_iterations = 4;
+
+/// The CPUs this process may run on.
+inline int usable_cpus() noexcept {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) != 0) return 1;
+  return CPU_COUNT(&set);
+}
+
+inline int futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
+                      std::chrono::nanoseconds timeout) noexcept {
+  timespec ts{};
+  ts.tv_sec = static_cast<time_t>(timeout.count() / 1'000'000'000);
+  ts.tv_nsec = static_cast<long>(timeout.count() % 1'000'000'000);
+  return static_cast<int>(::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAIT,
+                                    expected, &ts, nullptr, 0));
+}
+
+inline void futex_wake_all(std::atomic<std::uint32_t>* word) noexcept {
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE, INT32_MAX, nullptr,
+            nullptr, 0);
+}
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+/// The header at the start of every rank's inbox segment.
+struct inbox_header {
+  /// Incremented (seq_cst) by whoever changes something this rank may wait for; the futex
+  /// word this rank sleeps on.
+  alignas(cache_line) std::atomic<std::uint32_t> doorbell;
+  /// 1 while this rank is (about to be) asleep: peers only pay for FUTEX_WAKE then.
+  std::atomic<std::uint32_t> sleeping;
+  /// Abort record: 0 = none, 1 = being written by `abort_rank`, 2 = complete.
+  alignas(cache_line) std::atomic<std::uint32_t> abort_state;
+  std::int32_t abort_rank;
+  std::int32_t abort_code;
+  char abort_reason[480];
+  alignas(cache_line) std::int32_t pid;
+  std::uint32_t ranks;
+  std::uint64_t slot_bytes;
+  std::uint32_t slots;
+};
+
+/// One direction of one pair: the producer writes slots and advances `head`; the consumer
+/// reads them and advances `tail`. Indices count slots forever (64-bit: no wrap in practice).
+struct channel_header {
+  alignas(cache_line) std::atomic<std::uint64_t> head;  ///< release-stored by the producer
+  alignas(cache_line) std::atomic<std::uint64_t> tail;  ///< release-stored by the consumer
+};
+
+/// The first bytes of every slot.
+struct slot_header {
+  std::uint64_t tag;
+  std::uint64_t total_bytes;  ///< the whole message (same in every slot of the message)
+  std::uint64_t offset;       ///< where this slot's payload starts within the message
+  std::uint64_t bytes;        ///< payload bytes in this slot
+};
+
+inline constexpr std::size_t slot_header_bytes = 64;  // keeps payloads cache-line aligned
+static_assert(sizeof(slot_header) <= slot_header_bytes);
+
+/// Geometry of one inbox, identical on every rank.
+struct geometry {
+  std::size_t ranks = 1;
+  std::size_t slots = 8;
+  std::size_t slot_bytes = 64 * 1024;
+
+  [[nodiscard]] std::size_t payload_bytes() const noexcept {
+    return slot_bytes - slot_header_bytes;
+  }
+  [[nodiscard]] std::size_t channel_bytes() const noexcept {
+    return sizeof(channel_header) + slots * slot_bytes;
+  }
+  [[nodiscard]] std::size_t header_bytes() const noexcept {
+    return (sizeof(inbox_header) + cache_line - 1) / cache_line * cache_line;
+  }
+  [[nodiscard]] std::size_t segment_bytes() const noexcept {
+    return header_bytes() + ranks * channel_bytes();
+  }
+
+  /// 8 slots per channel; slots of 64 KiB, shrunk for many ranks so that an inbox stays
+  /// near 16 MiB (P inboxes of P channels each: memory grows with P^2).
+  static geometry for_ranks(std::size_t ranks) noexcept {
+    geometry g;
+    g.ranks = ranks;
+    const std::size_t budget = std::size_t{16} << 20;
+    std::size_t slot = budget / (ranks * g.slots);
+    slot = slot > (std::size_t{64} << 10) ? (std::size_t{64} << 10) : slot;
+    slot = slot < std::size_t{4096} ? std::size_t{4096} : slot;
+    g.slot_bytes = slot / cache_line * cache_line;
+    return g;
+  }
+};
+
+/// A mapped segment; unmapped on destruction.
+class mapping {
+ public:
+  mapping() = default;
+  mapping(void* base, std::size_t bytes) noexcept : base_(base), bytes_(bytes) {}
+  mapping(mapping&& o) noexcept : base_(std::exchange(o.base_, nullptr)), bytes_(o.bytes_) {}
+  mapping& operator=(mapping&& o) noexcept {
+    if (this != &o) {
+      reset();
+      base_ = std::exchange(o.base_, nullptr);
+      bytes_ = o.bytes_;
+    }
+    return *this;
+  }
+  ~mapping() { reset(); }
+  [[nodiscard]] std::byte* data() const noexcept { return static_cast<std::byte*>(base_); }
+
+ private:
+  void reset() noexcept {
+    if (base_ != nullptr) ::munmap(base_, bytes_);
+    base_ = nullptr;
+  }
+  void* base_ = nullptr;
+  std::size_t bytes_ = 0;
+};
+
+/// A file descriptor, closed on destruction.
+class fd {
+ public:
+  fd() = default;
+  explicit fd(int f) noexcept : fd_(f) {}
+  fd(fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  fd& operator=(fd&& o) noexcept {
+    if (this != &o) {
+      reset();
+      fd_ = std::exchange(o.fd_, -1);
+    }
+    return *this;
+  }
+  ~fd() { reset(); }
+  [[nodiscard]] int get() const noexcept { return fd_; }
+
+ private:
+  void reset() noexcept {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  int fd_ = -1;
+};
+
+[[noreturn]] inline void throw_errno(int rank, const std::string& what) {
+  throw error(errc::transport, "chorus::shm_transport: rank " + std::to_string(rank) + ": " + what +
+                                   ": " + std::strerror(errno));
+}
+
+enum class state : int { posted, active, done };
+
+/// One posted send or receive. Process-local; the shared memory only holds slots.
+struct operation {
+  bool is_send = false;
+  int peer = 0;
+  tag_t tag = 0;
+  const std::byte* send_data = nullptr;
+  std::byte* recv_data = nullptr;
+  std::size_t bytes = 0;
+  std::size_t progress = 0;      ///< bytes moved so far
+  std::vector<std::byte> owned;  ///< a send's remaining bytes after cancel (see `cancel`)
+  state status = state::posted;
+  bool failed = false;
+  std::string failure;
+};
+
+using operation_ptr = std::shared_ptr<operation>;
+
+/// A message that arrived before its receive was posted (or is streaming in).
+struct unexpected_message {
+  tag_t tag = 0;
+  std::vector<std::byte> data;
+  std::size_t received = 0;
+  operation_ptr waiting;  ///< a receive posted while the message was still streaming in
+  [[nodiscard]] bool complete() const noexcept { return received == data.size(); }
+};
+
+}  // namespace detail::shm
+
+/// How ranks of one job find each other's segments: called twice during construction with
+/// this rank's blob; must return every rank's blob, in rank order (an all-gather), and must
+/// not return before every rank has called it. `chorus::bootstrap` stores provide one.
+using shm_exchange = std::function<std::vector<std::string>(const std::string& mine)>;
+
+/// Point-to-point transport between processes of one host over POSIX shared memory.
+class shm_transport {
+ public:
+  using request = detail::shm::operation_ptr;
+
+  /// Creates this rank's inbox, exchanges names through `exchange`, maps every peer's inbox
+  /// and unlinks its own once all ranks have mapped it. `job` names the segments (use a
+  /// job-unique token, e.g. chorusrun's CHORUS_JOB_ID); a random suffix makes them
+  /// unguessable.
+  shm_transport(int rank, int size, std::string_view job, const shm_exchange& exchange)
+      : rank_(rank),
+        size_(size),
+        geometry_(detail::shm::geometry::for_ranks(static_cast<std::size_t>(size))) {
+    if (size < 1 || rank < 0 || rank >= size) {
+      throw error(errc::invalid_argument, "chorus::shm_transport: rank " + std::to_string(rank) +
+                                              " is outside a group of " + std::to_string(size));
+    }
+    const std::string name = segment_name(job);
+    const std::size_t bytes = geometry_.segment_bytes();
+    {
+      detail::shm::fd f(::shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600));
+      if (f.get() < 0) detail::shm::throw_errno(rank, "shm_open(" + name + ")");
+      bool unlinked = false;
+      auto unlink_own = [&] {
+        if (!unlinked) ::shm_unlink(name.c_str());
+        unlinked = true;
+      };
+      try {
+        if (::ftruncate(f.get(), static_cast<off_t>(bytes)) != 0) {
+          detail::shm::throw_errno(rank, "ftruncate of " + std::to_string(bytes) + " bytes for " +
+                                             name + " (is /dev/shm large enough?)");
+        }
+        inboxes_.resize(static_cast<std::size_t>(size));
+        inboxes_[static_cast<std::size_t>(rank)] = map(f.get(), bytes, name);
+        auto* h = new (inbox(rank)) detail::shm::inbox_header{};
+        h->pid = static_cast<std::int32_t>(::getpid());
+        h->ranks = static_cast<std::uint32_t>(size);
+        h->slot_bytes = geometry_.slot_bytes;
+        h->slots = static_cast<std::uint32_t>(geometry_.slots);
+        for (int s = 0; s < size; ++s) new (channel_in(s)) detail::shm::channel_header{};
+        // Round 1: names and pids.
+        const std::vector<std::string> blobs = exchange(name + " " + std::to_string(::getpid()));
+        if (blobs.size() != static_cast<std::size_t>(size)) {
+          throw error(errc::transport, "chorus::shm_transport: the exchange returned " +
+                                           std::to_string(blobs.size()) + " entries for " +
+                                           std::to_string(size) + " ranks");
+        }
+        pids_.resize(static_cast<std::size_t>(size));
+        pidfds_.resize(static_cast<std::size_t>(size));
+        for (int p = 0; p < size; ++p) {
+          const std::string& blob = blobs[static_cast<std::size_t>(p)];
+          const auto space = blob.rfind(' ');
+          const std::string peer_name = blob.substr(0, space);
+          pids_[static_cast<std::size_t>(p)] = std::stoi(blob.substr(space + 1));
+          if (p == rank) continue;
+          detail::shm::fd pf(::shm_open(peer_name.c_str(), O_RDWR | O_CLOEXEC, 0600));
+          if (pf.get() < 0)
+            detail::shm::throw_errno(rank,
+                                     "shm_open(" + peer_name + ") of rank " + std::to_string(p));
+          inboxes_[static_cast<std::size_t>(p)] = map(pf.get(), bytes, peer_name);
+          pidfds_[static_cast<std::size_t>(p)] = detail::shm::fd(
+              static_cast<int>(::syscall(SYS_pidfd_open, pids_[static_cast<std::size_t>(p)], 0)));
+        }
+        // Round 2: everybody has mapped everything; the names can go.
+        (void)exchange("mapped");
+        unlink_own();
+      } catch (...) {
+        unlink_own();
+        throw;
+      }
+    }
+    if (size > detail::shm::usable_cpus())
+      spin_limit_ = detail::shm::oversubscribed_spin_iterations;
+    outgoing_.resize(static_cast<std::size_t>(size));
+    posted_.resize(static_cast<std::size_t>(size));
+    unexpected_.resize(static_cast<std::size_t>(size));
+    incoming_.resize(static_cast<std::size_t>(size));
+  }
+
+  shm_transport(shm_transport&&) = default;
+  shm_transport& operator=(shm_transport&&) = default;
+
+  [[nodiscard]] int rank() const noexcept { return rank_; }
+  [[nodiscard]] int size() const noexcept { return size_; }
+
+  request isend(int peer, tag_t tag, std::span<const std::byte> data) {
+    check_peer(peer, "send to");
+    check_aborted();
+    auto op = std::make_shared<detail::shm::operation>();
+    op->is_send = true;
+    op->peer = peer;
+    op->tag = tag;
+    op->send_data = data.data();
+    op->bytes = data.size();
+    outgoing_[static_cast<std::size_t>(peer)].push_back(op);
+    push(peer);
+    return op;
+  }
+
+  request irecv(int peer, tag_t tag, std::span<std::byte> data) {
+    check_peer(peer, "receive from");
+    check_aborted();
+    auto op = std::make_shared<detail::shm::operation>();
+    op->peer = peer;
+    op->tag = tag;
+    op->recv_data = data.data();
+    op->bytes = data.size();
+    auto& arrived = unexpected_[static_cast<std::size_t>(peer)];
+    for (auto it = arrived.begin(); it != arrived.end(); ++it) {
+      detail::shm::unexpected_message& u = **it;
+      if (u.tag != tag || u.waiting) continue;
+      if (u.complete()) {
+        deliver_buffered(u, *op);
+        arrived.erase(it);
+      } else {
+        u.waiting = op;  // completes when the rest of the message has streamed in
+        op->status = detail::shm::state::active;
+      }
+      return op;
+    }
+    posted_[static_cast<std::size_t>(peer)].push_back(op);
+    return op;
+  }
+
+  bool test(request& req) {
+    progress();
+    return finished(req);
+  }
+
+  void wait(request& req, deadline until) {
+    int spins = 0;
+    int yields = 0;
+    detail::shm::inbox_header* me = inbox(rank_);
+    for (;;) {
+      const bool moved = progress();
+      if (finished(req)) return;
+      if (moved) {
+        spins = 0;
+        yields = 0;
+        continue;
+      }
+      if (spins < spin_limit_) {
+        ++spins;
+        detail::shm::cpu_relax();
+        continue;
+      }
+      if (yields < detail::shm::yield_iterations) {
+        ++yields;
+        std::this_thread::yield();
+        continue;
+      }
+      // Sleep. Announce it first, then re-check: a peer that changed something after our
+      // last progress() has incremented the doorbell, so the futex returns at once.
+      const auto now = clock::now();
+      if (now >= until.at) {
+        throw error(errc::timeout, "rank " + std::to_string(rank_) + ": no " +
+                                       (req->is_send ? "room at" : "message from") + " rank " +
+                                       std::to_string(req->peer) + " before the deadline");
+      }
+      if (peer_gone(req->peer)) {
+        // Whatever it sent before exiting is in our inbox already: take it, then decide.
+        progress();
+        if (finished(req)) return;
+        throw error(errc::peer_lost,
+                    "rank " + std::to_string(rank_) + ": rank " + std::to_string(req->peer) +
+                        " (pid " + std::to_string(pids_[static_cast<std::size_t>(req->peer)]) +
+                        ") exited while this rank " +
+                        (req->is_send ? "was sending to it" : "waited for a message from it"));
+      }
+      me->sleeping.store(1, std::memory_order_seq_cst);
+      const std::uint32_t bell = me->doorbell.load(std::memory_order_seq_cst);
+      if (!progress() && !finished(req)) {
+        const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(until.at - now);
+        detail::shm::futex_wait(
+            &me->doorbell, bell,
+            std::min<std::chrono::nanoseconds>(left, detail::shm::liveness_period));
+      }
+      me->sleeping.store(0, std::memory_order_relaxed);
+      spins = 0;
+      yields = 0;
+    }
+  }
+
+  void cancel(request& req) noexcept {
+    if (!req || req->status == detail::shm::state::done) return;
+    try {
+      if (req->is_send) {
+        auto& queue = outgoing_[static_cast<std::size_t>(req->peer)];
+        if (req->progress == 0) {
+          std::erase(queue, req);
+        } else {
+          // Part of it is in the ring already: the receiver expects the rest. Keep
+          // streaming it from a private copy, so the caller's buffer is free.
+          req->owned.assign(req->send_data + req->progress, req->send_data + req->bytes);
+          req->send_data = req->owned.data() - req->progress;
+        }
+      } else {
+        auto& queue = posted_[static_cast<std::size_t>(req->peer)];
+        std::erase(queue, req);
+        for (auto& u : unexpected_[static_cast<std::size_t>(req->peer)]) {
+          if (u->waiting == req) u->waiting.reset();
+        }
+        auto& in = incoming_[static_cast<std::size_t>(req->peer)];
+        if (in.target == req) in.discard = true;  // drain the rest of it into nowhere
+      }
+    } catch (...) {
+    }
+    req->failed = true;
+    req->failure = "cancelled";
+    req->status = detail::shm::state::done;
+  }
+
+  void abort(std::string_view reason) noexcept { abort(errc::aborted, reason); }
+
+  /// Aborts with the code of the failure that caused it; peers fail with the same code.
+  void abort(errc code, std::string_view reason) noexcept {
+    for (int p = 0; p < size_; ++p) {
+      detail::shm::inbox_header* h = inbox(p);
+      if (h == nullptr) continue;
+      std::uint32_t expected = 0;
+      if (h->abort_state.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) {
+        h->abort_rank = rank_;
+        h->abort_code = static_cast<std::int32_t>(code);
+        const std::size_t n = std::min(reason.size(), sizeof(h->abort_reason) - 1);
+        std::memcpy(h->abort_reason, reason.data(), n);
+        h->abort_reason[n] = '\0';
+        h->abort_state.store(2, std::memory_order_release);
+      }
+      ring(p);
+    }
+  }
+
+ private:
+  struct incoming_state {
+    request target;                                           ///< the receive being filled, or null
+    std::shared_ptr<detail::shm::unexpected_message> buffer;  ///< or the buffered message
+    bool discard = false;  ///< drop the rest (cancelled or size mismatch)
+    bool active = false;
+    std::size_t total = 0;
+    std::size_t received = 0;
+  };
+
+  static detail::shm::mapping map(int f, std::size_t bytes, const std::string& name) {
+    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, f, 0);
+    if (p == MAP_FAILED) {
+      throw error(errc::transport, "chorus::shm_transport: mmap of " + name + " (" +
+                                       std::to_string(bytes) + " bytes): " + std::strerror(errno));
+    }
+    return {p, bytes};
+  }
+
+  std::string segment_name(std::string_view job) const {
+    std::random_device rd;
+    const std::uint64_t a = (static_cast<std::uint64_t>(rd()) << 32) | rd();
+    const std::uint64_t b = (static_cast<std::uint64_t>(rd()) << 32) | rd();
+    char suffix[40];
+    std::snprintf(suffix, sizeof suffix, "%016llx%016llx", static_cast<unsigned long long>(a),
+                  static_cast<unsigned long long>(b));
+    std::string clean;
+    for (char c : job.substr(0, 64))
+      clean += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_') ? c : '_';
+    return "/chorus-" + clean + "-" + std::to_string(rank_) + "-" + suffix;
+  }
+
+  [[nodiscard]] detail::shm::inbox_header* inbox(int r) const noexcept {
+    return reinterpret_cast<detail::shm::inbox_header*>(
+        inboxes_[static_cast<std::size_t>(r)].data());
+  }
+  /// The channel in rank `owner`'s inbox that carries messages from rank `sender`.
+  [[nodiscard]] detail::shm::channel_header* channel(int owner, int sender) const noexcept {
+    return reinterpret_cast<detail::shm::channel_header*>(
+        inboxes_[static_cast<std::size_t>(owner)].data() + geometry_.header_bytes() +
+        static_cast<std::size_t>(sender) * geometry_.channel_bytes());
+  }
+  [[nodiscard]] detail::shm::channel_header* channel_in(int sender) const noexcept {
+    return channel(rank_, sender);
+  }
+  [[nodiscard]] std::byte* slot(detail::shm::channel_header* c,
+                                std::uint64_t index) const noexcept {
+    return reinterpret_cast<std::byte*>(c) + sizeof(detail::shm::channel_header) +
+           (index % geometry_.slots) * geometry_.slot_bytes;
+  }
+
+  /// Tells rank `r` that something it may wait for changed.
+  void ring(int r) noexcept {
+    detail::shm::inbox_header* h = inbox(r);
+    h->doorbell.fetch_add(1, std::memory_order_seq_cst);
+    if (h->sleeping.load(std::memory_order_seq_cst) != 0) detail::shm::futex_wake_all(&h->doorbell);
+  }
+
+  /// Moves as many bytes as the rings allow, in both directions. True if anything moved.
+  bool progress() {
+    bool moved = false;
+    for (int p = 0; p < size_; ++p) {
+      if (p == rank_) continue;
+      moved |= drain(p);
+      moved |= push(p);
+    }
+    return moved;
+  }
+
+  /// Producer side: writes pending sends to `peer` into free slots of its channel.
+  bool push(int peer) {
+    auto& queue = outgoing_[static_cast<std::size_t>(peer)];
+    if (queue.empty()) return false;
+    detail::shm::channel_header* c = channel(peer, rank_);
+    std::uint64_t head = c->head.load(std::memory_order_relaxed);
+    const std::uint64_t tail = c->tail.load(std::memory_order_acquire);
+    bool moved = false;
+    while (!queue.empty() && head - tail < geometry_.slots) {
+      detail::shm::operation& op = *queue.front();
+      const std::size_t n = std::min(op.bytes - op.progress, geometry_.payload_bytes());
+      std::byte* s = slot(c, head);
+      auto* hdr = reinterpret_cast<detail::shm::slot_header*>(s);
+      hdr->tag = op.tag;
+      hdr->total_bytes = op.bytes;
+      hdr->offset = op.progress;
+      hdr->bytes = n;
+      if (n != 0) std::memcpy(s + detail::shm::slot_header_bytes, op.send_data + op.progress, n);
+      op.progress += n;
+      ++head;
+      moved = true;
+      if (op.progress == op.bytes) {
+        op.status = detail::shm::state::done;
+        queue.pop_front();
+      } else {
+        op.status = detail::shm::state::active;
+      }
+    }
+    if (moved) {
+      c->head.store(head, std::memory_order_release);  // publishes the slots written above
+      ring(peer);
+    }
+    return moved;
+  }
+
+  /// Consumer side: reads the slots that `peer` has published into this rank's inbox.
+  bool drain(int peer) {
+    detail::shm::channel_header* c = channel_in(peer);
+    std::uint64_t tail = c->tail.load(std::memory_order_relaxed);
+    const std::uint64_t head = c->head.load(std::memory_order_acquire);
+    if (tail == head) return false;
+    incoming_state& in = incoming_[static_cast<std::size_t>(peer)];
+    auto& arrived = unexpected_[static_cast<std::size_t>(peer)];
+    while (tail != head) {
+      const std::byte* s = slot(c, tail);
+      const auto* hdr = reinterpret_cast<const detail::shm::slot_header*>(s);
+      const std::byte* payload = s + detail::shm::slot_header_bytes;
+      if (!in.active) start_message(peer, hdr->tag, hdr->total_bytes, in);
+      const std::size_t n = hdr->bytes;
+      if (!in.discard) {
+        if (in.target) {
+          std::memcpy(in.target->recv_data + hdr->offset, payload, n);
+        } else {
+          std::memcpy(in.buffer->data.data() + hdr->offset, payload, n);
+        }
+      }
+      in.received += n;
+      ++tail;
+      if (in.received == in.total) finish_message(in, arrived);
+    }
+    c->tail.store(tail, std::memory_order_release);  // the slots may be reused
+    ring(peer);
+    return true;
+  }
+
+  void start_message(int peer, tag_t tag, std::size_t total, incoming_state& in) {
+    in = incoming_state{};
+    in.active = true;
+    in.total = total;
+    auto& posted = posted_[static_cast<std::size_t>(peer)];
+    for (auto it = posted.begin(); it != posted.end(); ++it) {
+      if ((*it)->tag != tag) continue;
+      in.target = *it;
+      posted.erase(it);
+      in.target->status = detail::shm::state::active;
+      if (in.target->bytes != total) {
+        mismatch(*in.target, total);
+        in.discard = true;
+      }
+      return;
+    }
+    in.buffer = std::make_shared<detail::shm::unexpected_message>();
+    in.buffer->tag = tag;
+    in.buffer->data.resize(total);
+    unexpected_[static_cast<std::size_t>(peer)].push_back(in.buffer);
+  }
+
+  void finish_message(incoming_state& in,
+                      std::deque<std::shared_ptr<detail::shm::unexpected_message>>& arrived) {
+    if (in.target) {
+      if (in.target->status != detail::shm::state::done) {  // not cancelled, no mismatch
+        in.target->progress = in.total;
+        in.target->status = detail::shm::state::done;
+      }
+    } else if (in.buffer) {
+      in.buffer->received = in.buffer->data.size();
+      if (in.buffer->waiting) {
+        request w = std::move(in.buffer->waiting);
+        deliver_buffered(*in.buffer, *w);
+        std::erase(arrived, in.buffer);
+      }
+    }
+    in = incoming_state{};
+  }
+
+  void deliver_buffered(const detail::shm::unexpected_message& u, detail::shm::operation& op) {
+    if (op.bytes != u.data.size()) {
+      mismatch(op, u.data.size());
+    } else if (!u.data.empty()) {
+      std::memcpy(op.recv_data, u.data.data(), u.data.size());
+    }
+    op.progress = op.bytes;
+    op.status = detail::shm::state::done;
+  }
+
+  void mismatch(detail::shm::operation& op, std::size_t sent) {
+    op.failed = true;
+    op.failure = "rank " + std::to_string(rank_) + " posted a receive of " +
+                 std::to_string(op.bytes) + " bytes from rank " + std::to_string(op.peer) +
+                 " but that rank sent " + std::to_string(sent) +
+                 " bytes with the same tag: the ranks called with different counts or types";
+    op.status = detail::shm::state::done;
+  }
+
+  bool finished(request& req) {
+    if (req->status != detail::shm::state::done) {
+      check_aborted();
+      return false;
+    }
+    if (req->failed) throw error(errc::mismatch, req->failure);
+    return true;
+  }
+
+  void check_aborted() const {
+    detail::shm::inbox_header* h = inbox(rank_);
+    if (h->abort_state.load(std::memory_order_acquire) == 0) return;
+    while (h->abort_state.load(std::memory_order_acquire) != 2) detail::shm::cpu_relax();
+    throw error(static_cast<errc>(h->abort_code), "rank " + std::to_string(rank_) + ": rank " +
+                                                      std::to_string(h->abort_rank) +
+                                                      " aborted the group: " + h->abort_reason);
+  }
+
+  /// Whether the process of rank `p` has exited (its pidfd is readable).
+  bool peer_gone(int p) const noexcept {
+    const int f = pidfds_[static_cast<std::size_t>(p)].get();
+    if (f >= 0) {
+      pollfd pfd{f, POLLIN, 0};
+      return ::poll(&pfd, 1, 0) > 0;
+    }
+    return ::kill(pids_[static_cast<std::size_t>(p)], 0) != 0 && errno == ESRCH;
+  }
+
+  void check_peer(int peer, const char* what) const {
+    if (peer < 0 || peer >= size_ || peer == rank_) {
+      throw error(errc::invalid_argument, "rank " + std::to_string(rank_) + ": cannot " + what +
+                                              " rank " + std::to_string(peer) + "; peers are 0.." +
+                                              std::to_string(size_ - 1) +
+                                              " other than the rank itself");
+    }
+  }
+
+  int rank_;
+  int size_;
+  int spin_limit_ = detail::shm::spin_iterations;
+  detail::shm::geometry geometry_;
+  std::vector<detail::shm::mapping> inboxes_;
+  std::vector<int> pids_;
+  std::vector<detail::shm::fd> pidfds_;
+  std::vector<std::deque<request>> outgoing_;  ///< per destination, in send order
+  std::vector<std::deque<request>> posted_;    ///< per source, unmatched receives
+  /// per source, messages that arrived before their receive, in arrival order
+  std::vector<std::deque<std::shared_ptr<detail::shm::unexpected_message>>> unexpected_;
+  std::vector<incoming_state> incoming_;  ///< per source, the message streaming in
+};
+
+static_assert(transport<shm_transport>);
+
+}  // namespace chorus::inline v0

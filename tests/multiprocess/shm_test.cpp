@@ -1,0 +1,228 @@
+// shm_transport with real processes: point-to-point semantics, every collective x
+// algorithm, faults (a rank killed mid-collective), checking, cleanup of /dev/shm, and a
+// soak with flat memory and file descriptors.
+#include "../support/checks.hpp"
+#include "../support/processes.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+using namespace harness;
+using chorus::schedule::collective;
+
+namespace {
+
+std::size_t open_fds() {
+  std::size_t n = 0;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (::readdir(d) != nullptr) ++n;
+    ::closedir(d);
+  }
+  return n;
+}
+
+std::size_t rss_kib() {
+  std::ifstream status("/proc/self/status");
+  std::string key;
+  while (status >> key) {
+    if (key == "VmRSS:") {
+      std::size_t v = 0;
+      status >> v;
+      return v;
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+TEST_CASE("shm: point-to-point FIFO per tag, early sends, messages larger than the ring") {
+  const std::string job = unique_job("p2p");
+  auto results = run_processes(3, job, [](shm_communicator& comm, failures& f) {
+    const int r = comm.rank();
+    if (r == 0) {
+      // sent before the receiver posts anything: must be buffered and matched in order
+      for (int m = 0; m < 5; ++m) chorus::send(comm, std::vector<int>{m, 1}, 1, 1);
+      chorus::send(comm, std::vector<int>{7, 2}, 1, 2);
+      std::vector<double> big((3u << 20) / 8 + 13);  // 3 MiB: streams through the ring
+      for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<double>(i) * 0.5;
+      chorus::send(comm, big, 2, 9);
+    } else if (r == 1) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      std::vector<int> got(2);
+      chorus::recv(comm, got, 0, 2);  // the later tag first
+      if (got != std::vector<int>{7, 2}) f.add("tag 2 wrong");
+      for (int m = 0; m < 5; ++m) {
+        chorus::recv(comm, got, 0, 1);
+        if (got != std::vector<int>{m, 1}) f.add("tag 1 out of order at " + std::to_string(m));
+      }
+    } else {
+      std::vector<double> big((3u << 20) / 8 + 13);
+      chorus::recv(comm, big, 0, 9);
+      for (std::size_t i = 0; i < big.size(); ++i) {
+        if (big[i] != static_cast<double>(i) * 0.5) {
+          f.add("large message wrong at " + std::to_string(i));
+          break;
+        }
+      }
+    }
+    chorus::barrier(comm);
+  });
+  require_all_ok(results);
+  REQUIRE(shm_leftovers(job).empty());
+}
+
+TEST_CASE("shm: every collective and algorithm, against the reference") {
+  for (int ranks : {1, 2, 3, 4, 8}) {
+    const std::string job = unique_job("coll");
+    auto results = run_processes(ranks, job, [ranks](shm_communicator& comm, failures& f) {
+      const std::vector<std::size_t> counts{0, 1, 7, 13 * static_cast<std::size_t>(ranks) + 5,
+                                            100003};
+      for (const auto& a : dynamic_algos(collective::all_reduce)) {
+        for (std::size_t c : counts) {
+          check_all_reduce<float, chorus::plus>(comm, f, a, c, c % 2 == 0);
+          check_all_reduce<std::int32_t, chorus::maximum>(comm, f, a, c, c % 2 == 1);
+          check_all_reduce<chorus::half, chorus::average>(comm, f, a, c, false);
+        }
+      }
+      for (const auto& a : dynamic_algos(collective::reduce_scatter)) {
+        for (std::size_t b : {std::size_t{0}, std::size_t{3}, std::size_t{20000}}) {
+          check_reduce_scatter<double, chorus::plus>(comm, f, a, b, false, b == 3);
+          check_reduce_scatter<std::int64_t, chorus::minimum>(comm, f, a, b, true, false);
+        }
+      }
+      for (const auto& a : dynamic_algos(collective::all_gather)) {
+        for (std::size_t b : {std::size_t{0}, std::size_t{5}, std::size_t{30001}}) {
+          check_all_gather<float>(comm, f, a, b, false, b == 5);
+          check_all_gather<std::uint8_t>(comm, f, a, b, true, false);
+        }
+      }
+      for (const auto& a : dynamic_algos(collective::broadcast)) {
+        for (int root = 0; root < ranks; ++root) {
+          check_broadcast<float>(comm, f, a, 70001, root, root % 2 == 0);
+        }
+      }
+      for (const auto& a : dynamic_algos(collective::reduce)) {
+        for (int root = 0; root < ranks; ++root) {
+          check_reduce<float, chorus::plus>(comm, f, a, 70001, root, root % 2 == 1);
+        }
+      }
+      for (const auto& a : dynamic_algos(collective::gather)) {
+        check_gather<std::int16_t>(comm, f, a, 9001, ranks - 1, false);
+        check_scatter<std::int16_t>(comm, f, a, 9001, 0, true);
+      }
+      for (const auto& a : dynamic_algos(collective::all_to_all)) {
+        check_all_to_all<float>(comm, f, a, 4001, false);
+        check_all_to_all<std::uint32_t>(comm, f, a, 7, true);
+      }
+      for (const auto& a : dynamic_algos(collective::barrier)) chorus::barrier(comm, a);
+    });
+    INFO("ranks = " << ranks);
+    require_all_ok(results);
+    REQUIRE(shm_leftovers(job).empty());
+  }
+}
+
+TEST_CASE("shm: 64 MiB all-reduce, all-gather and reduce-scatter") {
+  const std::string job = unique_job("big");
+  auto results = run_processes(4, job, [](shm_communicator& comm, failures& f) {
+    const std::size_t n = (std::size_t{64} << 20) / sizeof(float);
+    check_all_reduce<float, chorus::plus>(comm, f, chorus::algo::ring{}, n, true);
+    check_all_gather<float>(comm, f, chorus::algo::ring{}, n / 4, false, false);
+    check_reduce_scatter<float, chorus::plus>(comm, f, chorus::algo::ring{}, n / 4, false, false);
+  });
+  require_all_ok(results);
+}
+
+TEST_CASE("shm: a rank killed mid-all-reduce makes every survivor fail with peer_lost") {
+  for (int ranks : {2, 4, 8}) {
+    for (int round = 0; round < 20; ++round) {
+      const std::string job = unique_job("kill");
+      const int victim = (round * 3 + 1) % ranks;
+      std::atomic<double> killed_at{0};
+      const auto start = std::chrono::steady_clock::now();
+      process_options options;
+      options.deadline = std::chrono::seconds(60);
+      options.while_running = [&](const std::vector<pid_t>& pids) {
+        // let the ranks get going, then kill one in the middle of its all-reduces
+        std::this_thread::sleep_for(std::chrono::milliseconds(150 + 7 * round));
+        ::kill(pids[static_cast<std::size_t>(victim)], SIGKILL);
+        killed_at = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      };
+      auto results = run_processes(
+          ranks, job,
+          [](shm_communicator& comm, failures&) {
+            std::vector<float> v(1 << 16, 1.0f);
+            for (;;) chorus::all_reduce(comm, v, chorus::plus{}, chorus::algo::ring{});
+          },
+          options);
+      for (const auto& r : results) {
+        if (r.rank == victim) {
+          CHECK(r.signal == SIGKILL);
+          continue;
+        }
+        INFO("ranks " << ranks << " round " << round << " victim " << victim << ", rank " << r.rank
+                      << ": " << r.report);
+        CHECK(r.exit_code == 2);
+        CHECK_THAT(r.report, Catch::Contains("chorus::error[peer_lost]") &&
+                                 Catch::Contains("rank " + std::to_string(victim)));
+        CHECK(r.seconds - killed_at.load() < 5.0);
+      }
+      REQUIRE(shm_leftovers(job).empty());
+    }
+  }
+}
+
+TEST_CASE("shm: ranks calling different collectives get mismatch with checking on") {
+  const std::string job = unique_job("check");
+  process_options options;
+  options.comm.check = true;
+  auto results = run_processes(
+      3, job,
+      [](shm_communicator& comm, failures&) {
+        std::vector<float> v(8);
+        if (comm.rank() == 2) {
+          chorus::reduce(comm, v, chorus::plus{}, 0);
+        } else {
+          chorus::all_reduce(comm, v, chorus::plus{});
+        }
+      },
+      options);
+  for (const auto& r : results) {
+    INFO("rank " << r.rank << ": " << r.report);
+    CHECK(r.exit_code == 2);
+    CHECK_THAT(r.report, Catch::Contains("chorus::error[mismatch]") &&
+                             Catch::Contains("reduce #1") && Catch::Contains("all_reduce #1"));
+  }
+  REQUIRE(shm_leftovers(job).empty());
+}
+
+TEST_CASE("shm: 10^5 small all-reduces keep memory and descriptors flat") {
+  const std::string job = unique_job("soak");
+  auto results = run_processes(4, job, [](shm_communicator& comm, failures& f) {
+    std::vector<float> v(2);
+    for (int i = 0; i < 1000; ++i) chorus::all_reduce(comm, v, chorus::plus{});  // warm-up
+    const std::size_t fds = open_fds();
+    const std::size_t rss = rss_kib();
+    for (int i = 0; i < 100000; ++i) {
+      v[0] = 1.0f;
+      v[1] = static_cast<float>(comm.rank());
+      chorus::all_reduce(comm, v, chorus::plus{});
+      if (v[0] != 4.0f || v[1] != 6.0f) {
+        f.add("wrong result at iteration " + std::to_string(i));
+        break;
+      }
+    }
+    if (open_fds() != fds)
+      f.add("open descriptors changed: " + std::to_string(fds) + " -> " +
+            std::to_string(open_fds()));
+    // a leak of even one small allocation per call would add megabytes over 10^5 calls
+    if (rss_kib() > rss + 1024)
+      f.add("RSS grew from " + std::to_string(rss) + " KiB to " + std::to_string(rss_kib()) +
+            " KiB");
+  });
+  require_all_ok(results);
+  REQUIRE(shm_leftovers(job).empty());
+}
