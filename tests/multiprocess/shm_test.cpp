@@ -42,6 +42,9 @@ TEST_CASE("shm: point-to-point FIFO per tag, early sends, messages larger than t
   const std::string job = unique_job("p2p");
   auto results = run_processes(3, job, [](shm_communicator& comm, failures& f) {
     const int r = comm.rank();
+    for (int p = 0; p < comm.size(); ++p) {
+      if (p != r && comm.transport().single_copy_to(p)) f.add("single-copy is on by default");
+    }
     if (r == 0) {
       // sent before the receiver posts anything: must be buffered and matched in order
       for (int m = 0; m < 5; ++m) chorus::send(comm, std::vector<int>{m, 1}, 1, 1);
@@ -123,6 +126,34 @@ TEST_CASE("shm: every collective and algorithm, against the reference") {
     require_all_ok(results);
     REQUIRE(shm_leftovers(job).empty());
   }
+}
+
+TEST_CASE("shm: single-copy transfers (process_vm_readv) give the same results") {
+  ::setenv("CHORUS_SHM_SINGLE_COPY", "1", 1);  // inherited by the forked ranks
+  const std::string job = unique_job("cma");
+  auto results = run_processes(3, job, [](shm_communicator& comm, failures& f) {
+    for (int p = 0; p < comm.size(); ++p) {
+      if (p != comm.rank() && !comm.transport().single_copy_to(p)) {
+        f.add("single-copy to rank " + std::to_string(p) + " was not enabled");
+      }
+    }
+    for (const auto& a : dynamic_algos(collective::all_reduce)) {
+      check_all_reduce<float, chorus::plus>(comm, f, a, 300007, false);
+      check_all_reduce<double, chorus::maximum>(comm, f, a, 100003, true);
+    }
+    check_all_to_all<float>(comm, f, chorus::algo::direct{}, 70001, true);
+    // a large message that arrives before its receive is posted is read into a buffer
+    std::vector<float> big(1 << 18, static_cast<float>(comm.rank()));
+    if (comm.rank() == 0) chorus::send(comm, big, 1, 3);
+    if (comm.rank() == 1) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(30));
+      chorus::recv(comm, big, 0, 3);
+      if (big.front() != 0.0f || big.back() != 0.0f) f.add("early single-copy message wrong");
+    }
+  });
+  ::unsetenv("CHORUS_SHM_SINGLE_COPY");
+  require_all_ok(results);
+  REQUIRE(shm_leftovers(job).empty());
 }
 
 TEST_CASE("shm: 64 MiB all-reduce, all-gather and reduce-scatter") {

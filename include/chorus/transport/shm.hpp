@@ -32,6 +32,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -49,6 +50,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 namespace chorus::inline v0 {
@@ -132,7 +134,36 @@ struct slot_header {
   std::uint64_t total_bytes;  ///< the whole message (same in every slot of the message)
   std::uint64_t offset;       ///< where this slot's payload starts within the message
   std::uint64_t bytes;        ///< payload bytes in this slot
+  std::uint64_t address;      ///< single-copy descriptor: the message in the sender's memory
+  std::uint32_t single_copy;  ///< 1: no payload; the receiver reads `address` itself
 };
+
+/// Messages at least this large go single-copy (the receiver reads them straight from the
+/// sender's memory with process_vm_readv) when the kernel allows it. Below it the two
+/// copies through the ring cost less than the system call and page pinning.
+inline constexpr std::size_t single_copy_threshold = 128 * 1024;
+
+/// A value at a fixed address in every process, which peers read at start-up to find out
+/// whether cross-memory attach works between them (it needs ptrace permission).
+inline const std::uint64_t single_copy_probe = 0x63686f7275732121ull;  // "chorus!!"
+
+/// Reads `bytes` bytes at `remote` in process `pid` into `local`. False with errno set on
+/// failure.
+inline bool read_peer_memory(pid_t pid, std::uint64_t remote, std::byte* local,
+                             std::size_t bytes) noexcept {
+  std::size_t done = 0;
+  while (done < bytes) {
+    iovec l{local + done, bytes - done};
+    iovec r{reinterpret_cast<void*>(remote + done), bytes - done};
+    const ssize_t n = ::process_vm_readv(pid, &l, 1, &r, 1, 0);
+    if (n <= 0) {
+      if (n == 0) errno = EFAULT;
+      return false;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  return true;
+}
 
 inline constexpr std::size_t slot_header_bytes = 64;  // keeps payloads cache-line aligned
 static_assert(sizeof(slot_header) <= slot_header_bytes);
@@ -301,7 +332,9 @@ class shm_transport {
         h->slots = static_cast<std::uint32_t>(geometry_.slots);
         for (int s = 0; s < size; ++s) new (channel_in(s)) detail::shm::channel_header{};
         // Round 1: names and pids.
-        const std::vector<std::string> blobs = exchange(name + " " + std::to_string(::getpid()));
+        const std::vector<std::string> blobs = exchange(
+            name + " " + std::to_string(::getpid()) + " " +
+            std::to_string(reinterpret_cast<std::uintptr_t>(&detail::shm::single_copy_probe)));
         if (blobs.size() != static_cast<std::size_t>(size)) {
           throw error(errc::transport, "chorus::shm_transport: the exchange returned " +
                                            std::to_string(blobs.size()) + " entries for " +
@@ -309,12 +342,24 @@ class shm_transport {
         }
         pids_.resize(static_cast<std::size_t>(size));
         pidfds_.resize(static_cast<std::size_t>(size));
+        std::string readable(static_cast<std::size_t>(size), '0');  // peers we can read
+        const bool single_copy_allowed = single_copy_enabled();
         for (int p = 0; p < size; ++p) {
           const std::string& blob = blobs[static_cast<std::size_t>(p)];
-          const auto space = blob.rfind(' ');
-          const std::string peer_name = blob.substr(0, space);
-          pids_[static_cast<std::size_t>(p)] = std::stoi(blob.substr(space + 1));
+          const auto first = blob.find(' ');
+          const auto second = blob.find(' ', first + 1);
+          const std::string peer_name = blob.substr(0, first);
+          pids_[static_cast<std::size_t>(p)] =
+              std::stoi(blob.substr(first + 1, second - first - 1));
           if (p == rank) continue;
+          std::uint64_t probe = 0;
+          if (single_copy_allowed &&
+              detail::shm::read_peer_memory(pids_[static_cast<std::size_t>(p)],
+                                            std::stoull(blob.substr(second + 1)),
+                                            reinterpret_cast<std::byte*>(&probe), sizeof probe) &&
+              probe == detail::shm::single_copy_probe) {
+            readable[static_cast<std::size_t>(p)] = '1';
+          }
           detail::shm::fd pf(::shm_open(peer_name.c_str(), O_RDWR | O_CLOEXEC, 0600));
           if (pf.get() < 0)
             detail::shm::throw_errno(rank,
@@ -323,8 +368,16 @@ class shm_transport {
           pidfds_[static_cast<std::size_t>(p)] = detail::shm::fd(
               static_cast<int>(::syscall(SYS_pidfd_open, pids_[static_cast<std::size_t>(p)], 0)));
         }
-        // Round 2: everybody has mapped everything; the names can go.
-        (void)exchange("mapped");
+        // Round 2: everybody has mapped everything, so the names can go; and each rank says
+        // which peers it can read single-copy, so that senders know whom to offer it.
+        const std::vector<std::string> readers = exchange(readable);
+        single_copy_to_.assign(static_cast<std::size_t>(size), false);
+        for (int p = 0; p < size; ++p) {
+          const std::string& r = readers[static_cast<std::size_t>(p)];
+          single_copy_to_[static_cast<std::size_t>(p)] =
+              p != rank && r.size() == static_cast<std::size_t>(size) &&
+              r[static_cast<std::size_t>(rank)] == '1';
+        }
         unlink_own();
       } catch (...) {
         unlink_own();
@@ -334,6 +387,7 @@ class shm_transport {
     if (size > detail::shm::usable_cpus())
       spin_limit_ = detail::shm::oversubscribed_spin_iterations;
     outgoing_.resize(static_cast<std::size_t>(size));
+    in_flight_.resize(static_cast<std::size_t>(size));
     posted_.resize(static_cast<std::size_t>(size));
     unexpected_.resize(static_cast<std::size_t>(size));
     incoming_.resize(static_cast<std::size_t>(size));
@@ -344,6 +398,11 @@ class shm_transport {
 
   [[nodiscard]] int rank() const noexcept { return rank_; }
   [[nodiscard]] int size() const noexcept { return size_; }
+  /// Whether large messages to `peer` go single-copy (enabled, and the kernel allowed the
+  /// peer to read this process's memory at start-up).
+  [[nodiscard]] bool single_copy_to(int peer) const noexcept {
+    return single_copy_to_[static_cast<std::size_t>(peer)];
+  }
 
   request isend(int peer, tag_t tag, std::span<const std::byte> data) {
     check_peer(peer, "send to");
@@ -502,6 +561,16 @@ class shm_transport {
     std::size_t received = 0;
   };
 
+  /// Single-copy transfers are used only with `CHORUS_SHM_SINGLE_COPY=1`. Measured on the
+  /// development machine (docs/transports.md), process_vm_readv moves 4.5-10 GB/s where a
+  /// memcpy moves 7.5-36 GB/s, and the two copies through a cache-resident ring cost about
+  /// one memcpy of the message: single-copy loses at every size there. It stays available
+  /// (and tested) for hosts where page pinning is cheap.
+  static bool single_copy_enabled() {
+    const char* v = std::getenv("CHORUS_SHM_SINGLE_COPY");
+    return v != nullptr && std::string_view(v) == "1";
+  }
+
   static detail::shm::mapping map(int f, std::size_t bytes, const std::string& name) {
     void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, f, 0);
     if (p == MAP_FAILED) {
@@ -561,39 +630,60 @@ class shm_transport {
     return moved;
   }
 
-  /// Producer side: writes pending sends to `peer` into free slots of its channel.
+  /// Producer side: writes pending sends to `peer` into free slots of its channel, and
+  /// completes single-copy sends the peer has finished reading.
   bool push(int peer) {
     auto& queue = outgoing_[static_cast<std::size_t>(peer)];
-    if (queue.empty()) return false;
+    auto& reading = in_flight_[static_cast<std::size_t>(peer)];
+    if (queue.empty() && reading.empty()) return false;
     detail::shm::channel_header* c = channel(peer, rank_);
     std::uint64_t head = c->head.load(std::memory_order_relaxed);
     const std::uint64_t tail = c->tail.load(std::memory_order_acquire);
     bool moved = false;
+    // The consumer moves `tail` past a descriptor only after its read has finished.
+    while (!reading.empty() && reading.front().second < tail) {
+      reading.front().first->status = detail::shm::state::done;
+      reading.pop_front();
+      moved = true;
+    }
+    bool published = false;
     while (!queue.empty() && head - tail < geometry_.slots) {
       detail::shm::operation& op = *queue.front();
-      const std::size_t n = std::min(op.bytes - op.progress, geometry_.payload_bytes());
       std::byte* s = slot(c, head);
       auto* hdr = reinterpret_cast<detail::shm::slot_header*>(s);
       hdr->tag = op.tag;
       hdr->total_bytes = op.bytes;
       hdr->offset = op.progress;
-      hdr->bytes = n;
-      if (n != 0) std::memcpy(s + detail::shm::slot_header_bytes, op.send_data + op.progress, n);
-      op.progress += n;
-      ++head;
-      moved = true;
-      if (op.progress == op.bytes) {
-        op.status = detail::shm::state::done;
+      if (op.progress == 0 && op.bytes >= detail::shm::single_copy_threshold &&
+          single_copy_to_[static_cast<std::size_t>(peer)] && op.owned.empty()) {
+        hdr->bytes = 0;
+        hdr->address = reinterpret_cast<std::uintptr_t>(op.send_data);
+        hdr->single_copy = 1;
+        op.progress = op.bytes;
+        op.status = detail::shm::state::active;
+        reading.emplace_back(queue.front(), head);
         queue.pop_front();
       } else {
-        op.status = detail::shm::state::active;
+        const std::size_t n = std::min(op.bytes - op.progress, geometry_.payload_bytes());
+        hdr->bytes = n;
+        hdr->single_copy = 0;
+        if (n != 0) std::memcpy(s + detail::shm::slot_header_bytes, op.send_data + op.progress, n);
+        op.progress += n;
+        if (op.progress == op.bytes) {
+          op.status = detail::shm::state::done;
+          queue.pop_front();
+        } else {
+          op.status = detail::shm::state::active;
+        }
       }
+      ++head;
+      published = true;
     }
-    if (moved) {
+    if (published) {
       c->head.store(head, std::memory_order_release);  // publishes the slots written above
       ring(peer);
     }
-    return moved;
+    return moved || published;
   }
 
   /// Consumer side: reads the slots that `peer` has published into this rank's inbox.
@@ -609,13 +699,21 @@ class shm_transport {
       const auto* hdr = reinterpret_cast<const detail::shm::slot_header*>(s);
       const std::byte* payload = s + detail::shm::slot_header_bytes;
       if (!in.active) start_message(peer, hdr->tag, hdr->total_bytes, in);
-      const std::size_t n = hdr->bytes;
-      if (!in.discard) {
-        if (in.target) {
-          std::memcpy(in.target->recv_data + hdr->offset, payload, n);
-        } else {
-          std::memcpy(in.buffer->data.data() + hdr->offset, payload, n);
+      std::byte* const into = in.discard  ? nullptr
+                              : in.target ? in.target->recv_data
+                                          : in.buffer->data.data();
+      std::size_t n = hdr->bytes;
+      if (hdr->single_copy != 0) {
+        n = hdr->total_bytes;
+        if (into != nullptr && !detail::shm::read_peer_memory(pids_[static_cast<std::size_t>(peer)],
+                                                              hdr->address, into, n)) {
+          throw error(errno == ESRCH ? errc::peer_lost : errc::transport,
+                      "rank " + std::to_string(rank_) + ": reading a message of " +
+                          std::to_string(n) + " bytes from rank " + std::to_string(peer) +
+                          "'s memory failed: " + std::strerror(errno));
         }
+      } else if (into != nullptr && n != 0) {
+        std::memcpy(into + hdr->offset, payload, n);
       }
       in.received += n;
       ++tail;
@@ -730,7 +828,11 @@ class shm_transport {
   std::vector<int> pids_;
   std::vector<detail::shm::fd> pidfds_;
   std::vector<std::deque<request>> outgoing_;  ///< per destination, in send order
-  std::vector<std::deque<request>> posted_;    ///< per source, unmatched receives
+  /// per destination, single-copy sends the peer has not finished reading, with the index
+  /// of their descriptor slot
+  std::vector<std::deque<std::pair<request, std::uint64_t>>> in_flight_;
+  std::vector<bool> single_copy_to_;         ///< whether each peer reads our memory directly
+  std::vector<std::deque<request>> posted_;  ///< per source, unmatched receives
   /// per source, messages that arrived before their receive, in arrival order
   std::vector<std::deque<std::shared_ptr<detail::shm::unexpected_message>>> unexpected_;
   std::vector<incoming_state> incoming_;  ///< per source, the message streaming in
