@@ -99,6 +99,8 @@ TEST_CASE("dtype tags and sizes") {
   STATIC_REQUIRE(chorus::dtype_of<chorus::bfloat16> == chorus::dtype::bfloat16);
   STATIC_REQUIRE(chorus::size_of(chorus::dtype::uint64) == 8);
   STATIC_REQUIRE(chorus::size_of(chorus::dtype::float16) == 2);
+  STATIC_REQUIRE(chorus::dtype_of<long long> == chorus::dtype::int64);
+  STATIC_REQUIRE(chorus::dtype_of<unsigned long long> == chorus::dtype::uint64);
   STATIC_REQUIRE(!chorus::element_type<bool>);
   STATIC_REQUIRE(!chorus::element_type<long double>);
   CHECK(chorus::name(chorus::dtype::float32) == "float32");

@@ -188,6 +188,19 @@ struct dtype_of_impl<float> : std::integral_constant<dtype, dtype::float32> {};
 template <>
 struct dtype_of_impl<double> : std::integral_constant<dtype, dtype::float64> {};
 
+// `long long` is a distinct type from std::int64_t where int64_t is `long` (LP64 Linux);
+// it is the same width, so it reduces as int64 (likewise for unsigned).
+template <class T>
+requires(std::is_same_v<T, long long> &&
+         !std::is_same_v<long long, std::int64_t>) struct dtype_of_impl<T>
+    : std::integral_constant<dtype, dtype::int64> {
+};
+template <class T>
+requires(std::is_same_v<T, unsigned long long> &&
+         !std::is_same_v<unsigned long long, std::uint64_t>) struct dtype_of_impl<T>
+    : std::integral_constant<dtype, dtype::uint64> {
+};
+
 template <class T>
 concept has_dtype = requires {
   dtype_of_impl<T>::value;

@@ -19,6 +19,8 @@
 /// `liveness_period` to check the peers' pidfds, so a dead peer becomes `errc::peer_lost`
 /// naming it, and to see an abort. Progress is driven by the caller (`test`, `wait`), as
 /// the transport concept requires.
+#include <chorus/bootstrap/from_env.hpp>
+#include <chorus/bootstrap/store.hpp>
 #include <chorus/core/deadline.hpp>
 #include <chorus/core/error.hpp>
 #include <chorus/transport/transport.hpp>
@@ -291,6 +293,23 @@ struct unexpected_message {
 /// not return before every rank has called it. `chorus::bootstrap` stores provide one.
 using shm_exchange = std::function<std::vector<std::string>(const std::string& mine)>;
 
+/// An `shm_exchange` through a bootstrap store: round k of the exchange uses the keys
+/// `<prefix>/<k>/<rank>`. The store is taken by value (`any_store` copies share the store).
+inline shm_exchange store_exchange(bootstrap::any_store store, std::string prefix, int rank,
+                                   int size, duration timeout) {
+  auto round = std::make_shared<int>(0);
+  return [store, prefix = std::move(prefix), rank, size, timeout,
+          round](const std::string& mine) mutable {
+    const auto blobs =
+        bootstrap::all_gather_blob(store, prefix + "/" + std::to_string((*round)++), rank, size,
+                                   bootstrap::to_bytes(mine), deadline::after(timeout));
+    std::vector<std::string> out;
+    out.reserve(blobs.size());
+    for (const auto& b : blobs) out.push_back(bootstrap::as_string(b));
+    return out;
+  };
+}
+
 /// Point-to-point transport between processes of one host over POSIX shared memory.
 class shm_transport {
  public:
@@ -392,6 +411,16 @@ class shm_transport {
     unexpected_.resize(static_cast<std::size_t>(size));
     incoming_.resize(static_cast<std::size_t>(size));
   }
+
+  /// The transport of the job `bootstrap::from_env()` found (chorusrun, torchrun, mpirun,
+  /// srun): ranks meet through the job's store under
+  /// `chorus/<job_id>/shm/<instance>/...`. Give each communicator of a job its own
+  /// `instance` name.
+  explicit shm_transport(const bootstrap::world& world, std::string_view instance = "comm0")
+      : shm_transport(
+            world.rank, world.size, world.job_id,
+            store_exchange(world.store, "chorus/" + world.job_id + "/shm/" + std::string(instance),
+                           world.rank, world.size, world.timeout)) {}
 
   shm_transport(shm_transport&&) = default;
   shm_transport& operator=(shm_transport&&) = default;

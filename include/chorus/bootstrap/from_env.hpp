@@ -1,0 +1,391 @@
+#pragma once
+/// \file
+/// `chorus::bootstrap::from_env()`: who am I, how many are we, and where is the store --
+/// read from the variables a launcher sets.
+///
+///     auto world = chorus::bootstrap::from_env();   // chorusrun, torchrun, mpirun, srun
+///     // world.rank, world.size, world.local_rank, world.store, world.job_id ...
+///
+/// Launchers are recognised in this order (the first whose rank or size variable is set
+/// wins; Slurm only by SLURM_PROCID, because allocation variables such as SLURM_NTASKS are
+/// also visible outside tasks):
+///
+/// | launcher  | rank, size                               | local rank, local size |
+/// |-----------|------------------------------------------|----------------------------------------------------------|
+/// | chorusrun | CHORUS_RANK, CHORUS_SIZE                 | CHORUS_LOCAL_RANK, CHORUS_LOCAL_SIZE
+/// (default: rank, size) | | torchrun  | RANK, WORLD_SIZE                         | LOCAL_RANK,
+/// LOCAL_WORLD_SIZE                             | | Open MPI  | OMPI_COMM_WORLD_RANK,
+/// OMPI_COMM_WORLD_SIZE | OMPI_COMM_WORLD_LOCAL_RANK, OMPI_COMM_WORLD_LOCAL_SIZE | | MPICH/PMI |
+/// PMI_RANK, PMI_SIZE                       | MPI_LOCALRANKID, MPI_LOCALNRANKS | | Slurm     |
+/// SLURM_PROCID, SLURM_NTASKS               | SLURM_LOCALID, from SLURM_STEP_TASKS_PER_NODE +
+/// SLURM_NODEID |
+///
+/// The store, in this order:
+/// 1. `CHORUS_STORE=host:port`: under chorusrun, chorusrun serves it; under any other
+///    launcher rank 0 serves it (binding that address) and the others connect.
+/// 2. `MASTER_ADDR` + `MASTER_PORT`: rank 0 serves a tcp_store at MASTER_ADDR on port
+///    **MASTER_PORT + 1**. Not MASTER_PORT itself: under torchrun (and in any PyTorch
+///    program) torch's own store already listens there.
+/// 3. Neither, and the world has one rank: an in-process `memory_store`.
+/// Otherwise (MPI or Slurm without 1 or 2) `from_env` says which variables to set.
+///
+/// Also read: `CHORUS_JOB_ID` (the job's unique token; when absent, rank 0 draws a random
+/// one and shares it through the store) and `CHORUS_TIMEOUT` (how long to wait for the
+/// store; see core/deadline.hpp).
+#include <chorus/bootstrap/memory_store.hpp>
+#include <chorus/bootstrap/posix.hpp>
+#include <chorus/bootstrap/store.hpp>
+#include <chorus/bootstrap/tcp_store.hpp>
+#include <chorus/core/deadline.hpp>
+#include <chorus/core/error.hpp>
+
+#include <charconv>
+#include <cstdint>
+#include <cstdlib>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace chorus::inline v0::bootstrap {
+
+/// The launcher whose variables `detect_world` used.
+enum class launcher { none, chorusrun, torchrun, open_mpi, mpich, slurm };
+
+inline constexpr std::string_view name(launcher l) noexcept {
+  switch (l) {
+    case launcher::none:
+      return "none";
+    case launcher::chorusrun:
+      return "chorusrun";
+    case launcher::torchrun:
+      return "torchrun";
+    case launcher::open_mpi:
+      return "Open MPI";
+    case launcher::mpich:
+      return "MPICH/PMI";
+    case launcher::slurm:
+      return "Slurm";
+  }
+  return "unknown";
+}
+
+/// Where the job's tcp_store is, and who serves it.
+struct store_location {
+  std::string host;
+  std::uint16_t port = 0;
+  bool rank0_serves = false;  ///< rank 0 runs the server; false: the launcher does
+  std::string source;         ///< the variables it came from, for messages
+};
+
+/// What a process knows about the job it belongs to.
+struct world {
+  int rank = 0;
+  int size = 1;
+  int local_rank = -1;  ///< rank among this node's processes; -1 when the launcher does not say
+  int local_size = -1;  ///< processes of the job on this node; -1 when the launcher does not say
+  /// Unique token of the job (letters, digits, '-', '_', '.'); names shared-memory segments
+  /// and prefixes store keys. Empty after `detect_world` unless CHORUS_JOB_ID is set.
+  std::string job_id;
+  launcher detected = launcher::none;
+  /// The tcp_store of the job; nullopt for a one-rank world that names none.
+  std::optional<store_location> store_at;
+  duration timeout = default_timeout;  ///< CHORUS_TIMEOUT, or the default
+  any_store store;                     ///< connected by `from_env`; empty after `detect_world`
+};
+
+/// Looks up an environment variable: its value, or nullopt when unset.
+using environment = std::function<std::optional<std::string>(std::string_view name)>;
+
+/// The process's real environment (getenv).
+inline environment process_environment() {
+  return [](std::string_view name) -> std::optional<std::string> {
+    const char* value = std::getenv(std::string(name).c_str());
+    if (value == nullptr) return std::nullopt;
+    return std::string(value);
+  };
+}
+
+/// A fixed environment, for tests and for callers that read their configuration elsewhere.
+inline environment environment_from(std::map<std::string, std::string, std::less<>> vars) {
+  return [vars = std::move(vars)](std::string_view name) -> std::optional<std::string> {
+    if (auto it = vars.find(name); it != vars.end()) return it->second;
+    return std::nullopt;
+  };
+}
+
+namespace detail::env {
+
+struct scheme {
+  launcher which;
+  std::string_view rank, size, local_rank, local_size;  // local_size empty: derived (Slurm)
+};
+
+inline constexpr scheme schemes[] = {
+    {launcher::chorusrun, "CHORUS_RANK", "CHORUS_SIZE", "CHORUS_LOCAL_RANK", "CHORUS_LOCAL_SIZE"},
+    {launcher::torchrun, "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"},
+    {launcher::open_mpi, "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
+     "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"},
+    {launcher::mpich, "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS"},
+    {launcher::slurm, "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", ""},
+};
+
+inline std::string looked_for() {
+  std::string s = "launchers looked for, in order:";
+  bool first = true;
+  for (const auto& sc : schemes) {
+    s += (first ? " " : "; ") + std::string(name(sc.which)) + " (" + std::string(sc.rank) + ", " +
+         std::string(sc.size) + ")";
+    first = false;
+  }
+  return s;
+}
+
+[[noreturn]] inline void fail(const std::string& what) {
+  throw error(errc::invalid_argument, "chorus: from_env: " + what + "; " + looked_for());
+}
+
+/// The variable's value; an empty value counts as unset.
+inline std::optional<std::string> lookup(const environment& env, std::string_view var) {
+  auto v = env(var);
+  if (v && v->empty()) return std::nullopt;
+  return v;
+}
+
+inline std::optional<long long> parse_int(std::string_view text) {
+  long long v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc{} || end != text.data() + text.size()) return std::nullopt;
+  return v;
+}
+
+/// `var`'s value as an integer in [min, 2^31), or throws naming it and the launcher.
+inline int parse_count(std::string_view var, const std::string& value, long long min, launcher l) {
+  const auto v = parse_int(value);
+  if (!v) {
+    fail(std::string(var) + "='" + value + "' is not an integer (" + std::string(name(l)) + ")");
+  }
+  if (*v < min || *v > 0x7FFF'FFFF) {
+    fail(std::string(var) + "='" + value + "' is out of range: it must be " +
+         (min == 0 ? "0 or more" : "1 or more") + " (" + std::string(name(l)) + ")");
+  }
+  return static_cast<int>(*v);
+}
+
+/// The number of tasks on node `node` from Slurm's "2(x3),1" notation, or -1.
+inline int slurm_tasks_on_node(std::string_view spec, int node) {
+  while (!spec.empty() && node >= 0) {
+    const auto comma = spec.find(',');
+    std::string_view item = spec.substr(0, comma);
+    spec = comma == std::string_view::npos ? std::string_view{} : spec.substr(comma + 1);
+    long long repeat = 1;
+    if (const auto paren = item.find("(x"); paren != std::string_view::npos) {
+      if (!item.ends_with(")")) return -1;
+      const auto r = parse_int(item.substr(paren + 2, item.size() - paren - 3));
+      if (!r || *r < 1) return -1;
+      repeat = *r;
+      item = item.substr(0, paren);
+    }
+    const auto tasks = parse_int(item);
+    if (!tasks || *tasks < 0 || *tasks > 0x7FFF'FFFF) return -1;
+    if (node < repeat) return static_cast<int>(*tasks);
+    node -= static_cast<int>(repeat);
+  }
+  return -1;
+}
+
+/// host:port (IPv6 hosts in brackets) from `var`, or throws.
+inline std::pair<std::string, std::uint16_t> parse_address(std::string_view var,
+                                                           const std::string& value) {
+  const auto colon = value.rfind(':');
+  std::string host = colon == std::string::npos ? "" : value.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  const auto port = colon == std::string::npos
+                        ? std::nullopt
+                        : parse_int(std::string_view(value).substr(colon + 1));
+  if (host.empty() || !port || *port < 1 || *port > 65535) {
+    fail(std::string(var) + "='" + value + "' is not host:port (e.g. 127.0.0.1:29400 or " +
+         "[::1]:29400)");
+  }
+  return {host, static_cast<std::uint16_t>(*port)};
+}
+
+inline bool valid_job_id(std::string_view id) {
+  if (id.empty() || id.size() > 64) return false;
+  for (const char c : id) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '-' || c == '_' || c == '.';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+}  // namespace detail::env
+
+/// Works out the world from `env` without any I/O (the store is not connected:
+/// `world::store` is empty). Throws `errc::invalid_argument` naming the variable that is
+/// missing or malformed and the launchers it looked for.
+inline world detect_world(const environment& env = process_environment()) {
+  using namespace detail::env;
+  world w;
+  const scheme* found = nullptr;
+  for (const auto& sc : schemes) {
+    const auto rank = lookup(env, sc.rank);
+    const auto size = lookup(env, sc.size);
+    if (sc.which == launcher::slurm ? !rank : (!rank && !size)) continue;
+    const std::string who = " (" + std::string(name(sc.which)) + ")";
+    if (!rank)
+      fail(std::string(sc.size) + " is set" + who + " but " + std::string(sc.rank) + " is not");
+    if (!size)
+      fail(std::string(sc.rank) + " is set" + who + " but " + std::string(sc.size) + " is not");
+    w.rank = parse_count(sc.rank, *rank, 0, sc.which);
+    w.size = parse_count(sc.size, *size, 1, sc.which);
+    if (w.rank >= w.size) {
+      fail(std::string(sc.rank) + "=" + *rank + " is not below " + std::string(sc.size) + "=" +
+           *size + who + "; ranks run from 0 to size - 1");
+    }
+    w.detected = sc.which;
+    found = &sc;
+    break;
+  }
+  if (found == nullptr) {
+    fail(
+        "no launcher's variables are set; start the program with a launcher, e.g. "
+        "`chorusrun -n 4 program` (or set CHORUS_RANK=0 CHORUS_SIZE=1 for one process)");
+  }
+  const std::string who = " (" + std::string(name(found->which)) + ")";
+
+  // Local rank and size.
+  const auto local_rank = lookup(env, found->local_rank);
+  std::optional<std::string> local_size;
+  if (!found->local_size.empty()) local_size = lookup(env, found->local_size);
+  if (found->which == launcher::slurm) {
+    if (local_rank) {
+      const auto spec = lookup(env, "SLURM_STEP_TASKS_PER_NODE")
+                            ? lookup(env, "SLURM_STEP_TASKS_PER_NODE")
+                            : lookup(env, "SLURM_TASKS_PER_NODE");
+      const auto node = lookup(env, "SLURM_NODEID");
+      const auto node_id = node ? parse_int(*node) : std::nullopt;
+      const int n = spec && node_id && *node_id >= 0 && *node_id <= 0x7FFF'FFFF
+                        ? slurm_tasks_on_node(*spec, static_cast<int>(*node_id))
+                        : -1;
+      if (n >= 1) local_size = std::to_string(n);
+    }
+  } else if (local_rank && !local_size) {
+    fail(std::string(found->local_rank) + " is set" + who + " but " +
+         std::string(found->local_size) + " is not");
+  } else if (local_size && !local_rank) {
+    fail(std::string(found->local_size) + " is set" + who + " but " +
+         std::string(found->local_rank) + " is not");
+  }
+  if (local_rank) {
+    w.local_rank = parse_count(found->local_rank, *local_rank, 0, found->which);
+  }
+  if (local_rank && local_size) {
+    const std::string size_var =
+        found->local_size.empty() ? "the Slurm tasks on this node" : std::string(found->local_size);
+    w.local_size = parse_count(size_var, *local_size, 1, found->which);
+    if (w.local_rank >= w.local_size) {
+      fail(std::string(found->local_rank) + "=" + *local_rank + " is not below " + size_var + "=" +
+           *local_size + who);
+    }
+    if (w.local_size > w.size) {
+      fail(size_var + "=" + *local_size + " is larger than " + std::string(found->size) + "=" +
+           std::to_string(w.size) + who);
+    }
+  } else if (!local_rank && found->which == launcher::chorusrun) {
+    // chorusrun starts every rank on one node.
+    w.local_rank = w.rank;
+    w.local_size = w.size;
+  } else if (local_rank) {
+    w.local_rank = -1;  // Slurm without a usable task count: unknown, not guessed
+  }
+
+  // The store.
+  if (auto address = lookup(env, "CHORUS_STORE")) {
+    auto [host, port] = parse_address("CHORUS_STORE", *address);
+    w.store_at = store_location{host, port, found->which != launcher::chorusrun, "CHORUS_STORE"};
+  } else if (found->which == launcher::chorusrun && w.size > 1) {
+    fail(std::string(found->rank) + " is set" + who +
+         " but CHORUS_STORE is not; chorusrun sets it (host:port of its store): start the "
+         "program with chorusrun, or set CHORUS_STORE yourself");
+  } else if (auto addr = lookup(env, "MASTER_ADDR"), port = lookup(env, "MASTER_PORT");
+             addr || port) {
+    if (!addr) fail("MASTER_PORT is set but MASTER_ADDR is not");
+    if (!port) fail("MASTER_ADDR is set but MASTER_PORT is not");
+    const auto p = parse_int(*port);
+    if (!p || *p < 1 || *p > 65534) {
+      fail("MASTER_PORT='" + *port +
+           "' is not a port from 1 to 65534 (chorus serves its store on MASTER_PORT + 1)");
+    }
+    w.store_at = store_location{*addr, static_cast<std::uint16_t>(*p + 1), true,
+                                "MASTER_ADDR:MASTER_PORT+1"};
+  } else if (w.size > 1) {
+    fail(std::string(name(found->which)) + " gives rank " + std::to_string(w.rank) + " of " +
+         std::to_string(w.size) +
+         " but no store address: set CHORUS_STORE=host:port (rank 0 serves the store there; "
+         "use an address of rank 0's node that the others can reach) or MASTER_ADDR and "
+         "MASTER_PORT (the store is then served on MASTER_PORT + 1)");
+  }
+
+  if (auto id = lookup(env, "CHORUS_JOB_ID")) {
+    if (!valid_job_id(*id)) {
+      fail("CHORUS_JOB_ID='" + *id + "' must be 1 to 64 letters, digits, '-', '_' or '.'");
+    }
+    w.job_id = *id;
+  }
+
+  if (auto t = lookup(env, "CHORUS_TIMEOUT")) {
+    const auto d = parse_duration(*t);
+    if (!d) {
+      fail("CHORUS_TIMEOUT='" + *t +
+           "' is not a positive duration; use seconds such as 60 or 2.5, or a unit such as "
+           "500ms, 30s or 5m");
+    }
+    w.timeout = *d;
+  }
+  return w;
+}
+
+/// Connects to (or, on the serving rank, starts and connects to) the store `w` describes.
+inline any_store connect_store(const world& w) {
+  if (!w.store_at) return any_store(memory_store{});
+  const auto& at = *w.store_at;
+  return any_store(tcp_store({
+      .host = at.host,
+      .port = at.port,
+      .serve = at.rank0_serves && w.rank == 0,
+      .timeout = w.timeout,
+      .max_frame_bytes = default_max_frame_bytes,
+      .log = {},
+  }));
+}
+
+/// The world of this process: `detect_world(env)`, then the store connected (rank 0
+/// serving it where the launcher does not) and a job id agreed through it when the
+/// launcher gave none. Throws `invalid_argument` (see `detect_world`), `timeout` when the
+/// store cannot be reached within CHORUS_TIMEOUT, or `transport` when rank 0 cannot
+/// listen on the store's address.
+///
+/// Keep the rank-0 world (its store) alive until every rank is done with the store: it is
+/// the server. Ending with a `barrier` on the store does that.
+inline world from_env(const environment& env = process_environment()) {
+  world w = detect_world(env);
+  w.store = connect_store(w);
+  if (w.job_id.empty()) {
+    static constexpr std::string_view key = "chorus/job_id";
+    if (w.rank == 0) {
+      w.job_id = detail::random_hex(16);
+      w.store.set(key, to_bytes(w.job_id));
+    } else {
+      w.job_id = as_string(w.store.get(key, deadline::after(w.timeout)));
+    }
+  }
+  return w;
+}
+
+}  // namespace chorus::inline v0::bootstrap

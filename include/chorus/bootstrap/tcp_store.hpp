@@ -1,0 +1,1116 @@
+#pragma once
+/// \file
+/// `chorus::bootstrap::tcp_store`: a store served over TCP by one process of the job.
+///
+/// One process serves (rank 0, or `chorusrun`), every rank connects as a client; rank 0 is
+/// a client of its own server, which runs on a background thread of rank 0. The server
+/// binds 127.0.0.1 unless told another address (the store is for one job; nothing else
+/// should reach it), and port 0 asks the kernel for a free port (`port()` says which).
+///
+///     // rank 0                                   // every other rank
+///     tcp_store s({.port = 29500, .serve = true});  tcp_store s({.port = 29500});
+///
+/// Protocol (little-endian; see docs/bootstrap.md): every message is a frame, a u64 length
+/// followed by that many bytes of body. A request body is a command byte and its fields;
+/// strings and values are a u32 length and the bytes. The first request on a connection
+/// must be `hello` (magic and protocol version). A reply body is a status byte, then the
+/// result, or an error code and message. The server never trusts a length: a frame over
+/// `max_frame_bytes` (64 MiB by default), a field that runs past its frame, trailing
+/// bytes, an unknown command, a missing `hello`, or a request sent while the connection's
+/// `get`/`wait` is still pending make it drop THAT connection with one log line; it keeps
+/// serving the others, and buffers only the bytes that actually arrived.
+///
+/// Blocking `get`/`wait` are answered by the server when the key appears (the request is
+/// parked, nothing polls); the client enforces its deadline with `poll()`, and on timeout
+/// closes that connection, so a late answer can never be mistaken for the next call's.
+/// Concurrent calls from several threads each use their own connection (a small pool), so
+/// one thread blocked in `get` never delays another's `set`.
+#include <chorus/bootstrap/posix.hpp>
+#include <chorus/bootstrap/store.hpp>
+#include <chorus/core/deadline.hpp>
+#include <chorus/core/error.hpp>
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace chorus::inline v0::bootstrap {
+
+/// The largest frame a tcp_store server or client accepts by default: 64 MiB, far above
+/// anything bootstrap exchanges (addresses, names: bytes to kilobytes), small enough that a
+/// bogus length cannot make a process reserve gigabytes.
+inline constexpr std::size_t default_max_frame_bytes = std::size_t{64} << 20;
+
+/// Receives the server's log lines (one call per line, without a newline). An empty
+/// function means standard error.
+using log_function = std::function<void(std::string_view line)>;
+
+namespace detail::wire {
+
+inline constexpr std::uint32_t magic = 0x63687273;  // "chrs" read as a little-endian u32
+inline constexpr std::uint32_t version = 1;
+inline constexpr std::size_t header_bytes = 8;  ///< the u64 body length of every frame
+
+enum class command : std::uint8_t { hello = 1, set = 2, get = 3, wait = 4, add = 5, check = 6 };
+enum class status : std::uint8_t { ok = 0, error = 1 };
+
+inline std::string command_name(std::uint8_t c) {
+  switch (static_cast<command>(c)) {
+    case command::hello:
+      return "hello";
+    case command::set:
+      return "set";
+    case command::get:
+      return "get";
+    case command::wait:
+      return "wait";
+    case command::add:
+      return "add";
+    case command::check:
+      return "check";
+  }
+  return "unknown command " + std::to_string(c);
+}
+
+inline std::uint64_t load_le(const std::byte* p, int n) noexcept {
+  std::uint64_t v = 0;
+  for (int i = n - 1; i >= 0; --i) v = (v << 8) | std::to_integer<std::uint64_t>(p[i]);
+  return v;
+}
+
+/// Builds one frame: header placeholder, fields, then `finish()` writes the length.
+class writer {
+ public:
+  writer() {
+    // Room for a typical frame up front: fewer reallocations, and it keeps GCC 12's
+    // -Warray-bounds from misreading the first growth of an 8-byte vector at -O2.
+    buf_.reserve(256);
+    buf_.resize(header_bytes);
+  }
+  writer& u8(std::uint8_t v) { return put(v, 1); }
+  writer& u32(std::uint32_t v) { return put(v, 4); }
+  writer& u64(std::uint64_t v) { return put(v, 8); }
+  writer& i64(std::int64_t v) { return put(static_cast<std::uint64_t>(v), 8); }
+  writer& blob(std::span<const std::byte> b) {
+    u32(static_cast<std::uint32_t>(b.size()));
+    buf_.insert(buf_.end(), b.begin(), b.end());
+    return *this;
+  }
+  writer& str(std::string_view s) { return blob(std::as_bytes(std::span(s.data(), s.size()))); }
+  [[nodiscard]] std::size_t body_size() const noexcept { return buf_.size() - header_bytes; }
+  /// The frame; the writer is left empty.
+  bytes finish() {
+    const std::uint64_t n = body_size();
+    for (std::size_t i = 0; i < header_bytes; ++i) buf_[i] = std::byte((n >> (8 * i)) & 0xFF);
+    return std::move(buf_);
+  }
+
+ private:
+  writer& put(std::uint64_t v, int n) {
+    for (int i = 0; i < n; ++i) buf_.push_back(std::byte((v >> (8 * i)) & 0xFF));
+    return *this;
+  }
+  bytes buf_;
+};
+
+/// Reads the fields of one frame body. A read past the end yields zeros/empty and marks
+/// the reader failed; callers check `complete()` once, after reading every field.
+class reader {
+ public:
+  explicit reader(std::span<const std::byte> body) noexcept : data_(body) {}
+  std::uint8_t u8() noexcept { return static_cast<std::uint8_t>(take(1)); }
+  std::uint32_t u32() noexcept { return static_cast<std::uint32_t>(take(4)); }
+  std::uint64_t u64() noexcept { return take(8); }
+  std::int64_t i64() noexcept { return static_cast<std::int64_t>(take(8)); }
+  std::span<const std::byte> blob() noexcept {
+    const std::uint32_t n = u32();
+    if (failed_ || data_.size() - pos_ < n) {
+      failed_ = true;
+      return {};
+    }
+    auto out = data_.subspan(pos_, n);
+    pos_ += n;
+    return out;
+  }
+  std::string_view str() noexcept {
+    auto b = blob();
+    return {reinterpret_cast<const char*>(b.data()), b.size()};
+  }
+  [[nodiscard]] std::size_t left() const noexcept { return data_.size() - pos_; }
+  /// Every field was present and nothing is left over.
+  [[nodiscard]] bool complete() const noexcept { return !failed_ && pos_ == data_.size(); }
+  [[nodiscard]] bool failed() const noexcept { return failed_; }
+
+ private:
+  std::uint64_t take(std::size_t n) noexcept {
+    if (failed_ || data_.size() - pos_ < n) {
+      failed_ = true;
+      return 0;
+    }
+    const auto v = load_le(data_.data() + pos_, static_cast<int>(n));
+    pos_ += n;
+    return v;
+  }
+  std::span<const std::byte> data_;
+  std::size_t pos_ = 0;
+  bool failed_ = false;
+};
+
+}  // namespace detail::wire
+
+namespace detail::net {
+
+/// "host:port", with IPv6 hosts in brackets.
+inline std::string format_address(std::string_view host, std::uint16_t port) {
+  std::string h(host.empty() ? "*" : host);
+  if (h.find(':') != std::string::npos) h = "[" + h + "]";
+  return h + ":" + std::to_string(port);
+}
+
+/// The numeric address of a socket address, "10.0.0.1:5000".
+inline std::string format_sockaddr(const sockaddr* sa) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  std::uint16_t port = 0;
+  if (sa->sa_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(sa);
+    ::inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+    port = ntohs(in->sin_port);
+  } else if (sa->sa_family == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
+    ::inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+    port = ntohs(in6->sin6_port);
+  }
+  return format_address(host, port);
+}
+
+struct addrinfo_list {
+  addrinfo* head = nullptr;
+  addrinfo_list() = default;
+  addrinfo_list(const addrinfo_list&) = delete;
+  addrinfo_list& operator=(const addrinfo_list&) = delete;
+  ~addrinfo_list() {
+    if (head != nullptr) ::freeaddrinfo(head);
+  }
+};
+
+/// Resolves host:port for TCP. Returns the getaddrinfo error text on failure.
+inline std::optional<std::string> resolve(const std::string& host, std::uint16_t port, bool passive,
+                                          addrinfo_list& out) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+  const std::string service = std::to_string(port);
+  const int rc =
+      ::getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &out.head);
+  if (rc != 0) return std::string(rc == EAI_SYSTEM ? errno_text(errno) : ::gai_strerror(rc));
+  return std::nullopt;
+}
+
+inline void set_nodelay(int fd) noexcept {
+  // Store traffic is small request/reply pairs: Nagle's delay would only add latency.
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+enum class io : int { ok, timeout, closed };
+
+/// Sends all of `data` on the non-blocking socket `fd` before `d`. `closed` (with `err`)
+/// when the peer is gone.
+inline io send_all(int fd, std::span<const std::byte> data, deadline d, int& err) {
+  std::size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::send(fd, data.data() + done, data.size() - done, MSG_NOSIGNAL);
+    if (n >= 0) {
+      done += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      err = errno;
+      return io::closed;
+    }
+    pollfd p{fd, POLLOUT, 0};
+    const int r = ::poll(&p, 1, poll_timeout_ms(d));
+    if (r == 0) return io::timeout;
+    if (r < 0 && errno != EINTR) {
+      err = errno;
+      return io::closed;
+    }
+  }
+  return io::ok;
+}
+
+/// Receives exactly `out.size()` bytes before `d`; `closed` on end of stream (err 0) or a
+/// socket error.
+inline io recv_exact(int fd, std::span<std::byte> out, deadline d, int& err) {
+  std::size_t done = 0;
+  while (done < out.size()) {
+    const ssize_t n = ::recv(fd, out.data() + done, out.size() - done, 0);
+    if (n > 0) {
+      done += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n == 0) {
+      err = 0;
+      return io::closed;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      err = errno;
+      return io::closed;
+    }
+    pollfd p{fd, POLLIN, 0};
+    const int r = ::poll(&p, 1, poll_timeout_ms(d));
+    if (r == 0) return io::timeout;
+    if (r < 0 && errno != EINTR) {
+      err = errno;
+      return io::closed;
+    }
+  }
+  return io::ok;
+}
+
+/// One non-blocking connection attempt to any address of host:port, bounded by `d`.
+/// Returns an invalid fd and the reason on failure.
+inline unique_fd connect_once(const std::string& host, std::uint16_t port, deadline d,
+                              std::string& why) {
+  addrinfo_list list;
+  if (auto e = resolve(host, port, false, list)) {
+    why = "cannot resolve '" + host + "': " + *e;
+    return {};
+  }
+  for (addrinfo* ai = list.head; ai != nullptr; ai = ai->ai_next) {
+    unique_fd fd(
+        ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol));
+    if (!fd) {
+      why = "socket(): " + errno_text(errno);
+      continue;
+    }
+    if (::connect(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0) {
+      if (errno != EINPROGRESS) {
+        why = errno_text(errno);
+        continue;
+      }
+      pollfd p{fd.get(), POLLOUT, 0};
+      int r = 0;
+      do {
+        r = ::poll(&p, 1, poll_timeout_ms(d));
+      } while (r < 0 && errno == EINTR);
+      if (r <= 0) {
+        why = r == 0 ? "connection attempt timed out" : "poll(): " + errno_text(errno);
+        continue;
+      }
+      int soerr = 0;
+      socklen_t len = sizeof soerr;
+      ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &soerr, &len);
+      if (soerr != 0) {
+        why = errno_text(soerr);
+        continue;
+      }
+    }
+    set_nodelay(fd.get());
+    return fd;
+  }
+  return {};
+}
+
+}  // namespace detail::net
+
+/// Settings of a `tcp_store_server`.
+struct tcp_server_options {
+  /// Address to bind: a numeric address or a host name; empty for every interface.
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 0;  ///< 0: a free port chosen by the kernel
+  /// Frames larger than this are refused (the connection is dropped). At most 4 GiB.
+  std::size_t max_frame_bytes = default_max_frame_bytes;
+  log_function log = {};  ///< where "dropped connection" lines go; empty: standard error
+};
+
+/// The server of a tcp_store: one background thread multiplexing every connection with
+/// `poll()`. Starts serving in the constructor; the destructor stops the thread (waking
+/// it through an eventfd) and joins it, closing every connection. Neither copyable nor
+/// movable (the thread refers to it); hold it in a `unique_ptr` to move it around.
+class tcp_store_server {
+ public:
+  explicit tcp_store_server(tcp_server_options options = {}) : options_(std::move(options)) {
+    if (options_.max_frame_bytes < 64 || options_.max_frame_bytes > 0xFFFF'FFFFu) {
+      throw error(errc::invalid_argument,
+                  "chorus: tcp_store server: max_frame_bytes must be between 64 and 4 GiB, not " +
+                      std::to_string(options_.max_frame_bytes));
+    }
+    listen_ = open_listener();
+    wake_ = detail::unique_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!wake_) {
+      throw error(errc::transport,
+                  "chorus: tcp_store server: eventfd(): " + detail::errno_text(errno));
+    }
+    thread_ = std::thread([this] { run(); });
+  }
+
+  tcp_store_server(const tcp_store_server&) = delete;
+  tcp_store_server& operator=(const tcp_store_server&) = delete;
+
+  ~tcp_store_server() {
+    const std::uint64_t one = 1;
+    // An eventfd write of 1 cannot block or fail short of overflow at 2^64 - 1.
+    [[maybe_unused]] const auto written = ::write(wake_.get(), &one, sizeof one);
+    thread_.join();
+  }
+
+  /// The port the server listens on (the kernel's choice when the options said 0).
+  [[nodiscard]] std::uint16_t port() const noexcept { return port_; }
+  /// The host from the options ("127.0.0.1" by default).
+  [[nodiscard]] const std::string& host() const noexcept { return options_.host; }
+  /// "host:port", what clients connect to and CHORUS_STORE holds.
+  [[nodiscard]] std::string address() const {
+    return detail::net::format_address(options_.host, port_);
+  }
+  /// Waits until no client is connected (every client closed its connection, or its
+  /// process ended), or until `d`. Returns whether none is connected.
+  bool wait_until_idle(deadline d) {
+    std::unique_lock lock(idle_mutex_);
+    return idle_changed_.wait_until(lock, d.at, [&] { return connected_ == 0; });
+  }
+
+  /// How many connections were dropped for breaking the protocol (for tests and logs).
+  [[nodiscard]] std::uint64_t dropped_connections() const noexcept {
+    return dropped_.load(std::memory_order_relaxed);
+  }
+
+ private:
+  struct connection {
+    detail::unique_fd fd;
+    std::string peer;
+    bytes in;  ///< received bytes; those before `in_pos` are consumed
+    std::size_t in_pos = 0;
+    bytes out;  ///< replies not yet written; those before `out_pos` are sent
+    std::size_t out_pos = 0;
+    bool greeted = false;  ///< `hello` was accepted
+    bool pending = false;  ///< a get/wait is parked until its keys exist
+    bool pending_get = false;
+    std::vector<std::string> pending_keys;
+    bool dead = false;
+  };
+
+  detail::unique_fd open_listener() {
+    detail::net::addrinfo_list list;
+    const std::string where = detail::net::format_address(options_.host, options_.port);
+    if (auto e = detail::net::resolve(options_.host, options_.port, true, list)) {
+      throw error(errc::invalid_argument,
+                  "chorus: tcp_store server: cannot resolve " + where + ": " + *e);
+    }
+    std::string why = "no address";
+    for (addrinfo* ai = list.head; ai != nullptr; ai = ai->ai_next) {
+      detail::unique_fd fd(
+          ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol));
+      if (!fd) {
+        why = "socket(): " + detail::errno_text(errno);
+        continue;
+      }
+      int one = 1;
+      ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+      if (::bind(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0) {
+        why = "bind(): " + detail::errno_text(errno);
+        continue;
+      }
+      if (::listen(fd.get(), SOMAXCONN) != 0) {
+        why = "listen(): " + detail::errno_text(errno);
+        continue;
+      }
+      sockaddr_storage bound{};
+      socklen_t len = sizeof bound;
+      ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&bound), &len);
+      port_ = bound.ss_family == AF_INET6
+                  ? ntohs(reinterpret_cast<const sockaddr_in6*>(&bound)->sin6_port)
+                  : ntohs(reinterpret_cast<const sockaddr_in*>(&bound)->sin_port);
+      return fd;
+    }
+    throw error(errc::transport,
+                "chorus: tcp_store server: cannot listen on " + where + ": " + why +
+                    (options_.port != 0 ? " (is another job using the port?)" : ""));
+  }
+
+  void log(const std::string& line) const {
+    if (options_.log) {
+      options_.log(line);
+      return;
+    }
+    const std::string text = line + "\n";
+    // One write, so that lines of concurrent writers do not mix.
+    [[maybe_unused]] const auto n = ::write(STDERR_FILENO, text.data(), text.size());
+  }
+
+  void drop(connection& c, const std::string& reason) {
+    if (c.dead) return;
+    c.dead = true;
+    dropped_.fetch_add(1, std::memory_order_relaxed);
+    log("chorus: tcp_store server " + address() + ": dropped the connection from " + c.peer + ": " +
+        reason);
+  }
+
+  void run() noexcept {
+    std::vector<pollfd> fds;
+    // Accepting is paused until then after running out of descriptors (min(): never paused).
+    clock::time_point accept_resumes = clock::time_point::min();
+    for (;;) {
+      fds.clear();
+      fds.push_back({wake_.get(), POLLIN, 0});
+      const bool accepting = clock::now() >= accept_resumes;
+      fds.push_back({accepting ? listen_.get() : -1, POLLIN, 0});
+      for (const auto& c : conns_) {
+        const short want = c->out.size() > c->out_pos ? (POLLIN | POLLOUT) : POLLIN;
+        fds.push_back({c->fd.get(), want, 0});
+      }
+      const int timeout = accepting ? -1 : 100;
+      if (::poll(fds.data(), fds.size(), timeout) < 0) {
+        if (errno == EINTR) continue;
+        log("chorus: tcp_store server " + address() +
+            ": poll() failed: " + detail::errno_text(errno) + "; the server stops");
+        return;
+      }
+      if (fds[0].revents != 0) return;  // the destructor asked us to stop
+      // Connections are only appended below, so indices 2.. still match conns_.
+      const std::size_t polled = conns_.size();
+      for (std::size_t i = 0; i < polled; ++i) {
+        connection& c = *conns_[i];
+        const short ev = fds[i + 2].revents;
+        try {
+          if ((ev & POLLOUT) != 0) flush(c);
+          if (!c.dead && (ev & (POLLIN | POLLHUP | POLLERR)) != 0) on_readable(c);
+        } catch (const std::exception& e) {
+          drop(c, std::string("internal error: ") + e.what());
+        }
+      }
+      if ((fds[1].revents & POLLIN) != 0 && !accept_all()) {
+        accept_resumes = clock::now() + std::chrono::milliseconds(100);
+      }
+      std::erase_if(conns_, [](const auto& c) { return c->dead; });
+      publish_connection_count();
+    }
+  }
+
+  void publish_connection_count() {
+    {
+      std::lock_guard lock(idle_mutex_);
+      if (connected_ == conns_.size()) return;
+      connected_ = conns_.size();
+    }
+    idle_changed_.notify_all();
+  }
+
+  /// Accepts every waiting connection. Returns false when out of descriptors (accepting is
+  /// then paused briefly instead of spinning on a listener that stays readable).
+  bool accept_all() {
+    for (;;) {
+      sockaddr_storage addr{};
+      socklen_t len = sizeof addr;
+      detail::unique_fd fd(::accept4(listen_.get(), reinterpret_cast<sockaddr*>(&addr), &len,
+                                     SOCK_CLOEXEC | SOCK_NONBLOCK));
+      if (!fd) {
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+          log("chorus: tcp_store server " + address() + ": accept(): " + detail::errno_text(errno) +
+              "; not accepting for 100 ms");
+          return false;
+        }
+        return true;  // EAGAIN: nothing more to accept
+      }
+      detail::net::set_nodelay(fd.get());
+      auto c = std::make_unique<connection>();
+      c->fd = std::move(fd);
+      c->peer = detail::net::format_sockaddr(reinterpret_cast<const sockaddr*>(&addr));
+      conns_.push_back(std::move(c));
+    }
+  }
+
+  void on_readable(connection& c) {
+    // A bounded number of reads per wake-up keeps one fast sender from starving the rest.
+    for (int round = 0; round < 16 && !c.dead; ++round) {
+      std::byte buf[16384];
+      const ssize_t n = ::recv(c.fd.get(), buf, sizeof buf, 0);
+      if (n == 0) {
+        const std::size_t partial = c.in.size() - c.in_pos;
+        if (partial > 0) {
+          drop(c, "the connection closed in the middle of a frame (" + std::to_string(partial) +
+                      " bytes of it arrived)");
+        }
+        c.dead = true;  // an orderly close between frames is not worth a log line
+        return;
+      }
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+        c.dead = true;  // reset by the peer (a client process died): nothing to report
+        return;
+      }
+      if (c.pending) {
+        drop(c, "it sent a request while its " + std::string(c.pending_get ? "get" : "wait") +
+                    " was still pending");
+        return;
+      }
+      c.in.insert(c.in.end(), buf, buf + n);
+      process_frames(c);
+    }
+  }
+
+  /// Handles every complete frame in `c.in`. The length is checked as soon as the 8
+  /// header bytes are in, before any byte of the body is buffered beyond what arrived.
+  void process_frames(connection& c) {
+    while (!c.dead && !c.pending) {
+      const std::size_t avail = c.in.size() - c.in_pos;
+      if (avail < detail::wire::header_bytes) break;
+      const std::uint64_t len =
+          detail::wire::load_le(c.in.data() + c.in_pos, detail::wire::header_bytes);
+      if (len > options_.max_frame_bytes) {
+        drop(c, "a frame of " + std::to_string(len) + " bytes is over the limit of " +
+                    std::to_string(options_.max_frame_bytes) +
+                    " bytes (tcp_server_options::max_frame_bytes)");
+        return;
+      }
+      if (len == 0) {
+        drop(c, "an empty frame (no command)");
+        return;
+      }
+      if (avail - detail::wire::header_bytes < len) break;
+      const std::span<const std::byte> body(c.in.data() + c.in_pos + detail::wire::header_bytes,
+                                            static_cast<std::size_t>(len));
+      handle(c, body);
+      c.in_pos += detail::wire::header_bytes + static_cast<std::size_t>(len);
+    }
+    if (c.pending && c.in_pos < c.in.size()) {
+      drop(c, "it sent a request while its get/wait was still pending");
+      return;
+    }
+    if (c.in_pos == c.in.size()) {
+      c.in.clear();
+      c.in_pos = 0;
+    } else if (c.in_pos > c.in.size() / 2) {
+      c.in.erase(c.in.begin(), c.in.begin() + static_cast<std::ptrdiff_t>(c.in_pos));
+      c.in_pos = 0;
+    }
+  }
+
+  void handle(connection& c, std::span<const std::byte> body) {
+    using detail::wire::command;
+    detail::wire::reader r(body);
+    const std::uint8_t cmd = r.u8();
+    const auto malformed = [&] {
+      drop(c, "a malformed " + detail::wire::command_name(cmd) + " request (" +
+                  std::to_string(body.size()) + " bytes)");
+    };
+    if (!c.greeted && cmd != static_cast<std::uint8_t>(command::hello)) {
+      drop(c, "the first request was " + detail::wire::command_name(cmd) +
+                  ", not hello (is this a chorus tcp_store client?)");
+      return;
+    }
+    switch (static_cast<command>(cmd)) {
+      case command::hello: {
+        const std::uint32_t m = r.u32();
+        const std::uint32_t v = r.u32();
+        if (!r.complete() || m != detail::wire::magic) {
+          drop(c, "a hello without the chorus magic number (not a chorus tcp_store client?)");
+          return;
+        }
+        if (v != detail::wire::version) {
+          reply_error(c, errc::transport,
+                      "the client speaks tcp_store protocol " + std::to_string(v) +
+                          " and this server speaks " + std::to_string(detail::wire::version) +
+                          "; use the same chorus version on every rank");
+          return;
+        }
+        c.greeted = true;
+        reply_ok(c, detail::wire::writer().u8(0));
+        return;
+      }
+      case command::set: {
+        const std::string_view key = r.str();
+        const auto value = r.blob();
+        if (!r.complete()) return malformed();
+        if (key.empty()) return reply_error(c, errc::invalid_argument, "empty key");
+        data_.insert_or_assign(std::string(key), bytes(value.begin(), value.end()));
+        reply_ok(c, detail::wire::writer().u8(0));
+        wake_waiters();
+        return;
+      }
+      case command::get: {
+        const std::string_view key = r.str();
+        if (!r.complete()) return malformed();
+        if (key.empty()) return reply_error(c, errc::invalid_argument, "empty key");
+        c.pending = true;
+        c.pending_get = true;
+        c.pending_keys.assign(1, std::string(key));
+        try_complete(c);
+        return;
+      }
+      case command::wait:
+      case command::check: {
+        const std::uint32_t n = r.u32();
+        // Each key takes at least 4 bytes, so a count the frame cannot hold is malformed;
+        // checked before reserving anything.
+        if (r.failed() || n > r.left() / 4) return malformed();
+        std::vector<std::string> keys;
+        keys.reserve(n);
+        for (std::uint32_t i = 0; i < n; ++i) keys.emplace_back(r.str());
+        if (!r.complete()) return malformed();
+        for (const auto& k : keys) {
+          if (k.empty()) return reply_error(c, errc::invalid_argument, "empty key");
+        }
+        if (static_cast<command>(cmd) == command::check) {
+          reply_ok(c, detail::wire::writer().u8(0).u8(all_present(keys) ? 1 : 0));
+          return;
+        }
+        c.pending = true;
+        c.pending_get = false;
+        c.pending_keys = std::move(keys);
+        try_complete(c);
+        return;
+      }
+      case command::add: {
+        const std::string_view key = r.str();
+        const std::int64_t delta = r.i64();
+        if (!r.complete()) return malformed();
+        if (key.empty()) return reply_error(c, errc::invalid_argument, "empty key");
+        std::int64_t value = 0;
+        try {
+          auto it = data_.find(std::string(key));
+          const std::int64_t current =
+              it == data_.end() ? 0 : detail::parse_counter(it->second, key, "tcp_store");
+          value = detail::add_counter(current, delta, key, "tcp_store");
+        } catch (const error& e) {
+          return reply_error(c, e.value(), e.what());
+        }
+        data_.insert_or_assign(std::string(key), to_bytes(std::to_string(value)));
+        reply_ok(c, detail::wire::writer().u8(0).i64(value));
+        wake_waiters();
+        return;
+      }
+    }
+    drop(c, "an unknown command " + std::to_string(cmd));
+  }
+
+  [[nodiscard]] bool all_present(const std::vector<std::string>& keys) const {
+    return std::all_of(keys.begin(), keys.end(), [&](const auto& k) { return data_.contains(k); });
+  }
+
+  /// Answers `c`'s parked get/wait if its keys are all present now.
+  void try_complete(connection& c) {
+    if (!c.pending || !all_present(c.pending_keys)) return;
+    c.pending = false;
+    if (c.pending_get) {
+      reply_ok(c, detail::wire::writer().u8(0).blob(data_.at(c.pending_keys.front())));
+    } else {
+      reply_ok(c, detail::wire::writer().u8(0));
+    }
+    c.pending_keys.clear();
+  }
+
+  void wake_waiters() {
+    for (auto& other : conns_) {
+      if (other->pending && !other->dead) try_complete(*other);
+    }
+  }
+
+  void reply_ok(connection& c, detail::wire::writer& w) { send(c, w.finish()); }
+  void reply_error(connection& c, errc code, const std::string& message) {
+    send(c, detail::wire::writer()
+                .u8(static_cast<std::uint8_t>(detail::wire::status::error))
+                .u8(static_cast<std::uint8_t>(code))
+                .str(message)
+                .finish());
+  }
+
+  void send(connection& c, bytes frame) {
+    if (c.out_pos == c.out.size()) {
+      c.out = std::move(frame);
+      c.out_pos = 0;
+    } else {
+      c.out.insert(c.out.end(), frame.begin(), frame.end());
+    }
+    flush(c);
+  }
+
+  void flush(connection& c) {
+    while (c.out_pos < c.out.size()) {
+      const ssize_t n = ::send(c.fd.get(), c.out.data() + c.out_pos, c.out.size() - c.out_pos,
+                               MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n >= 0) {
+        c.out_pos += static_cast<std::size_t>(n);
+        continue;
+      }
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) c.dead = true;  // the client went away
+      return;
+    }
+    c.out.clear();
+    c.out_pos = 0;
+  }
+
+  tcp_server_options options_;
+  std::uint16_t port_ = 0;
+  detail::unique_fd listen_;
+  detail::unique_fd wake_;
+  std::atomic<std::uint64_t> dropped_{0};
+  std::mutex idle_mutex_;                 // guards connected_
+  std::condition_variable idle_changed_;  // notified when connected_ changes
+  std::size_t connected_ = 0;             // conns_.size() as last published by the thread
+  // Owned by the server thread alone after construction: no locks.
+  std::unordered_map<std::string, bytes> data_;
+  std::vector<std::unique_ptr<connection>> conns_;
+  std::thread thread_;  // last: started after every other member exists
+};
+
+/// Settings of a `tcp_store` client (and of its server, when it serves).
+struct tcp_store_options {
+  /// The server's address. With `serve`, the address the server binds.
+  std::string host = "127.0.0.1";
+  /// The server's port. With `serve`, 0 picks a free port (see `tcp_store::port()`).
+  std::uint16_t port = 0;
+  /// Run the server in this process (on a background thread) and connect to it.
+  bool serve = false;
+  /// How long to keep trying to connect (the server may start later than the clients),
+  /// and how long `set`, `add` and `check` wait for their reply.
+  duration timeout = default_timeout;
+  /// With `serve`: how long destroying this store waits for the other clients to
+  /// disconnect before stopping the server. The serving rank often finishes first; ranks
+  /// still finishing their last call (even a final barrier's) would otherwise lose the
+  /// server under them. Zero: stop at once.
+  duration linger = std::chrono::seconds(30);
+  /// The frame limit of the server (with `serve`) and of this client's replies.
+  std::size_t max_frame_bytes = default_max_frame_bytes;
+  log_function log = {};  ///< the server's log sink (with `serve`); empty: standard error
+};
+
+/// A store client connected to a `tcp_store_server`, which it may also own (`serve`).
+/// Thread-safe. Move-only; a moved-from tcp_store may only be destroyed or assigned to.
+///
+/// A serving store's destructor waits (up to `options.linger`) until every other client has
+/// disconnected, so the serving rank may simply finish first: the server stays up until
+/// the other ranks' processes exit or destroy their stores.
+///
+/// **Errors**: `errc::timeout` naming host:port when no server answers before
+/// `options.timeout`, and naming the key(s) when a get/wait's deadline passes;
+/// `errc::peer_lost` when the server closes the connection during a call (the serving
+/// process exited or died), and for every later call; `errc::invalid_argument` for empty
+/// keys, values over the frame limit and non-integer counters.
+class tcp_store {
+ public:
+  explicit tcp_store(tcp_store_options options = {})
+      : state_(std::make_unique<state>(std::move(options))) {
+    auto& s = *state_;
+    if (s.options.serve) {
+      s.server = std::make_unique<tcp_store_server>(tcp_server_options{
+          .host = s.options.host,
+          .port = s.options.port,
+          .max_frame_bytes = s.options.max_frame_bytes,
+          .log = s.options.log,
+      });
+      s.port = s.server->port();
+    } else if (s.port == 0) {
+      throw error(errc::invalid_argument,
+                  "chorus: tcp_store: a client needs the server's port (options.port); only a "
+                  "serving store (options.serve) may ask for port 0");
+    }
+    // Connect now, so that a wrong address fails here rather than in the first call.
+    s.idle.push_back(connect(deadline::after(s.options.timeout)));
+  }
+
+  tcp_store(tcp_store&&) noexcept = default;
+  tcp_store& operator=(tcp_store&&) noexcept = default;
+  ~tcp_store() = default;
+
+  void set(std::string_view key, std::span<const std::byte> value) {
+    check_key(key);
+    check_size(value.size(), key);
+    call(detail::wire::writer()
+             .u8(static_cast<std::uint8_t>(detail::wire::command::set))
+             .str(key)
+             .blob(value),
+         deadline::after(state_->options.timeout), "set('" + std::string(key) + "')", false);
+  }
+
+  bytes get(std::string_view key, deadline d) {
+    check_key(key);
+    const bytes reply = call(
+        detail::wire::writer().u8(static_cast<std::uint8_t>(detail::wire::command::get)).str(key),
+        d, "get('" + std::string(key) + "')", true);
+    detail::wire::reader r(reply);
+    const auto value = r.blob();
+    if (!r.complete()) malformed_reply("get");
+    return bytes(value.begin(), value.end());
+  }
+
+  void wait(std::span<const std::string> keys, deadline d) {
+    call(keys_request(detail::wire::command::wait, keys), d, "wait(" + list(keys) + ")", true);
+  }
+
+  std::int64_t add(std::string_view key, std::int64_t delta) {
+    check_key(key);
+    const bytes reply =
+        call(detail::wire::writer()
+                 .u8(static_cast<std::uint8_t>(detail::wire::command::add))
+                 .str(key)
+                 .i64(delta),
+             deadline::after(state_->options.timeout), "add('" + std::string(key) + "')", false);
+    detail::wire::reader r(reply);
+    const std::int64_t value = r.i64();
+    if (!r.complete()) malformed_reply("add");
+    return value;
+  }
+
+  bool check(std::span<const std::string> keys) {
+    const bytes reply =
+        call(keys_request(detail::wire::command::check, keys),
+             deadline::after(state_->options.timeout), "check(" + list(keys) + ")", false);
+    detail::wire::reader r(reply);
+    const std::uint8_t present = r.u8();
+    if (!r.complete()) malformed_reply("check");
+    return present != 0;
+  }
+
+  /// The server's port (the one chosen when serving on port 0).
+  [[nodiscard]] std::uint16_t port() const noexcept { return state_->port; }
+  [[nodiscard]] const std::string& host() const noexcept { return state_->options.host; }
+  /// "host:port" of the server.
+  [[nodiscard]] std::string address() const {
+    return detail::net::format_address(state_->options.host, state_->port);
+  }
+  /// The server this store runs (with `serve`), else null.
+  [[nodiscard]] const tcp_store_server* server() const noexcept { return state_->server.get(); }
+
+ private:
+  struct state {
+    explicit state(tcp_store_options o) : options(std::move(o)), port(options.port) {}
+    state(const state&) = delete;
+    state& operator=(const state&) = delete;
+    ~state() {
+      idle.clear();  // our own connections first, so that they do not count as clients
+      if (server && options.linger > duration::zero()) {
+        server->wait_until_idle(deadline::after(options.linger));
+      }
+    }
+    tcp_store_options options;
+    std::unique_ptr<tcp_store_server> server;  // destroyed after the connections below
+    std::uint16_t port = 0;
+    std::mutex mutex;                     // guards `idle` and `lost_reason`
+    std::vector<detail::unique_fd> idle;  // connections not in use by a call
+    std::atomic<bool> lost{false};
+    std::string lost_reason;
+  };
+
+  void check_key(std::string_view key) const { detail::check_key(key, "tcp_store"); }
+
+  void check_size(std::size_t n, std::string_view key) const {
+    // The frame holds the command, the key and two lengths besides the value.
+    if (n > state_->options.max_frame_bytes -
+                std::min<std::size_t>(state_->options.max_frame_bytes, key.size() + 16)) {
+      throw error(errc::invalid_argument, "chorus: tcp_store: set('" + std::string(key) +
+                                              "') with a value of " + std::to_string(n) +
+                                              " bytes, over the frame limit of " +
+                                              std::to_string(state_->options.max_frame_bytes) +
+                                              " bytes (tcp_store_options::max_frame_bytes)");
+    }
+  }
+
+  static std::string list(std::span<const std::string> keys) {
+    std::string out;
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      if (i == 4) {
+        out += ", ... (" + std::to_string(keys.size()) + " keys)";
+        break;
+      }
+      out += (i == 0 ? "'" : ", '") + keys[i] + "'";
+    }
+    return out;
+  }
+
+  detail::wire::writer keys_request(detail::wire::command cmd,
+                                    std::span<const std::string> keys) const {
+    detail::wire::writer w;
+    w.u8(static_cast<std::uint8_t>(cmd)).u32(static_cast<std::uint32_t>(keys.size()));
+    for (const auto& k : keys) {
+      check_key(k);
+      w.str(k);
+    }
+    if (w.body_size() > state_->options.max_frame_bytes) {
+      throw error(
+          errc::invalid_argument,
+          "chorus: tcp_store: " + detail::wire::command_name(static_cast<std::uint8_t>(cmd)) +
+              " of " + std::to_string(keys.size()) + " keys is over the frame limit");
+    }
+    return w;
+  }
+
+  [[noreturn]] void malformed_reply(std::string_view what) const {
+    throw error(errc::transport, "chorus: tcp_store " + address() + ": malformed reply to " +
+                                     std::string(what) +
+                                     " (is the server a chorus tcp_store of the same version?)");
+  }
+
+  [[noreturn]] void throw_lost(const std::string& what, int err) {
+    std::string reason = err == 0 ? "closed the connection"
+                                  : "reset the connection (" + detail::errno_text(err) + ")";
+    {
+      std::lock_guard lock(state_->mutex);
+      state_->lost_reason = what;
+      state_->idle.clear();  // every other connection to the dead server is useless too
+    }
+    state_->lost.store(true, std::memory_order_release);
+    throw error(errc::peer_lost, "chorus: tcp_store: the server at " + address() + " " + reason +
+                                     " during " + what +
+                                     "; the process serving the store (rank 0, or chorusrun) "
+                                     "exited or died");
+  }
+
+  /// Opens a connection and says hello, retrying until `d` (the server may not be up yet).
+  detail::unique_fd connect(deadline d) {
+    auto delay = std::chrono::milliseconds(5);
+    std::string why;
+    for (;;) {
+      detail::unique_fd fd = detail::net::connect_once(state_->options.host, state_->port, d, why);
+      if (fd) {
+        hello(fd.get(), d);
+        return fd;
+      }
+      if (d.expired()) break;
+      // Back off up to 200 ms: fast when the server is just starting, gentle when not.
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(d.at - clock::now());
+      std::this_thread::sleep_for(std::max(std::chrono::milliseconds(0), std::min(delay, left)));
+      delay = std::min(delay * 2, std::chrono::milliseconds(200));
+      if (d.expired()) break;
+    }
+    throw error(errc::timeout, "chorus: tcp_store: could not connect to " + address() +
+                                   " before the deadline (last error: " + why +
+                                   "); is the store's server (rank 0, or chorusrun) running "
+                                   "there, and is the address right?");
+  }
+
+  void hello(int fd, deadline d) {
+    const bytes frame = detail::wire::writer()
+                            .u8(static_cast<std::uint8_t>(detail::wire::command::hello))
+                            .u32(detail::wire::magic)
+                            .u32(detail::wire::version)
+                            .finish();
+    int err = 0;
+    bytes reply;
+    auto io = detail::net::send_all(fd, frame, d, err);
+    if (io == detail::net::io::ok) io = receive(fd, d, err, reply);
+    if (io == detail::net::io::timeout) {
+      throw error(errc::timeout, "chorus: tcp_store: the server at " + address() +
+                                     " accepted the connection but did not answer hello before "
+                                     "the deadline; is it a chorus tcp_store (and not, e.g., "
+                                     "torch's store on MASTER_PORT)?");
+    }
+    if (io == detail::net::io::closed) {
+      throw error(errc::peer_lost, "chorus: tcp_store: the server at " + address() +
+                                       " closed the connection during hello; is it a chorus "
+                                       "tcp_store of the same version?");
+    }
+    check_status(reply, "hello");
+  }
+
+  /// Reads one reply frame (header, limit check, body).
+  detail::net::io receive(int fd, deadline d, int& err, bytes& out) const {
+    std::byte header[detail::wire::header_bytes];
+    auto io = detail::net::recv_exact(fd, header, d, err);
+    if (io != detail::net::io::ok) return io;
+    const std::uint64_t len = detail::wire::load_le(header, detail::wire::header_bytes);
+    // A get reply holds a value of up to max_frame_bytes plus the status and its length.
+    if (len == 0 || len > state_->options.max_frame_bytes + 16) malformed_reply("a request");
+    out.resize(static_cast<std::size_t>(len));
+    return detail::net::recv_exact(fd, out, d, err);
+  }
+
+  /// The payload of an ok reply, or throws the error the server reported.
+  bytes check_status(const bytes& reply, std::string_view what) const {
+    detail::wire::reader r(reply);
+    const std::uint8_t st = r.u8();
+    if (st == static_cast<std::uint8_t>(detail::wire::status::ok)) {
+      return bytes(reply.begin() + 1, reply.end());
+    }
+    const std::uint8_t code = r.u8();
+    const std::string_view message = r.str();
+    if (st != static_cast<std::uint8_t>(detail::wire::status::error) || !r.complete() || code < 1 ||
+        code > static_cast<std::uint8_t>(errc::transport)) {
+      malformed_reply(what);
+    }
+    throw error(static_cast<errc>(code), "chorus: tcp_store " + address() + ": " +
+                                             std::string(what) + ": " + std::string(message));
+  }
+
+  /// Sends one request and returns the ok payload of its reply.
+  bytes call(detail::wire::writer request, deadline d, const std::string& what, bool blocking) {
+    if (state_->lost.load(std::memory_order_acquire)) {
+      std::lock_guard lock(state_->mutex);
+      throw error(errc::peer_lost, "chorus: tcp_store: the server at " + address() +
+                                       " went away earlier (during " + state_->lost_reason + "); " +
+                                       what + " cannot be served");
+    }
+    const auto start = clock::now();
+    detail::unique_fd fd;
+    {
+      std::lock_guard lock(state_->mutex);
+      if (!state_->idle.empty()) {
+        fd = std::move(state_->idle.back());
+        state_->idle.pop_back();
+      }
+    }
+    if (!fd) fd = connect(d);
+    const bytes frame = request.finish();
+    int err = 0;
+    bytes reply;
+    auto io = detail::net::send_all(fd.get(), frame, d, err);
+    if (io == detail::net::io::ok) io = receive(fd.get(), d, err, reply);
+    if (io == detail::net::io::closed) throw_lost(what, err);
+    if (io == detail::net::io::timeout) {
+      // `fd` closes here: a reply that arrives late can never answer a later call.
+      const std::string waited = chorus::to_string(clock::now() - start);
+      if (blocking) {
+        throw error(errc::timeout, "chorus: tcp_store " + address() + ": " + what +
+                                       " timed out after " + waited +
+                                       ": the key was not set in time (did the rank that sets "
+                                       "it start, and does it use the same key prefix?)");
+      }
+      throw error(errc::timeout, "chorus: tcp_store " + address() + ": " + what +
+                                     " got no reply within " + waited +
+                                     " (tcp_store_options::timeout); the server is stuck or "
+                                     "unreachable");
+    }
+    bytes payload = check_status(reply, what);
+    std::lock_guard lock(state_->mutex);
+    state_->idle.push_back(std::move(fd));
+    return payload;
+  }
+
+  std::unique_ptr<state> state_;
+};
+
+static_assert(store<tcp_store>);
+
+}  // namespace chorus::inline v0::bootstrap

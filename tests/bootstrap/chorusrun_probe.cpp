@@ -1,0 +1,115 @@
+// chorusrun_probe: the program chorusrun_test starts under chorusrun. It runs its arguments
+// as actions, in order; "R:action" runs only on rank R (CHORUS_RANK).
+//
+//   env           prints "env rank=.. size=.. local_rank=.. local_size=.. store=.. job=..
+//                 timeout=.. check=.." on one line
+//   out=TEXT      prints TEXT and a newline to stdout      err=TEXT   the same to stderr
+//   partial       writes one line to stdout in three write() calls 20 ms apart
+//   lines=N       prints N numbered lines to stdout as fast as it can
+//   sleep=S       sleeps S seconds (decimal)
+//   exit=N        exits with status N                      signal=N   raises signal N
+//   ignore-term   ignores SIGTERM from now on (chorusrun must use SIGKILL)
+//   fds           prints "fds ..." with the descriptors open in this process
+//   pid           prints "pid <pid>"
+//   store         from_env(), all_gather_blob of its rank, a barrier; prints "gathered ..."
+//   tail          prints a line without a newline, then exits
+#include <chorus/bootstrap/from_env.hpp>
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <thread>
+
+namespace {
+
+std::string var(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? v : "(unset)";
+}
+
+void put(int fd, const std::string& text) {
+  [[maybe_unused]] const auto n = ::write(fd, text.data(), text.size());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string rank = var("CHORUS_RANK");
+  for (int i = 1; i < argc; ++i) {
+    std::string action = argv[i];
+    if (const auto colon = action.find(':'); colon != std::string::npos) {
+      if (action.substr(0, colon) != rank) continue;
+      action = action.substr(colon + 1);
+    }
+    const auto eq = action.find('=');
+    const std::string verb = action.substr(0, eq);
+    const std::string arg = eq == std::string::npos ? "" : action.substr(eq + 1);
+    if (verb == "env") {
+      put(1, "env rank=" + rank + " size=" + var("CHORUS_SIZE") + " local_rank=" +
+                 var("CHORUS_LOCAL_RANK") + " local_size=" + var("CHORUS_LOCAL_SIZE") +
+                 " store=" + var("CHORUS_STORE") + " job=" + var("CHORUS_JOB_ID") +
+                 " timeout=" + var("CHORUS_TIMEOUT") + " check=" + var("CHORUS_CHECK") + "\n");
+    } else if (verb == "out") {
+      put(1, arg + "\n");
+    } else if (verb == "err") {
+      put(2, arg + "\n");
+    } else if (verb == "partial") {
+      for (const char* piece : {"first-", "second-", "third\n"}) {
+        put(1, piece);
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    } else if (verb == "lines") {
+      const int n = std::stoi(arg);
+      for (int k = 0; k < n; ++k) {
+        std::printf("line %d of rank %s\n", k, rank.c_str());
+      }
+      std::fflush(stdout);
+    } else if (verb == "sleep") {
+      std::this_thread::sleep_for(std::chrono::duration<double>(std::stod(arg)));
+    } else if (verb == "exit") {
+      std::fflush(nullptr);
+      return std::stoi(arg);
+    } else if (verb == "signal") {
+      std::fflush(nullptr);
+      ::raise(std::stoi(arg));
+    } else if (verb == "ignore-term") {
+      ::signal(SIGTERM, SIG_IGN);
+    } else if (verb == "fds") {
+      std::string list = "fds";
+      for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+        const int fd = std::stoi(e.path().filename().string());
+        std::error_code ec;
+        const auto target = std::filesystem::read_symlink(e.path(), ec).string();
+        if (target.find("/proc/") != std::string::npos && target.find("/fd") != std::string::npos) {
+          continue;  // the listing's own descriptor
+        }
+        list += " " + std::to_string(fd);
+      }
+      put(1, list + "\n");
+    } else if (verb == "pid") {
+      put(1, "pid " + std::to_string(::getpid()) + "\n");
+    } else if (verb == "store") {
+      auto world = chorus::bootstrap::from_env();
+      const auto d = chorus::deadline::after(world.timeout);
+      const auto blobs = chorus::bootstrap::all_gather_blob(
+          world.store, "chorus/" + world.job_id + "/probe/ag", world.rank, world.size,
+          chorus::bootstrap::to_bytes(std::to_string(world.rank * 10)), d);
+      std::string text = "gathered";
+      for (const auto& b : blobs) text += " " + chorus::bootstrap::as_string(b);
+      chorus::bootstrap::barrier(world.store, "chorus/" + world.job_id + "/probe/done", world.rank,
+                                 world.size, d);
+      put(1, text + "\n");
+    } else if (verb == "tail") {
+      put(1, "no newline at the end");
+    } else {
+      put(2, "chorusrun_probe: unknown action '" + action + "'\n");
+      return 64;
+    }
+  }
+  return 0;
+}

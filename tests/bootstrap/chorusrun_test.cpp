@@ -1,0 +1,249 @@
+// chorusrun, driven as a user drives it, with chorusrun_probe as the program: exit codes
+// and the one-line report of the first failing rank, stopping the other ranks (SIGTERM,
+// then SIGKILL after --grace), rank-prefixed output that never mixes lines, the CHORUS_*
+// environment, a working store, descriptor hygiene, a missing program, usage errors, and
+// SIGINT/SIGTERM to chorusrun. Every run has a time limit far below the probes' sleeps, so
+// a run that ends in time proves the sleeping ranks were stopped.
+#include <catch2/catch.hpp>
+
+#include "bootstrap/process.hpp"
+
+#include <map>
+#include <regex>
+#include <set>
+#include <string>
+#include <vector>
+
+#ifndef CHORUSRUN_EXE
+#error "CHORUSRUN_EXE must be the path of the chorusrun executable"
+#endif
+#ifndef CHORUSRUN_PROBE
+#error "CHORUSRUN_PROBE must be the path of the chorusrun_probe executable"
+#endif
+
+using namespace std::chrono_literals;
+
+namespace {
+
+std::vector<std::string> args(std::vector<std::string> chorusrun_args,
+                              std::vector<std::string> probe_args = {}) {
+  std::vector<std::string> all{CHORUSRUN_EXE};
+  all.insert(all.end(), chorusrun_args.begin(), chorusrun_args.end());
+  if (!probe_args.empty() || chorusrun_args.empty() || chorusrun_args.back() != "--") {
+    all.push_back(CHORUSRUN_PROBE);
+  }
+  all.insert(all.end(), probe_args.begin(), probe_args.end());
+  return all;
+}
+
+proc::result run(std::vector<std::string> chorusrun_args, std::vector<std::string> probe_args) {
+  proc::command c(args(std::move(chorusrun_args), std::move(probe_args)));
+  return c.finish(40s);
+}
+
+/// The pids that "[r] pid N" lines report.
+std::vector<pid_t> pids_in(const std::string& out) {
+  std::vector<pid_t> pids;
+  const std::regex re(R"(^\[\d+\] pid (\d+)$)");
+  for (const auto& line : proc::lines(out)) {
+    std::smatch m;
+    if (std::regex_match(line, m, re)) pids.push_back(std::stoi(m[1]));
+  }
+  return pids;
+}
+
+/// The lines chorusrun itself wrote (not prefixed by a rank).
+std::vector<std::string> own_lines(const std::string& err) {
+  std::vector<std::string> out;
+  for (const auto& l : proc::lines(err)) {
+    if (l.starts_with("chorusrun: ")) out.push_back(l);
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("chorusrun: every rank succeeds; each gets its own rank and the same job and store") {
+  const auto r = run({"-n", "4"}, {"env"});
+  REQUIRE_FALSE(r.timed_out);
+  CHECK(r.exit_code() == 0);
+  CHECK(r.err.empty());
+  const std::regex re(
+      R"(^\[(\d+)\] env rank=(\d+) size=4 local_rank=(\d+) local_size=4 store=(127\.0\.0\.1:\d+) job=([0-9a-f]{32}) .*$)");
+  std::set<int> ranks;
+  std::set<std::string> stores, jobs;
+  for (const auto& line : proc::lines(r.out)) {
+    std::smatch m;
+    INFO(line);
+    REQUIRE(std::regex_match(line, m, re));
+    CHECK(m[1] == m[2]);  // the prefix is the rank's own
+    CHECK(m[2] == m[3]);
+    ranks.insert(std::stoi(m[2]));
+    stores.insert(m[4]);
+    jobs.insert(m[5]);
+  }
+  CHECK(ranks == std::set<int>{0, 1, 2, 3});
+  CHECK(stores.size() == 1);
+  CHECK(jobs.size() == 1);
+  // Another job gets another id.
+  const auto again = run({"-n", "1"}, {"env"});
+  CHECK(again.out.find(*jobs.begin()) == std::string::npos);
+}
+
+TEST_CASE("chorusrun: --timeout and --check reach the ranks; `--` ends chorusrun's options") {
+  const auto r = run({"-n", "2", "--timeout", "7s", "--check", "--"}, {"env"});
+  CHECK(r.exit_code() == 0);
+  for (const auto& line : proc::lines(r.out)) {
+    CHECK_THAT(line, Catch::Contains("timeout=7s check=1"));
+  }
+  CHECK(proc::lines(r.out).size() == 2);
+}
+
+TEST_CASE("chorusrun: the ranks meet through its store") {
+  const auto r = run({"-n", "4"}, {"store"});
+  CHECK(r.exit_code() == 0);
+  INFO(r.err);
+  for (int rank = 0; rank < 4; ++rank) {
+    CHECK_THAT(r.out, Catch::Contains("[" + std::to_string(rank) + "] gathered 0 10 20 30\n"));
+  }
+}
+
+TEST_CASE("chorusrun: the ranks get stdin, stdout and stderr, no other descriptor") {
+  const auto r = run({"-n", "2"}, {"fds"});
+  CHECK(r.exit_code() == 0);
+  CHECK_THAT(r.out, Catch::Contains("[0] fds 0 1 2\n") && Catch::Contains("[1] fds 0 1 2\n"));
+}
+
+TEST_CASE("chorusrun: a rank that exits non-zero stops the others; its status is chorusrun's") {
+  const auto r = run({"-n", "4", "--grace", "2"}, {"pid", "2:sleep=1", "2:exit=3", "sleep=60"});
+  REQUIRE_FALSE(r.timed_out);  // the others sleep 60 s: they were stopped
+  CHECK(r.exit_code() == 3);
+  const auto mine = own_lines(r.err);
+  REQUIRE(mine.size() == 1);
+  CHECK(mine[0] == "chorusrun: rank 2 exited with status 3; stopped the other 3 ranks");
+  const auto pids = pids_in(r.out);
+  CHECK(pids.size() == 4);
+  for (const pid_t p : pids) CHECK_FALSE(proc::alive(p));  // reaped: no zombie, no orphan
+}
+
+TEST_CASE("chorusrun: a rank killed by a signal is named with the signal") {
+  const auto r = run({"-n", "3"}, {"pid", "1:sleep=1", "1:signal=9", "sleep=60"});
+  REQUIRE_FALSE(r.timed_out);
+  CHECK(r.exit_code() == 128 + 9);
+  const auto mine = own_lines(r.err);
+  REQUIRE(mine.size() == 1);
+  CHECK(mine[0] == "chorusrun: rank 1 was killed by signal 9 (SIGKILL); stopped the other 2 ranks");
+  for (const pid_t p : pids_in(r.out)) CHECK_FALSE(proc::alive(p));
+}
+
+TEST_CASE("chorusrun: ranks that ignore SIGTERM are killed after the grace period") {
+  const auto r = run({"-n", "3", "--grace", "0.5"},
+                     {"ignore-term", "pid", "0:sleep=1", "0:exit=1", "sleep=60"});
+  REQUIRE_FALSE(r.timed_out);
+  CHECK(r.exit_code() == 1);
+  const auto mine = own_lines(r.err);
+  REQUIRE(mine.size() == 1);
+  CHECK(mine[0] == "chorusrun: rank 0 exited with status 1; stopped the other 2 ranks");
+  const auto pids = pids_in(r.out);
+  CHECK(pids.size() == 3);
+  for (const pid_t p : pids) CHECK_FALSE(proc::alive(p));
+}
+
+TEST_CASE("chorusrun: output lines carry their rank and are never cut or mixed") {
+  constexpr int n = 4;
+  constexpr int count = 3000;
+  const auto r = run({"-n", std::to_string(n)},
+                     {"partial", "lines=" + std::to_string(count), "err=to stderr", "tail"});
+  CHECK(r.exit_code() == 0);
+  const std::regex numbered(R"(^\[(\d+)\] line (\d+) of rank (\d+)$)");
+  std::map<int, int> next;  // per rank, the number its next line must have
+  std::map<int, int> partial, tail;
+  for (const auto& line : proc::lines(r.out)) {
+    std::smatch m;
+    if (std::regex_match(line, m, numbered)) {
+      const int rank = std::stoi(m[1]);
+      CHECK(m[1] == m[3]);
+      CHECK(std::stoi(m[2]) == next[rank]);  // in order, none lost
+      ++next[rank];
+    } else if (std::regex_match(line, m, std::regex(R"(^\[(\d+)\] first-second-third$)"))) {
+      ++partial[std::stoi(m[1])];
+    } else if (std::regex_match(line, m, std::regex(R"(^\[(\d+)\] no newline at the end$)"))) {
+      ++tail[std::stoi(m[1])];
+    } else {
+      FAIL_CHECK("unexpected line: " << line);
+    }
+  }
+  for (int rank = 0; rank < n; ++rank) {
+    CHECK(next[rank] == count);
+    CHECK(partial[rank] == 1);  // written in three pieces, passed on as one line
+    CHECK(tail[rank] == 1);     // a last line without newline still arrives, completed
+    CHECK_THAT(r.err, Catch::Contains("[" + std::to_string(rank) + "] to stderr\n"));
+  }
+}
+
+TEST_CASE("chorusrun: --no-prefix passes the output through untouched") {
+  const auto r = run({"-n", "2", "--no-prefix"}, {"out=plain", "err=also plain"});
+  CHECK(r.exit_code() == 0);
+  CHECK(r.out == "plain\nplain\n");
+  CHECK(r.err == "also plain\nalso plain\n");
+}
+
+TEST_CASE("chorusrun: a program that cannot run gives one line and 127 or 126") {
+  proc::command missing({CHORUSRUN_EXE, "-n", "2", "chorus-no-such-program"});
+  const auto r = missing.finish(40s);
+  CHECK(r.exit_code() == 127);
+  CHECK(r.out.empty());
+  CHECK(r.err == "chorusrun: cannot run 'chorus-no-such-program': not found in PATH\n");
+  proc::command missing_path({CHORUSRUN_EXE, "-n", "2", "/nonexistent/program"});
+  CHECK(missing_path.finish(40s).exit_code() == 127);
+  proc::command directory({CHORUSRUN_EXE, "-n", "1", "/"});
+  CHECK(directory.finish(40s).exit_code() == 126);
+}
+
+TEST_CASE("chorusrun: usage errors exit 2 with a message; --version and --help exit 0") {
+  for (const std::vector<std::string>& bad :
+       {std::vector<std::string>{CHORUSRUN_EXE, CHORUSRUN_PROBE},
+        {CHORUSRUN_EXE, "-n", "0", CHORUSRUN_PROBE},
+        {CHORUSRUN_EXE, "-n", "two", CHORUSRUN_PROBE},
+        {CHORUSRUN_EXE, "-n", "2"},
+        {CHORUSRUN_EXE, "-n", "2", "--bogus", CHORUSRUN_PROBE},
+        {CHORUSRUN_EXE, "-n", "2", "--timeout", "never", CHORUSRUN_PROBE},
+        {CHORUSRUN_EXE, "-n", "2", "--grace", "-1", CHORUSRUN_PROBE}}) {
+    proc::command c(bad);
+    const auto r = c.finish(40s);
+    INFO(bad.back() << ": " << r.err);
+    CHECK(r.exit_code() == 2);
+    CHECK_THAT(r.err, Catch::StartsWith("chorusrun: "));
+  }
+  proc::command version({CHORUSRUN_EXE, "--version"});
+  const auto v = version.finish(40s);
+  CHECK(v.exit_code() == 0);
+  CHECK_THAT(v.out, Catch::StartsWith("chorusrun (chorus) "));
+  proc::command help({CHORUSRUN_EXE, "--help"});
+  const auto h = help.finish(40s);
+  CHECK(h.exit_code() == 0);
+  CHECK_THAT(h.out, Catch::Contains("--np"));
+}
+
+TEST_CASE("chorusrun: SIGINT or SIGTERM to chorusrun stops every rank") {
+  const auto [sig, expected, flags] = GENERATE(table<int, int, std::vector<std::string>>({
+      {SIGINT, 130, {}},
+      {SIGTERM, 143, {}},
+      {SIGTERM, 143, {"ignore-term"}},  // the ranks ignore it: SIGKILL after the grace
+  }));
+  std::vector<std::string> probe = flags;
+  for (const char* a : {"pid", "out=ready", "sleep=60"}) probe.emplace_back(a);
+  proc::command c(args({"-n", "3", "--grace", "0.5"}, probe));
+  REQUIRE(c.read_until_count("] ready\n", 3));
+  c.signal(sig);
+  const auto r = c.finish(40s);
+  REQUIRE_FALSE(r.timed_out);
+  CHECK(r.exit_code() == expected);
+  const auto mine = own_lines(r.err);
+  REQUIRE(mine.size() == 1);
+  CHECK_THAT(mine[0], Catch::StartsWith("chorusrun: interrupted by SIG") &&
+                          Catch::EndsWith("; stopped 3 ranks"));
+  const auto pids = pids_in(r.out);
+  CHECK(pids.size() == 3);
+  for (const pid_t p : pids) CHECK_FALSE(proc::alive(p));
+}

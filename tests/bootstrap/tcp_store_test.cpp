@@ -1,0 +1,434 @@
+// tcp_store and tcp_store_server: the store contract over TCP (threads and forked
+// processes), connection deadlines, a server that starts late or dies, hostile input on a
+// raw socket (each kind drops only that connection, and the server keeps serving), and
+// descriptor hygiene (counts flat, everything close-on-exec).
+#include <chorus/bootstrap/tcp_store.hpp>
+
+#include <catch2/catch.hpp>
+
+#include "bootstrap/process.hpp"
+#include "bootstrap/store_contract.hpp"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+namespace bs = chorus::bootstrap;
+namespace wire = chorus::bootstrap::detail::wire;
+using contract::soon;
+
+namespace {
+
+/// A port with no listener: bound by the kernel's choice, then released.
+std::uint16_t unused_port() {
+  bs::detail::unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len);
+  return ntohs(a.sin_port);
+}
+
+/// Collects a server's log lines (the server calls it from its thread).
+struct log_lines {
+  std::mutex mutex;
+  std::vector<std::string> lines;
+  bs::log_function sink() {
+    return [this](std::string_view line) {
+      std::lock_guard lock(mutex);
+      lines.emplace_back(line);
+    };
+  }
+  bool any_contains(std::string_view text) {
+    std::lock_guard lock(mutex);
+    for (const auto& l : lines) {
+      if (l.find(text) != std::string::npos) return true;
+    }
+    return false;
+  }
+};
+
+/// A plain blocking TCP connection for speaking (or breaking) the protocol by hand.
+class raw_client {
+ public:
+  explicit raw_client(std::uint16_t port) : fd_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port);
+    REQUIRE(::connect(fd_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  }
+  void send(const bs::bytes& data) {
+    REQUIRE(::send(fd_.get(), data.data(), data.size(), MSG_NOSIGNAL) ==
+            static_cast<ssize_t>(data.size()));
+  }
+  void send(std::string_view text) { send(bs::to_bytes(text)); }
+  void shutdown_write() { ::shutdown(fd_.get(), SHUT_WR); }
+  /// Says hello and reads the reply (status ok).
+  void hello() {
+    send(wire::writer().u8(1).u32(wire::magic).u32(wire::version).finish());
+    std::byte reply[9];
+    REQUIRE(read_exact(reply, sizeof reply));
+    CHECK(reply[8] == std::byte{0});
+  }
+  bool read_exact(std::byte* p, std::size_t n) {
+    std::size_t done = 0;
+    while (done < n) {
+      pollfd pf{fd_.get(), POLLIN, 0};
+      if (::poll(&pf, 1, 10000) <= 0) return false;
+      const ssize_t r = ::recv(fd_.get(), p + done, n - done, 0);
+      if (r <= 0) return false;
+      done += static_cast<std::size_t>(r);
+    }
+    return true;
+  }
+  /// True when the server closes the connection within 10 s (data before that is skipped).
+  bool closed_by_server() {
+    for (;;) {
+      pollfd pf{fd_.get(), POLLIN, 0};
+      if (::poll(&pf, 1, 10000) <= 0) return false;
+      std::byte buf[256];
+      const ssize_t r = ::recv(fd_.get(), buf, sizeof buf, 0);
+      if (r == 0) return true;
+      if (r < 0) return errno == ECONNRESET;
+    }
+  }
+
+ private:
+  bs::detail::unique_fd fd_;
+};
+
+bs::tcp_store client(std::uint16_t port, std::chrono::milliseconds timeout = 20s) {
+  return bs::tcp_store({.port = port, .timeout = timeout});
+}
+
+}  // namespace
+
+TEST_CASE("tcp_store keeps the store contract (one client per thread-rank)") {
+  bs::tcp_store server({.serve = true});
+  REQUIRE(server.port() != 0);
+  CHECK(server.address() == "127.0.0.1:" + std::to_string(server.port()));
+  contract::check_store_contract([&] { return client(server.port()); });
+}
+
+TEST_CASE("tcp_store: one store object used from several threads at once") {
+  // A thread blocked in get must not hold up another thread's set on the same object.
+  bs::tcp_store s({.serve = true});
+  std::thread setter([&] {
+    std::this_thread::sleep_for(50ms);
+    s.set("shared/late", bs::to_bytes("from another thread"));
+  });
+  CHECK(bs::as_string(s.get("shared/late", soon())) == "from another thread");
+  setter.join();
+  const auto failures = contract::on_threads(6, [&](int) {
+    for (int i = 0; i < 100; ++i) s.add("shared/count", 1);
+  });
+  CHECK(failures.empty());
+  CHECK(s.add("shared/count", 0) == 600);
+}
+
+TEST_CASE("tcp_store across forked processes: rank 0 serves, every rank gathers and adds") {
+  constexpr int n = 4;
+  int port_pipe[2];
+  REQUIRE(::pipe2(port_pipe, O_CLOEXEC) == 0);
+  const auto rank_main = [](int rank, std::uint16_t port, bs::tcp_store* own) {
+    bs::tcp_store mine = own ? std::move(*own) : client(port);
+    const auto blobs = bs::all_gather_blob(mine, "mp/addr", rank, n,
+                                           bs::to_bytes("addr-of-" + std::to_string(rank)), soon());
+    for (int r = 0; r < n; ++r) {
+      if (bs::as_string(blobs[static_cast<std::size_t>(r)]) != "addr-of-" + std::to_string(r)) {
+        return 10 + r;
+      }
+    }
+    for (int i = 0; i < 250; ++i) mine.add("mp/count", 1);
+    bs::barrier(mine, "mp/b0", rank, n, soon());
+    if (mine.add("mp/count", 0) != n * 250) return 20;
+    // Rank 0 is the server: it must outlive everyone's last call, hence a last barrier.
+    bs::barrier(mine, "mp/b1", rank, n, soon());
+    return 0;
+  };
+  std::vector<proc::child> ranks;
+  ranks.emplace_back([&] {
+    bs::tcp_store serving({.serve = true});
+    const std::uint16_t port = serving.port();
+    if (::write(port_pipe[1], &port, sizeof port) != sizeof port) return 2;
+    return rank_main(0, port, &serving);
+  });
+  std::uint16_t port = 0;
+  pollfd pf{port_pipe[0], POLLIN, 0};
+  REQUIRE(::poll(&pf, 1, 20000) == 1);
+  REQUIRE(::read(port_pipe[0], &port, sizeof port) == sizeof port);
+  ::close(port_pipe[0]);
+  ::close(port_pipe[1]);
+  for (int r = 1; r < n; ++r) {
+    ranks.emplace_back([&, r] { return rank_main(r, port, nullptr); });
+  }
+  for (int r = 0; r < n; ++r) {
+    INFO("rank " << r);
+    CHECK(ranks[static_cast<std::size_t>(r)].exit_code() == 0);
+  }
+}
+
+TEST_CASE("tcp_store: connecting where no server listens times out naming host:port") {
+  const std::uint16_t port = unused_port();
+  try {
+    client(port, 300ms);
+    FAIL("connected to nothing");
+  } catch (const chorus::error& e) {
+    CHECK(e.value() == chorus::errc::timeout);
+    CHECK_THAT(e.what(), Catch::Contains("127.0.0.1:" + std::to_string(port)));
+  }
+}
+
+TEST_CASE("tcp_store: clients wait for a server that starts after them") {
+  const std::uint16_t port = unused_port();
+  std::unique_ptr<bs::tcp_store_server> server;
+  std::thread starter([&] {
+    std::this_thread::sleep_for(200ms);
+    server = std::make_unique<bs::tcp_store_server>(bs::tcp_server_options{.port = port});
+  });
+  auto c = client(port);  // retries until the server is up
+  starter.join();
+  c.set("late/server", bs::to_bytes("ok"));
+  CHECK(bs::as_string(c.get("late/server", soon())) == "ok");
+}
+
+TEST_CASE("tcp_store: a client needs a port; a busy port is reported") {
+  CHECK_THROWS_AS(bs::tcp_store({.port = 0}), chorus::error);
+  bs::tcp_store_server first;
+  try {
+    bs::tcp_store_server second({.port = first.port()});
+    FAIL("two servers on one port");
+  } catch (const chorus::error& e) {
+    CHECK(e.value() == chorus::errc::transport);
+    CHECK_THAT(e.what(), Catch::Contains(std::to_string(first.port())));
+  }
+}
+
+TEST_CASE("tcp_store server drops a connection that breaks the protocol and keeps serving") {
+  log_lines log;
+  bs::tcp_store_server server({.log = log.sink()});
+  auto good = client(server.port());
+  good.set("before", bs::to_bytes("1"));
+  std::string expect_in_log;
+  {
+    raw_client bad(server.port());
+    SECTION("garbage (an HTTP request)") {
+      bad.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+      expect_in_log = "over the limit";
+    }
+    SECTION("a length of 2^40") {
+      bad.send(bs::bytes{std::byte{0}, std::byte{0}, std::byte{0}, std::byte{0}, std::byte{0},
+                         std::byte{1}, std::byte{0}, std::byte{0}});
+      expect_in_log = "1099511627776 bytes is over the limit";
+    }
+    SECTION("an unknown command") {
+      bad.hello();
+      bad.send(wire::writer().u8(99).str("x").finish());
+      expect_in_log = "unknown command 99";
+    }
+    SECTION("a request before hello") {
+      bad.send(wire::writer().u8(2).str("k").str("v").finish());
+      expect_in_log = "not hello";
+    }
+    SECTION("a hello without the magic number") {
+      bad.send(wire::writer().u8(1).u32(12345).u32(wire::version).finish());
+      expect_in_log = "magic";
+    }
+    SECTION("a frame cut short") {
+      bs::bytes frame = wire::writer().u8(2).str("key").str("a value").finish();
+      frame.resize(frame.size() - 4);
+      bad.hello();
+      bad.send(frame);
+      bad.shutdown_write();
+      expect_in_log = "middle of a frame";
+    }
+    SECTION("a field longer than its frame") {
+      bad.hello();
+      bad.send(wire::writer().u8(2).u32(1000).finish());  // key length 1000, no bytes
+      expect_in_log = "malformed set";
+    }
+    SECTION("bytes left over after the fields") {
+      bad.hello();
+      bad.send(wire::writer().u8(3).str("key").u8(7).finish());
+      expect_in_log = "malformed get";
+    }
+    SECTION("a key count the frame cannot hold") {
+      bad.hello();
+      bad.send(wire::writer().u8(4).u32(0xFFFFFFFF).finish());
+      expect_in_log = "malformed wait";
+    }
+    SECTION("an empty frame") {
+      bad.send(bs::bytes(8, std::byte{0}));
+      expect_in_log = "empty frame";
+    }
+    SECTION("a request while a get is pending") {
+      bad.hello();
+      bad.send(wire::writer().u8(3).str("never").finish());
+      std::this_thread::sleep_for(50ms);
+      bad.send(wire::writer().u8(5).str("n").i64(1).finish());
+      expect_in_log = "still pending";
+    }
+    CHECK(bad.closed_by_server());
+  }
+  CHECK(server.dropped_connections() == 1);
+  CHECK(log.any_contains(expect_in_log));
+  CHECK(log.any_contains("dropped the connection from 127.0.0.1:"));
+  // The server still serves: the old client and a new one.
+  good.set("after", bs::to_bytes("2"));
+  auto fresh = client(server.port());
+  CHECK(bs::as_string(fresh.get("before", soon())) == "1");
+  CHECK(bs::as_string(fresh.get("after", soon())) == "2");
+}
+
+TEST_CASE("tcp_store: the frame limit is configurable and checked on both sides") {
+  log_lines log;
+  bs::tcp_store s({.serve = true, .max_frame_bytes = 1024, .log = log.sink()});
+  s.set("small", bs::bytes(900, std::byte{1}));
+  CHECK(s.get("small", soon()).size() == 900);
+  try {
+    s.set("big", bs::bytes(2000, std::byte{1}));
+    FAIL("set of an oversized value returned");
+  } catch (const chorus::error& e) {
+    CHECK(e.value() == chorus::errc::invalid_argument);
+    CHECK_THAT(e.what(), Catch::Contains("frame limit"));
+  }
+  raw_client bad(s.port());
+  bad.hello();
+  bad.send(wire::writer().u8(2).str("big").blob(bs::bytes(2000, std::byte{1})).finish());
+  CHECK(bad.closed_by_server());
+  CHECK(log.any_contains("over the limit of 1024"));
+  CHECK(s.check(std::vector<std::string>{"small"}));
+}
+
+TEST_CASE("tcp_store: large values travel whole") {
+  bs::tcp_store s({.serve = true});
+  bs::bytes value(8 << 20);
+  for (std::size_t i = 0; i < value.size(); ++i) value[i] = std::byte(i * 131 % 251);
+  auto other = client(s.port());
+  other.set("large", value);
+  CHECK(s.get("large", soon()) == value);
+}
+
+TEST_CASE("tcp_store: clients get peer_lost, not a hang, when the serving process dies") {
+  int port_pipe[2];
+  REQUIRE(::pipe2(port_pipe, O_CLOEXEC) == 0);
+  proc::child server_rank([&] {
+    bs::tcp_store serving({.serve = true});
+    serving.set("hello", bs::to_bytes("world"));
+    const std::uint16_t port = serving.port();
+    if (::write(port_pipe[1], &port, sizeof port) != sizeof port) return 2;
+    std::this_thread::sleep_for(60s);  // killed long before
+    return 0;
+  });
+  std::uint16_t port = 0;
+  pollfd pf{port_pipe[0], POLLIN, 0};
+  REQUIRE(::poll(&pf, 1, 20000) == 1);
+  REQUIRE(::read(port_pipe[0], &port, sizeof port) == sizeof port);
+  ::close(port_pipe[0]);
+  ::close(port_pipe[1]);
+
+  auto c = client(port);
+  CHECK(bs::as_string(c.get("hello", soon())) == "world");
+  std::thread killer([&] {
+    std::this_thread::sleep_for(200ms);
+    server_rank.kill(SIGKILL);
+  });
+  // The deadline is far away: only peer_lost can end this call in time for the test.
+  try {
+    (void)c.get("never", chorus::deadline::after(120s));
+    FAIL("get returned");
+  } catch (const chorus::error& e) {
+    CHECK(e.value() == chorus::errc::peer_lost);
+    CHECK_THAT(e.what(), Catch::Contains("127.0.0.1:" + std::to_string(port)) &&
+                             Catch::Contains("get('never')"));
+  }
+  killer.join();
+  CHECK(server_rank.exit_code() == -SIGKILL);
+  // Later calls fail at once with peer_lost too.
+  try {
+    c.set("x", bs::to_bytes("y"));
+    FAIL("set returned");
+  } catch (const chorus::error& e) {
+    CHECK(e.value() == chorus::errc::peer_lost);
+  }
+}
+
+TEST_CASE("tcp_store: the serving store outlives its last client's calls (linger)") {
+  auto serving = std::make_unique<bs::tcp_store>(bs::tcp_store_options{.serve = true});
+  auto c = std::make_unique<bs::tcp_store>(client(serving->port()));
+  std::atomic<bool> destroyed{false};
+  std::thread finisher([&] {
+    serving.reset();  // waits for `c` to disconnect
+    destroyed = true;
+  });
+  std::this_thread::sleep_for(100ms);
+  CHECK_FALSE(destroyed);
+  c->set("still", bs::to_bytes("served"));  // the server is still up for the late rank
+  CHECK(bs::as_string(c->get("still", soon())) == "served");
+  c.reset();  // the last client leaves: the server stops
+  finisher.join();
+  CHECK(destroyed);
+}
+
+TEST_CASE("tcp_store: once the linger is over, waiting clients get peer_lost") {
+  auto serving = std::make_unique<bs::tcp_store>(
+      bs::tcp_store_options{.serve = true, .linger = std::chrono::milliseconds(100)});
+  auto c = client(serving->port());
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(100ms);
+    serving.reset();  // lingers 100 ms, then stops and closes every connection
+  });
+  try {
+    (void)c.get("never", chorus::deadline::after(120s));
+    FAIL("get returned");
+  } catch (const chorus::error& e) {
+    CHECK(e.value() == chorus::errc::peer_lost);
+  }
+  stopper.join();
+}
+
+TEST_CASE("tcp_store: descriptor counts stay flat, and every descriptor is close-on-exec") {
+  const int before = proc::open_fds();
+  const std::vector<int> inherited = proc::fd_list();
+  {
+    bs::tcp_store s({.serve = true});
+    auto c = client(s.port());
+    for (int i = 0; i < 1000; ++i) {
+      const std::string key = "fd/" + std::to_string(i % 10);
+      c.set(key, bs::to_bytes(std::to_string(i)));
+      (void)s.get(key, soon());
+    }
+    // A get that times out closes its connection; the next call opens a new one.
+    for (int i = 0; i < 20; ++i) {
+      CHECK_THROWS_AS(c.get("fd/missing", chorus::deadline::after(5ms)), chorus::error);
+    }
+    c.set("fd/after", bs::to_bytes("x"));
+    for (const int fd : proc::fd_list()) {
+      if (std::find(inherited.begin(), inherited.end(), fd) != inherited.end()) continue;
+      const int flags = ::fcntl(fd, F_GETFD);
+      INFO("descriptor " << fd);
+      if (flags >= 0) CHECK((flags & FD_CLOEXEC) != 0);
+    }
+    const int during = proc::open_fds();
+    CHECK(during <= before + 8);  // listener, eventfd, server side and client side of a few
+  }
+  for (int i = 0; i < 20; ++i) {
+    bs::tcp_store s({.serve = true});
+    s.set("k", bs::to_bytes("v"));
+  }
+  CHECK(proc::open_fds() == before);
+}

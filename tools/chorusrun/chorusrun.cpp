@@ -1,0 +1,604 @@
+// chorusrun: starts N ranks of a program on this machine, the way `torchrun --standalone`
+// or `mpirun` on one node do, for programs that call chorus::bootstrap::from_env().
+//
+//   chorusrun -n N [--grace S] [--no-prefix] [--timeout T] [--check] [--] program args...
+//
+// What it does, in order:
+//  1. serves a tcp_store on 127.0.0.1 (a port the kernel picks) for the job's rendezvous;
+//  2. draws a job id (128 random bits, hex) that names the job's shared-memory segments;
+//  3. starts N processes of `program args...`, each in a process group of its own, with the
+//     environment it was given plus CHORUS_RANK, CHORUS_SIZE, CHORUS_LOCAL_RANK,
+//     CHORUS_LOCAL_SIZE, CHORUS_STORE (host:port), CHORUS_JOB_ID, and CHORUS_TIMEOUT /
+//     CHORUS_CHECK when asked; stdin is /dev/null;
+//  4. copies every complete output line of rank r to its own stdout or stderr as
+//     "[r] line" (unless --no-prefix, where the ranks write to chorusrun's stdout and
+//     stderr directly);
+//  5. when a rank fails (non-zero exit, or killed by a signal), sends SIGTERM to the other
+//     ranks' process groups, SIGKILL after --grace seconds, and reports the first failure
+//     in one line; SIGINT/SIGTERM/SIGHUP to chorusrun are forwarded the same way (a second
+//     one kills at once).
+//
+// Exit status: 0 when every rank exits 0; the first failing rank's exit status, or 128 +
+// its signal number; 128 + the signal when chorusrun itself was interrupted (130 for
+// Ctrl-C, 143 for SIGTERM); 127 when the program is not found, 126 when it cannot be
+// executed; 2 for a usage error; 1 when chorusrun itself fails.
+//
+// Every descriptor chorusrun opens is close-on-exec; the ranks get stdin, stdout and stderr
+// only. They also get PR_SET_PDEATHSIG=SIGKILL, so that no rank outlives a chorusrun killed
+// with SIGKILL.
+#include <chorus/bootstrap/posix.hpp>
+#include <chorus/bootstrap/tcp_store.hpp>
+#include <chorus/core/deadline.hpp>
+#include <chorus/version.hpp>
+
+#include <CLI/CLI.hpp>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+extern char** environ;
+
+namespace {
+
+using chorus::bootstrap::detail::errno_text;
+using chorus::bootstrap::detail::unique_fd;
+using steady = std::chrono::steady_clock;
+
+/// A rank line longer than this is passed on in pieces of this size (each prefixed), so a
+/// program that never writes a newline cannot make chorusrun buffer without bound.
+constexpr std::size_t max_line_bytes = 64 * 1024;
+
+struct settings {
+  int np = 0;
+  double grace_s = 3.0;
+  bool prefix = true;
+  std::string timeout;
+  bool check = false;
+  std::vector<std::string> command;
+};
+
+void say(const std::string& line) {
+  const std::string text = "chorusrun: " + line + "\n";
+  [[maybe_unused]] const auto n = ::write(STDERR_FILENO, text.data(), text.size());
+}
+
+/// Writes all of `text` to `fd`. Returns false when the reader is gone (EPIPE) or the
+/// descriptor fails; output to it then stops, the ranks keep running.
+bool write_all(int fd, std::string_view text) {
+  while (!text.empty()) {
+    const ssize_t n = ::write(fd, text.data(), text.size());
+    if (n >= 0) {
+      text.remove_prefix(static_cast<std::size_t>(n));
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) {  // someone made our stdout non-blocking
+      pollfd p{fd, POLLOUT, 0};
+      ::poll(&p, 1, 100);
+      continue;
+    }
+    return false;
+  }
+  return true;
+}
+
+std::string signal_name(int sig) {
+  const char* abbrev = ::sigabbrev_np(sig);
+  return abbrev != nullptr ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
+}
+
+/// The path `execve` should run for `program`, searched in PATH like a shell does. On
+/// failure, the message and the exit status (127 not found, 126 not executable).
+struct resolved {
+  std::string path;
+  std::string problem;
+  int status = 0;
+};
+
+resolved resolve_program(const std::string& program) {
+  const auto executable = [](const std::string& p) {
+    struct stat st {};
+    return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(p.c_str(), X_OK) == 0;
+  };
+  if (program.find('/') != std::string::npos) {
+    if (executable(program)) return {program, "", 0};
+    struct stat st {};
+    if (::stat(program.c_str(), &st) != 0) {
+      return {"", "cannot run '" + program + "': " + errno_text(errno), 127};
+    }
+    return {"",
+            "cannot run '" + program +
+                "': " + (S_ISDIR(st.st_mode) ? "it is a directory" : "permission denied"),
+            126};
+  }
+  const char* env_path = std::getenv("PATH");
+  const std::string path = env_path != nullptr ? env_path : "/usr/local/bin:/usr/bin:/bin";
+  bool seen_not_executable = false;
+  std::size_t start = 0;
+  for (;;) {
+    const auto colon = path.find(':', start);
+    std::string dir = path.substr(start, colon == std::string::npos ? colon : colon - start);
+    if (dir.empty()) dir = ".";
+    const std::string candidate = dir + "/" + program;
+    if (executable(candidate)) return {candidate, "", 0};
+    if (::access(candidate.c_str(), F_OK) == 0) seen_not_executable = true;
+    if (colon == std::string::npos) break;
+    start = colon + 1;
+  }
+  if (seen_not_executable) {
+    return {"", "cannot run '" + program + "': found in PATH but not executable", 126};
+  }
+  return {"", "cannot run '" + program + "': not found in PATH", 127};
+}
+
+/// One rank's output stream (stdout or stderr) on its way to ours.
+struct stream {
+  unique_fd fd;     ///< read end of the rank's pipe; closed at end of file
+  int target = 1;   ///< our descriptor it goes to
+  std::string buf;  ///< bytes after the last complete line
+};
+
+struct rank_process {
+  pid_t pid = -1;
+  bool running = false;
+  int status = 0;  ///< wait status, valid once !running
+  stream out, err;
+};
+
+class launcher {
+ public:
+  explicit launcher(settings s) : s_(std::move(s)) {}
+
+  int run() {
+    const resolved prog = resolve_program(s_.command.front());
+    if (prog.status != 0) {
+      say(prog.problem);
+      return prog.status;
+    }
+
+    // Signals arrive through a signalfd; they must be blocked in every thread, so before
+    // the store's server thread exists. SIGPIPE is ignored: a closed stdout must not kill
+    // chorusrun while ranks run (the ranks get the default back).
+    sigset_t mask;
+    sigemptyset(&mask);
+    for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP}) sigaddset(&mask, sig);
+    if (::sigprocmask(SIG_BLOCK, &mask, nullptr) != 0) return fail("sigprocmask", errno);
+    ::signal(SIGPIPE, SIG_IGN);
+    sigfd_ = unique_fd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
+    if (!sigfd_) return fail("signalfd", errno);
+
+    chorus::bootstrap::tcp_store_server server;  // 127.0.0.1, a free port
+    const std::string job_id = chorus::bootstrap::detail::random_hex(16);
+
+    unique_fd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (!devnull) return fail("open /dev/null", errno);
+
+    // Everything the children need is built before the first fork: between fork and exec
+    // a child of this multi-threaded process may only make async-signal-safe calls.
+    std::vector<std::string> base_env;
+    for (char** e = environ; *e != nullptr; ++e) {
+      const std::string_view var(*e);
+      if (!overridden(var)) base_env.emplace_back(var);
+    }
+    base_env.push_back("CHORUS_SIZE=" + std::to_string(s_.np));
+    base_env.push_back("CHORUS_LOCAL_SIZE=" + std::to_string(s_.np));
+    base_env.push_back("CHORUS_STORE=" + server.address());
+    base_env.push_back("CHORUS_JOB_ID=" + job_id);
+    if (!s_.timeout.empty()) base_env.push_back("CHORUS_TIMEOUT=" + s_.timeout);
+    if (s_.check) base_env.push_back("CHORUS_CHECK=1");
+
+    std::vector<char*> argv;
+    for (auto& a : s_.command) argv.push_back(a.data());
+    argv.push_back(nullptr);
+
+    ranks_.resize(static_cast<std::size_t>(s_.np));
+    for (int r = 0; r < s_.np; ++r) {
+      if (const int code = start(r, prog.path, argv, base_env, devnull.get()); code != 0) {
+        stop_all(SIGTERM);
+        loop();
+        return code;
+      }
+      // A signal or a rank that already failed stops the start-up: the ranks started so
+      // far are being stopped, and starting more would only delay that.
+      on_signals();
+      if (interrupted_ != 0 || first_failure_) break;
+    }
+    loop();
+    return finish();
+  }
+
+ private:
+  static bool overridden(std::string_view var) {
+    for (std::string_view name : {"CHORUS_RANK=", "CHORUS_SIZE=", "CHORUS_LOCAL_RANK=",
+                                  "CHORUS_LOCAL_SIZE=", "CHORUS_STORE=", "CHORUS_JOB_ID="}) {
+      if (var.starts_with(name)) return true;
+    }
+    return false;
+  }
+
+  int fail(const std::string& what, int err) {
+    say(what + " failed: " + errno_text(err));
+    return 1;
+  }
+
+  /// Starts rank r. Returns 0, or the exit status chorusrun should end with.
+  int start(int r, const std::string& path, std::vector<char*>& argv,
+            const std::vector<std::string>& base_env, int devnull) {
+    std::vector<std::string> env_strings = base_env;
+    env_strings.push_back("CHORUS_RANK=" + std::to_string(r));
+    env_strings.push_back("CHORUS_LOCAL_RANK=" + std::to_string(r));
+    std::vector<char*> envp;
+    for (auto& e : env_strings) envp.push_back(e.data());
+    envp.push_back(nullptr);
+
+    int out[2] = {-1, -1}, err[2] = {-1, -1}, status[2] = {-1, -1};
+    if (s_.prefix && (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0)) {
+      const int e = errno;
+      for (int fd : {out[0], out[1]}) {
+        if (fd >= 0) ::close(fd);
+      }
+      return fail("pipe for rank " + std::to_string(r), e);
+    }
+    unique_fd out_r(out[0]), out_w(out[1]), err_r(err[0]), err_w(err[1]);
+    if (::pipe2(status, O_CLOEXEC) != 0) return fail("pipe", errno);
+    unique_fd status_r(status[0]), status_w(status[1]);
+
+    const pid_t parent = ::getpid();
+    const int max_fd = static_cast<int>(std::min<long>(::sysconf(_SC_OPEN_MAX), 1 << 20));
+    const pid_t pid = ::fork();
+    if (pid < 0) return fail("fork for rank " + std::to_string(r), errno);
+    if (pid == 0) {
+      // The child: async-signal-safe calls only, then exec.
+      ::setpgid(0, 0);
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(127);  // chorusrun died before prctl
+      ::dup2(devnull, STDIN_FILENO);
+      if (out_w) {
+        ::dup2(out_w.get(), STDOUT_FILENO);  // dup2 clears close-on-exec on the copy
+        ::dup2(err_w.get(), STDERR_FILENO);
+      }
+      // Only stdio goes to the program: also not the descriptors chorusrun inherited
+      // without close-on-exec (as with mpirun). All but the exec-status pipe, which is
+      // close-on-exec and reports a failed exec. close_range needs Linux 5.9; before
+      // that, close them one by one.
+      const auto close_between = [max_fd](int lo, int hi) {  // [lo, hi]
+        if (lo > hi) return;
+        if (::close_range(static_cast<unsigned>(lo), static_cast<unsigned>(hi), 0) != 0) {
+          for (int fd = lo; fd <= hi && fd < max_fd; ++fd) ::close(fd);
+        }
+      };
+      close_between(3, status_w.get() - 1);
+      close_between(status_w.get() + 1, std::numeric_limits<int>::max());
+      struct sigaction dfl {};
+      dfl.sa_handler = SIG_DFL;
+      ::sigaction(SIGPIPE, &dfl, nullptr);
+      sigset_t none;
+      sigemptyset(&none);
+      ::sigprocmask(SIG_SETMASK, &none, nullptr);
+      ::execve(path.c_str(), argv.data(), envp.data());
+      const int e = errno;
+      [[maybe_unused]] const auto n = ::write(status_w.get(), &e, sizeof e);
+      ::_exit(127);
+    }
+    ++started_;
+    ::setpgid(pid, pid);  // also here, so that it holds before we might signal the group
+    auto& rank = ranks_[static_cast<std::size_t>(r)];
+    rank.pid = pid;
+    rank.running = true;
+    rank.out = {std::move(out_r), STDOUT_FILENO, {}};
+    rank.err = {std::move(err_r), STDERR_FILENO, {}};
+    for (auto* st : {&rank.out, &rank.err}) {
+      if (st->fd) ::fcntl(st->fd.get(), F_SETFL, O_NONBLOCK);
+    }
+    out_w.reset();
+    err_w.reset();
+    status_w.reset();
+
+    // Wait for exec: end of file means it succeeded, an int is its errno.
+    int exec_errno = 0;
+    ssize_t n = 0;
+    do {
+      n = ::read(status_r.get(), &exec_errno, sizeof exec_errno);
+    } while (n < 0 && errno == EINTR);
+    if (n == sizeof exec_errno) {
+      say("cannot execute '" + path + "': " + errno_text(exec_errno));
+      exec_failed_ = true;
+      return exec_errno == ENOENT ? 127 : 126;
+    }
+    return 0;
+  }
+
+  [[nodiscard]] int running_count() const {
+    return static_cast<int>(
+        std::count_if(ranks_.begin(), ranks_.end(), [](const auto& r) { return r.running; }));
+  }
+
+  /// Signals the process group of every running rank.
+  void stop_all(int sig) {
+    for (auto& r : ranks_) {
+      if (r.running) ::kill(-r.pid, sig);
+    }
+    if (sig != SIGKILL && !kill_at_) {
+      kill_at_ = steady::now() + std::chrono::duration_cast<steady::duration>(
+                                     std::chrono::duration<double>(s_.grace_s));
+    }
+  }
+
+  void reap() {
+    for (;;) {
+      int st = 0;
+      const pid_t pid = ::waitpid(-1, &st, WNOHANG);
+      if (pid <= 0) return;
+      auto it = std::find_if(ranks_.begin(), ranks_.end(), [&](auto& r) { return r.pid == pid; });
+      if (it == ranks_.end()) continue;
+      it->running = false;
+      it->status = st;
+      const bool failed = WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) != 0);
+      if (failed && !first_failure_ && interrupted_ == 0 && !exec_failed_) {
+        first_failure_ = static_cast<int>(it - ranks_.begin());
+        others_stopped_ = running_count();
+        stop_all(SIGTERM);
+      }
+    }
+  }
+
+  void on_signals() {
+    signalfd_siginfo info{};
+    while (::read(sigfd_.get(), &info, sizeof info) == sizeof info) {
+      const int sig = static_cast<int>(info.ssi_signo);
+      if (sig == SIGCHLD) continue;  // reaped below in every case
+      if (interrupted_ == 0) {
+        interrupted_ = sig;
+        interrupted_running_ = running_count();
+        stop_all(sig);  // forward it: the ranks may want to clean up
+      } else {
+        stop_all(SIGKILL);  // asked twice: no more grace
+      }
+    }
+    reap();
+  }
+
+  /// Passes the complete lines in `st.buf` on, prefixed; at end of file, the rest too.
+  void emit(int r, stream& st, bool eof) {
+    const std::string prefix = "[" + std::to_string(r) + "] ";
+    std::string out;
+    std::size_t begin = 0;
+    for (;;) {
+      const auto nl = st.buf.find('\n', begin);
+      if (nl == std::string::npos) break;
+      out += prefix;
+      out.append(st.buf, begin, nl + 1 - begin);
+      begin = nl + 1;
+    }
+    st.buf.erase(0, begin);
+    while (st.buf.size() >= max_line_bytes || (eof && !st.buf.empty())) {
+      const std::size_t n = std::min(st.buf.size(), max_line_bytes);
+      out += prefix;
+      out.append(st.buf, 0, n);
+      out += '\n';
+      st.buf.erase(0, n);
+    }
+    if (out.empty()) return;
+    bool& open = st.target == STDOUT_FILENO ? stdout_open_ : stderr_open_;
+    if (open) open = write_all(st.target, out);
+  }
+
+  void on_readable(int r, stream& st) {
+    char buf[65536];
+    for (int round = 0; round < 4; ++round) {
+      const ssize_t n = ::read(st.fd.get(), buf, sizeof buf);
+      if (n > 0) {
+        st.buf.append(buf, static_cast<std::size_t>(n));
+        emit(r, st, false);
+        continue;
+      }
+      if (n < 0 && (errno == EINTR)) continue;
+      if (n < 0 && errno == EAGAIN) return;
+      emit(r, st, true);  // end of file (or an error): flush the last partial line
+      st.fd.reset();
+      return;
+    }
+  }
+
+  /// Runs until every rank has exited and its output is passed on.
+  void loop() {
+    std::vector<pollfd> fds;
+    std::vector<std::pair<int, stream*>> owners;
+    std::optional<steady::time_point> drain_until;
+    for (;;) {
+      reap();
+      const auto now = steady::now();
+      if (kill_at_ && now >= *kill_at_) {
+        stop_all(SIGKILL);
+        kill_at_.reset();
+      }
+      fds.clear();
+      owners.clear();
+      fds.push_back({sigfd_.get(), POLLIN, 0});
+      for (std::size_t r = 0; r < ranks_.size(); ++r) {
+        for (auto* st : {&ranks_[r].out, &ranks_[r].err}) {
+          if (!st->fd) continue;
+          fds.push_back({st->fd.get(), POLLIN, 0});
+          owners.emplace_back(static_cast<int>(r), st);
+        }
+      }
+      if (running_count() == 0) {
+        if (owners.empty()) return;
+        // Every rank has exited but something (a process it left behind) still holds an
+        // output pipe: wait at most the grace period for it, then stop listening.
+        if (!drain_until) {
+          drain_until = now + std::chrono::duration_cast<steady::duration>(
+                                  std::chrono::duration<double>(s_.grace_s));
+        }
+        if (now >= *drain_until) {
+          for (auto& [r, st] : owners) emit(r, *st, true);
+          return;
+        }
+      }
+      // Wake at the next deadline; at most every 250 ms regardless, so that a lost SIGCHLD
+      // could only delay, never stall, the reaping.
+      int timeout_ms = 250;
+      for (const auto& t : {kill_at_, drain_until}) {
+        if (!t) continue;
+        const auto ms = std::chrono::ceil<std::chrono::milliseconds>(*t - now).count();
+        timeout_ms = std::clamp(static_cast<int>(ms), 0, timeout_ms);
+      }
+      if (::poll(fds.data(), fds.size(), timeout_ms) < 0 && errno != EINTR) {
+        say("poll failed: " + errno_text(errno) + "; killing the ranks");
+        stop_all(SIGKILL);
+        return;
+      }
+      if (fds[0].revents != 0) on_signals();
+      for (std::size_t i = 1; i < fds.size(); ++i) {
+        if (fds[i].revents != 0) on_readable(owners[i - 1].first, *owners[i - 1].second);
+      }
+    }
+  }
+
+  int finish() {
+    // Reap anything left (a rank that ignored SIGTERM was SIGKILLed in loop()).
+    while (running_count() > 0) {
+      stop_all(SIGKILL);
+      ::usleep(1000);
+      reap();
+    }
+    const auto others = [](int n, bool all) {
+      if (n == 0) return std::string();
+      const std::string noun = n == 1 ? "rank" : "ranks";
+      if (all) return "; stopped the other " + (n == 1 ? noun : std::to_string(n) + " " + noun);
+      return "; stopped " + std::to_string(n) + " other " + noun + " still running";
+    };
+    if (interrupted_ != 0) {
+      say("interrupted by " + signal_name(interrupted_) +
+          (interrupted_running_ > 0 ? "; stopped " + std::to_string(interrupted_running_) +
+                                          (interrupted_running_ == 1 ? " rank" : " ranks")
+                                    : std::string()));
+      return 128 + interrupted_;
+    }
+    if (first_failure_) {
+      const int r = *first_failure_;
+      const int never = s_.np - started_;
+      const std::string not_started = never == 0 ? std::string()
+                                                 : "; " + std::to_string(never) +
+                                                       (never == 1 ? " rank was" : " ranks were") +
+                                                       " not started";
+      const int st = ranks_[static_cast<std::size_t>(r)].status;
+      const bool all = others_stopped_ == s_.np - 1;
+      if (WIFSIGNALED(st)) {
+        const int sig = WTERMSIG(st);
+        say("rank " + std::to_string(r) + " was killed by signal " + std::to_string(sig) + " (" +
+            signal_name(sig) + ")" + (WCOREDUMP(st) ? ", core dumped" : "") +
+            others(others_stopped_, all) + not_started);
+        return 128 + sig;
+      }
+      say("rank " + std::to_string(r) + " exited with status " + std::to_string(WEXITSTATUS(st)) +
+          others(others_stopped_, all) + not_started);
+      return WEXITSTATUS(st);
+    }
+    return 0;
+  }
+
+  settings s_;
+  unique_fd sigfd_;
+  std::vector<rank_process> ranks_;
+  std::optional<steady::time_point> kill_at_;  ///< when the stopped ranks get SIGKILL
+  std::optional<int> first_failure_;
+  int others_stopped_ = 0;
+  int interrupted_ = 0;  ///< the signal that interrupted chorusrun, or 0
+  int interrupted_running_ = 0;
+  int started_ = 0;  ///< ranks forked so far
+  bool exec_failed_ = false;
+  bool stdout_open_ = true;
+  bool stderr_open_ = true;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "Starts N ranks of a program on this machine for chorus::bootstrap::from_env(): a "
+      "tcp_store on 127.0.0.1, CHORUS_* variables, rank-prefixed output, and one failing "
+      "rank stops them all.",
+      "chorusrun"};
+  app.footer(
+      "Usage: chorusrun -n N [options] [--] program [args...]\n"
+      "Exit status: 0 when every rank succeeds; else the first failing rank's status (128 + "
+      "signal if killed); 130/143 when interrupted; 127 program not found; 126 not "
+      "executable; 2 usage error.");
+  settings s;
+  app.set_version_flag("--version", std::string("chorusrun (chorus) ") + CHORUS_VERSION_STRING);
+  app.add_option("-n,--np", s.np, "number of ranks to start (1 or more)")
+      ->required()
+      ->check([](const std::string& v) {
+        return v.find_first_not_of("0123456789") == std::string::npos && v.size() <= 6 &&
+                       std::stoi(v) >= 1
+                   ? std::string()
+                   : "must be a whole number from 1 to 999999, not '" + v + "'";
+      });
+  app.add_option("--grace", s.grace_s,
+                 "seconds between SIGTERM and SIGKILL when stopping ranks (default 3)")
+      ->check(CLI::NonNegativeNumber);
+  bool no_prefix = false;
+  app.add_flag("--no-prefix", no_prefix,
+               "let the ranks write to chorusrun's stdout and stderr directly, without the "
+               "[rank] prefix");
+  app.add_option("--timeout", s.timeout,
+                 "sets CHORUS_TIMEOUT for the ranks (e.g. 60, 2.5, 500ms, 5m)")
+      ->check(
+          [](const std::string& t) {
+            return chorus::parse_duration(t) ? std::string()
+                                             : "'" + t + "' is not a positive duration";
+          },
+          "DURATION");
+  app.add_flag("--check", s.check, "sets CHORUS_CHECK=1 (collective argument checking)");
+  // Everything from the first argument that is not one of chorusrun's options (or after
+  // `--`) is the program and its arguments.
+  app.prefix_command();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);  // --help, --version
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "chorusrun: %s\nRun 'chorusrun --help' for usage.\n", e.what());
+    return 2;
+  }
+  s.prefix = !no_prefix;
+  s.command = app.remaining();
+  if (!s.command.empty() && s.command.front() == "--") {
+    s.command.erase(s.command.begin());
+  } else if (!s.command.empty() && s.command.front().starts_with("-")) {
+    std::fprintf(stderr,
+                 "chorusrun: unknown option '%s' (put `--` before a program whose name starts "
+                 "with '-')\nRun 'chorusrun --help' for usage.\n",
+                 s.command.front().c_str());
+    return 2;
+  }
+  if (s.command.empty()) {
+    std::fprintf(stderr, "chorusrun: no program to run\nRun 'chorusrun --help' for usage.\n");
+    return 2;
+  }
+  try {
+    return launcher(std::move(s)).run();
+  } catch (const std::exception& e) {
+    say(e.what());
+    return 1;
+  }
+}
