@@ -241,38 +241,14 @@ inline void set_nodelay(int fd) noexcept {
 
 enum class io : int { ok, timeout, closed };
 
-/// Sends all of `data` on the non-blocking socket `fd` before `d`. `closed` (with `err`)
-/// when the peer is gone.
-inline io send_all(int fd, std::span<const std::byte> data, deadline d, int& err) {
+/// Moves `size` bytes with `step(done)` -- one send or recv of the rest, returning what
+/// the system call returned -- before `d`, polling for `event` whenever the socket would
+/// block. `closed` on end of stream (err 0) or a socket error (err set).
+template <class Step>
+io move_exact(int fd, std::size_t size, short event, deadline d, int& err, Step step) {
   std::size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::send(fd, data.data() + done, data.size() - done, MSG_NOSIGNAL);
-    if (n >= 0) {
-      done += static_cast<std::size_t>(n);
-      continue;
-    }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      err = errno;
-      return io::closed;
-    }
-    pollfd p{fd, POLLOUT, 0};
-    const int r = ::poll(&p, 1, poll_timeout_ms(d));
-    if (r == 0) return io::timeout;
-    if (r < 0 && errno != EINTR) {
-      err = errno;
-      return io::closed;
-    }
-  }
-  return io::ok;
-}
-
-/// Receives exactly `out.size()` bytes before `d`; `closed` on end of stream (err 0) or a
-/// socket error.
-inline io recv_exact(int fd, std::span<std::byte> out, deadline d, int& err) {
-  std::size_t done = 0;
-  while (done < out.size()) {
-    const ssize_t n = ::recv(fd, out.data() + done, out.size() - done, 0);
+  while (done < size) {
+    const ssize_t n = step(done);
     if (n > 0) {
       done += static_cast<std::size_t>(n);
       continue;
@@ -286,7 +262,7 @@ inline io recv_exact(int fd, std::span<std::byte> out, deadline d, int& err) {
       err = errno;
       return io::closed;
     }
-    pollfd p{fd, POLLIN, 0};
+    pollfd p{fd, event, 0};
     const int r = ::poll(&p, 1, poll_timeout_ms(d));
     if (r == 0) return io::timeout;
     if (r < 0 && errno != EINTR) {
@@ -295,6 +271,20 @@ inline io recv_exact(int fd, std::span<std::byte> out, deadline d, int& err) {
     }
   }
   return io::ok;
+}
+
+/// Sends all of `data` before `d`.
+inline io send_all(int fd, std::span<const std::byte> data, deadline d, int& err) {
+  return move_exact(fd, data.size(), POLLOUT, d, err, [&](std::size_t done) {
+    return ::send(fd, data.data() + done, data.size() - done, MSG_NOSIGNAL);
+  });
+}
+
+/// Receives exactly `out.size()` bytes before `d`.
+inline io recv_exact(int fd, std::span<std::byte> out, deadline d, int& err) {
+  return move_exact(fd, out.size(), POLLIN, d, err, [&](std::size_t done) {
+    return ::recv(fd, out.data() + done, out.size() - done, 0);
+  });
 }
 
 /// One non-blocking connection attempt to any address of host:port, bounded by `d`.

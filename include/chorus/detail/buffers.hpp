@@ -10,8 +10,10 @@
 #include <chorus/core/types.hpp>
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <numeric>
+#include <optional>
 #include <ranges>
 #include <span>
 #include <string>

@@ -236,6 +236,13 @@ void run_collective(communicator<Transport>& comm, const collective_call& call) 
   const std::size_t chunk_bytes = call.chunk_bytes != 0 ? call.chunk_bytes : default_chunk_bytes(a);
   const std::uint32_t sequence = comm.next_sequence();
   const fingerprint fp = make_fingerprint(call, a, sequence);
+  // "chorus: rank 2: all_gather_v #7 (ring, float32, count 96)": the public name, then the
+  // call as its fingerprint describes it. Built only on failure: not on the hot path.
+  auto context = [&] {
+    const std::string described = describe(fp);
+    return "chorus: rank " + std::to_string(r) + ": " + call.api + " " +
+           described.substr(described.find('#'));
+  };
   try {
     if (comm.options().check) check_fingerprint(comm, fp);
     schedule::params params;
@@ -265,8 +272,7 @@ void run_collective(communicator<Transport>& comm, const collective_call& call) 
       if (n != 0) call.finalize(call.output, n, p, call.op_object);
     }
   } catch (const error& e) {
-    std::string message = "chorus: rank " + std::to_string(r) + ": " + call.api + " " +
-                          describe(fp).substr(describe(fp).find('#')) + ": " + e.what();
+    std::string message = context() + ": " + e.what();
     if (e.value() == errc::timeout) {
       message += " (waited " + to_string(comm.options().timeout) +
                  "); the peer may be stuck or may not be calling the same collective "
@@ -276,9 +282,7 @@ void run_collective(communicator<Transport>& comm, const collective_call& call) 
     comm.fail(wrapped);
     throw wrapped;
   } catch (const std::exception& e) {
-    error wrapped(errc::transport, "chorus: rank " + std::to_string(r) + ": " + call.api + " " +
-                                       describe(fp).substr(describe(fp).find('#')) +
-                                       ": internal failure: " + e.what());
+    error wrapped(errc::transport, context() + ": internal failure: " + e.what());
     comm.fail(wrapped);
     throw wrapped;
   }
