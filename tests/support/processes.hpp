@@ -24,7 +24,24 @@
 #include <thread>
 #include <vector>
 
+#if defined(__SANITIZE_ADDRESS__)
+#define CHORUS_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CHORUS_TEST_ASAN 1
+#endif
+#endif
+#ifndef CHORUS_TEST_ASAN
+#define CHORUS_TEST_ASAN 0
+#endif
+#if CHORUS_TEST_ASAN
+#include <sanitizer/lsan_interface.h>
+#endif
+
 namespace harness {
+
+/// Whether this build runs under AddressSanitizer.
+inline constexpr bool address_sanitizer = CHORUS_TEST_ASAN != 0;
 
 using shm_communicator = chorus::communicator<chorus::shm_transport>;
 
@@ -142,6 +159,14 @@ std::vector<process_result> run_processes(int ranks, const std::string& job, Fn 
         report = std::string("exception: ") + e.what();
         code = 3;
       }
+#if CHORUS_TEST_ASAN
+      // _exit skips LeakSanitizer's exit-time check: run it here, after the rank's objects
+      // are gone, so that a leak in a rank fails the test.
+      if (__lsan_do_recoverable_leak_check() != 0) {
+        report += " [LeakSanitizer found leaks in rank " + std::to_string(r) + "]";
+        code = code != 0 ? code : 4;
+      }
+#endif
       detail::write_frame(out, 'r', report);
       ::_exit(code);
     }
