@@ -20,6 +20,7 @@
 /// naming it, and to see an abort. Progress is driven by the caller (`test`, `wait`), as
 /// the transport concept requires.
 #include <chorus/bootstrap/from_env.hpp>
+#include <chorus/bootstrap/posix.hpp>
 #include <chorus/bootstrap/store.hpp>
 #include <chorus/core/deadline.hpp>
 #include <chorus/core/error.hpp>
@@ -229,30 +230,6 @@ class mapping {
   std::size_t bytes_ = 0;
 };
 
-/// A file descriptor, closed on destruction.
-class fd {
- public:
-  fd() = default;
-  explicit fd(int f) noexcept : fd_(f) {}
-  fd(fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  fd& operator=(fd&& o) noexcept {
-    if (this != &o) {
-      reset();
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  ~fd() { reset(); }
-  [[nodiscard]] int get() const noexcept { return fd_; }
-
- private:
-  void reset() noexcept {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-  int fd_ = -1;
-};
-
 [[noreturn]] inline void throw_errno(int rank, const std::string& what) {
   throw error(errc::transport, "chorus::shm_transport: rank " + std::to_string(rank) + ": " + what +
                                    ": " + std::strerror(errno));
@@ -330,7 +307,8 @@ class shm_transport {
     const std::string name = segment_name(job);
     const std::size_t bytes = geometry_.segment_bytes();
     {
-      detail::shm::fd f(::shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600));
+      bootstrap::detail::unique_fd f(
+          ::shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600));
       if (f.get() < 0) detail::shm::throw_errno(rank, "shm_open(" + name + ")");
       bool unlinked = false;
       auto unlink_own = [&] {
@@ -379,12 +357,12 @@ class shm_transport {
               probe == detail::shm::single_copy_probe) {
             readable[static_cast<std::size_t>(p)] = '1';
           }
-          detail::shm::fd pf(::shm_open(peer_name.c_str(), O_RDWR | O_CLOEXEC, 0600));
+          bootstrap::detail::unique_fd pf(::shm_open(peer_name.c_str(), O_RDWR | O_CLOEXEC, 0600));
           if (pf.get() < 0)
             detail::shm::throw_errno(rank,
                                      "shm_open(" + peer_name + ") of rank " + std::to_string(p));
           inboxes_[static_cast<std::size_t>(p)] = map(pf.get(), bytes, peer_name);
-          pidfds_[static_cast<std::size_t>(p)] = detail::shm::fd(
+          pidfds_[static_cast<std::size_t>(p)] = bootstrap::detail::unique_fd(
               static_cast<int>(::syscall(SYS_pidfd_open, pids_[static_cast<std::size_t>(p)], 0)));
         }
         // Round 2: everybody has mapped everything, so the names can go; and each rank says
@@ -855,7 +833,7 @@ class shm_transport {
   detail::shm::geometry geometry_;
   std::vector<detail::shm::mapping> inboxes_;
   std::vector<int> pids_;
-  std::vector<detail::shm::fd> pidfds_;
+  std::vector<bootstrap::detail::unique_fd> pidfds_;
   std::vector<std::deque<request>> outgoing_;  ///< per destination, in send order
   /// per destination, single-copy sends the peer has not finished reading, with the index
   /// of their descriptor slot
