@@ -339,12 +339,7 @@ class inproc_transport {
   }
 
   void check_peer(int peer, const char* what) const {
-    if (peer < 0 || peer >= group_->size || peer == rank_) {
-      throw error(errc::invalid_argument, "rank " + std::to_string(rank_) + ": cannot " + what +
-                                              " rank " + std::to_string(peer) + "; peers are 0.." +
-                                              std::to_string(group_->size - 1) +
-                                              " other than the rank itself");
-    }
+    detail::check_transport_peer(rank_, group_->size, peer, what);
   }
 
   void check_aborted() {

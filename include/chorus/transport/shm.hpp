@@ -819,12 +819,7 @@ class shm_transport {
   }
 
   void check_peer(int peer, const char* what) const {
-    if (peer < 0 || peer >= size_ || peer == rank_) {
-      throw error(errc::invalid_argument, "rank " + std::to_string(rank_) + ": cannot " + what +
-                                              " rank " + std::to_string(peer) + "; peers are 0.." +
-                                              std::to_string(size_ - 1) +
-                                              " other than the rank itself");
-    }
+    detail::check_transport_peer(rank_, size_, peer, what);
   }
 
   int rank_;

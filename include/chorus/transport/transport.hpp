@@ -29,6 +29,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 
 namespace chorus::inline v0 {
@@ -36,6 +37,19 @@ namespace chorus::inline v0 {
 /// A message tag. The executor packs (collective sequence number, schedule tag) into it;
 /// user point-to-point messages use a separate range (see `detail/tags.hpp`).
 using tag_t = std::uint64_t;
+
+namespace detail {
+/// Throws `invalid_argument` unless `peer` is another rank of a group of `size`: what every
+/// transport checks before posting ("rank 2: cannot send to rank 7; peers are 0..3 ...").
+inline void check_transport_peer(int rank, int size, int peer, const char* what) {
+  if (peer < 0 || peer >= size || peer == rank) {
+    throw error(errc::invalid_argument, "rank " + std::to_string(rank) + ": cannot " + what +
+                                            " rank " + std::to_string(peer) + "; peers are 0.." +
+                                            std::to_string(size - 1) +
+                                            " other than the rank itself");
+  }
+}
+}  // namespace detail
 
 /// A point-to-point backend: non-blocking tagged sends and receives with deadlines.
 ///
