@@ -35,17 +35,6 @@ std::string error_of(vars v) {
   return "";
 }
 
-std::uint16_t unused_port() {
-  bs::detail::unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len);
-  return ntohs(a.sin_port);
-}
-
 }  // namespace
 
 TEST_CASE("from_env: chorusrun's variables") {
@@ -272,7 +261,7 @@ TEST_CASE("from_env: a one-rank world gets an in-process store and a random job 
 
 TEST_CASE("from_env: torchrun-style ranks meet at MASTER_PORT + 1, rank 0 serving") {
   constexpr int n = 3;
-  const std::uint16_t store_port = unused_port();
+  const std::uint16_t store_port = contract::unused_port();
   std::vector<bs::world> worlds(n);
   const auto failures = contract::on_threads(n, [&](int rank) {
     auto w = bs::from_env(bs::environment_from({{"RANK", std::to_string(rank)},

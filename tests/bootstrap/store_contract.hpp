@@ -2,6 +2,7 @@
 // The store contract, checked the same way for every store: `make()` returns a new client
 // of ONE shared store (a copy, a new connection, a new object on the same directory), so
 // that threads can act as ranks with a store each.
+#include <chorus/bootstrap/posix.hpp>
 #include <chorus/bootstrap/store.hpp>
 
 #include <catch2/catch.hpp>
@@ -12,6 +13,10 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 namespace contract {
 
@@ -171,6 +176,18 @@ void check_store_contract(Make make) {
       CHECK_THAT(e.what(), Catch::Contains("1 of 3 ranks arrived"));
     }
   }
+}
+
+/// A loopback port with no listener: bound at the kernel's choice, then released.
+inline std::uint16_t unused_port() {
+  bs::detail::unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len);
+  return ntohs(a.sin_port);
 }
 
 }  // namespace contract

@@ -30,18 +30,6 @@ using contract::soon;
 
 namespace {
 
-/// A port with no listener: bound by the kernel's choice, then released.
-std::uint16_t unused_port() {
-  bs::detail::unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len);
-  return ntohs(a.sin_port);
-}
-
 /// Collects a server's log lines (the server calls it from its thread).
 struct log_lines {
   std::mutex mutex;
@@ -183,7 +171,7 @@ TEST_CASE("tcp_store across forked processes: rank 0 serves, every rank gathers 
 }
 
 TEST_CASE("tcp_store: connecting where no server listens times out naming host:port") {
-  const std::uint16_t port = unused_port();
+  const std::uint16_t port = contract::unused_port();
   try {
     client(port, 300ms);
     FAIL("connected to nothing");
@@ -194,7 +182,7 @@ TEST_CASE("tcp_store: connecting where no server listens times out naming host:p
 }
 
 TEST_CASE("tcp_store: clients wait for a server that starts after them") {
-  const std::uint16_t port = unused_port();
+  const std::uint16_t port = contract::unused_port();
   std::unique_ptr<bs::tcp_store_server> server;
   std::thread starter([&] {
     std::this_thread::sleep_for(200ms);
