@@ -30,6 +30,17 @@ using contract::soon;
 
 namespace {
 
+/// The port a forked serving rank wrote into `port_pipe` (waits up to 20 s); closes the pipe.
+std::uint16_t read_port(int port_pipe[2]) {
+  std::uint16_t port = 0;
+  pollfd pf{port_pipe[0], POLLIN, 0};
+  REQUIRE(::poll(&pf, 1, 20000) == 1);
+  REQUIRE(::read(port_pipe[0], &port, sizeof port) == sizeof port);
+  ::close(port_pipe[0]);
+  ::close(port_pipe[1]);
+  return port;
+}
+
 /// Collects a server's log lines (the server calls it from its thread).
 struct log_lines {
   std::mutex mutex;
@@ -155,12 +166,7 @@ TEST_CASE("tcp_store across forked processes: rank 0 serves, every rank gathers 
     if (::write(port_pipe[1], &port, sizeof port) != sizeof port) return 2;
     return rank_main(0, port, &serving);
   });
-  std::uint16_t port = 0;
-  pollfd pf{port_pipe[0], POLLIN, 0};
-  REQUIRE(::poll(&pf, 1, 20000) == 1);
-  REQUIRE(::read(port_pipe[0], &port, sizeof port) == sizeof port);
-  ::close(port_pipe[0]);
-  ::close(port_pipe[1]);
+  const std::uint16_t port = read_port(port_pipe);
   for (int r = 1; r < n; ++r) {
     ranks.emplace_back([&, r] { return rank_main(r, port, nullptr); });
   }
@@ -322,12 +328,7 @@ TEST_CASE("tcp_store: clients get peer_lost, not a hang, when the serving proces
     std::this_thread::sleep_for(60s);  // killed long before
     return 0;
   });
-  std::uint16_t port = 0;
-  pollfd pf{port_pipe[0], POLLIN, 0};
-  REQUIRE(::poll(&pf, 1, 20000) == 1);
-  REQUIRE(::read(port_pipe[0], &port, sizeof port) == sizeof port);
-  ::close(port_pipe[0]);
-  ::close(port_pipe[1]);
+  const std::uint16_t port = read_port(port_pipe);
 
   auto c = client(port);
   CHECK(bs::as_string(c.get("hello", soon())) == "world");

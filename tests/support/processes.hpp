@@ -54,27 +54,25 @@ struct process_result {
 };
 
 namespace detail {
-inline bool write_all(int fd, const void* data, std::size_t n) {
-  const auto* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    p += w;
-    n -= static_cast<std::size_t>(w);
+/// Moves all `n` bytes with `step(p, left)` (one read or write), retrying on EINTR.
+template <class Step>
+bool move_all(std::size_t n, Step step) {
+  std::size_t done = 0;
+  while (done < n) {
+    const ssize_t k = step(done, n - done);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) return false;
+    done += static_cast<std::size_t>(k);
   }
   return true;
 }
+inline bool write_all(int fd, const void* data, std::size_t n) {
+  const auto* p = static_cast<const char*>(data);
+  return move_all(n, [&](std::size_t at, std::size_t left) { return ::write(fd, p + at, left); });
+}
 inline bool read_all(int fd, void* data, std::size_t n) {
   auto* p = static_cast<char*>(data);
-  while (n > 0) {
-    const ssize_t r = ::read(fd, p, n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    p += r;
-    n -= static_cast<std::size_t>(r);
-  }
-  return true;
+  return move_all(n, [&](std::size_t at, std::size_t left) { return ::read(fd, p + at, left); });
 }
 // Frames: 1 byte kind ('x' exchange, 'r' report), 4 bytes length, payload.
 inline bool write_frame(int fd, char kind, const std::string& s) {

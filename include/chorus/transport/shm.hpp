@@ -246,7 +246,7 @@ struct operation {
   std::byte* recv_data = nullptr;
   std::size_t bytes = 0;
   std::size_t progress = 0;      ///< bytes moved so far
-  std::vector<std::byte> owned;  ///< a send's remaining bytes after cancel (see `cancel`)
+  std::vector<std::byte> owned;  ///< a private copy of a send cancelled mid-stream (`cancel`)
   state status = state::posted;
   bool failed = false;
   std::string failure;
@@ -519,8 +519,8 @@ class shm_transport {
         } else {
           // Part of it is in the ring already: the receiver expects the rest. Keep
           // streaming it from a private copy, so the caller's buffer is free.
-          req->owned.assign(req->send_data + req->progress, req->send_data + req->bytes);
-          req->send_data = req->owned.data() - req->progress;
+          req->owned.assign(req->send_data, req->send_data + req->bytes);
+          req->send_data = req->owned.data();
         }
       } else {
         auto& queue = posted_[static_cast<std::size_t>(req->peer)];
