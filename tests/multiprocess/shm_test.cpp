@@ -160,11 +160,123 @@ TEST_CASE("shm: 64 MiB all-reduce, all-gather and reduce-scatter") {
   const std::string job = unique_job("big");
   auto results = run_processes(4, job, [](shm_communicator& comm, failures& f) {
     const std::size_t n = (std::size_t{64} << 20) / sizeof(float);
-    check_all_reduce<float, chorus::plus>(comm, f, chorus::algo::ring{}, n, true);
-    check_all_gather<float>(comm, f, chorus::algo::ring{}, n / 4, false, false);
-    check_reduce_scatter<float, chorus::plus>(comm, f, chorus::algo::ring{}, n / 4, false, false);
+    for (const chorus::algo::dynamic a :
+         {chorus::algo::dynamic{chorus::schedule::algorithm::ring},
+          chorus::algo::dynamic{chorus::schedule::algorithm::direct}}) {
+      check_all_reduce<float, chorus::plus>(comm, f, a, n, true);
+      check_all_gather<float>(comm, f, a, n / 4, false, false);
+      check_reduce_scatter<float, chorus::plus>(comm, f, a, n / 4, false, false);
+    }
   });
   require_all_ok(results);
+}
+
+TEST_CASE("shm: windows: allocate and register; get, put and direct loads; bad accesses") {
+  const std::string job = unique_job("win");
+  auto results = run_processes(3, job, [](shm_communicator& comm, failures& f) {
+    chorus::shm_transport& t = comm.transport();
+    const int r = comm.rank();
+    const int p = comm.size();
+    // Sizes differ per rank, one rank offers nothing.
+    const std::size_t mine = r == 1 ? 0 : 4096 * static_cast<std::size_t>(r + 1) + 24;
+    const auto w = t.allocate_window(mine);
+    if (t.window_bytes(w, r) != mine || t.local_window(w).size() != mine) f.add("own size");
+    for (std::size_t i = 0; i < mine; ++i) {
+      t.local_window(w)[i] = static_cast<std::byte>((i * 7 + static_cast<std::size_t>(r)) & 0xff);
+    }
+    chorus::barrier(comm);
+    for (int q = 0; q < p; ++q) {
+      const std::size_t theirs = q == 1 ? 0 : 4096 * static_cast<std::size_t>(q + 1) + 24;
+      if (t.window_bytes(w, q) != theirs) f.add("window_bytes of rank " + std::to_string(q));
+      if ((t.peer_window(w, q) == nullptr) != (theirs == 0)) f.add("peer_window null-ness");
+      if (theirs == 0) continue;
+      std::vector<std::byte> got(theirs - 5);
+      auto req = t.get(w, q, 5, got);
+      t.wait(req, chorus::deadline::after(std::chrono::seconds(10)));
+      for (std::size_t i = 0; i < got.size(); ++i) {
+        const auto want =
+            static_cast<std::byte>(((i + 5) * 7 + static_cast<std::size_t>(q)) & 0xff);
+        if (got[i] != want || t.peer_window(w, q)[i + 5] != want) {
+          f.add("get from rank " + std::to_string(q) + " wrong at " + std::to_string(i));
+          break;
+        }
+      }
+    }
+    chorus::barrier(comm);
+    // Every rank puts its rank number into byte r of rank 0's window.
+    const std::byte tagbyte{static_cast<unsigned char>(0xa0 + r)};
+    t.put(w, 0, static_cast<std::size_t>(r), std::span<const std::byte>(&tagbyte, 1));
+    chorus::barrier(comm);
+    if (r == 0) {
+      for (int q = 0; q < p; ++q) {
+        if (t.local_window(w)[static_cast<std::size_t>(q)] !=
+            std::byte{static_cast<unsigned char>(0xa0 + q)}) {
+          f.add("put from rank " + std::to_string(q) + " missing");
+        }
+      }
+    }
+    // Out of bounds, unknown window, rank outside the group: invalid_argument, no damage.
+    std::vector<std::byte> buf(16);
+    auto expect_invalid = [&](auto&& fn, const char* what, const char* words) {
+      try {
+        fn();
+        f.add(std::string(what) + " was accepted");
+      } catch (const chorus::error& e) {
+        if (e.value() != chorus::errc::invalid_argument ||
+            std::string(e.what()).find(words) == std::string::npos) {
+          f.add(std::string(what) + ": " + e.what());
+        }
+      }
+    };
+    expect_invalid([&] { t.get(w, 0, t.window_bytes(w, 0) - 8, buf); }, "get past the end",
+                   "do not fit rank 0's window");
+    expect_invalid([&] { t.get(w, 1, 0, buf); }, "get from an empty window", "window of 0 bytes");
+    expect_invalid([&] { t.get(chorus::shm_transport::window{}, 0, 0, buf); }, "unknown window",
+                   "not a window of this transport");
+    expect_invalid([&] { (void)t.peer_window(w, p); }, "rank outside", "outside the group");
+    // A registered (not allocated) window: reached through cross-memory attach.
+    std::vector<std::byte> plain(1000, std::byte{static_cast<unsigned char>(r + 1)});
+    const auto reg = t.register_window(plain);
+    if (t.peer_window(reg, (r + 1) % p) != nullptr) f.add("registered windows are not mapped");
+    chorus::barrier(comm);
+    std::vector<std::byte> got(10);
+    try {
+      auto req = t.get(reg, (r + 1) % p, 990, got);
+      t.wait(req, chorus::deadline::after(std::chrono::seconds(10)));
+      if (got[9] != std::byte{static_cast<unsigned char>((r + 1) % p + 1)}) f.add("CMA get wrong");
+    } catch (const chorus::error& e) {
+      // Allowed only where the kernel forbids cross-memory attach, and then it must say so.
+      if (std::string(e.what()).find("ptrace") == std::string::npos) f.add(e.what());
+    }
+    chorus::barrier(comm);
+  });
+  require_all_ok(results);
+  REQUIRE(shm_leftovers(job).empty());
+}
+
+TEST_CASE("shm: one-sided direct collectives across many chunks and calls") {
+  for (int ranks : {2, 3, 4}) {
+    const std::string job = unique_job("onesided");
+    auto results = run_processes(ranks, job, [ranks](shm_communicator& comm, failures& f) {
+      const chorus::algo::direct d{};
+      // 2^20 + 3 floats: several chunks, a ragged last one; uneven blocks with empty ones
+      const std::size_t n = (std::size_t{1} << 20) + 3;
+      for (int round = 0; round < 3; ++round) {  // slots alternate across calls
+        check_all_reduce<float, chorus::plus>(comm, f, d, n, round == 1);
+        check_all_reduce<double, chorus::maximum>(comm, f, d, n / 3, round != 1);
+        check_all_reduce<chorus::half, chorus::average>(comm, f, d, 300001, false);
+        check_reduce_scatter<float, chorus::plus>(comm, f, d, n / 4, round == 2, round == 0);
+        check_all_gather<std::int32_t>(comm, f, d, n / 5, round == 0, round == 1);
+        // a two-sided collective in between must not disturb the window's rhythm
+        check_all_reduce<float, chorus::plus>(comm, f, chorus::algo::ring{}, 1000, false);
+        check_all_reduce<std::int64_t, chorus::plus>(comm, f, chorus::algo::automatic{},
+                                                     70000 + static_cast<std::size_t>(ranks), true);
+      }
+    });
+    INFO("ranks = " << ranks);
+    require_all_ok(results);
+    REQUIRE(shm_leftovers(job).empty());
+  }
 }
 
 TEST_CASE("shm: a rank killed mid-all-reduce makes every survivor fail with peer_lost") {
@@ -184,9 +296,14 @@ TEST_CASE("shm: a rank killed mid-all-reduce makes every survivor fail with peer
       };
       auto results = run_processes(
           ranks, job,
-          [](shm_communicator& comm, failures&) {
-            std::vector<float> v(1 << 16, 1.0f);
-            for (;;) chorus::all_reduce(comm, v, chorus::plus{}, chorus::algo::ring{});
+          [round](shm_communicator& comm, failures&) {
+            // odd rounds: the one-sided direct path, killed between or inside its syncs
+            std::vector<float> v(1 << 18, 1.0f);
+            for (;;) {
+              if (round % 2 == 0) chorus::all_reduce(comm, v, chorus::plus{}, chorus::algo::ring{});
+              if (round % 2 == 1)
+                chorus::all_reduce(comm, v, chorus::plus{}, chorus::algo::direct{});
+            }
           },
           options);
       for (const auto& r : results) {

@@ -90,6 +90,11 @@ class communicator {
     return {scratch_.get(), bytes};
   }
 
+  /// State that an algorithm keeps with the communicator between calls (the one-sided
+  /// collectives keep their staging window here, see detail/one_sided.hpp). Empty until
+  /// the first such call.
+  [[nodiscard]] std::shared_ptr<void>& algorithm_state() noexcept { return algorithm_state_; }
+
   /// Whether an earlier failure made this communicator unusable.
   [[nodiscard]] bool poisoned() const noexcept { return poison_.has_value(); }
 
@@ -134,6 +139,7 @@ class communicator {
   std::uint32_t sequence_ = 0;
   std::unique_ptr<std::byte[], aligned_delete> scratch_;
   std::size_t scratch_bytes_ = 0;
+  std::shared_ptr<void> algorithm_state_;
   std::optional<std::pair<errc, std::string>> poison_;
   int uncaught_at_construction_;
 };

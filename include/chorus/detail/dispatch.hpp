@@ -16,6 +16,7 @@
 #include <chorus/core/ops.hpp>
 #include <chorus/core/types.hpp>
 #include <chorus/detail/executor.hpp>
+#include <chorus/detail/one_sided.hpp>
 #include <chorus/detail/tags.hpp>
 
 #include <cstddef>
@@ -27,6 +28,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace chorus::inline v0::detail {
 
@@ -71,13 +73,24 @@ inline std::size_t default_chunk_bytes(schedule::algorithm a) noexcept {
 /// The `automatic` rule. Latency-bound sizes take the algorithms with log2(P) steps;
 /// bandwidth-bound sizes take the ones that move the least data per rank. The thresholds
 /// are the classic MPICH/Open MPI ones for a host interconnect; the measured tuner (a later
-/// issue) replaces them. `bytes` is the size of one rank's full vector.
-inline schedule::algorithm choose_algorithm(schedule::collective c, std::size_t bytes,
-                                            int ranks) noexcept {
+/// issue) replaces them. `bytes` is the size of one rank's full vector. `one_sided`: the
+/// transport maps windows, so `direct` runs all-reduce, reduce-scatter and all-gather
+/// one-sidedly (detail/one_sided.hpp), which beats every two-sided schedule from 64 KiB on
+/// (docs/performance.md).
+inline schedule::algorithm choose_algorithm(schedule::collective c, std::size_t bytes, int ranks,
+                                            bool one_sided = false) noexcept {
   using schedule::algorithm;
   using enum schedule::collective;
   constexpr std::size_t small = 16 * 1024;
+  constexpr std::size_t one_sided_from = 64 * 1024;
   constexpr std::size_t medium = 512 * 1024;
+  if (one_sided && bytes >= one_sided_from &&
+      (c == all_reduce || c == reduce_scatter || c == all_gather)) {
+    return algorithm::direct;
+  }
+  // Two ranks: one exchange is the whole all-reduce for small vectors; otherwise everything
+  // is a direct exchange with the one peer.
+  if (ranks <= 2 && c == all_reduce && bytes <= small) return algorithm::recursive_doubling;
   if (ranks <= 2 && c != barrier) return algorithm::direct;
   switch (c) {
     case all_reduce:
@@ -204,6 +217,57 @@ void check_fingerprint(communicator<Transport>& comm, const fingerprint& mine) {
   }
 }
 
+/// Builds the schedule of `a` for `call` and runs it with the host executor.
+template <transport Transport>
+void run_schedule(communicator<Transport>& comm, const collective_call& call, schedule::algorithm a,
+                  std::size_t chunk_bytes, std::uint32_t sequence) {
+  schedule::params params;
+  params.kind = call.kind;
+  params.rank = comm.rank();
+  params.size = comm.size();
+  params.root = call.root;
+  params.count = call.count;
+  params.counts = call.counts;
+  params.send_counts = call.send_counts;
+  params.send_offsets = call.send_offsets;
+  params.recv_counts = call.recv_counts;
+  params.recv_offsets = call.recv_offsets;
+  params.chunk_count =
+      chunk_bytes == 0 ? 0 : std::max<std::size_t>(1, chunk_bytes / call.elem_size);
+  const schedule::schedule s = schedule::build(a, params);
+  execute(comm, s,
+          exec_buffers{call.input, call.output, call.elem_size, call.reduce, call.op_object},
+          sequence);
+}
+
+/// Runs `call` one-sidedly when the transport maps windows and `a` is `direct` for a
+/// collective that has a one-sided form (detail/one_sided.hpp). False: not this call.
+template <transport Transport>
+bool run_one_sided(communicator<Transport>& comm, const collective_call& call,
+                   schedule::algorithm a, std::uint32_t sequence) {
+  if constexpr (mapped_window_transport<Transport>) {
+    const int p = comm.size();
+    if (a != schedule::algorithm::direct || p == 1 || !runs_one_sided(call.kind)) return false;
+    std::vector<std::size_t> even;
+    std::span<const std::size_t> counts = call.counts;
+    if (call.kind == schedule::collective::all_reduce) {  // P near-equal blocks
+      even.resize(static_cast<std::size_t>(p));
+      for (std::size_t q = 0; q < even.size(); ++q) {
+        even[q] = call.count / even.size() + (q < call.count % even.size() ? 1 : 0);
+      }
+      counts = even;
+    }
+    execute_one_sided(comm,
+                      one_sided_call{call.kind, call.input, call.output, call.elem_size, counts,
+                                     call.reduce, call.op_object},
+                      sequence);
+    return true;
+  } else {
+    (void)comm, (void)call, (void)a, (void)sequence;
+    return false;
+  }
+}
+
 /// Runs one collective: the single path every typed entry point ends in.
 template <transport Transport>
 void run_collective(communicator<Transport>& comm, const collective_call& call) {
@@ -221,7 +285,8 @@ void run_collective(communicator<Transport>& comm, const collective_call& call) 
     bytes = call.count * call.elem_size;
   }
   const schedule::algorithm a =
-      call.algorithm ? *call.algorithm : choose_algorithm(call.kind, bytes, p);
+      call.algorithm ? *call.algorithm
+                     : choose_algorithm(call.kind, bytes, p, mapped_window_transport<Transport>);
   if (!schedule::supports(a, call.kind)) {  // only reachable through algo::dynamic
     std::string can;
     for (schedule::algorithm x : schedule::all_algorithms) {
@@ -245,23 +310,9 @@ void run_collective(communicator<Transport>& comm, const collective_call& call) 
   };
   try {
     if (comm.options().check) check_fingerprint(comm, fp);
-    schedule::params params;
-    params.kind = call.kind;
-    params.rank = r;
-    params.size = p;
-    params.root = call.root;
-    params.count = call.count;
-    params.counts = call.counts;
-    params.send_counts = call.send_counts;
-    params.send_offsets = call.send_offsets;
-    params.recv_counts = call.recv_counts;
-    params.recv_offsets = call.recv_offsets;
-    params.chunk_count =
-        chunk_bytes == 0 ? 0 : std::max<std::size_t>(1, chunk_bytes / call.elem_size);
-    const schedule::schedule s = schedule::build(a, params);
-    execute(comm, s,
-            exec_buffers{call.input, call.output, call.elem_size, call.reduce, call.op_object},
-            sequence);
+    if (!run_one_sided(comm, call, a, sequence)) {
+      run_schedule(comm, call, a, chunk_bytes, sequence);
+    }
     if (call.finalize != nullptr) {
       std::size_t n = 0;
       if (call.kind == schedule::collective::all_reduce) n = call.count;

@@ -13,6 +13,7 @@
 /// soon as its data is in, then complete sends.
 #include <chorus/algorithm/schedule/schedule.hpp>
 #include <chorus/core/communicator.hpp>
+#include <chorus/detail/copy.hpp>
 #include <chorus/detail/tags.hpp>
 #include <chorus/transport/transport.hpp>
 
@@ -131,7 +132,7 @@ void execute(communicator<Transport>& comm, const schedule::schedule& s, const e
       if (o.code == schedule::op_code::copy) {
         std::byte* dst = address(o.dst);
         const std::byte* src = address(o.src);
-        if (dst != src && o.dst.count != 0) std::memcpy(dst, src, o.dst.count * es);
+        if (dst != src && o.dst.count != 0) copy_bytes(dst, src, o.dst.count * es);
       }
     }
     // 4. complete receives in op order; reduce each payload as soon as it is in, while the

@@ -19,6 +19,7 @@
 #include <chorus/core/communicator.hpp>
 #include <chorus/core/deadline.hpp>
 #include <chorus/core/error.hpp>
+#include <chorus/detail/copy.hpp>
 #include <chorus/transport/transport.hpp>
 
 #include <atomic>
@@ -159,7 +160,7 @@ inline void deliver(group& g, operation& send, operation& recv) {
                    " but that rank sent " + std::to_string(send.bytes) +
                    " bytes with the same tag: the ranks called with different counts or types";
   } else if (send.bytes != 0) {
-    std::memcpy(recv.recv_data, send.send_data, send.bytes);
+    detail::copy_bytes(recv.recv_data, send.send_data, send.bytes);
   }
   recv.progress.store(state::done, std::memory_order_release);
   g.ring(recv.owner);

@@ -24,6 +24,8 @@
 #include <chorus/bootstrap/store.hpp>
 #include <chorus/core/deadline.hpp>
 #include <chorus/core/error.hpp>
+#include <chorus/detail/copy.hpp>
+#include <chorus/detail/tags.hpp>
 #include <chorus/transport/transport.hpp>
 
 #include <algorithm>
@@ -168,6 +170,23 @@ inline bool read_peer_memory(pid_t pid, std::uint64_t remote, std::byte* local,
   return true;
 }
 
+/// Writes `bytes` bytes from `local` to `remote` in process `pid`. False with errno set.
+inline bool write_peer_memory(pid_t pid, std::uint64_t remote, const std::byte* local,
+                              std::size_t bytes) noexcept {
+  std::size_t done = 0;
+  while (done < bytes) {
+    iovec l{const_cast<std::byte*>(local) + done, bytes - done};
+    iovec r{reinterpret_cast<void*>(remote + done), bytes - done};
+    const ssize_t n = ::process_vm_writev(pid, &l, 1, &r, 1, 0);
+    if (n <= 0) {
+      if (n == 0) errno = EFAULT;
+      return false;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
 inline constexpr std::size_t slot_header_bytes = 64;  // keeps payloads cache-line aligned
 static_assert(sizeof(slot_header) <= slot_header_bytes);
 
@@ -234,6 +253,24 @@ class mapping {
   throw error(errc::transport, "chorus::shm_transport: rank " + std::to_string(rank) + ": " + what +
                                    ": " + std::strerror(errno));
 }
+
+/// What a rank tells its peers about one window: the segment holding it (empty for
+/// registered process memory, which peers reach through cross-memory attach), its size and
+/// its address in the owner's process.
+struct window_record {
+  char segment[168];
+  std::uint64_t bytes;
+  std::uint64_t address;
+};
+
+/// One window as this rank sees it.
+struct window_state {
+  std::span<std::byte> local;          ///< this rank's memory of the window
+  mapping own;                         ///< allocated windows: this rank's segment
+  std::vector<mapping> peers;          ///< allocated windows: every rank's segment, mapped
+  std::vector<window_record> records;  ///< every rank's record
+  bool mapped = false;                 ///< allocated (load/store) or registered (CMA)
+};
 
 enum class state : int { posted, active, done };
 
@@ -304,24 +341,18 @@ class shm_transport {
       throw error(errc::invalid_argument, "chorus::shm_transport: rank " + std::to_string(rank) +
                                               " is outside a group of " + std::to_string(size));
     }
-    const std::string name = segment_name(job);
+    job_.assign(job.substr(0, 64));
+    const std::string name = segment_name("");
     const std::size_t bytes = geometry_.segment_bytes();
     {
-      bootstrap::detail::unique_fd f(
-          ::shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600));
-      if (f.get() < 0) detail::shm::throw_errno(rank, "shm_open(" + name + ")");
+      inboxes_.resize(static_cast<std::size_t>(size));
+      inboxes_[static_cast<std::size_t>(rank)] = create_segment(name, bytes);
       bool unlinked = false;
       auto unlink_own = [&] {
         if (!unlinked) ::shm_unlink(name.c_str());
         unlinked = true;
       };
       try {
-        if (::ftruncate(f.get(), static_cast<off_t>(bytes)) != 0) {
-          detail::shm::throw_errno(rank, "ftruncate of " + std::to_string(bytes) + " bytes for " +
-                                             name + " (is /dev/shm large enough?)");
-        }
-        inboxes_.resize(static_cast<std::size_t>(size));
-        inboxes_[static_cast<std::size_t>(rank)] = map(f.get(), bytes, name);
         auto* h = new (inbox(rank)) detail::shm::inbox_header{};
         h->pid = static_cast<std::int32_t>(::getpid());
         h->ranks = static_cast<std::uint32_t>(size);
@@ -357,11 +388,7 @@ class shm_transport {
               probe == detail::shm::single_copy_probe) {
             readable[static_cast<std::size_t>(p)] = '1';
           }
-          bootstrap::detail::unique_fd pf(::shm_open(peer_name.c_str(), O_RDWR | O_CLOEXEC, 0600));
-          if (pf.get() < 0)
-            detail::shm::throw_errno(rank,
-                                     "shm_open(" + peer_name + ") of rank " + std::to_string(p));
-          inboxes_[static_cast<std::size_t>(p)] = map(pf.get(), bytes, peer_name);
+          inboxes_[static_cast<std::size_t>(p)] = open_segment(peer_name, bytes, p);
           pidfds_[static_cast<std::size_t>(p)] = bootstrap::detail::unique_fd(
               static_cast<int>(::syscall(SYS_pidfd_open, pids_[static_cast<std::size_t>(p)], 0)));
         }
@@ -409,6 +436,116 @@ class shm_transport {
   /// peer to read this process's memory at start-up).
   [[nodiscard]] bool single_copy_to(int peer) const noexcept {
     return single_copy_to_[static_cast<std::size_t>(peer)];
+  }
+
+  /// Names one window of the group, as returned by `allocate_window` or `register_window`.
+  struct window {
+    std::size_t index = static_cast<std::size_t>(-1);
+  };
+
+  /// Collective (every rank calls it, in the same order relative to other window calls):
+  /// allocates `bytes` bytes of shared memory on this rank (each rank may ask for a
+  /// different size, 0 included) that every peer maps. Peers reach it with `get`/`put`, or
+  /// load and store it directly through `peer_window` -- what the one-sided collectives
+  /// do. Like the inboxes, the segments are unlinked as soon as every rank has mapped them.
+  /// The memory lives as long as the transport.
+  window allocate_window(std::size_t bytes, deadline until = deadline::after(default_timeout)) {
+    detail::shm::window_state w;
+    detail::shm::window_record mine{};
+    mine.bytes = bytes;
+    std::string name;
+    if (bytes != 0) {
+      name = segment_name("w" + std::to_string(windows_.size()) + "-");
+      w.own = create_segment(name, bytes);
+      w.local = {w.own.data(), bytes};
+      std::snprintf(mine.segment, sizeof mine.segment, "%s", name.c_str());
+      mine.address = reinterpret_cast<std::uintptr_t>(w.own.data());
+    }
+    try {
+      w.records = exchange_window_records(mine, until);
+      w.peers.resize(static_cast<std::size_t>(size_));
+      for (int p = 0; p < size_; ++p) {
+        const detail::shm::window_record& rec = w.records[static_cast<std::size_t>(p)];
+        if (p == rank_ || rec.bytes == 0) continue;
+        w.peers[static_cast<std::size_t>(p)] = open_segment(rec.segment, rec.bytes, p);
+      }
+      // Everybody has mapped everything: the names can go.
+      exchange_window_records(detail::shm::window_record{}, until);
+    } catch (...) {
+      if (!name.empty()) ::shm_unlink(name.c_str());
+      throw;
+    }
+    if (!name.empty()) ::shm_unlink(name.c_str());
+    w.mapped = true;
+    windows_.push_back(std::move(w));
+    return window{windows_.size() - 1};
+  }
+
+  /// Collective: makes `local`, ordinary memory of this process, a window that peers reach
+  /// with `get`/`put` through cross-memory attach (process_vm_readv/writev; the kernel must
+  /// allow it: same user, and Yama's ptrace_scope 0, or chorusrun's ranks). `peer_window`
+  /// is null for such windows: use `allocate_window` for memory peers load directly.
+  window register_window(std::span<std::byte> local,
+                         deadline until = deadline::after(default_timeout)) {
+    detail::shm::window_state w;
+    detail::shm::window_record mine{};
+    mine.bytes = local.size();
+    mine.address = reinterpret_cast<std::uintptr_t>(local.data());
+    w.local = local;
+    w.records = exchange_window_records(mine, until);
+    windows_.push_back(std::move(w));
+    return window{windows_.size() - 1};
+  }
+
+  /// This rank's memory of window `w`.
+  [[nodiscard]] std::span<std::byte> local_window(window w) const {
+    return window_at(w, "local_window").local;
+  }
+
+  /// Rank `peer`'s memory of window `w` as mapped into this process (this rank's own memory
+  /// for `peer == rank()`), or null for a registered window or an empty one.
+  [[nodiscard]] std::byte* peer_window(window w, int peer) const {
+    const detail::shm::window_state& s = window_at(w, "peer_window");
+    check_window_rank(peer, "peer_window");
+    if (peer == rank_) return s.local.empty() ? nullptr : s.local.data();
+    return s.mapped ? s.peers[static_cast<std::size_t>(peer)].data() : nullptr;
+  }
+
+  /// Size of rank `peer`'s part of window `w`.
+  [[nodiscard]] std::size_t window_bytes(window w, int peer) const {
+    check_window_rank(peer, "window_bytes");
+    return window_at(w, "window_bytes").records[static_cast<std::size_t>(peer)].bytes;
+  }
+
+  /// Copies `local.size()` bytes at `offset` in rank `peer`'s part of window `w` into
+  /// `local`. Completes before returning (the returned request is already done): a memcpy
+  /// from the mapped segment, or one process_vm_readv for a registered window.
+  request get(window w, int peer, std::size_t offset, std::span<std::byte> local) {
+    check_aborted();
+    std::byte* mapped = one_sided_target(w, peer, offset, local.size(), "get");
+    if (mapped != nullptr) {
+      if (!local.empty()) detail::copy_bytes(local.data(), mapped, local.size());
+    } else if (!local.empty() && !detail::shm::read_peer_memory(
+                                     pids_[static_cast<std::size_t>(peer)],
+                                     remote_address(w, peer, offset), local.data(), local.size())) {
+      throw_cross_memory(peer, "read from");
+    }
+    return completed_request();
+  }
+
+  /// Copies `src` to `offset` in rank `peer`'s part of window `w`; completes before
+  /// returning, like `get`.
+  request put(window w, int peer, std::size_t offset, std::span<const std::byte> src) {
+    check_aborted();
+    std::byte* mapped = one_sided_target(w, peer, offset, src.size(), "put");
+    if (mapped != nullptr) {
+      if (!src.empty()) detail::copy_bytes(mapped, src.data(), src.size());
+    } else if (!src.empty() && !detail::shm::write_peer_memory(
+                                   pids_[static_cast<std::size_t>(peer)],
+                                   remote_address(w, peer, offset), src.data(), src.size())) {
+      throw_cross_memory(peer, "write to");
+    }
+    return completed_request();
   }
 
   request isend(int peer, tag_t tag, std::span<const std::byte> data) {
@@ -568,6 +705,96 @@ class shm_transport {
     std::size_t received = 0;
   };
 
+  /// The tag of the window bookkeeping messages (sequence 0, never a schedule's tag).
+  static constexpr tag_t window_tag = detail::collective_tag(0, 0xfffffffeu);
+
+  /// Sends `mine` to every peer and returns every rank's record (ours at our index). Every
+  /// rank calls the window functions in the same order, and messages of one (source, tag)
+  /// are FIFO, so consecutive calls never mix.
+  std::vector<detail::shm::window_record> exchange_window_records(
+      const detail::shm::window_record& mine, deadline until) {
+    std::vector<detail::shm::window_record> all(static_cast<std::size_t>(size_));
+    all[static_cast<std::size_t>(rank_)] = mine;
+    std::vector<request> pending;
+    for (int p = 0; p < size_; ++p) {
+      if (p == rank_) continue;
+      pending.push_back(irecv(p, window_tag,
+                              {reinterpret_cast<std::byte*>(&all[static_cast<std::size_t>(p)]),
+                               sizeof(detail::shm::window_record)}));
+    }
+    for (int p = 0; p < size_; ++p) {
+      if (p == rank_) continue;
+      pending.push_back(
+          isend(p, window_tag, {reinterpret_cast<const std::byte*>(&mine), sizeof mine}));
+    }
+    std::size_t done = 0;
+    try {
+      for (; done < pending.size(); ++done) wait(pending[done], until);
+    } catch (...) {
+      for (std::size_t i = done; i < pending.size(); ++i) cancel(pending[i]);
+      throw;
+    }
+    return all;
+  }
+
+  const detail::shm::window_state& window_at(window w, const char* what) const {
+    if (w.index >= windows_.size()) {
+      throw error(errc::invalid_argument,
+                  std::string("chorus::shm_transport::") + what + ": rank " +
+                      std::to_string(rank_) +
+                      ": not a window of this transport; use the value allocate_window or "
+                      "register_window returned");
+    }
+    return windows_[w.index];
+  }
+
+  void check_window_rank(int peer, const char* what) const {
+    if (peer < 0 || peer >= size_) {
+      throw error(errc::invalid_argument,
+                  std::string("chorus::shm_transport::") + what + ": rank " + std::to_string(peer) +
+                      " is outside the group; ranks are 0.." + std::to_string(size_ - 1));
+    }
+  }
+
+  /// Checks a one-sided access of `bytes` at `offset` in `peer`'s part of `w` and returns
+  /// where it lands when the window is mapped here (null: go through cross-memory attach).
+  std::byte* one_sided_target(window w, int peer, std::size_t offset, std::size_t bytes,
+                              const char* what) const {
+    const detail::shm::window_state& s = window_at(w, what);
+    check_window_rank(peer, what);
+    const std::size_t size = s.records[static_cast<std::size_t>(peer)].bytes;
+    if (offset > size || bytes > size - offset) {
+      throw error(errc::invalid_argument,
+                  std::string("chorus::shm_transport::") + what + ": rank " +
+                      std::to_string(rank_) + ": " + std::to_string(bytes) + " bytes at offset " +
+                      std::to_string(offset) + " do not fit rank " + std::to_string(peer) +
+                      "'s window of " + std::to_string(size) + " bytes");
+    }
+    if (peer == rank_) return s.local.data() + offset;
+    if (!s.mapped) return nullptr;
+    return s.peers[static_cast<std::size_t>(peer)].data() + offset;
+  }
+
+  std::uint64_t remote_address(window w, int peer, std::size_t offset) const {
+    return windows_[w.index].records[static_cast<std::size_t>(peer)].address + offset;
+  }
+
+  [[noreturn]] void throw_cross_memory(int peer, const char* what) const {
+    const int e = errno;
+    throw error(e == ESRCH ? errc::peer_lost : errc::transport,
+                "rank " + std::to_string(rank_) + ": cannot " + what + " rank " +
+                    std::to_string(peer) + "'s registered window: " + std::strerror(e) +
+                    (e == EPERM ? " (cross-memory attach needs ptrace permission: same user and "
+                                  "kernel.yama.ptrace_scope=0; or use allocate_window)"
+                                : ""));
+  }
+
+  static request completed_request() {
+    auto op = std::make_shared<detail::shm::operation>();
+    op->status = detail::shm::state::done;
+    return op;
+  }
+
   /// Single-copy transfers are used only with `CHORUS_SHM_SINGLE_COPY=1`. Measured on the
   /// development machine (docs/transports.md), process_vm_readv moves 4.5-10 GB/s where a
   /// memcpy moves 7.5-36 GB/s, and the two copies through a cache-resident ring cost about
@@ -587,7 +814,35 @@ class shm_transport {
     return {p, bytes};
   }
 
-  std::string segment_name(std::string_view job) const {
+  /// Creates segment `name` (0600, exclusive) of `bytes` bytes and maps it; the caller
+  /// unlinks it once every peer has mapped it. Unlinks it itself if it cannot be mapped.
+  detail::shm::mapping create_segment(const std::string& name, std::size_t bytes) const {
+    bootstrap::detail::unique_fd f(
+        ::shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600));
+    if (f.get() < 0) detail::shm::throw_errno(rank_, "shm_open(" + name + ")");
+    try {
+      if (::ftruncate(f.get(), static_cast<off_t>(bytes)) != 0) {
+        detail::shm::throw_errno(rank_, "ftruncate of " + std::to_string(bytes) + " bytes for " +
+                                            name + " (is /dev/shm large enough?)");
+      }
+      return map(f.get(), bytes, name);
+    } catch (...) {
+      ::shm_unlink(name.c_str());
+      throw;
+    }
+  }
+
+  /// Maps rank `owner`'s segment `name` of `bytes` bytes.
+  detail::shm::mapping open_segment(const std::string& name, std::size_t bytes, int owner) const {
+    bootstrap::detail::unique_fd f(::shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0600));
+    if (f.get() < 0) {
+      detail::shm::throw_errno(rank_, "shm_open(" + name + ") of rank " + std::to_string(owner));
+    }
+    return map(f.get(), bytes, name);
+  }
+
+  /// "/chorus-<job>-<rank>-<what><32 random hex digits>".
+  std::string segment_name(std::string_view what) const {
     std::random_device rd;
     const std::uint64_t a = (static_cast<std::uint64_t>(rd()) << 32) | rd();
     const std::uint64_t b = (static_cast<std::uint64_t>(rd()) << 32) | rd();
@@ -595,9 +850,9 @@ class shm_transport {
     std::snprintf(suffix, sizeof suffix, "%016llx%016llx", static_cast<unsigned long long>(a),
                   static_cast<unsigned long long>(b));
     std::string clean;
-    for (char c : job.substr(0, 64))
+    for (char c : job_)
       clean += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_') ? c : '_';
-    return "/chorus-" + clean + "-" + std::to_string(rank_) + "-" + suffix;
+    return "/chorus-" + clean + "-" + std::to_string(rank_) + "-" + std::string(what) + suffix;
   }
 
   [[nodiscard]] detail::shm::inbox_header* inbox(int r) const noexcept {
@@ -674,7 +929,8 @@ class shm_transport {
         const std::size_t n = std::min(op.bytes - op.progress, geometry_.payload_bytes());
         hdr->bytes = n;
         hdr->single_copy = 0;
-        if (n != 0) std::memcpy(s + detail::shm::slot_header_bytes, op.send_data + op.progress, n);
+        if (n != 0)
+          detail::copy_bytes(s + detail::shm::slot_header_bytes, op.send_data + op.progress, n);
         op.progress += n;
         if (op.progress == op.bytes) {
           op.status = detail::shm::state::done;
@@ -720,7 +976,7 @@ class shm_transport {
                           "'s memory failed: " + std::strerror(errno));
         }
       } else if (into != nullptr && n != 0) {
-        std::memcpy(into + hdr->offset, payload, n);
+        detail::copy_bytes(into + hdr->offset, payload, n);
       }
       in.received += n;
       ++tail;
@@ -775,7 +1031,7 @@ class shm_transport {
     if (op.bytes != u.data.size()) {
       mismatch(op, u.data.size());
     } else if (!u.data.empty()) {
-      std::memcpy(op.recv_data, u.data.data(), u.data.size());
+      detail::copy_bytes(op.recv_data, u.data.data(), u.data.size());
     }
     op.progress = op.bytes;
     op.status = detail::shm::state::done;
@@ -824,6 +1080,7 @@ class shm_transport {
 
   int rank_;
   int size_;
+  std::string job_;  ///< names this job's segments
   int spin_limit_ = detail::shm::spin_iterations;
   detail::shm::geometry geometry_;
   std::vector<detail::shm::mapping> inboxes_;
@@ -837,9 +1094,11 @@ class shm_transport {
   std::vector<std::deque<request>> posted_;  ///< per source, unmatched receives
   /// per source, messages that arrived before their receive, in arrival order
   std::vector<std::deque<std::shared_ptr<detail::shm::unexpected_message>>> unexpected_;
-  std::vector<incoming_state> incoming_;  ///< per source, the message streaming in
+  std::vector<incoming_state> incoming_;            ///< per source, the message streaming in
+  std::vector<detail::shm::window_state> windows_;  ///< by `window::index`
 };
 
 static_assert(transport<shm_transport>);
+static_assert(rma_transport<shm_transport>);
 
 }  // namespace chorus::inline v0

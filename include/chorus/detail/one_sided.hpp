@@ -1,0 +1,206 @@
+#pragma once
+/// \file
+/// One-sided all-reduce, reduce-scatter and all-gather: ranks load their peers' data
+/// straight out of shared windows instead of exchanging it in messages. This is what
+/// `algo::direct` runs for those three collectives on a transport whose windows are mapped
+/// into every process (`shm_transport::allocate_window`); elsewhere `direct` runs its
+/// two-sided schedule.
+///
+/// Each rank owns a staging window of two slots of P pieces. The vectors go through in
+/// chunks; chunk j holds piece j of every block (block q is the part rank q reduces, or
+/// contributes, or receives):
+///
+///   1. copy in   each rank copies its pieces of chunk j into its window slot (j mod 2)
+///   2. ready     a zero-byte message to and from every peer: everybody has copied in
+///   3. reduce    rank q reduces piece q over all P windows, loading peers' memory
+///                directly, into its own window (all-reduce) or its output (reduce-scatter)
+///   4. reduced   (all-reduce) zero-byte messages again: every piece is reduced
+///   5. gather    each rank copies piece q of rank q's window into its output
+///
+/// All-gather has no reduction: each rank copies in its own block's piece (its slot holds
+/// P pieces' worth), then after `ready` copies every peer's piece out.
+///
+/// Reusing a slot is safe without a closing barrier: slot (j mod 2) is written again for
+/// chunk j+2 only after this rank received every peer's `ready` for chunk j+1, which each
+/// peer sends after its last read of chunk j. The chunk counter runs on across calls, so
+/// consecutive collectives pipeline the same way.
+///
+/// A chunk is at most 2 MiB per rank (pieces of 256 KiB at small P), so the copies in
+/// steps 1, 3 and 5 run in cache and main memory sees each input read once and each output
+/// written once: the traffic of the memory-bandwidth floor. Every element is reduced by
+/// exactly one rank, so every rank receives bit-identical results.
+#include <chorus/algorithm/schedule/schedule.hpp>
+#include <chorus/core/communicator.hpp>
+#include <chorus/detail/copy.hpp>
+#include <chorus/detail/executor.hpp>
+#include <chorus/detail/tags.hpp>
+#include <chorus/transport/transport.hpp>
+
+#include <algorithm>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <span>
+#include <vector>
+
+namespace chorus::inline v0::detail {
+
+/// A transport whose windows every rank can load and store directly.
+template <class T>
+concept mapped_window_transport = transport<T> &&
+    requires(T& t, const T& ct, typename T::window w, std::size_t n, int peer) {
+  { t.allocate_window(n) } -> std::same_as<typename T::window>;
+  { ct.peer_window(w, peer) } -> std::same_as<std::byte*>;
+};
+
+/// Whether `direct` runs one-sided for collective `c` (on a mapped-window transport).
+inline bool runs_one_sided(schedule::collective c) noexcept {
+  using enum schedule::collective;
+  return c == all_reduce || c == reduce_scatter || c == all_gather;
+}
+
+/// Bytes of one piece of the staging window: 256 KiB (a chunk of P pieces stays in the L2
+/// of the core that copies it), less for large groups so that a window (2 slots of P
+/// pieces) stays within 4 MiB per rank.
+inline std::size_t one_sided_piece_bytes(int ranks) noexcept {
+  std::size_t piece = (std::size_t{2} << 20) / static_cast<std::size_t>(ranks);
+  piece = std::min<std::size_t>(piece, std::size_t{256} << 10);
+  piece = std::max<std::size_t>(piece, 4096);
+  return piece / 64 * 64;
+}
+
+/// The schedule tags of the zero-byte synchronisation messages (never a schedule's tag).
+inline constexpr std::uint32_t one_sided_ready_tag = 0xfffffff0u;
+inline constexpr std::uint32_t one_sided_reduced_tag = 0xfffffff1u;
+
+/// One call, in bytes and blocks. `counts` has P entries (elements per block).
+struct one_sided_call {
+  schedule::collective kind = schedule::collective::all_reduce;
+  const std::byte* input = nullptr;
+  std::byte* output = nullptr;
+  std::size_t elem_size = 1;
+  std::span<const std::size_t> counts;
+  reduce_kernel_fn reduce = nullptr;
+  const void* op = nullptr;
+};
+
+/// What the communicator keeps between one-sided calls.
+template <class Window>
+struct one_sided_state {
+  Window window;
+  std::size_t piece_bytes = 0;
+  std::uint64_t chunks = 0;  ///< chunks run so far; chunk k uses slot k mod 2
+};
+
+/// Zero-byte messages to and from every peer; returns once every peer has sent its own.
+template <transport Transport>
+void one_sided_sync(communicator<Transport>& comm, tag_t tag) {
+  Transport& t = comm.transport();
+  const int p = comm.size();
+  const int r = comm.rank();
+  request_set<Transport> pending(t);
+  for (int q = 0; q < p; ++q) {
+    if (q != r) pending.push(t.irecv(q, tag, {}));
+  }
+  for (int q = 0; q < p; ++q) {
+    if (q != r) pending.push(t.isend(q, tag, {}));
+  }
+  const std::size_t n = 2 * static_cast<std::size_t>(p - 1);
+  for (std::size_t i = 0; i < n; ++i) {
+    t.wait(pending[i], comm.make_deadline());
+    pending.completed_below(i + 1);
+  }
+}
+
+/// Runs one all-reduce, reduce-scatter or all-gather one-sidedly (P > 1).
+template <mapped_window_transport Transport>
+void execute_one_sided(communicator<Transport>& comm, const one_sided_call& call,
+                       std::uint32_t sequence) {
+  using schedule::collective;
+  using state_type = one_sided_state<typename Transport::window>;
+  Transport& t = comm.transport();
+  const int p = comm.size();
+  const int r = comm.rank();
+  const auto pu = static_cast<std::size_t>(p);
+  const auto ru = static_cast<std::size_t>(r);
+
+  // The staging window: allocated by the first one-sided call, on every rank at once (every
+  // rank takes this path for the same call: the choice depends only on the call).
+  auto& slot_state = comm.algorithm_state();
+  if (!slot_state) {
+    auto fresh = std::make_shared<state_type>();
+    fresh->piece_bytes = one_sided_piece_bytes(p);
+    fresh->window = t.allocate_window(2 * pu * fresh->piece_bytes, comm.make_deadline());
+    slot_state = fresh;
+  }
+  state_type& st = *std::static_pointer_cast<state_type>(slot_state);
+
+  const std::size_t es = call.elem_size;
+  const std::size_t slot_bytes = pu * st.piece_bytes;
+  // Elements of one block per chunk: all-gather stages only its own block, in a whole slot.
+  const bool gather_only = call.kind == collective::all_gather;
+  const std::size_t per_chunk = (gather_only ? slot_bytes : st.piece_bytes) / es;
+  std::vector<std::size_t> offsets(pu + 1, 0);
+  std::size_t largest = 0;
+  for (std::size_t q = 0; q < pu; ++q) {
+    offsets[q + 1] = offsets[q] + call.counts[q];
+    largest = std::max(largest, call.counts[q]);
+  }
+  const std::size_t chunks = (largest + per_chunk - 1) / per_chunk;
+  const tag_t ready = collective_tag(sequence, one_sided_ready_tag);
+  const tag_t reduced = collective_tag(sequence, one_sided_reduced_tag);
+
+  for (std::size_t j = 0; j < chunks; ++j, ++st.chunks) {
+    const std::size_t slot = (st.chunks % 2) * slot_bytes;
+    const std::size_t lo = j * per_chunk;
+    auto piece = [&](std::size_t q) {  // elements of block q in this chunk
+      return call.counts[q] > lo ? std::min(per_chunk, call.counts[q] - lo) : std::size_t{0};
+    };
+    auto window_of = [&](std::size_t q) { return t.peer_window(st.window, static_cast<int>(q)); };
+    std::byte* const mine = window_of(ru) + slot;
+
+    if (gather_only) {
+      if (piece(ru) != 0) copy_bytes(mine, call.input + lo * es, piece(ru) * es);
+      one_sided_sync(comm, ready);
+      for (std::size_t q = 0; q < pu; ++q) {
+        std::byte* dst = call.output + (offsets[q] + lo) * es;
+        if (piece(q) != 0 && dst != call.input + lo * es) {
+          copy_bytes(dst, window_of(q) + slot, piece(q) * es);
+        }
+      }
+      continue;
+    }
+
+    // 1. copy in: every block's piece (reduce-scatter and all-reduce read whole inputs)
+    for (std::size_t q = 0; q < pu; ++q) {
+      if (piece(q) != 0) {
+        copy_bytes(mine + q * st.piece_bytes, call.input + (offsets[q] + lo) * es, piece(q) * es);
+      }
+    }
+    one_sided_sync(comm, ready);
+    // 3. reduce piece r over every window, starting with this rank's own (so that an
+    //    all-reduce can accumulate in place in its window)
+    if (const std::size_t n = piece(ru); n != 0) {
+      std::byte* dst =
+          call.kind == collective::all_reduce ? mine + ru * st.piece_bytes : call.output + lo * es;
+      auto source = [&](std::size_t k) {
+        return window_of((ru + k) % pu) + slot + ru * st.piece_bytes;
+      };
+      call.reduce(dst, source(0), source(1), n, call.op);
+      for (std::size_t k = 2; k < pu; ++k) call.reduce(dst, dst, source(k), n, call.op);
+    }
+    if (call.kind != collective::all_reduce) continue;
+    one_sided_sync(comm, reduced);
+    // 5. gather every reduced piece
+    for (std::size_t q = 0; q < pu; ++q) {
+      if (piece(q) != 0) {
+        copy_bytes(call.output + (offsets[q] + lo) * es, window_of(q) + slot + q * st.piece_bytes,
+                   piece(q) * es);
+      }
+    }
+  }
+}
+
+}  // namespace chorus::inline v0::detail
