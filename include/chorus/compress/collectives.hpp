@@ -1,0 +1,535 @@
+#pragma once
+/// \file
+/// Compressed collectives: `compress::all_reduce`, `compress::reduce_scatter(_v)` and
+/// `compress::all_gather`, with the path chosen at compile time from the compressor's traits.
+///
+///     chorus::compress::all_reduce(comm, grad, chorus::average{},
+///         chorus::compress::error_feedback{chorus::compress::top_k{.ratio = 0.01}, residual},
+///         ledger);                                   // + optional path, require(), tensor{id}
+///
+/// **Paths.**
+///  - `sum_path`: the payload is an array of `wire_t` elements that adds as it is
+///    (summable codecs: `none`, `cast`, `random_k`); it rides the normal all-reduce /
+///    reduce-scatter in the compressed domain. A non-summable codec here does not compile.
+///  - `gather_path`: every rank's payload is all-gathered, then each rank decodes all P of
+///    them and adds (in rank order, so every rank gets the same bits). Receives P - 1
+///    payloads per rank.
+///  - `two_stage` (1-bit Adam, ZeRO++ qgZ): the gradient is cut into P blocks, each
+///    encoded; a compressed all-to-all gives block j to rank j, which decodes and sums its
+///    P pieces, adds its server-side residual (under error feedback, 1/P of the tensor),
+///    re-encodes, and a compressed all-gather returns every block. About 2 (P - 1) / P
+///    payloads per rank.
+///  - `automatic` (default): `sum_path` for summable codecs, PowerSGD's own two all-reduces
+///    for `power_sgd`, `two_stage` otherwise.
+/// reduce_scatter uses the compressed reduce-scatter (summable) or the all-to-all plus
+/// decode-and-sum (the first stage of `two_stage`) otherwise.
+///
+/// **Ops.** `chorus::plus` or `chorus::average` (the decoded sum divided by P).
+///
+/// **Determinism.** Every rank ends with the same bits; a rerun with the same inputs, seeds
+/// and steps gives the same bits. `compress::require(compress::deterministic)` turns a
+/// stochastic codec into a compile error.
+///
+/// **Errors.** `invalid_argument` for bad tuning values (ratio outside (0, 1], PowerSGD
+/// shape) or mismatched sizes, before any byte moves; then as for every collective.
+#include <chorus/algorithm/all_gather.hpp>
+#include <chorus/algorithm/all_reduce.hpp>
+#include <chorus/algorithm/all_to_all.hpp>
+#include <chorus/algorithm/reduce_scatter.hpp>
+#include <chorus/compress/compressor.hpp>
+#include <chorus/compress/error_feedback.hpp>
+#include <chorus/compress/ledger.hpp>
+#include <chorus/compress/power_sgd.hpp>
+#include <chorus/core/communicator.hpp>
+#include <chorus/core/ops.hpp>
+#include <chorus/detail/buffers.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <numeric>
+#include <type_traits>
+#include <vector>
+
+namespace chorus::inline v0::compress {
+
+/// Reduce in the compressed domain (summable codecs only).
+struct sum_path {};
+/// All-gather every payload, decode and add locally.
+struct gather_path {};
+/// Compressed all-to-all, per-owner decode-sum-re-encode, compressed all-gather.
+struct two_stage {};
+/// The path the traits pick (the default).
+struct automatic {};
+
+/// Requirement: the result must not depend on random draws.
+struct deterministic_t {};
+inline constexpr deterministic_t deterministic{};
+/// A set of requirements, made by `compress::require(...)`.
+template <class... R>
+struct requirements {};
+template <class... R>
+constexpr requirements<R...> require(R...) noexcept {
+  return {};
+}
+
+/// Which tensor a call reduces: keys its residual, its step counter and its random draws.
+struct tensor {
+  std::uint64_t id = 0;
+};
+
+namespace detail {
+template <class X>
+inline constexpr bool is_path_v =
+    std::is_same_v<X, sum_path> || std::is_same_v<X, gather_path> ||
+    std::is_same_v<X, two_stage> || std::is_same_v<X, automatic>;
+template <class X>
+inline constexpr bool is_requirements_v = false;
+template <class... R>
+inline constexpr bool is_requirements_v<requirements<R...>> = true;
+template <class X>
+inline constexpr bool requires_deterministic_v = false;
+template <class... R>
+inline constexpr bool requires_deterministic_v<requirements<R...>> =
+    (std::is_same_v<R, deterministic_t> || ...);
+
+template <class... Args>
+struct call_args {
+  static_assert(((is_path_v<Args> || is_requirements_v<Args> || std::is_same_v<Args, tensor>)&&...),
+                "After the ledger, chorus::compress collectives take only a path "
+                "(compress::sum_path, gather_path, two_stage, automatic), "
+                "compress::require(...) and compress::tensor{id}.");
+  static_assert((int(is_path_v<Args>) + ... + 0) <= 1,
+                "chorus::compress collectives take at most one path.");
+  template <class First, class... Rest>
+  static auto first_path() {
+    if constexpr (is_path_v<First>) {
+      return First{};
+    } else if constexpr (sizeof...(Rest) == 0) {
+      return automatic{};
+    } else {
+      return first_path<Rest...>();
+    }
+  }
+  using path = decltype(first_path<Args..., automatic>());
+  static constexpr bool deterministic = (requires_deterministic_v<Args> || ...);
+
+  static std::uint64_t tensor_id(const Args&... args) {
+    std::uint64_t id = 0;
+    (
+        [&](const auto& a) {
+          if constexpr (std::is_same_v<std::remove_cvref_t<decltype(a)>, tensor>) id = a.id;
+        }(args),
+        ...);
+    return id;
+  }
+};
+
+/// The codec inside a policy, and the error-feedback residual store if any.
+template <class Policy, class T>
+struct unwrap {
+  using codec = Policy;
+  static constexpr bool feedback = false;
+  static const codec& get(const Policy& p) noexcept { return p; }
+  static residual<T>* store(const Policy&) noexcept { return nullptr; }
+};
+template <class C, class V, class T>
+struct unwrap<error_feedback<C, V>, T> {
+  static_assert(std::is_same_v<V, T>,
+                "chorus::compress::error_feedback: the residual's element type must be the "
+                "gradient's element type.");
+  using codec = C;
+  static constexpr bool feedback = true;
+  static const codec& get(const error_feedback<C, V>& p) noexcept { return p.codec; }
+  static residual<T>* store(const error_feedback<C, V>& p) noexcept { return p.store; }
+};
+
+/// The compile-time rules of every compressed collective, one sentence each.
+template <class T, class Op, class Policy, class Path, bool Deterministic>
+consteval void check_policy() {
+  static_assert(gradient_type<T>,
+                "chorus::compress collectives reduce float or double gradients; convert 16-bit "
+                "gradients to float first (cast<half> compresses them on the wire).");
+  static_assert(std::is_same_v<Op, chorus::plus> || std::is_same_v<Op, chorus::average>,
+                "chorus::compress collectives reduce with chorus::plus or chorus::average only: "
+                "compressed payloads can be added, not multiplied or compared.");
+  if constexpr (gradient_type<T>) {
+    using C = typename unwrap<Policy, T>::codec;
+    static_assert(compressor<C, T> || traits<C>::low_rank,
+                  "The policy is not a chorus::compress compressor for this element type (it "
+                  "needs wire_bytes, encode, decode_add and the summable, stochastic and "
+                  "unbiased traits).");
+    static_assert(!(Deterministic && traits<C>::stochastic),
+                  "compress::require(compress::deterministic) rejects stochastic compressors "
+                  "(random_k, qsgd, terngrad): choose a deterministic one or drop the "
+                  "requirement.");
+    static_assert(!std::is_same_v<Path, sum_path> || traits<C>::summable,
+                  "compress::sum_path adds payloads without decoding, which needs a summable "
+                  "compressor (none, cast, random_k); use compress::gather_path or "
+                  "compress::two_stage for this one.");
+    static_assert(!traits<C>::low_rank || std::is_same_v<Path, automatic>,
+                  "compress::power_sgd runs its own two all-reduces of small matrices; pass no "
+                  "path (or compress::automatic).");
+  }
+}
+
+/// Equal split of n elements into P blocks (the first n % P one larger).
+inline std::vector<std::size_t> even_blocks(std::size_t n, int p) {
+  const auto ranks = static_cast<std::size_t>(p);
+  std::vector<std::size_t> c(ranks, n / ranks);
+  for (std::size_t j = 0; j < n % ranks; ++j) ++c[j];
+  return c;
+}
+
+inline std::vector<std::size_t> offsets_of(const std::vector<std::size_t>& counts) {
+  std::vector<std::size_t> o(counts.size());
+  std::exclusive_scan(counts.begin(), counts.end(), o.begin(), std::size_t{0});
+  return o;
+}
+
+template <class T>
+void finalize_sum(std::span<T> v, bool average, int ranks) {
+  if (!average) return;
+  const T inv = T(1) / static_cast<T>(ranks);
+  for (T& x : v) x *= inv;
+}
+
+/// Per-call state shared by the paths.
+template <class T, class Codec>
+struct call_state {
+  const Codec& codec;
+  residual<T>* store;  // null without error feedback
+  context ctx;
+  std::uint64_t tensor_id;
+  ledger& book;
+  std::vector<T> scratch{};
+
+  std::span<T> worker_residual(std::size_t n) {
+    return store ? store->buffer(tensor_id, n) : std::span<T>{};
+  }
+  std::span<T> server_residual(std::size_t n) {
+    return store ? store->buffer(residual<T>::server_key(tensor_id), n) : std::span<T>{};
+  }
+  /// Encodes `g` (block `block`) into `wire`, with error feedback on `r` when not empty.
+  void encode(std::span<const T> g, std::span<T> r, std::span<std::byte> wire,
+              std::uint64_t block) {
+    const auto start = std::chrono::steady_clock::now();
+    context c = ctx;
+    c.block = block;
+    feedback_encode(codec, g, r, wire, c, scratch);
+    book.add_encode(seconds_since(start));
+    book.add_payload(wire.size());
+  }
+  /// y += decode(wire) of rank `from`'s block `block`.
+  void decode_add(std::span<const std::byte> wire, std::span<T> y, int from, std::uint64_t block) {
+    const auto start = std::chrono::steady_clock::now();
+    context c = ctx;
+    c.rank = from;
+    c.block = block;
+    codec.decode_add(wire, y, c);
+    book.add_decode(seconds_since(start));
+  }
+};
+
+template <class V>
+std::span<std::byte> bytes_of(std::vector<V>& v) noexcept {
+  return std::as_writable_bytes(std::span<V>(v));
+}
+
+/// Block j of `counts` of `data`.
+template <class T>
+std::span<T> block_of(std::span<T> data, const std::vector<std::size_t>& counts,
+                      const std::vector<std::size_t>& offsets, std::size_t j) {
+  return data.subspan(offsets[j], counts[j]);
+}
+
+/// The compressed reduce-scatter: block j of `in` goes, encoded, to rank j, which decodes
+/// and sums its P pieces into `out`. Summable codecs reduce-scatter the payload elements;
+/// the others exchange payload bytes with an all-to-all. Worker residual: all of `in`.
+template <class Tr, class T, class Codec>
+void reduce_scatter_blocks(communicator<Tr>& comm, call_state<T, Codec>& st,
+                           std::span<const T> in, std::span<T> out,
+                           const std::vector<std::size_t>& counts, bool summed,
+                           bool count_plain) {
+  const int p = comm.size();
+  const int r = comm.rank();
+  const auto ranks = static_cast<std::size_t>(p);
+  const auto offsets = offsets_of(counts);
+  std::span<T> res = st.worker_residual(in.size());
+  std::memset(static_cast<void*>(out.data()), 0, out.size_bytes());
+  if constexpr (traits<Codec>::summable) {
+    if (summed) {
+      using W = typename Codec::template wire_t<T>;
+      std::vector<std::size_t> wcounts(ranks);
+      for (std::size_t j = 0; j < ranks; ++j) wcounts[j] = st.codec.template wire_count<T>(counts[j]);
+      const auto woffsets = offsets_of(wcounts);
+      std::vector<W> wire(woffsets.back() + wcounts.back()), mine(wcounts[static_cast<std::size_t>(r)]);
+      for (std::size_t j = 0; j < ranks; ++j) {
+        st.encode(block_of(in, counts, offsets, j),
+                  res.empty() ? res : block_of(res, counts, offsets, j),
+                  std::as_writable_bytes(std::span<W>(wire).subspan(woffsets[j], wcounts[j])), j);
+      }
+      chorus::reduce_scatter_v(comm, wire, mine, wcounts, chorus::plus{});
+      st.book.add_sent(
+          sent_bytes(schedule::collective::reduce_scatter, r, p, sizeof(W), 0, wcounts),
+          count_plain ? sent_bytes(schedule::collective::reduce_scatter, r, p, sizeof(T), 0, counts)
+                      : 0);
+      st.decode_add(std::as_bytes(std::span<const W>(mine)), out, r, static_cast<std::uint64_t>(r));
+      return;
+    }
+  }
+  // Exchange payload bytes: block j (wire_bytes(counts[j])) to rank j.
+  std::vector<std::size_t> send(ranks), recv(ranks, st.codec.template wire_bytes<T>(counts[static_cast<std::size_t>(r)]));
+  for (std::size_t j = 0; j < ranks; ++j) send[j] = st.codec.template wire_bytes<T>(counts[j]);
+  const auto soff = offsets_of(send), roff = offsets_of(recv);
+  std::vector<std::uint8_t> sbuf(soff.back() + send.back()), rbuf(roff.back() + recv.back());
+  for (std::size_t j = 0; j < ranks; ++j) {
+    st.encode(block_of(in, counts, offsets, j), res.empty() ? res : block_of(res, counts, offsets, j),
+              bytes_of(sbuf).subspan(soff[j], send[j]), j);
+  }
+  chorus::all_to_all_v(comm, sbuf, send, rbuf, recv);
+  st.book.add_sent(sent_bytes(schedule::collective::all_to_all, r, p, 1, 0, {}, send, recv),
+                   count_plain ? sent_bytes(schedule::collective::reduce_scatter, r, p, sizeof(T), 0, counts) : 0);
+  for (std::size_t i = 0; i < ranks; ++i) {
+    st.decode_add(std::as_bytes(std::span<const std::uint8_t>(rbuf).subspan(roff[i], recv[i])), out,
+                  static_cast<int>(i), static_cast<std::uint64_t>(r));
+  }
+}
+
+/// Encodes `in` (this rank's block), all-gathers the payloads and decodes block j into
+/// `out` block j. `block_base` separates the draws of the two-stage path's second stage.
+template <class Tr, class T, class Codec>
+void all_gather_blocks(communicator<Tr>& comm, call_state<T, Codec>& st, std::span<const T> in,
+                       std::span<T> res, std::span<T> out, const std::vector<std::size_t>& counts,
+                       std::uint64_t block_base, bool count_plain) {
+  const int p = comm.size();
+  const int r = comm.rank();
+  const auto ranks = static_cast<std::size_t>(p);
+  const auto offsets = offsets_of(counts);
+  std::vector<std::size_t> wb(ranks);
+  for (std::size_t j = 0; j < ranks; ++j) wb[j] = st.codec.template wire_bytes<T>(counts[j]);
+  const auto woff = offsets_of(wb);
+  std::vector<std::uint8_t> mine(wb[static_cast<std::size_t>(r)]), all(woff.back() + wb.back());
+  st.encode(in, res, bytes_of(mine), block_base + static_cast<std::uint64_t>(r));
+  chorus::all_gather_v(comm, mine, all, wb);
+  st.book.add_sent(sent_bytes(schedule::collective::all_gather, r, p, 1, 0, wb),
+                   count_plain ? sent_bytes(schedule::collective::all_gather, r, p, sizeof(T), 0, counts) : 0);
+  for (std::size_t j = 0; j < ranks; ++j) {
+    std::span<T> dst = block_of(out, counts, offsets, j);
+    std::memset(static_cast<void*>(dst.data()), 0, dst.size_bytes());
+    st.decode_add(std::as_bytes(std::span<const std::uint8_t>(all).subspan(woff[j], wb[j])), dst,
+                  static_cast<int>(j), block_base + j);
+  }
+}
+
+template <class Tr>
+context make_context(communicator<Tr>& comm, ledger& book, std::uint64_t tensor_id) {
+  context ctx;
+  ctx.rank = comm.rank();
+  ctx.ranks = comm.size();
+  ctx.tensor = tensor_id;
+  ctx.step = book.next_step(tensor_id);
+  return ctx;
+}
+
+struct all_reduce_fn {
+  /// In place: `data` becomes the (decoded) sum or average over ranks.
+  template <transport Tr, buffer InOut, class Op, class Policy, class... Args>
+  void operator()(communicator<Tr>& comm, InOut&& inout, Op, const Policy& policy, ledger& book,
+                  Args... args) const {
+    using T = chorus::detail::element_t<InOut>;
+    using A = call_args<Args...>;
+    using Path = typename A::path;
+    check_policy<T, Op, Policy, Path, A::deterministic>();
+    if constexpr (gradient_type<T>) {
+      using U = unwrap<Policy, T>;
+      using Codec = typename U::codec;
+      const std::span<T> data = chorus::detail::as_span(inout);
+      const std::uint64_t id = A::tensor_id(args...);
+      call_state<T, Codec> st{U::get(policy), U::store(policy), make_context(comm, book, id), id,
+                              book};
+      comm.throw_if_poisoned();
+      book.begin(data.size());
+      run<Path>(comm, st, data);
+      finalize_sum(data, std::is_same_v<Op, chorus::average>, comm.size());
+      book.end();
+    }
+  }
+
+ private:
+  template <class Path, class Tr, class T, class Codec>
+  static void run(communicator<Tr>& comm, call_state<T, Codec>& st, std::span<T> data) {
+    const int p = comm.size();
+    const int r = comm.rank();
+    const std::size_t n = data.size();
+    const std::uint64_t plain = sent_bytes(schedule::collective::all_reduce, r, p, sizeof(T), n);
+    if constexpr (traits<Codec>::low_rank) {
+      // PowerSGD: x = g (+ residual); two all-reduces; under error feedback the residual
+      // becomes x - P Q_local^T.
+      std::span<T> res = st.worker_residual(n);
+      std::vector<T> x(data.begin(), data.end()), sent(res.empty() ? 0 : n);
+      for (std::size_t i = 0; i < res.size(); ++i) x[i] += res[i];
+      double in_collectives = 0;
+      const auto start = std::chrono::steady_clock::now();
+      st.codec.template run<T>(std::span<const T>(x), data, std::span<T>(sent), [&](std::span<T> m) {
+        const auto t0 = std::chrono::steady_clock::now();
+        chorus::all_reduce(comm, m, chorus::plus{});
+        st.book.add_sent(sent_bytes(schedule::collective::all_reduce, r, p, sizeof(T), m.size()), 0);
+        st.book.add_payload(m.size_bytes());
+        in_collectives += seconds_since(t0);
+      });
+      for (std::size_t i = 0; i < res.size(); ++i) res[i] = x[i] - sent[i];
+      st.book.add_encode(seconds_since(start) - in_collectives);
+      st.book.add_sent(0, plain);
+    } else if constexpr (std::is_same_v<Path, sum_path> ||
+                         (std::is_same_v<Path, automatic> && traits<Codec>::summable)) {
+      using W = typename Codec::template wire_t<T>;
+      std::vector<W> wire(st.codec.template wire_count<T>(n));
+      st.encode(std::span<const T>(data), st.worker_residual(n), bytes_of(wire), 0);
+      chorus::all_reduce(comm, wire, chorus::plus{});
+      st.book.add_sent(sent_bytes(schedule::collective::all_reduce, r, p, sizeof(W), wire.size()),
+                       plain);
+      std::memset(static_cast<void*>(data.data()), 0, data.size_bytes());
+      st.decode_add(std::as_bytes(std::span<const W>(wire)), data, r, 0);
+    } else if constexpr (std::is_same_v<Path, gather_path>) {
+      const std::vector<std::size_t> counts(static_cast<std::size_t>(p), n);
+      std::vector<std::uint8_t> mine(st.codec.template wire_bytes<T>(n)), all(mine.size() * counts.size());
+      st.encode(std::span<const T>(data), st.worker_residual(n), bytes_of(mine), 0);
+      chorus::all_gather(comm, mine, all);
+      st.book.add_sent(sent_bytes(schedule::collective::all_gather, r, p, 1, 0,
+                                  std::vector<std::size_t>(counts.size(), mine.size())),
+                       plain);
+      std::memset(static_cast<void*>(data.data()), 0, data.size_bytes());
+      for (int j = 0; j < p; ++j) {
+        st.decode_add(std::as_bytes(std::span<const std::uint8_t>(all).subspan(
+                          static_cast<std::size_t>(j) * mine.size(), mine.size())),
+                      data, j, 0);
+      }
+    } else {  // two_stage
+      const auto counts = even_blocks(n, p);
+      const auto mine = static_cast<std::size_t>(r);
+      std::vector<T> shard(counts[mine]);
+      const std::vector<T> g(data.begin(), data.end());
+      reduce_scatter_blocks(comm, st, std::span<const T>(g), std::span<T>(shard), counts, false,
+                            false);
+      all_gather_blocks(comm, st, std::span<const T>(shard), st.server_residual(shard.size()),
+                        data, counts, static_cast<std::uint64_t>(p), false);
+      st.book.add_sent(0, plain);  // the baseline is one plain all-reduce
+    }
+  }
+};
+
+struct reduce_scatter_base {
+ protected:
+  template <class Tr, class T, class Op, class Policy, class... Args>
+  static void run(const char* api, communicator<Tr>& comm, std::span<const T> in, std::span<T> out,
+                  const std::vector<std::size_t>& counts, const Policy& policy, ledger& book,
+                  const Args&... args) {
+    using A = call_args<Args...>;
+    using Path = typename A::path;
+    using U = unwrap<Policy, T>;
+    using Codec = typename U::codec;
+    static_assert(!traits<Codec>::low_rank,
+                  "compress::power_sgd approximates whole matrices; it runs with "
+                  "compress::all_reduce only.");
+    const int r = comm.rank();
+    chorus::detail::check_count(api, "the input", in.size(), chorus::detail::sum(counts),
+                                "the sum of the block counts");
+    chorus::detail::check_count(api, "the output", out.size(),
+                                counts[static_cast<std::size_t>(r)], "this rank's block count");
+    if (chorus::detail::overlaps(in.data(), in.size(), static_cast<const T*>(out.data()),
+                                 out.size())) {
+      chorus::detail::invalid(api, "the input and output overlap; compressed reduce-scatter "
+                                   "needs disjoint buffers");
+    }
+    const std::uint64_t id = A::tensor_id(args...);
+    call_state<T, Codec> st{U::get(policy), U::store(policy), make_context(comm, book, id), id,
+                            book};
+    comm.throw_if_poisoned();
+    book.begin(in.size());
+    constexpr bool summed = std::is_same_v<Path, sum_path> ||
+                            (std::is_same_v<Path, automatic> && traits<Codec>::summable);
+    reduce_scatter_blocks(comm, st, in, out, counts, summed, true);
+    finalize_sum(out, std::is_same_v<Op, chorus::average>, comm.size());
+    book.end();
+  }
+};
+
+struct reduce_scatter_fn : reduce_scatter_base {
+  /// Equal blocks: `in.size() == comm.size() * out.size()`. Under error feedback the
+  /// residual has the input's size (what this rank encodes).
+  template <transport Tr, buffer In, buffer Out, class Op, class Policy, class... Args>
+  void operator()(communicator<Tr>& comm, In&& in, Out&& out, Op, const Policy& policy,
+                  ledger& book, Args... args) const {
+    using T = chorus::detail::element_t<In>;
+    chorus::detail::check_buffers<In, Out>();
+    using A = call_args<Args...>;
+    check_policy<T, Op, Policy, typename A::path, A::deterministic>();
+    if constexpr (gradient_type<T>) {
+      const auto o = chorus::detail::as_span(out);
+      const std::vector<std::size_t> counts(static_cast<std::size_t>(comm.size()), o.size());
+      run<Tr, T, Op>("compress::reduce_scatter", comm, chorus::detail::as_const_span(in), o,
+                     counts, policy, book, args...);
+    }
+  }
+};
+
+struct reduce_scatter_v_fn : reduce_scatter_base {
+  /// Rank j receives `counts[j]` elements; the same `counts` on every rank.
+  template <transport Tr, buffer In, buffer Out, count_list Counts, class Op, class Policy,
+            class... Args>
+  void operator()(communicator<Tr>& comm, In&& in, Out&& out, const Counts& counts, Op,
+                  const Policy& policy, ledger& book, Args... args) const {
+    using T = chorus::detail::element_t<In>;
+    chorus::detail::check_buffers<In, Out>();
+    using A = call_args<Args...>;
+    check_policy<T, Op, Policy, typename A::path, A::deterministic>();
+    if constexpr (gradient_type<T>) {
+      const auto c =
+          chorus::detail::to_counts("compress::reduce_scatter_v", "counts", counts, comm.size());
+      run<Tr, T, Op>("compress::reduce_scatter_v", comm, chorus::detail::as_const_span(in),
+                     chorus::detail::as_span(out), c, policy, book, args...);
+    }
+  }
+};
+
+struct all_gather_fn {
+  /// Equal blocks: every rank encodes its `in`, every rank decodes all of them into `out`
+  /// (as ZeRO++'s quantised weight all-gather). No error feedback: nothing is summed.
+  template <transport Tr, buffer In, buffer Out, class Policy, class... Args>
+  void operator()(communicator<Tr>& comm, In&& in, Out&& out, const Policy& policy, ledger& book,
+                  Args... args) const {
+    using T = chorus::detail::element_t<In>;
+    chorus::detail::check_buffers<In, Out>();
+    using A = call_args<Args...>;
+    check_policy<T, chorus::plus, Policy, gather_path, A::deterministic>();
+    static_assert(!unwrap<Policy, T>::feedback,
+                  "compress::all_gather moves data without summing it, so error feedback has "
+                  "nothing to feed back; pass the bare compressor.");
+    if constexpr (gradient_type<T>) {
+      const auto i = chorus::detail::as_const_span(in);
+      const auto o = chorus::detail::as_span(out);
+      const std::vector<std::size_t> counts(static_cast<std::size_t>(comm.size()), i.size());
+      chorus::detail::check_count("compress::all_gather", "the output", o.size(),
+                                  chorus::detail::sum(counts), "ranks x the input's count");
+      const std::uint64_t id = A::tensor_id(args...);
+      call_state<T, Policy> st{policy, nullptr, make_context(comm, book, id), id, book};
+      comm.throw_if_poisoned();
+      book.begin(o.size());
+      all_gather_blocks(comm, st, i, std::span<T>{}, o, counts, 0, true);
+      book.end();
+    }
+  }
+};
+}  // namespace detail
+
+/// Compressed all-reduce (in place): see the file comment for the paths.
+inline constexpr detail::all_reduce_fn all_reduce{};
+/// Compressed reduce-scatter with equal blocks.
+inline constexpr detail::reduce_scatter_fn reduce_scatter{};
+/// Compressed reduce-scatter with per-rank block counts.
+inline constexpr detail::reduce_scatter_v_fn reduce_scatter_v{};
+/// Compressed all-gather with equal blocks (no reduction; any compressor but power_sgd).
+inline constexpr detail::all_gather_fn all_gather{};
+
+}  // namespace chorus::inline v0::compress

@@ -1,0 +1,118 @@
+#pragma once
+/// \file
+/// `compress::ledger`: what the compressed collectives of one rank sent, what the plain
+/// collective would have sent, and how long encoding and decoding took; plus the step
+/// counter per tensor that keys the stochastic codecs.
+///
+/// Bytes are counted from the schedules the collectives actually run: for each underlying
+/// collective, the schedule of this rank's algorithm (the same automatic choice dispatch
+/// makes) is built and its sends summed. "Plain" is the same count for the uncompressed
+/// collective on the gradient's own element type, so `plain_bytes / sent_bytes` is the
+/// compression ratio on the wire, not a claim about bits per element.
+#include <chorus/algorithm/schedule/build.hpp>
+#include <chorus/detail/dispatch.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <numeric>
+#include <vector>
+
+namespace chorus::inline v0::compress {
+
+/// Byte and time counters of one rank's compressed collectives.
+class ledger {
+ public:
+  /// Totals since construction or `reset()`.
+  struct totals {
+    std::uint64_t calls = 0;
+    std::uint64_t elements = 0;      ///< gradient elements reduced
+    std::uint64_t sent_bytes = 0;    ///< bytes this rank sent through the transport
+    std::uint64_t plain_bytes = 0;   ///< bytes the uncompressed collective would have sent
+    std::uint64_t payload_bytes = 0; ///< bytes of this rank's encoded payloads
+    double encode_seconds = 0;       ///< encoding (error feedback's local decode included)
+    double decode_seconds = 0;
+  };
+
+  [[nodiscard]] const totals& total() const noexcept { return total_; }
+  /// The counters of the most recent call only.
+  [[nodiscard]] const totals& last() const noexcept { return last_; }
+  void reset() noexcept { total_ = last_ = {}; }
+
+  /// The step of the next call on `tensor` (0, 1, 2, ...), advancing the counter.
+  std::uint64_t next_step(std::uint64_t tensor) { return steps_[tensor]++; }
+  /// Sets the step counter of `tensor` (after loading a checkpoint).
+  void set_step(std::uint64_t tensor, std::uint64_t step) { steps_[tensor] = step; }
+
+  // ---- used by the collectives
+  void begin(std::uint64_t elements) {
+    last_ = {};
+    last_.calls = 1;
+    last_.elements = elements;
+  }
+  void add_sent(std::uint64_t sent, std::uint64_t plain) {
+    last_.sent_bytes += sent;
+    last_.plain_bytes += plain;
+  }
+  void add_payload(std::uint64_t bytes) { last_.payload_bytes += bytes; }
+  void add_encode(double s) { last_.encode_seconds += s; }
+  void add_decode(double s) { last_.decode_seconds += s; }
+  void end() {
+    total_.calls += last_.calls;
+    total_.elements += last_.elements;
+    total_.sent_bytes += last_.sent_bytes;
+    total_.plain_bytes += last_.plain_bytes;
+    total_.payload_bytes += last_.payload_bytes;
+    total_.encode_seconds += last_.encode_seconds;
+    total_.decode_seconds += last_.decode_seconds;
+  }
+
+ private:
+  totals total_;
+  totals last_;
+  std::map<std::uint64_t, std::uint64_t> steps_;
+};
+
+namespace detail {
+/// Seconds since `start`.
+inline double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+/// Bytes rank `rank` of `size` sends in collective `kind` over elements of `elem` bytes, as
+/// the automatic algorithm choice runs it. `counts` as the collective's schedule params
+/// (block counts for reduce_scatter / all_gather, send/recv counts for all_to_all).
+inline std::uint64_t sent_bytes(schedule::collective kind, int rank, int size, std::size_t elem,
+                                std::size_t count, const std::vector<std::size_t>& counts = {},
+                                const std::vector<std::size_t>& send_counts = {},
+                                const std::vector<std::size_t>& recv_counts = {}) {
+  if (size <= 1) return 0;
+  std::size_t total = count;
+  if (!counts.empty()) total = std::accumulate(counts.begin(), counts.end(), std::size_t{0});
+  if (!send_counts.empty()) {
+    total = std::accumulate(send_counts.begin(), send_counts.end(), std::size_t{0});
+  }
+  const schedule::algorithm a = chorus::detail::choose_algorithm(kind, total * elem, size);
+  std::vector<std::size_t> send_offsets(send_counts.size()), recv_offsets(recv_counts.size());
+  std::exclusive_scan(send_counts.begin(), send_counts.end(), send_offsets.begin(), std::size_t{0});
+  std::exclusive_scan(recv_counts.begin(), recv_counts.end(), recv_offsets.begin(), std::size_t{0});
+  schedule::params p;
+  p.kind = kind;
+  p.rank = rank;
+  p.size = size;
+  p.count = count;
+  p.counts = counts;
+  p.send_counts = send_counts;
+  p.send_offsets = send_offsets;
+  p.recv_counts = recv_counts;
+  p.recv_offsets = recv_offsets;
+  const schedule::schedule s = schedule::build(a, p);
+  std::uint64_t elems = 0;
+  for (const schedule::op& o : s.ops) {
+    if (o.code == schedule::op_code::send) elems += o.src.count;
+  }
+  return elems * elem;
+}
+}  // namespace detail
+
+}  // namespace chorus::inline v0::compress
