@@ -1,0 +1,211 @@
+// chorus-perf: measures chorus collectives the way nccl-tests measures NCCL's, with the same
+// flags and columns, over any chorus transport. See docs/benchmarking.md.
+//
+//   chorus-perf [collective] [-t shm|inproc] [-a ring,tree,...] [--np N] [-b 8 -e 256M -f 4]
+//               [-n 20 -w 5 -c 1] [-d float32] [-o sum] [--percentiles] [--floor]
+//               [--json F] [--csv F] [--plot F.png] [--compare mpi]
+//
+// How ranks come to be:
+//  - under chorusrun, mpirun, srun or torchrun, this process is one rank of the launcher's
+//    job (bootstrap::from_env);
+//  - otherwise, --np N with a process transport re-runs this very command under chorusrun
+//    (found next to this binary, in the build tree, then in PATH); with -t inproc, the
+//    ranks are N threads of this process;
+//  - --compare mpi drives child runs of chorus-perf and chorus-mpi-perf (compare.cpp).
+#include "compare.hpp"
+#include "options.hpp"
+#include "sweep.hpp"
+
+#include <chorus/chorus.hpp>
+
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <string>
+#include <vector>
+
+namespace chorus_perf {
+namespace {
+
+/// Runs collectives on a chorus communicator (see sweep.hpp for the backend contract).
+template <class Transport>
+struct chorus_backend {
+  chorus::communicator<Transport>& comm;
+  const options& o;
+
+  [[nodiscard]] int rank() const { return comm.rank(); }
+  [[nodiscard]] int size() const { return comm.size(); }
+  void barrier() { chorus::barrier(comm); }
+  void max_all(std::span<double> v) { chorus::all_reduce(comm, v, chorus::maximum{}); }
+  long long sum_all(long long x) {
+    std::array<long long, 1> v{x};
+    chorus::all_reduce(comm, v, chorus::plus{});
+    return v[0];
+  }
+
+  template <class T>
+  std::span<T> run(std::size_t algorithm, std::span<const T> in, std::span<T> out) {
+    const chorus::algo::dynamic tag{o.algorithms[algorithm].id, 0};
+    switch (o.coll) {
+      case collective::all_reduce:
+        with_op(o.op, [&](auto op) { chorus::all_reduce(comm, in, out, op, tag); });
+        break;
+      case collective::reduce_scatter:
+        with_op(o.op, [&](auto op) { chorus::reduce_scatter(comm, in, out, op, tag); });
+        break;
+      case collective::all_gather:
+        chorus::all_gather(comm, in, out, tag);
+        break;
+      case collective::broadcast:
+        chorus::broadcast(comm, in, out, o.root, tag);
+        break;
+      case collective::reduce:
+        with_op(o.op, [&](auto op) { chorus::reduce(comm, in, out, op, o.root, tag); });
+        break;
+      case collective::all_to_all:
+        chorus::all_to_all(comm, in, out, tag);
+        break;
+      case collective::sendrecv: {
+        // One round trip: the even rank of each pair sends first, its partner answers
+        // with its own data (so both directions are verified).
+        const int peer = ping_pong_peer(rank(), size());
+        if (peer < 0) break;
+        if (rank() % 2 == 0) {
+          chorus::send(comm, in, peer, 1);
+          chorus::recv(comm, out, peer, 2);
+        } else {
+          chorus::recv(comm, out, peer, 1);
+          chorus::send(comm, in, peer, 2);
+        }
+        break;
+      }
+    }
+    return out;
+  }
+};
+
+template <class Transport>
+int sweep_on(chorus::communicator<Transport>& comm, const options& o, run_info info) {
+  chorus_backend<Transport> backend{comm, o};
+  return run_sweep(backend, o, std::move(info));
+}
+
+run_info base_info(const options& o, std::string transport, std::string launcher) {
+  run_info info;
+  info.tool = "chorus-perf";
+  info.transport = std::move(transport);
+  info.library = std::string("chorus ") + CHORUS_VERSION_STRING;
+  info.launcher = std::move(launcher);
+  for (const auto& a : o.algorithms) info.algorithms.push_back(a.name);
+  return info;
+}
+
+/// Ranks as threads of this process.
+int run_threads(const options& o, const launch_context&) {
+  if (launch_context::under_launcher()) {
+    throw usage_error(
+        "-t inproc runs its ranks as threads of one process; start it without a launcher and "
+        "give --np N");
+  }
+  const int np = o.np > 0 ? o.np : 1;
+  if (is_rooted(o.coll) && o.root >= np) {
+    throw usage_error("-r " + std::to_string(o.root) + " is not a rank of " + std::to_string(np) +
+                      " ranks");
+  }
+  int status = 0;
+  chorus::inproc::run(np, [&](chorus::inproc_communicator& comm) {
+    const int s = sweep_on(comm, o, base_info(o, "inproc", "threads"));
+    if (comm.rank() == 0) status = s;
+  });
+  return status;
+}
+
+/// Ranks as processes: this process is one of them, or starts them through chorusrun.
+template <class Transport>
+int run_processes(const options& o, const launch_context& ctx) {
+  if (!launch_context::under_launcher() && o.np > 1) return ctx.relaunch_under_chorusrun(o);
+  const chorus::bootstrap::world world =
+      launch_context::under_launcher()
+          ? chorus::bootstrap::from_env()
+          : chorus::bootstrap::from_env(
+                chorus::bootstrap::environment_from({{"CHORUS_RANK", "0"}, {"CHORUS_SIZE", "1"}}));
+  if (o.np > 0 && o.np != world.size) {
+    throw usage_error("--np " + std::to_string(o.np) + " but the launcher (" +
+                      std::string(chorus::bootstrap::name(world.detected)) + ") started " +
+                      std::to_string(world.size) + " ranks; leave --np out under a launcher");
+  }
+  if (is_rooted(o.coll) && o.root >= world.size) {
+    throw usage_error("-r " + std::to_string(o.root) + " is not a rank of " +
+                      std::to_string(world.size) + " ranks");
+  }
+  chorus::communicator<Transport> comm{Transport{world}};
+  const std::string launcher = launch_context::under_launcher()
+                                   ? std::string(chorus::bootstrap::name(world.detected))
+                                   : "single process";
+  const int status = sweep_on(comm, o, base_info(o, o.transport, launcher));
+  chorus::barrier(comm);  // rank 0 serves the store: nobody leaves before everyone is done
+  return status;
+}
+
+/// The transports chorus-perf knows. A new transport is one line here: its name and
+/// `run_processes<its_transport>` (or a runner of its own), once it exists.
+struct transport_entry {
+  std::string_view name;
+  int (*run)(const options&, const launch_context&);
+  std::string_view missing;  ///< why it cannot run, when `run` is null
+};
+
+constexpr transport_entry transports[] = {
+    {"inproc", &run_threads, ""},
+    {"shm", &run_processes<chorus::shm_transport>, ""},
+    {"ucx", nullptr, "the UCX transport is not part of chorus yet (this build has inproc and shm)"},
+    {"nccl", nullptr,
+     "the NCCL transport is not part of chorus yet (this build has inproc and shm)"},
+};
+
+const transport_entry& find_transport(const std::string& name) {
+  for (const auto& t : transports) {
+    if (t.name == name) {
+      if (t.run == nullptr) {
+        throw usage_error("-t " + name + ": " + std::string(t.missing));
+      }
+      return t;
+    }
+  }
+  std::string list;
+  for (const auto& t : transports) {
+    if (t.run != nullptr) list += (list.empty() ? "" : ", ") + std::string(t.name);
+  }
+  throw usage_error("unknown transport '" + name + "'; choose one of: " + list);
+}
+
+}  // namespace
+}  // namespace chorus_perf
+
+int main(int argc, char** argv) {
+  using namespace chorus_perf;
+  const bool leader = !launch_context::under_launcher() || launch_context::launcher_rank() == 0;
+  try {
+    const auto parsed = parse_options(argc, argv, tool::chorus);
+    if (!parsed) return 0;
+    const options& o = *parsed;
+    const transport_entry& t = find_transport(o.transport);
+    if (!o.plot.empty() && !gnuplot_available()) {
+      throw usage_error(
+          "--plot needs gnuplot, which is not in PATH (Debian: apt-get install "
+          "gnuplot-nox)");
+    }
+    const launch_context ctx(argc, argv);
+    if (!o.compare.empty()) return run_compare(o, ctx);
+    return t.run(o, ctx);
+  } catch (const usage_error& e) {
+    if (leader) std::fprintf(stderr, "chorus-perf: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "chorus-perf: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,118 @@
+#pragma once
+// The command line of chorus-perf and chorus-mpi-perf: nccl-tests' flags and meanings,
+// plus chorus's own (-t, -a, --np, --compare, --floor, --plot, --json, --csv).
+//
+// Both tools share this file so that the same flags mean the same thing in both; the MPI
+// tool accepts only the flags that make sense for MPI (no -t, -a, --np, --compare).
+#include <chorus/algorithm/schedule/schedule.hpp>
+#include <chorus/core/ops.hpp>
+#include <chorus/core/types.hpp>
+
+#include <cstddef>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace chorus_perf {
+
+/// A mistake on the command line: printed as one line, exit status 2.
+struct usage_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// The collectives the tools measure.
+enum class collective {
+  all_reduce,
+  reduce_scatter,
+  all_gather,
+  broadcast,
+  reduce,
+  all_to_all,
+  sendrecv,  ///< ping-pong between rank pairs (0,1), (2,3), ...
+};
+
+inline constexpr collective all_collectives[] = {collective::all_reduce, collective::reduce_scatter,
+                                                 collective::all_gather, collective::broadcast,
+                                                 collective::reduce,     collective::all_to_all,
+                                                 collective::sendrecv};
+
+std::string_view name(collective c) noexcept;
+bool is_reducing(collective c) noexcept;
+bool is_rooted(collective c) noexcept;
+/// Whether the collective has an in-place form (all_to_all and sendrecv have none).
+bool has_in_place(collective c) noexcept;
+/// The schedule collective behind it (nullopt for sendrecv, which has no schedule).
+std::optional<chorus::schedule::collective> schedule_kind(collective c) noexcept;
+
+/// busbw = algbw * bus_factor (nccl-tests' definitions; see docs/benchmarking.md).
+double bus_factor(collective c, int ranks) noexcept;
+/// Bytes every rank together must at least read and write, in units of the size S, if each
+/// input is read once and each output written once: the memory-traffic floor is
+/// t = traffic_factor * S / B_copy (see docs/benchmarking.md).
+double traffic_factor(collective c, int ranks) noexcept;
+/// The busbw at the memory-bandwidth floor, for a copy bandwidth of `copy_gbs` (GB/s,
+/// read + write bytes counted as STREAM does). 0 where it is not defined (one rank).
+double floor_busbw(collective c, int ranks, double copy_gbs) noexcept;
+
+/// One entry of -a: a name as the user wrote it and the algorithm (nullopt: automatic).
+struct algorithm_choice {
+  std::string name;
+  std::optional<chorus::schedule::algorithm> id;
+};
+
+struct options {
+  collective coll = collective::all_reduce;
+  std::string transport = "shm";
+  std::vector<algorithm_choice> algorithms{{"automatic", std::nullopt}};
+  chorus::dtype type = chorus::dtype::float32;
+  chorus::op_kind op = chorus::op_kind::sum;
+  int root = 0;
+  std::size_t min_bytes = 8;
+  std::size_t max_bytes = std::size_t{32} << 20;
+  double step_factor = 2;
+  std::size_t step_bytes = 0;  ///< -i: additive step; 0 means use step_factor
+  int iters = 20;
+  int warmup = 5;
+  bool check = true;
+  int np = 0;  ///< --np; 0 when not given
+  bool percentiles = false;
+  std::string json, csv, plot;
+  bool floor = false;
+  std::size_t floor_bytes = std::size_t{64} << 20;
+  std::string compare;  ///< "" or "mpi"
+  int rounds = 3;
+  std::string mpirun = "mpirun";
+  std::vector<std::string> mpirun_args;
+  int corrupt_rank = -1;  ///< test hook: this rank damages one result element after the check run
+  std::vector<std::string> args;  ///< the arguments as given (without argv[0])
+};
+
+/// Which of the two tools parses: the MPI tool knows no transports or algorithms.
+enum class tool { chorus, mpi };
+
+/// Parses the command line. Throws `usage_error` (one line) for every mistake; prints the
+/// help and returns nullopt for -h/--help.
+std::optional<options> parse_options(int argc, char** argv, tool which);
+
+/// "256M" -> 268435456. Suffixes K, M, G (powers of 1024), either case.
+std::size_t parse_bytes(std::string_view flag, std::string_view text);
+
+/// The sizes of the sweep: min_bytes, then *step_factor (or +step_bytes), up to max_bytes.
+std::vector<std::size_t> sweep_sizes(const options& o);
+
+/// Elements per rank buffer unit for a size: the count column of nccl-tests (per-rank
+/// input count for all_reduce/broadcast/reduce/sendrecv, per-rank block for the others).
+std::size_t count_for(collective c, std::size_t bytes, std::size_t elem, int ranks) noexcept;
+/// The size column for a count (the whole buffer: count * elem, times ranks where blocks).
+std::size_t bytes_for(collective c, std::size_t count, std::size_t elem, int ranks) noexcept;
+
+/// Name lookups shared with tests and messages.
+std::optional<chorus::dtype> dtype_from_name(std::string_view text) noexcept;
+std::optional<chorus::op_kind> op_from_name(std::string_view text) noexcept;
+
+/// Human size, "256M", "8", "64K".
+std::string format_bytes(std::size_t bytes);
+
+}  // namespace chorus_perf

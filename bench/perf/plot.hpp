@@ -1,0 +1,19 @@
+#pragma once
+// --plot: busbw against size (log x) for every series of a run, drawn by gnuplot.
+#include "report.hpp"
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace chorus_perf {
+
+/// Whether gnuplot can be started (searched in PATH).
+bool gnuplot_available();
+
+/// Draws `lines` (size in bytes, busbw GB/s) into the PNG `path`, with a dashed horizontal
+/// line at `floor_busbw` when given. Throws std::runtime_error when gnuplot fails.
+void plot_busbw(const std::string& path, const std::string& title, const std::vector<series>& lines,
+                std::optional<double> floor_busbw);
+
+}  // namespace chorus_perf
