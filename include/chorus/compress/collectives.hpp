@@ -80,9 +80,8 @@ struct tensor {
 
 namespace detail {
 template <class X>
-inline constexpr bool is_path_v =
-    std::is_same_v<X, sum_path> || std::is_same_v<X, gather_path> ||
-    std::is_same_v<X, two_stage> || std::is_same_v<X, automatic>;
+inline constexpr bool is_path_v = std::is_same_v<X, sum_path> || std::is_same_v<X, gather_path> ||
+                                  std::is_same_v<X, two_stage> || std::is_same_v<X, automatic>;
 template <class X>
 inline constexpr bool is_requirements_v = false;
 template <class... R>
@@ -247,9 +246,8 @@ std::span<T> block_of(std::span<T> data, const std::vector<std::size_t>& counts,
 /// and sums its P pieces into `out`. Summable codecs reduce-scatter the payload elements;
 /// the others exchange payload bytes with an all-to-all. Worker residual: all of `in`.
 template <class Tr, class T, class Codec>
-void reduce_scatter_blocks(communicator<Tr>& comm, call_state<T, Codec>& st,
-                           std::span<const T> in, std::span<T> out,
-                           const std::vector<std::size_t>& counts, bool summed,
+void reduce_scatter_blocks(communicator<Tr>& comm, call_state<T, Codec>& st, std::span<const T> in,
+                           std::span<T> out, const std::vector<std::size_t>& counts, bool summed,
                            bool count_plain) {
   const int p = comm.size();
   const int r = comm.rank();
@@ -261,9 +259,11 @@ void reduce_scatter_blocks(communicator<Tr>& comm, call_state<T, Codec>& st,
     if (summed) {
       using W = typename Codec::template wire_t<T>;
       std::vector<std::size_t> wcounts(ranks);
-      for (std::size_t j = 0; j < ranks; ++j) wcounts[j] = st.codec.template wire_count<T>(counts[j]);
+      for (std::size_t j = 0; j < ranks; ++j)
+        wcounts[j] = st.codec.template wire_count<T>(counts[j]);
       const auto woffsets = offsets_of(wcounts);
-      std::vector<W> wire(woffsets.back() + wcounts.back()), mine(wcounts[static_cast<std::size_t>(r)]);
+      std::vector<W> wire(woffsets.back() + wcounts.back()),
+          mine(wcounts[static_cast<std::size_t>(r)]);
       for (std::size_t j = 0; j < ranks; ++j) {
         st.encode(block_of(in, counts, offsets, j),
                   res.empty() ? res : block_of(res, counts, offsets, j),
@@ -279,17 +279,21 @@ void reduce_scatter_blocks(communicator<Tr>& comm, call_state<T, Codec>& st,
     }
   }
   // Exchange payload bytes: block j (wire_bytes(counts[j])) to rank j.
-  std::vector<std::size_t> send(ranks), recv(ranks, st.codec.template wire_bytes<T>(counts[static_cast<std::size_t>(r)]));
+  std::vector<std::size_t> send(ranks),
+      recv(ranks, st.codec.template wire_bytes<T>(counts[static_cast<std::size_t>(r)]));
   for (std::size_t j = 0; j < ranks; ++j) send[j] = st.codec.template wire_bytes<T>(counts[j]);
   const auto soff = offsets_of(send), roff = offsets_of(recv);
   std::vector<std::uint8_t> sbuf(soff.back() + send.back()), rbuf(roff.back() + recv.back());
   for (std::size_t j = 0; j < ranks; ++j) {
-    st.encode(block_of(in, counts, offsets, j), res.empty() ? res : block_of(res, counts, offsets, j),
+    st.encode(block_of(in, counts, offsets, j),
+              res.empty() ? res : block_of(res, counts, offsets, j),
               bytes_of(sbuf).subspan(soff[j], send[j]), j);
   }
   chorus::all_to_all_v(comm, sbuf, send, rbuf, recv);
-  st.book.add_sent(sent_bytes(schedule::collective::all_to_all, r, p, 1, 0, {}, send, recv),
-                   count_plain ? sent_bytes(schedule::collective::reduce_scatter, r, p, sizeof(T), 0, counts) : 0);
+  st.book.add_sent(
+      sent_bytes(schedule::collective::all_to_all, r, p, 1, 0, {}, send, recv),
+      count_plain ? sent_bytes(schedule::collective::reduce_scatter, r, p, sizeof(T), 0, counts)
+                  : 0);
   for (std::size_t i = 0; i < ranks; ++i) {
     st.decode_add(std::as_bytes(std::span<const std::uint8_t>(rbuf).subspan(roff[i], recv[i])), out,
                   static_cast<int>(i), static_cast<std::uint64_t>(r));
@@ -312,8 +316,9 @@ void all_gather_blocks(communicator<Tr>& comm, call_state<T, Codec>& st, std::sp
   std::vector<std::uint8_t> mine(wb[static_cast<std::size_t>(r)]), all(woff.back() + wb.back());
   st.encode(in, res, bytes_of(mine), block_base + static_cast<std::uint64_t>(r));
   chorus::all_gather_v(comm, mine, all, wb);
-  st.book.add_sent(sent_bytes(schedule::collective::all_gather, r, p, 1, 0, wb),
-                   count_plain ? sent_bytes(schedule::collective::all_gather, r, p, sizeof(T), 0, counts) : 0);
+  st.book.add_sent(
+      sent_bytes(schedule::collective::all_gather, r, p, 1, 0, wb),
+      count_plain ? sent_bytes(schedule::collective::all_gather, r, p, sizeof(T), 0, counts) : 0);
   for (std::size_t j = 0; j < ranks; ++j) {
     std::span<T> dst = block_of(out, counts, offsets, j);
     std::memset(static_cast<void*>(dst.data()), 0, dst.size_bytes());
@@ -371,13 +376,15 @@ struct all_reduce_fn {
       for (std::size_t i = 0; i < res.size(); ++i) x[i] += res[i];
       double in_collectives = 0;
       const auto start = std::chrono::steady_clock::now();
-      st.codec.template run<T>(std::span<const T>(x), data, std::span<T>(sent), [&](std::span<T> m) {
-        const auto t0 = std::chrono::steady_clock::now();
-        chorus::all_reduce(comm, m, chorus::plus{});
-        st.book.add_sent(sent_bytes(schedule::collective::all_reduce, r, p, sizeof(T), m.size()), 0);
-        st.book.add_payload(m.size_bytes());
-        in_collectives += seconds_since(t0);
-      });
+      st.codec.template run<T>(
+          std::span<const T>(x), data, std::span<T>(sent), [&](std::span<T> m) {
+            const auto t0 = std::chrono::steady_clock::now();
+            chorus::all_reduce(comm, m, chorus::plus{});
+            st.book.add_sent(
+                sent_bytes(schedule::collective::all_reduce, r, p, sizeof(T), m.size()), 0);
+            st.book.add_payload(m.size_bytes());
+            in_collectives += seconds_since(t0);
+          });
       for (std::size_t i = 0; i < res.size(); ++i) res[i] = x[i] - sent[i];
       st.book.add_encode(seconds_since(start) - in_collectives);
       st.book.add_sent(0, plain);
@@ -393,7 +400,8 @@ struct all_reduce_fn {
       st.decode_add(std::as_bytes(std::span<const W>(wire)), data, r, 0);
     } else if constexpr (std::is_same_v<Path, gather_path>) {
       const std::vector<std::size_t> counts(static_cast<std::size_t>(p), n);
-      std::vector<std::uint8_t> mine(st.codec.template wire_bytes<T>(n)), all(mine.size() * counts.size());
+      std::vector<std::uint8_t> mine(st.codec.template wire_bytes<T>(n)),
+          all(mine.size() * counts.size());
       st.encode(std::span<const T>(data), st.worker_residual(n), bytes_of(mine), 0);
       chorus::all_gather(comm, mine, all);
       st.book.add_sent(sent_bytes(schedule::collective::all_gather, r, p, 1, 0,
@@ -412,8 +420,8 @@ struct all_reduce_fn {
       const std::vector<T> g(data.begin(), data.end());
       reduce_scatter_blocks(comm, st, std::span<const T>(g), std::span<T>(shard), counts, false,
                             false);
-      all_gather_blocks(comm, st, std::span<const T>(shard), st.server_residual(shard.size()),
-                        data, counts, static_cast<std::uint64_t>(p), false);
+      all_gather_blocks(comm, st, std::span<const T>(shard), st.server_residual(shard.size()), data,
+                        counts, static_cast<std::uint64_t>(p), false);
       st.book.add_sent(0, plain);  // the baseline is one plain all-reduce
     }
   }
@@ -435,12 +443,13 @@ struct reduce_scatter_base {
     const int r = comm.rank();
     chorus::detail::check_count(api, "the input", in.size(), chorus::detail::sum(counts),
                                 "the sum of the block counts");
-    chorus::detail::check_count(api, "the output", out.size(),
-                                counts[static_cast<std::size_t>(r)], "this rank's block count");
+    chorus::detail::check_count(api, "the output", out.size(), counts[static_cast<std::size_t>(r)],
+                                "this rank's block count");
     if (chorus::detail::overlaps(in.data(), in.size(), static_cast<const T*>(out.data()),
                                  out.size())) {
-      chorus::detail::invalid(api, "the input and output overlap; compressed reduce-scatter "
-                                   "needs disjoint buffers");
+      chorus::detail::invalid(api,
+                              "the input and output overlap; compressed reduce-scatter "
+                              "needs disjoint buffers");
     }
     const std::uint64_t id = A::tensor_id(args...);
     call_state<T, Codec> st{U::get(policy), U::store(policy), make_context(comm, book, id), id,
@@ -468,8 +477,8 @@ struct reduce_scatter_fn : reduce_scatter_base {
     if constexpr (gradient_type<T>) {
       const auto o = chorus::detail::as_span(out);
       const std::vector<std::size_t> counts(static_cast<std::size_t>(comm.size()), o.size());
-      run<Tr, T, Op>("compress::reduce_scatter", comm, chorus::detail::as_const_span(in), o,
-                     counts, policy, book, args...);
+      run<Tr, T, Op>("compress::reduce_scatter", comm, chorus::detail::as_const_span(in), o, counts,
+                     policy, book, args...);
     }
   }
 };

@@ -10,10 +10,11 @@
 ///
 /// | trait | meaning |
 /// |---|---|
-/// | `summable` | payloads of different ranks can be added without decoding: the payload is an array of `wire_t<T>` elements and `decode(a + b) == decode(a) + decode(b)` |
-/// | `stochastic` | the output depends on random draws (keyed by seed, step, tensor, rank) |
-/// | `unbiased` | E[decode(encode(x))] == x |
-/// | `low_rank` | a matrix method with its own collective (PowerSGD), not a byte codec |
+/// | `summable` | payloads of different ranks can be added without decoding: the payload is an
+/// array of `wire_t<T>` elements and `decode(a + b) == decode(a) + decode(b)` | | `stochastic` |
+/// the output depends on random draws (keyed by seed, step, tensor, rank) | | `unbiased` |
+/// E[decode(encode(x))] == x | | `low_rank` | a matrix method with its own collective (PowerSGD),
+/// not a byte codec |
 ///
 /// State: every codec here is stateless between calls except where noted (PowerSGD keeps
 /// its Q matrix; `error_feedback` keeps a residual); such state is owned by the caller.
@@ -63,10 +64,9 @@ struct context {
 ///                                                                   // y += decode(wire)
 /// plus the static traits `summable`, `stochastic`, `unbiased`.
 template <class C, class T>
-concept compressor =
-    gradient_type<T> && requires(const C& c, std::size_t n, std::span<const T> x,
-                                 std::span<std::byte> w, std::span<const std::byte> cw,
-                                 std::span<T> y, const context& ctx) {
+concept compressor = gradient_type<T> &&
+    requires(const C& c, std::size_t n, std::span<const T> x, std::span<std::byte> w,
+             std::span<const std::byte> cw, std::span<T> y, const context& ctx) {
   { C::summable } -> std::convertible_to<bool>;
   { C::stochastic } -> std::convertible_to<bool>;
   { C::unbiased } -> std::convertible_to<bool>;

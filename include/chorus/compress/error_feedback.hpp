@@ -96,7 +96,8 @@ class residual {
       if (!is) break;
       auto& v = loaded[entry[0]];
       v.resize(entry[1]);
-      is.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(entry[1] * sizeof(T)));
+      is.read(reinterpret_cast<char*>(v.data()),
+              static_cast<std::streamsize>(entry[1] * sizeof(T)));
     }
     if (!is) detail::invalid("residual::load", "the stream ended inside the saved residuals");
     buffers_ = std::move(loaded);
@@ -110,9 +111,10 @@ class residual {
 /// Error feedback around compressor `C`; the residual store is the caller's.
 template <class C, gradient_type T = float>
 struct error_feedback {
-  static_assert(!requires { typename C::inner_type; },
-                "chorus::compress::error_feedback wraps a compressor, not another "
-                "error_feedback: one residual per tensor is enough.");
+  static_assert(
+      !requires { typename C::inner_type; },
+      "chorus::compress::error_feedback wraps a compressor, not another "
+      "error_feedback: one residual per tensor is enough.");
   using inner_type = C;
   using value_type = T;
   static constexpr bool summable = C::summable;

@@ -26,11 +26,11 @@ class ledger {
   /// Totals since construction or `reset()`.
   struct totals {
     std::uint64_t calls = 0;
-    std::uint64_t elements = 0;      ///< gradient elements reduced
-    std::uint64_t sent_bytes = 0;    ///< bytes this rank sent through the transport
-    std::uint64_t plain_bytes = 0;   ///< bytes the uncompressed collective would have sent
-    std::uint64_t payload_bytes = 0; ///< bytes of this rank's encoded payloads
-    double encode_seconds = 0;       ///< encoding (error feedback's local decode included)
+    std::uint64_t elements = 0;       ///< gradient elements reduced
+    std::uint64_t sent_bytes = 0;     ///< bytes this rank sent through the transport
+    std::uint64_t plain_bytes = 0;    ///< bytes the uncompressed collective would have sent
+    std::uint64_t payload_bytes = 0;  ///< bytes of this rank's encoded payloads
+    double encode_seconds = 0;        ///< encoding (error feedback's local decode included)
     double decode_seconds = 0;
   };
 

@@ -49,7 +49,8 @@ struct power_sgd_state {
     cols = header[1];
     rank = header[2];
     q.resize(cols * rank);
-    is.read(reinterpret_cast<char*>(q.data()), static_cast<std::streamsize>(q.size() * sizeof(double)));
+    is.read(reinterpret_cast<char*>(q.data()),
+            static_cast<std::streamsize>(q.size() * sizeof(double)));
     if (!is) detail::invalid("power_sgd_state::load", "the stream ended inside the saved Q matrix");
   }
 };
@@ -57,7 +58,8 @@ struct power_sgd_state {
 /// PowerSGD: rank-`rank` approximation of the `rows x (n / rows)` gradient matrix.
 struct power_sgd {
   static constexpr bool summable = false;
-  static constexpr bool stochastic = false;  // the first Q is drawn from `seed`, the same everywhere
+  static constexpr bool stochastic =
+      false;  // the first Q is drawn from `seed`, the same everywhere
   static constexpr bool unbiased = false;
   static constexpr bool low_rank = true;
 
@@ -82,8 +84,9 @@ struct power_sgd {
     }
     if (rank == 0) detail::invalid("power_sgd", ".rank is 0; pass e.g. .rank = 4");
     if (state == nullptr) {
-      detail::invalid("power_sgd", "no state: pass .state = &q with a power_sgd_state q that "
-                                   "lives as long as the training run");
+      detail::invalid("power_sgd",
+                      "no state: pass .state = &q with a power_sgd_state q that "
+                      "lives as long as the training run");
     }
     return n / rows;
   }

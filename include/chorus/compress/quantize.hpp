@@ -71,7 +71,8 @@ struct block_quant {
       float scale;
       std::memcpy(&scale, wire.data() + b * sizeof(float), sizeof(float));
       const std::size_t lo = b * block, hi = std::min(n, lo + block);
-      for (std::size_t i = lo; i < hi; ++i) y[i] += static_cast<T>(scale) * static_cast<T>(codes[i]);
+      for (std::size_t i = lo; i < hi; ++i)
+        y[i] += static_cast<T>(scale) * static_cast<T>(codes[i]);
     }
   }
 

@@ -53,7 +53,8 @@ void select_top_k(std::span<const T> x, std::size_t k, std::uint32_t* indices) {
   for (int shift = static_cast<int>(sizeof(K) * 8) - 16; shift >= 0; shift -= 16) {
     std::fill(hist.begin(), hist.end(), 0u);
     if (mask == 0) {
-      for (std::size_t i = 0; i < n; ++i) ++hist[static_cast<std::size_t>(magnitude_key(x[i]) >> shift)];
+      for (std::size_t i = 0; i < n; ++i)
+        ++hist[static_cast<std::size_t>(magnitude_key(x[i]) >> shift)];
     } else {
       for (std::size_t i = 0; i < n; ++i) {
         const K key = magnitude_key(x[i]);
@@ -146,7 +147,8 @@ struct top_k {
       detail::sparse_wire::gather_values(x, wire, k);
     } else {
       std::vector<std::byte> tmp(wire.size() + sizeof(std::uint32_t));
-      std::span<std::byte> aligned(tmp.data() + (4 - reinterpret_cast<std::uintptr_t>(tmp.data()) % 4) % 4, wire.size());
+      std::span<std::byte> aligned(
+          tmp.data() + (4 - reinterpret_cast<std::uintptr_t>(tmp.data()) % 4) % 4, wire.size());
       detail::select_top_k(x, k, reinterpret_cast<std::uint32_t*>(aligned.data()));
       detail::sparse_wire::gather_values(x, aligned, k);
       std::memcpy(wire.data(), aligned.data(), wire.size());
@@ -185,20 +187,23 @@ struct threshold_top_k {
     detail::check_wire("threshold_top_k", wire.size(), detail::sparse_wire::bytes<T>(k));
     if (k == 0) return;
     // 1. threshold from a strided sample (deterministic: no draw, no state)
-    const std::size_t m = std::min(n, std::max<std::size_t>(256, static_cast<std::size_t>(
-                                                                      sample_ratio * double(n))));
+    const std::size_t m =
+        std::min(n, std::max<std::size_t>(256, static_cast<std::size_t>(sample_ratio * double(n))));
     const std::size_t stride = n / m;
     std::vector<T> sample(m);
-    for (std::size_t j = 0; j < m; ++j) sample[j] = x[j * stride] < 0 ? -x[j * stride] : x[j * stride];
-    const std::size_t ks = std::max<std::size_t>(1, std::min(m, static_cast<std::size_t>(ratio * double(m) + 0.999999)));
-    std::nth_element(sample.begin(), sample.begin() + static_cast<std::ptrdiff_t>(ks - 1), sample.end(),
-                     [](T a, T b) { return a > b; });
+    for (std::size_t j = 0; j < m; ++j)
+      sample[j] = x[j * stride] < 0 ? -x[j * stride] : x[j * stride];
+    const std::size_t ks = std::max<std::size_t>(
+        1, std::min(m, static_cast<std::size_t>(ratio * double(m) + 0.999999)));
+    std::nth_element(sample.begin(), sample.begin() + static_cast<std::ptrdiff_t>(ks - 1),
+                     sample.end(), [](T a, T b) { return a > b; });
     const T threshold = sample[ks - 1];
     // 2. candidates above the threshold
     std::vector<std::uint32_t> candidates;
     candidates.reserve(2 * k);
     for (std::size_t i = 0; i < n; ++i) {
-      if ((x[i] < 0 ? -x[i] : x[i]) >= threshold) candidates.push_back(static_cast<std::uint32_t>(i));
+      if ((x[i] < 0 ? -x[i] : x[i]) >= threshold)
+        candidates.push_back(static_cast<std::uint32_t>(i));
     }
     std::vector<std::byte> aligned(wire.size());
     auto* idx = reinterpret_cast<std::uint32_t*>(aligned.data());
@@ -223,12 +228,16 @@ struct threshold_top_k {
 };
 
 /// k elements at indices drawn uniformly (a uniform k-subset, by selection sampling) from
-/// the key (seed, step, tensor) shared by every rank, values scaled by n / k: unbiased and
-/// summable. Pass a new step each call (the ledger does) or the same indices repeat.
-struct random_k {
+/// the key (seed, step, tensor) shared by every rank; summable. `Scaled`: values times
+/// n / k, an unbiased estimate (`random_k`); unscaled, the form to use under
+/// `error_feedback` (`random_k_unscaled`; the scaled one amplifies the residual by
+/// n / k - 1 each time an element is kept, which diverges). The step keys the draws:
+/// the ledger advances it every call, or the same indices would repeat.
+template <bool Scaled>
+struct basic_random_k {
   static constexpr bool summable = true;
   static constexpr bool stochastic = true;
-  static constexpr bool unbiased = true;
+  static constexpr bool unbiased = Scaled;
 
   double ratio = 0.01;
   std::uint64_t seed = 0;
@@ -263,7 +272,8 @@ struct random_k {
   void encode(std::span<const T> x, std::span<std::byte> wire, const context& ctx) const {
     const std::size_t n = x.size();
     detail::check_wire("random_k", wire.size(), wire_bytes<T>(n));
-    const T scale = n == 0 ? T(0) : static_cast<T>(n) / static_cast<T>(wire_count<T>(n));
+    const T scale =
+        (n == 0 || !Scaled) ? T(1) : static_cast<T>(n) / static_cast<T>(wire_count<T>(n));
     std::byte* out = wire.data();
     for_each_index(n, ctx, [&](std::size_t j, std::size_t i) {
       const T v = x[i] * scale;
@@ -281,5 +291,10 @@ struct random_k {
     });
   }
 };
+
+/// Random-k scaled by n / k: unbiased, for use without error feedback.
+using random_k = basic_random_k<true>;
+/// Random-k without scaling: biased, for use under `error_feedback`.
+using random_k_unscaled = basic_random_k<false>;
 
 }  // namespace chorus::inline v0::compress

@@ -1,0 +1,420 @@
+// Codec-level properties of every compression policy: exact wire sizes, round-trip bounds,
+// ties, linearity of the summable ones, the error-feedback conservation law, the statistics
+// of the stochastic ones (with a biased control that must fail the same criterion), and
+// reproducibility of the counter-based draws.
+#include <chorus/compress/compress.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <sstream>
+#include <vector>
+
+namespace cc = chorus::compress;
+
+namespace {
+
+template <class T>
+std::vector<T> random_vector(std::size_t n, std::uint64_t seed, double scale = 1.0) {
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<double> dist(0.0, scale);
+  std::vector<T> v(n);
+  for (auto& x : v) x = static_cast<T>(dist(gen));
+  return v;
+}
+
+template <class T, class C>
+std::vector<std::byte> encode(const C& c, const std::vector<T>& x, const cc::context& ctx = {}) {
+  std::vector<std::byte> w(c.template wire_bytes<T>(x.size()));
+  c.encode(std::span<const T>(x), std::span<std::byte>(w), ctx);
+  return w;
+}
+
+template <class T, class C>
+std::vector<T> round_trip(const C& c, const std::vector<T>& x, const cc::context& ctx = {}) {
+  const auto w = encode(c, x, ctx);
+  std::vector<T> y(x.size(), T(7));  // decode must overwrite, not add to, this
+  cc::decode(c, std::span<const std::byte>(w), std::span<T>(y), ctx);
+  return y;
+}
+
+}  // namespace
+
+TEST_CASE("wire_bytes follows each policy's formula exactly") {
+  const std::size_t n = 1000;
+  CHECK(cc::none{}.wire_bytes<float>(n) == 4000);
+  CHECK(cc::cast<chorus::half>{}.wire_bytes<float>(n) == 2000);
+  CHECK(cc::cast<chorus::bfloat16>{}.wire_bytes<double>(n) == 2000);
+  CHECK(cc::block_quant<std::int8_t>{.block = 256}.wire_bytes<float>(n) == 4 * 4 + 1000);
+  CHECK(cc::top_k{.ratio = 0.01}.wire_bytes<float>(n) == 10 * (4 + 4));
+  CHECK(cc::top_k{.ratio = 0.01}.wire_bytes<double>(n) == 10 * (4 + 8));
+  CHECK(cc::top_k{.ratio = 0.0001}.wire_bytes<float>(n) == 1 * 8);  // at least one element
+  CHECK(cc::threshold_top_k{.ratio = 0.05}.wire_bytes<float>(n) == 50 * 8);
+  CHECK(cc::random_k{.ratio = 0.01}.wire_bytes<double>(n) == 10 * 8);
+  CHECK(cc::scaled_sign{}.wire_bytes<float>(n) == 4 + 125);
+  CHECK(cc::scaled_sign{}.wire_bytes<float>(1001) == 4 + 126);
+  CHECK(cc::two_means{}.wire_bytes<double>(n) == 16 + 125);
+  CHECK(cc::qsgd{.levels = 16}.wire_bytes<float>(n) == 4 + 6 * 1000 / 8);  // 1 sign + 5 level bits
+  CHECK(cc::qsgd{.levels = 1}.wire_bytes<float>(n) == 4 + 250);
+  CHECK(cc::terngrad{}.wire_bytes<double>(1001) == 8 + 251);
+  cc::power_sgd_state q;
+  CHECK((cc::power_sgd{.rank = 2, .rows = 10, .state = &q}.wire_bytes<float>(n)) ==
+        (10 + 100) * 2 * 4);
+
+  // encode refuses a wire of any other size, naming the rule
+  std::vector<float> x(n, 1.0f);
+  std::vector<std::byte> w(79);
+  auto encode_short = [&] {
+    cc::top_k{.ratio = 0.01}.encode(std::span<const float>(x), std::span(w), cc::context{});
+  };
+  CHECK_THROWS_WITH(encode_short(), Catch::Contains("wire_bytes"));
+  CHECK_THROWS_WITH((cc::top_k{.ratio = 0}.wire_bytes<float>(n)),
+                    Catch::Contains("outside (0, 1]"));
+  CHECK_THROWS_WITH((cc::qsgd{.levels = 200}.wire_bytes<float>(n)), Catch::Contains("1..127"));
+  CHECK_THROWS_WITH((cc::power_sgd{.rank = 2, .rows = 7, .state = &q}.wire_bytes<float>(n)),
+                    Catch::Contains("not a matrix"));
+}
+
+TEMPLATE_TEST_CASE("round trips stay within each policy's bound", "", float, double) {
+  using T = TestType;
+  const auto x = random_vector<T>(4099, 1);
+
+  SECTION("none is exact") { CHECK(round_trip(cc::none{}, x) == x); }
+  SECTION("cast rounds to nearest 16-bit float") {
+    const auto h = round_trip(cc::cast<chorus::half>{}, x);
+    const auto b = round_trip(cc::cast<chorus::bfloat16>{}, x);
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      if (std::abs(x[i]) > 1e-4) CHECK(std::abs(h[i] - x[i]) <= std::abs(x[i]) * 0x1p-11);
+      CHECK(std::abs(b[i] - x[i]) <= std::abs(x[i]) * 0x1p-8);
+    }
+  }
+  SECTION("block_quant: within half a step of its block's scale") {
+    const cc::block_quant<std::int8_t> c{.block = 100};
+    const auto y = round_trip(c, x);
+    for (std::size_t b = 0; b * 100 < x.size(); ++b) {
+      T amax = 0;
+      for (std::size_t i = b * 100; i < std::min(x.size(), b * 100 + 100); ++i)
+        amax = std::max(amax, std::abs(x[i]));
+      const double step = static_cast<double>(static_cast<float>(amax) / 127.0f);
+      for (std::size_t i = b * 100; i < std::min(x.size(), b * 100 + 100); ++i)
+        CHECK(std::abs(double(y[i]) - double(x[i])) <= step * (0.5 + 1e-5));
+    }
+  }
+  SECTION("top_k keeps exactly the k largest magnitudes") {
+    const auto y = round_trip(cc::top_k{.ratio = 0.01}, x);
+    std::size_t kept = 0;
+    T smallest_kept = 1e30, largest_dropped = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      if (y[i] != 0) {
+        CHECK(y[i] == x[i]);
+        ++kept;
+        smallest_kept = std::min(smallest_kept, std::abs(x[i]));
+      } else {
+        largest_dropped = std::max(largest_dropped, std::abs(x[i]));
+      }
+    }
+    CHECK(kept == 41);  // ceil(0.01 * 4099)
+    CHECK(smallest_kept >= largest_dropped);
+    // the sampled-threshold selection finds the very same set
+    CHECK(round_trip(cc::threshold_top_k{.ratio = 0.01}, x) == y);
+    CHECK(round_trip(cc::threshold_top_k{.ratio = 0.01, .sample_ratio = 0.5}, x) == y);
+  }
+  SECTION("one-bit codecs: signs kept, magnitudes as promised") {
+    const auto s = round_trip(cc::scaled_sign{}, x);
+    const auto m = round_trip(cc::two_means{}, x);
+    double l1 = 0, sum = 0, msum = 0, sl1 = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      CHECK((s[i] < 0) == (x[i] < 0));
+      CHECK((m[i] < 0) == (x[i] < 0));
+      l1 += std::abs(double(x[i]));
+      sl1 += std::abs(double(s[i]));
+      sum += double(x[i]);
+      msum += double(m[i]);
+    }
+    CHECK(sl1 == Approx(l1).epsilon(1e-5));                 // mean |x| times n
+    CHECK(msum == Approx(sum).epsilon(1e-4).margin(1e-3));  // each sign group keeps its mean
+  }
+  SECTION("qsgd and terngrad: within one level") {
+    double norm = 0, amax = 0;
+    for (T v : x) {
+      norm += double(v) * double(v);
+      amax = std::max(amax, std::abs(double(v)));
+    }
+    norm = std::sqrt(norm);
+    const auto q = round_trip(cc::qsgd{.levels = 16, .seed = 3}, x);
+    const auto t = round_trip(cc::terngrad{.seed = 3}, x);
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      CHECK(std::abs(double(q[i]) - double(x[i])) <= norm / 16 * (1 + 1e-5));
+      CHECK(std::abs(double(t[i]) - double(x[i])) <= amax * (1 + 1e-5));
+      CHECK((t[i] == 0 || std::abs(double(t[i])) == Approx(amax)));
+    }
+  }
+}
+
+TEST_CASE("top_k breaks ties toward the lowest index") {
+  std::vector<float> x(100, 1.0f);
+  x[50] = -2.0f;
+  const auto y = round_trip(cc::top_k{.ratio = 0.05}, x);  // k = 5: index 50, then 0..3
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const bool kept = i == 50 || i < 4;
+    CHECK((y[i] != 0) == kept);
+  }
+  // all-zero input and a single element
+  std::vector<double> z(10, 0.0);
+  CHECK(round_trip(cc::top_k{.ratio = 0.3}, z) == z);
+  std::vector<double> one{-3.0};
+  CHECK(round_trip(cc::top_k{.ratio = 0.3}, one) == one);
+}
+
+TEST_CASE("summable policies are linear: decode of the summed payloads is the sum of decodes") {
+  const int ranks = 4;
+  const std::size_t n = 777;
+  auto check = [&](const auto& c, auto zero, bool exact_inputs) {
+    using T = decltype(zero);
+    using W = typename std::remove_cvref_t<decltype(c)>::template wire_t<T>;
+    cc::context ctx{.rank = 0, .ranks = ranks, .seed = 0, .step = 5, .tensor = 2};
+    std::vector<W> sum(c.template wire_count<T>(n), W(0));
+    std::vector<T> sum_of_decodes(n, T(0));
+    for (int r = 0; r < ranks; ++r) {
+      ctx.rank = r;
+      std::vector<T> x(n);
+      for (std::size_t i = 0; i < n; ++i) {
+        x[i] = exact_inputs
+                   ? static_cast<T>(static_cast<int>((i * 7 + std::size_t(r) * 3) % 17) - 8)
+                   : static_cast<T>(std::sin(double(i + 100 * std::size_t(r))));
+      }
+      std::vector<W> w(sum.size());
+      c.encode(std::span<const T>(x), std::as_writable_bytes(std::span<W>(w)), ctx);
+      for (std::size_t j = 0; j < w.size(); ++j) sum[j] = chorus::plus{}(sum[j], w[j]);
+      c.decode_add(std::as_bytes(std::span<const W>(w)), std::span<T>(sum_of_decodes), ctx);
+    }
+    std::vector<T> decoded(n);
+    cc::decode(c, std::as_bytes(std::span<const W>(sum)), std::span<T>(decoded), ctx);
+    if (exact_inputs) {
+      CHECK(decoded == sum_of_decodes);
+    } else {
+      for (std::size_t i = 0; i < n; ++i)
+        CHECK(decoded[i] == Approx(sum_of_decodes[i]).margin(1e-12));
+    }
+  };
+  check(cc::none{}, double{}, false);
+  check(cc::random_k{.ratio = 0.1, .seed = 9}, double{}, false);
+  check(cc::random_k{.ratio = 0.5, .seed = 9}, float{}, false);
+  // 16-bit sums are exact for small integers (and for quarters with pre-division by 4)
+  check(cc::cast<chorus::half>{}, float{}, true);
+  check(cc::cast<chorus::bfloat16>{}, float{}, true);
+  check(cc::cast<chorus::half>{.pre_divide = true}, double{}, true);
+}
+
+TEST_CASE("error feedback conserves the gradient: sum sent + residual == sum of gradients") {
+  const std::size_t n = 1000;
+  auto run = [&](const auto& c, const char* name) {
+    INFO(name);
+    std::vector<double> r(n, 0.0), scratch, sent_total(n, 0.0), grad_total(n, 0.0);
+    for (std::uint64_t step = 0; step < 100; ++step) {
+      const auto g = random_vector<double>(n, 100 + step);
+      std::vector<std::byte> w(c.template wire_bytes<double>(n));
+      const cc::context ctx{.rank = 1, .ranks = 4, .seed = 0, .step = step, .tensor = 0};
+      cc::feedback_encode(c, std::span<const double>(g), std::span<double>(r), std::span(w), ctx,
+                          scratch);
+      c.decode_add(std::span<const std::byte>(w), std::span<double>(sent_total), ctx);
+      for (std::size_t i = 0; i < n; ++i) grad_total[i] += g[i];
+    }
+    double worst = 0;
+    for (std::size_t i = 0; i < n; ++i)
+      worst = std::max(worst, std::abs(sent_total[i] + r[i] - grad_total[i]));
+    CHECK(worst <= 1e-12);
+    // and something was actually held back (the law is not trivially true)
+    double held = 0;
+    for (double v : r) held += std::abs(v);
+    return held;
+  };
+  CHECK(run(cc::top_k{.ratio = 0.01}, "top_k") > 1.0);
+  CHECK(run(cc::threshold_top_k{.ratio = 0.01}, "threshold_top_k") > 1.0);
+  CHECK(run(cc::random_k_unscaled{.ratio = 0.1, .seed = 1}, "random_k_unscaled") > 1.0);
+  CHECK(run(cc::scaled_sign{}, "scaled_sign") > 1.0);
+  CHECK(run(cc::two_means{}, "two_means") > 1.0);
+  CHECK(run(cc::qsgd{.levels = 64, .seed = 2}, "qsgd") > 1.0);
+  CHECK(run(cc::terngrad{.seed = 2}, "terngrad") > 1.0);
+  CHECK(run(cc::block_quant<std::int8_t>{.block = 64}, "block_quant") > 1e-3);
+  CHECK(run(cc::cast<chorus::half>{}, "cast<half>") > 1e-6);
+  CHECK(run(cc::none{}, "none") == 0.0);
+}
+
+namespace {
+/// Per-element mean and variance of decode(encode(x)) over `trials` draws, and whether
+/// every mean is within 4 sigma / sqrt(trials) of x and the summed variance within 5 % of
+/// `expected_variance(i)` summed.
+struct moments {
+  bool means_ok = true;
+  double variance_ratio = 0;
+};
+
+template <class C, class Var>
+moments measure(const C& c, const std::vector<double>& x, int trials, bool fresh_steps,
+                Var expected_variance) {
+  const std::size_t n = x.size();
+  std::vector<double> mean(n, 0.0), m2(n, 0.0);
+  for (int t = 0; t < trials; ++t) {
+    const cc::context ctx{
+        .rank = 3, .ranks = 8, .seed = 11, .step = fresh_steps ? std::uint64_t(t) : 0, .tensor = 4};
+    const auto y = round_trip(c, x, ctx);
+    for (std::size_t i = 0; i < n; ++i) {  // Welford
+      const double d = y[i] - mean[i];
+      mean[i] += d / (t + 1);
+      m2[i] += d * (y[i] - mean[i]);
+    }
+  }
+  moments m;
+  double var_sum = 0, expected_sum = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const double sigma = std::sqrt(expected_variance(i));
+    if (std::abs(mean[i] - x[i]) > 4 * sigma / std::sqrt(double(trials)) + 1e-12)
+      m.means_ok = false;
+    var_sum += m2[i] / (trials - 1);
+    expected_sum += expected_variance(i);
+  }
+  m.variance_ratio = var_sum / expected_sum;
+  return m;
+}
+}  // namespace
+
+TEST_CASE("stochastic policies are unbiased with the variance theory predicts") {
+  const auto x = random_vector<double>(64, 77);
+  const int trials = 4000;
+  double norm = 0, amax = 0;
+  for (double v : x) {
+    norm += v * v;
+    amax = std::max(amax, std::abs(v));
+  }
+  norm = std::sqrt(norm);
+
+  SECTION("qsgd") {
+    const unsigned s = 4;
+    auto var = [&](std::size_t i) {
+      const double a = std::abs(x[i]) / norm * s;
+      const double p = a - std::floor(a);
+      return (norm / s) * (norm / s) * p * (1 - p);
+    };
+    const moments m = measure(cc::qsgd{.levels = s, .seed = 5}, x, trials, true, var);
+    CHECK(m.means_ok);
+    CHECK(m.variance_ratio == Approx(1.0).epsilon(0.05));
+    // Control: the same draws every step (a forgotten step counter) are a biased estimator
+    // over steps, and the same criterion catches it.
+    const moments stuck = measure(cc::qsgd{.levels = s, .seed = 5}, x, trials, false, var);
+    CHECK_FALSE(stuck.means_ok);
+    CHECK(stuck.variance_ratio < 0.01);
+  }
+  SECTION("terngrad") {
+    auto var = [&](std::size_t i) { return std::abs(x[i]) * (amax - std::abs(x[i])); };
+    const moments m = measure(cc::terngrad{.seed = 5}, x, trials, true, var);
+    CHECK(m.means_ok);
+    CHECK(m.variance_ratio == Approx(1.0).epsilon(0.05));
+    CHECK_FALSE(measure(cc::terngrad{.seed = 5}, x, trials, false, var).means_ok);
+  }
+  SECTION("random_k (scaled by n / k)") {
+    const double n = 64, k = 16;
+    auto var = [&](std::size_t i) { return x[i] * x[i] * (n / k - 1); };
+    const moments m = measure(cc::random_k{.ratio = 0.25, .seed = 5}, x, trials, true, var);
+    CHECK(m.means_ok);
+    CHECK(m.variance_ratio == Approx(1.0).epsilon(0.05));
+    CHECK_FALSE(measure(cc::random_k{.ratio = 0.25, .seed = 5}, x, trials, false, var).means_ok);
+  }
+  SECTION("control: a deterministic biased codec fails the mean criterion") {
+    // scaled_sign has no noise; with qsgd's variance as the yardstick its means are far off
+    auto var = [&](std::size_t i) {
+      const double a = std::abs(x[i]) / norm * 4;
+      const double p = a - std::floor(a);
+      return (norm / 4) * (norm / 4) * p * (1 - p) + 1e-6;
+    };
+    CHECK_FALSE(measure(cc::scaled_sign{}, x, 200, true, var).means_ok);
+  }
+}
+
+TEST_CASE("counter-based draws: reruns bit-identical, random_k shared, noise per rank") {
+  const auto x = random_vector<float>(5000, 3);
+  const cc::context a{.rank = 0, .ranks = 4, .seed = 0, .step = 9, .tensor = 1};
+  cc::context b = a;
+  b.rank = 2;
+  // rerun: identical bytes
+  CHECK(encode(cc::qsgd{.seed = 1}, x, a) == encode(cc::qsgd{.seed = 1}, x, a));
+  CHECK(encode(cc::terngrad{.seed = 1}, x, a) == encode(cc::terngrad{.seed = 1}, x, a));
+  // another rank: independent noise, so the bytes differ
+  CHECK(encode(cc::qsgd{.seed = 1}, x, a) != encode(cc::qsgd{.seed = 1}, x, b));
+  CHECK(encode(cc::terngrad{.seed = 1}, x, a) != encode(cc::terngrad{.seed = 1}, x, b));
+  // another step or tensor or seed: different draws
+  cc::context c = a;
+  c.step = 10;
+  CHECK(encode(cc::qsgd{.seed = 1}, x, a) != encode(cc::qsgd{.seed = 1}, x, c));
+  CHECK(encode(cc::qsgd{.seed = 1}, x, a) != encode(cc::qsgd{.seed = 2}, x, a));
+  // random_k: the same indices on every rank, other indices at another step
+  auto indices = [&](const cc::context& ctx) {
+    std::vector<std::size_t> idx;
+    cc::random_k{.ratio = 0.01, .seed = 4}.for_each_index(
+        x.size(), ctx, [&](std::size_t, std::size_t i) { idx.push_back(i); });
+    return idx;
+  };
+  CHECK(indices(a) == indices(b));
+  CHECK(indices(a).size() == 50);
+  CHECK(indices(a) != indices(c));
+  // the generator itself: uniform in [0, 1), and streams with nearby keys uncorrelated
+  const cc::counter_rng g(cc::rng_key{1, 2, 3, 4}), h(cc::rng_key{1, 2, 3, 5});
+  double mean = 0, cross = 0;
+  for (std::uint64_t i = 0; i < 100000; ++i) {
+    const double u = g.uniform(i), v = h.uniform(i);
+    REQUIRE(u >= 0.0);
+    REQUIRE(u < 1.0);
+    mean += u;
+    cross += (u - 0.5) * (v - 0.5);
+  }
+  CHECK(mean / 100000 == Approx(0.5).margin(4 * 0.2887 / std::sqrt(100000.0)));
+  CHECK(cross / 100000 == Approx(0.0).margin(4 * (1.0 / 12) / std::sqrt(100000.0)));
+}
+
+TEST_CASE("bit packing round-trips codes of every width") {
+  for (unsigned bits = 1; bits <= 8; ++bits) {
+    const std::size_t n = 1003;
+    std::vector<std::byte> buf((n * bits + 7) / 8);
+    cc::detail::bit_packer p(buf.data(), bits);
+    for (std::size_t i = 0; i < n; ++i) p.put((i * 2654435761u) & ((1u << bits) - 1));
+    p.flush();
+    cc::detail::bit_unpacker u(buf.data(), buf.size(), bits);
+    bool ok = true;
+    for (std::size_t i = 0; i < n; ++i)
+      ok = ok && u.get() == ((i * 2654435761u) & ((1u << bits) - 1));
+    CHECK(ok);
+  }
+}
+
+TEST_CASE("residuals: one buffer per tensor, saved and loaded with checkpoints") {
+  cc::residual<double> r;
+  auto a = r.buffer(1, 10);
+  auto b = r.buffer(cc::residual<double>::server_key(1), 3);
+  a[4] = 2.5;
+  b[2] = -1.0;
+  CHECK(r.bytes() == 13 * sizeof(double));
+  CHECK_THROWS_WITH(r.buffer(1, 11), Catch::Contains("compress::tensor{id}"));
+  std::stringstream ss;
+  r.save(ss);
+  cc::residual<double> loaded;
+  loaded.load(ss);
+  CHECK(loaded.view(1)[4] == 2.5);
+  CHECK(loaded.view(cc::residual<double>::server_key(1))[2] == -1.0);
+  CHECK(loaded.bytes() == r.bytes());
+  std::stringstream again;
+  r.save(again);
+  cc::residual<float> wrong;
+  CHECK_THROWS_WITH(wrong.load(again), Catch::Contains("same type"));
+  std::stringstream garbage("not a checkpoint at all, really");
+  CHECK_THROWS_WITH(loaded.load(garbage), Catch::Contains("does not hold"));
+
+  cc::power_sgd_state q{.q = {1, 2, 3, 4}, .cols = 2, .rank = 2};
+  std::stringstream qs;
+  q.save(qs);
+  cc::power_sgd_state q2;
+  q2.load(qs);
+  CHECK(q2.q == q.q);
+  CHECK(q2.cols == 2);
+}
