@@ -1,0 +1,764 @@
+#pragma once
+/// \file
+/// `zero::sharded_optimizer`: data-parallel training with ZeRO stages 0-3 over any
+/// communicator (Rajbhandari et al., "ZeRO: Memory Optimizations Toward Training Trillion
+/// Parameter Models", SC'20).
+///
+///  - stage<0>: plain data parallelism (the baseline): gradients all-reduced per bucket,
+///    every rank keeps and updates the whole optimizer state.
+///  - stage<1>: optimizer state (fp32 master weights + the optimizer's state) sharded; the
+///    whole gradient is kept, reduce-scattered per bucket at the last micro-batch; each rank
+///    updates its shard; parameters all-gathered per bucket.
+///  - stage<2>: + gradients sharded: each bucket's gradient is reduce-scattered as soon as it
+///    is reduced (every micro-batch) and accumulated into the rank's gradient shard; at most
+///    `max_live_buckets` bucket-sized gradient buffers exist, never the whole gradient.
+///  - stage<3>: + parameters sharded: `gather(b)` all-gathers bucket b's parameters before
+///    use (prefetching the next bucket in `bucket_order`), `release(b)` frees them.
+///
+/// A training step, the same for every stage:
+///
+///     for each micro-batch:
+///       for each bucket b (forward order):   opt.gather(b);   ... use opt.param(t) ...
+///       for each bucket b (backward order):  opt.gather(b);   ... opt.grad(t)[i] += ...;
+///                                            opt.reduce(b);   opt.release(b);
+///     opt.step();
+///
+/// (`gather` and `release` do nothing below stage 3.) `grad(t)` is an accumulator, zeroed
+/// by the driver: add the micro-batch's gradient into it, as with torch's `.grad`. The
+/// update uses the sum over ranks and micro-batches divided by (ranks x micro-batches).
+///
+/// **Collective.** Every rank constructs it with the same sizes and options and calls
+/// `reduce`, `gather`, `step`, `save`, `load`, `full_state` in the same order.
+///
+/// **Overlap.** With `overlap` on, collectives run in order on a communication thread (the
+/// communicator is used only from there), so the reduce-scatter of one bucket overlaps the
+/// backward of the next, and the all-gather of one bucket the update of the next. Off, the
+/// same calls run inline. The result is bitwise the same either way.
+///
+/// **Determinism.** Each element's gradient is summed in the order fixed by the collective's
+/// algorithm (`options::algorithm`) and its owner rank; see docs/zero.md for which
+/// algorithms make stages 1-3 bitwise equal to an unsharded all-reduce.
+///
+/// **Errors.** Misuse (a parameter of an ungathered stage-3 bucket, too many open buckets,
+/// a step before every bucket was reduced) throws `invalid_argument` naming the call and the
+/// fix; communication failures are the collectives' errors, raised on the caller's thread.
+#include <chorus/algorithm/algo.hpp>
+#include <chorus/algorithm/all_gather.hpp>
+#include <chorus/algorithm/all_reduce.hpp>
+#include <chorus/algorithm/barrier.hpp>
+#include <chorus/algorithm/reduce_scatter.hpp>
+#include <chorus/core/communicator.hpp>
+#include <chorus/core/error.hpp>
+#include <chorus/core/ops.hpp>
+#include <chorus/core/types.hpp>
+#include <chorus/zero/buckets.hpp>
+#include <chorus/zero/checkpoint.hpp>
+#include <chorus/zero/comm_queue.hpp>
+#include <chorus/zero/memory.hpp>
+#include <chorus/zero/optimizers.hpp>
+#include <chorus/zero/partition.hpp>
+
+#include <algorithm>
+#include <array>
+#include <concepts>
+#include <cstdint>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <future>
+#include <memory>
+#include <numeric>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace chorus::inline v0::zero {
+
+/// ZeRO stage N (0 = plain data parallelism, 1 = optimizer state, 2 = + gradients,
+/// 3 = + parameters sharded).
+template <int N>
+struct stage {
+  static_assert(N >= 0 && N <= 3, "chorus::zero::stage<N> exists for N = 0, 1, 2 and 3 only.");
+  static constexpr int value = N;
+};
+
+namespace detail {
+template <class S>
+inline constexpr bool is_stage = false;
+template <int N>
+inline constexpr bool is_stage<stage<N>> = true;
+}  // namespace detail
+
+/// The compute types: parameters and gradients as the model sees them (mixed precision:
+/// half or bfloat16 compute, fp32 master weights).
+template <class T>
+concept compute_type = std::same_as<T, float> || std::same_as<T, half> || std::same_as<T, bfloat16>;
+
+/// Tuning of the driver (all ranks must pass equal values).
+struct options {
+  /// Buckets hold whole tensors, at least this many bytes of the compute type each (the
+  /// last may be smaller). 0: one bucket. 25 MB, as torch DDP's default.
+  std::size_t bucket_bytes = std::size_t{25} * 1000 * 1000;
+  /// Run collectives on a communication thread, overlapping the caller's computation.
+  bool overlap = true;
+  /// The order in which `step` updates and all-gathers buckets, and in which stage 3
+  /// prefetches (a permutation of 0..buckets-1; empty: 0, 1, ...). Put first what the next
+  /// forward needs first (TicTac-style priorities).
+  std::vector<std::size_t> bucket_order;
+  /// Micro-batches per step (gradient accumulation).
+  int micro_batches = 1;
+  /// Bucket-sized buffers of each kind (communication, stage-2/3 gradients, stage-3
+  /// parameters): how many buckets may be in flight or open at once.
+  std::size_t max_live_buckets = 2;
+  /// The algorithm of every reduce-scatter / all-gather / all-reduce.
+  algo::dynamic algorithm{schedule::algorithm::ring};
+  /// Called on the thread that runs collectives just before each one, with its name and
+  /// bucket (tests inject delays here; tracing tools record timelines).
+  std::function<void(std::string_view collective, std::size_t bucket)> before_collective;
+};
+
+template <class Transport, class Stage, class Geometry = flat, class Optimizer = adamw,
+          class T = float>
+class sharded_optimizer {
+  static_assert(detail::is_stage<Stage>,
+                "chorus::zero::sharded_optimizer's second argument must be zero::stage<0>, "
+                "stage<1>, stage<2> or stage<3>.");
+  static_assert(compute_type<T>,
+                "chorus::zero::sharded_optimizer computes in float, chorus::half or "
+                "chorus::bfloat16 (its master weights are always float).");
+  static_assert(geometry<Geometry>,
+                "chorus::zero::sharded_optimizer's geometry must be zero::flat, zero::per_tensor "
+                "or zero::whole_tensor (or provide their interface).");
+  static_assert(optimizer<Optimizer>,
+                "chorus::zero::sharded_optimizer's optimizer must be zero::sgd or zero::adamw "
+                "(or provide their interface).");
+
+ public:
+  static constexpr int stage_number = Stage::value;
+  static constexpr std::size_t state_count = Optimizer::state_count;
+  /// The paper's K: bytes of fp32 master weight and optimizer state per parameter.
+  static constexpr double optimizer_bytes_per_parameter = 4.0 * (1 + state_count);
+
+  /// A driver for tensors of `sizes` elements. Collective (allocates, no communication).
+  sharded_optimizer(communicator<Transport>& comm, std::vector<std::size_t> sizes,
+                    Optimizer opt = {}, options o = {}, Geometry geometry = {})
+      : comm_(comm),
+        opt_(opt),
+        o_(std::move(o)),
+        part_(geometry(sizes, comm.size())),
+        lay_(make_buckets(part_, o_.bucket_bytes / sizeof(T))),
+        queue_(o_.overlap) {
+    if (o_.micro_batches < 1)
+      invalid("the constructor", "options::micro_batches must be at least 1");
+    if (o_.max_live_buckets < 1)
+      invalid("the constructor", "options::max_live_buckets must be at least 1");
+    const std::size_t nb = lay_.buckets.size();
+    if (o_.bucket_order.empty()) {
+      order_.resize(nb);
+      std::iota(order_.begin(), order_.end(), std::size_t{0});
+    } else {
+      order_ = o_.bucket_order;
+      std::vector<std::size_t> sorted = order_;
+      std::sort(sorted.begin(), sorted.end());
+      for (std::size_t i = 0; i < sorted.size(); ++i) {
+        if (sorted.size() != nb || sorted[i] != i) {
+          invalid("the constructor", "options::bucket_order must be a permutation of 0.." +
+                                         std::to_string(nb == 0 ? 0 : nb - 1) + " (there are " +
+                                         std::to_string(nb) + " buckets)");
+        }
+      }
+    }
+    const std::size_t total = lay_.tensor_offset.back();
+    const std::size_t shard = stage_number == 0 ? total : part_.shard_size(comm.rank());
+    master_.assign(shard, 0.0f);
+    for (auto& s : state_) s.assign(shard, 0.0f);
+    params_.assign(stage_number == 3 ? shard : total, T{});
+    grads_.assign(stage_number >= 2 ? shard : total, T{});
+    reduced_.assign(nb, 0);
+    grad_slot_.assign(nb, -1);
+    param_slot_.assign(nb, -1);
+    param_op_.assign(nb, nullptr);
+    comm_pool_.init(o_.max_live_buckets, lay_.max_packed + lay_.max_part);
+    if constexpr (stage_number >= 2) grad_pool_.init(o_.max_live_buckets, lay_.max_natural);
+    if constexpr (stage_number == 3) param_pool_.init(o_.max_live_buckets, lay_.max_natural);
+  }
+
+  sharded_optimizer(const sharded_optimizer&) = delete;
+  sharded_optimizer& operator=(const sharded_optimizer&) = delete;
+
+  /// Sets every parameter: `value(t, i)` is element i of tensor t (the same function on
+  /// every rank; each rank evaluates only what it stores, so no rank materialises the whole
+  /// fp32 model). Optimizer state and the step count are reset. No communication.
+  template <class Fn>
+  requires std::invocable<Fn&, std::size_t, std::size_t>
+  void initialize(Fn value) {
+    wait_all();
+    release_all();
+    if constexpr (stage_number == 0) {
+      for (std::size_t t = 0; t < part_.sizes.size(); ++t) {
+        for (std::size_t i = 0; i < part_.sizes[t]; ++i) {
+          master_[lay_.tensor_offset[t] + i] = static_cast<float>(value(t, i));
+        }
+      }
+    } else {
+      std::size_t at = 0;
+      for (const segment& s : part_.shards[rank_index()]) {
+        for (std::size_t j = 0; j < s.length; ++j) {
+          master_[at + j] = s.padding ? 0.0f : static_cast<float>(value(s.tensor, s.offset + j));
+        }
+        at += s.length;
+      }
+    }
+    for (auto& s : state_) std::fill(s.begin(), s.end(), 0.0f);
+    step_ = 0;
+    if constexpr (stage_number == 1 || stage_number == 2) {
+      for (std::size_t t = 0; t < part_.sizes.size(); ++t) {
+        for (std::size_t i = 0; i < part_.sizes[t]; ++i) {
+          params_[lay_.tensor_offset[t] + i] = T(static_cast<float>(value(t, i)));
+        }
+      }
+    } else {
+      for (std::size_t i = 0; i < master_.size(); ++i) params_[i] = T(master_[i]);
+    }
+    reset_gradients();
+  }
+
+  // ---- forward / backward
+
+  /// Stage 3: starts all-gathering bucket b's parameters (if not yet there), and the next
+  /// bucket of `bucket_order` if a buffer is free, and waits for bucket b. Other stages:
+  /// nothing (parameters are whole on every rank).
+  void gather(std::size_t b) {
+    check_bucket("gather", b);
+    if constexpr (stage_number == 3) {
+      if (param_slot_[b] < 0) start_gather(b, true);
+      const auto pos =
+          static_cast<std::size_t>(std::find(order_.begin(), order_.end(), b) - order_.begin());
+      if (pos + 1 < order_.size()) {
+        const std::size_t next = order_[pos + 1];
+        if (param_slot_[next] < 0 && param_pool_.has_free()) start_gather(next, false);
+      }
+      finish(param_op_[b]);
+    }
+  }
+
+  /// Stage 3: frees bucket b's gathered parameters (nothing if not gathered). Other stages:
+  /// nothing.
+  void release(std::size_t b) {
+    check_bucket("release", b);
+    if constexpr (stage_number == 3) {
+      if (param_slot_[b] < 0) return;
+      finish(param_op_[b]);
+      param_pool_.release(param_slot_[b]);
+      param_slot_[b] = -1;
+      param_op_[b] = nullptr;
+    }
+  }
+
+  /// The parameters of tensor t in the compute type (natural layout). Stage 3: only while
+  /// its bucket is gathered. Valid until the next `step`, `release` or `load`.
+  [[nodiscard]] std::span<const T> param(std::size_t t) {
+    check_tensor("param", t);
+    const std::size_t b = lay_.tensor_bucket[t];
+    if constexpr (stage_number == 3) {
+      if (param_slot_[b] < 0) {
+        invalid("param(" + std::to_string(t) + ")",
+                "its bucket " + std::to_string(b) +
+                    " is not gathered; stage 3 keeps parameters "
+                    "sharded: call gather(" +
+                    std::to_string(b) + ") first");
+      }
+      finish(param_op_[b]);
+      return {param_pool_.data(param_slot_[b]) +
+                  (lay_.tensor_offset[t] - lay_.buckets[b].natural_offset),
+              part_.sizes[t]};
+    } else {
+      return {params_.data() + lay_.tensor_offset[t], part_.sizes[t]};
+    }
+  }
+
+  /// The gradient accumulator of tensor t (natural layout, zero at the start of each
+  /// micro-batch at stages 2-3 and of each step at stages 0-1): add into it, then call
+  /// `reduce` for its bucket.
+  [[nodiscard]] std::span<T> grad(std::size_t t) {
+    check_tensor("grad", t);
+    const std::size_t b = lay_.tensor_bucket[t];
+    if constexpr (stage_number >= 2) {
+      if (grad_slot_[b] < 0) open_grad(b, "grad(" + std::to_string(t) + ")");
+      return {
+          grad_pool_.data(grad_slot_[b]) + (lay_.tensor_offset[t] - lay_.buckets[b].natural_offset),
+          part_.sizes[t]};
+    } else {
+      return {grads_.data() + lay_.tensor_offset[t], part_.sizes[t]};
+    }
+  }
+
+  /// Bucket b's gradient for this micro-batch is complete. Stages 2-3: reduce-scatter it now
+  /// (asynchronously with overlap). Stages 0-1: at the last micro-batch, all-reduce (0) or
+  /// reduce-scatter (1) the accumulated gradient.
+  void reduce(std::size_t b) {
+    check_bucket("reduce", b);
+    if (reduced_[b] >= o_.micro_batches) {
+      invalid("reduce(" + std::to_string(b) + ")",
+              "the bucket was reduced " + std::to_string(reduced_[b]) +
+                  " times this step but options::"
+                  "micro_batches is " +
+                  std::to_string(o_.micro_batches) + "; call step() first");
+    }
+    ++reduced_[b];
+    const bucket& bk = lay_.buckets[b];
+    if constexpr (stage_number == 0) {
+      if (reduced_[b] < o_.micro_batches) return;
+      submit(-1, [this, b, &bk] {
+        hook("all_reduce", b);
+        all_reduce(comm_, std::span<T>(grads_.data() + bk.natural_offset, bk.natural_size), plus{},
+                   o_.algorithm);
+      });
+    } else {
+      if (stage_number == 1 && reduced_[b] < o_.micro_batches) return;
+      const int slot = comm_pool_.acquire([this] { return reclaim(); }, "reduce");
+      T* packed = comm_pool_.data(slot);
+      if constexpr (stage_number == 1) {
+        pack(bk, grads_.data() + bk.natural_offset, packed);
+      } else {
+        if (grad_slot_[b] < 0) open_grad(b, "reduce(" + std::to_string(b) + ")");
+        T* natural = grad_pool_.data(grad_slot_[b]);
+        pack(bk, natural, packed);
+        std::fill(natural, natural + bk.natural_size, T{});
+        grad_pool_.release(grad_slot_[b]);
+        grad_slot_[b] = -1;
+      }
+      submit(slot, [this, b, &bk, packed] {
+        hook("reduce_scatter_v", b);
+        const std::size_t r = rank_index();
+        T* part = packed + lay_.max_packed;
+        reduce_scatter_v(comm_, std::span<const T>(packed, bk.packed_size),
+                         std::span<T>(part, bk.counts[r]), bk.counts, plus{}, o_.algorithm);
+        if constexpr (stage_number == 1) {
+          // Keep the reduced own part where the update will read it: the natural gradient.
+          for (std::size_t k = bk.run_begin[r]; k < bk.run_begin[r + 1]; ++k) {
+            const bucket_run& run = bk.runs[k];
+            if (run.padding) continue;
+            std::copy_n(part + (run.packed - bk.rank_offset[r]), run.length,
+                        grads_.data() + bk.natural_offset + run.natural);
+          }
+        } else {
+          T* g = grads_.data() + bk.shard_offset[r];
+          for (std::size_t i = 0; i < bk.counts[r]; ++i) g[i] = g[i] + part[i];
+        }
+      });
+    }
+  }
+
+  /// Applies the optimizer: waits for every reduction, updates this rank's shard bucket by
+  /// bucket in `bucket_order` and (stages 1-2) all-gathers each bucket's new parameters
+  /// while the next is updated. Stage 3 releases every gathered bucket first.
+  void step() {
+    for (std::size_t b = 0; b < reduced_.size(); ++b) {
+      if (reduced_[b] != o_.micro_batches) {
+        invalid("step()", "bucket " + std::to_string(b) + " was reduced " +
+                              std::to_string(reduced_[b]) + " of " +
+                              std::to_string(o_.micro_batches) +
+                              " times; call reduce(b) once per micro-batch for every bucket");
+      }
+    }
+    wait_all();
+    release_all();
+    ++step_;
+    const float scale = 1.0f / static_cast<float>(comm_.size() * o_.micro_batches);
+    const std::size_t r = rank_index();
+    for (std::size_t b : order_) {
+      const bucket& bk = lay_.buckets[b];
+      if constexpr (stage_number == 0) {
+        const std::size_t o = bk.natural_offset, n = bk.natural_size;
+        opt_.template update<T>(step_, {master_.data() + o, n}, {grads_.data() + o, n}, scale,
+                                states(o, n));
+        for (std::size_t i = o; i < o + n; ++i) params_[i] = T(master_[i]);
+        std::fill_n(grads_.data() + o, n, T{});
+      } else {
+        const std::size_t so = bk.shard_offset[r], n = bk.counts[r];
+        int slot = -1;
+        std::span<const T> g{grads_.data() + so, n};
+        if constexpr (stage_number == 1) {
+          slot = comm_pool_.acquire([this] { return reclaim(); }, "step");
+          T* own = comm_pool_.data(slot) + lay_.max_packed;
+          for (std::size_t k = bk.run_begin[r]; k < bk.run_begin[r + 1]; ++k) {
+            const bucket_run& run = bk.runs[k];
+            T* dst = own + (run.packed - bk.rank_offset[r]);
+            if (run.padding) {
+              std::fill_n(dst, run.length, T{});
+            } else {
+              std::copy_n(grads_.data() + bk.natural_offset + run.natural, run.length, dst);
+            }
+          }
+          g = {own, n};
+        }
+        opt_.template update<T>(step_, {master_.data() + so, n}, g, scale, states(so, n));
+        if constexpr (stage_number == 1) {
+          std::fill_n(grads_.data() + bk.natural_offset, bk.natural_size, T{});
+        } else {
+          std::fill_n(grads_.data() + so, n, T{});
+        }
+        if constexpr (stage_number == 3) {
+          for (std::size_t i = so; i < so + n; ++i) params_[i] = T(master_[i]);
+        } else {
+          publish(b, slot);
+        }
+      }
+    }
+    wait_all();
+    std::fill(reduced_.begin(), reduced_.end(), 0);
+  }
+
+  // ---- state, checkpoints, accounting
+
+  /// The whole model's master weights (`which` = 0) or optimizer state `which` (1 ..
+  /// state_count), in natural layout, on every rank. Collective (an all-gather of shards).
+  [[nodiscard]] std::vector<float> full_state(std::size_t which = 0) {
+    if (which > state_count)
+      invalid("full_state", "which must be 0 (master weights) .. state_count");
+    wait_all();
+    const std::vector<float>& mine = which == 0 ? master_ : state_[which - 1];
+    if constexpr (stage_number == 0) {
+      return mine;
+    } else {
+      std::vector<std::size_t> counts(part_.shards.size());
+      for (std::size_t r = 0; r < counts.size(); ++r)
+        counts[r] = part_.shard_size(static_cast<int>(r));
+      std::vector<float> all(std::accumulate(counts.begin(), counts.end(), std::size_t{0}));
+      queue_
+          .submit([&] {
+            hook("all_gather_v", 0);
+            all_gather_v(comm_, mine, all, counts, o_.algorithm);
+          })
+          .get();
+      std::vector<float> out(lay_.tensor_offset.back());
+      std::size_t at = 0;
+      for (const auto& shard : part_.shards) {
+        for (const segment& s : shard) {
+          if (!s.padding)
+            std::copy_n(all.data() + at, s.length,
+                        out.data() + lay_.tensor_offset[s.tensor] + s.offset);
+          at += s.length;
+        }
+      }
+      return out;
+    }
+  }
+
+  /// Saves this rank's master weights and optimizer state into `dir` (one file per rank;
+  /// see checkpoint.hpp). Collective: returns when every rank's file is written.
+  void save(const std::filesystem::path& dir) {
+    wait_all();
+    checkpoint_header h{static_cast<std::uint32_t>(comm_.size()),
+                        static_cast<std::uint32_t>(comm_.rank()),
+                        Geometry::id,
+                        Optimizer::id,
+                        static_cast<std::uint32_t>(state_count),
+                        step_,
+                        part_.sizes,
+                        {}};
+    std::vector<std::vector<float>> arrays;
+    if constexpr (stage_number == 0) {
+      // Every rank holds everything; each saves its slice of an even flat split.
+      h.geometry_id = flat::id;
+      h.segments = flat{}(part_.sizes, comm_.size()).shards[rank_index()];
+      arrays.resize(1 + state_count);
+      for (std::size_t k = 0; k <= state_count; ++k) {
+        const std::vector<float>& src = k == 0 ? master_ : state_[k - 1];
+        for (const segment& s : h.segments) {
+          for (std::size_t j = 0; j < s.length; ++j) {
+            arrays[k].push_back(s.padding ? 0.0f
+                                          : src[lay_.tensor_offset[s.tensor] + s.offset + j]);
+          }
+        }
+      }
+    } else {
+      h.segments = part_.shards[rank_index()];
+      arrays.push_back(master_);
+      for (const auto& s : state_) arrays.push_back(s);
+    }
+    const std::vector<std::span<const float>> views(arrays.begin(), arrays.end());
+    write_checkpoint_shard(dir, h, views);
+    queue_
+        .submit([&] {
+          hook("barrier", 0);
+          barrier(comm_);
+        })
+        .get();
+  }
+
+  /// Loads what `save` wrote, from any number of ranks, into this driver's partition
+  /// (parameters and optimizer state bit-identical to what was saved), then rebuilds the
+  /// compute-type parameters (stages 1-2: an all-gather per bucket). Collective.
+  void load(const std::filesystem::path& dir) {
+    wait_all();
+    release_all();
+    std::vector<checkpoint_target> targets;
+    if constexpr (stage_number == 0) {
+      for (std::size_t t = 0; t < part_.sizes.size(); ++t)
+        targets.push_back({t, 0, part_.sizes[t], lay_.tensor_offset[t]});
+    } else {
+      std::size_t at = 0;
+      for (const segment& s : part_.shards[rank_index()]) {
+        if (!s.padding) targets.push_back({s.tensor, s.offset, s.length, at});
+        at += s.length;
+      }
+    }
+    std::fill(master_.begin(), master_.end(), 0.0f);
+    for (auto& s : state_) std::fill(s.begin(), s.end(), 0.0f);
+    std::vector<std::span<float>> out{std::span<float>(master_)};
+    for (auto& s : state_) out.emplace_back(s);
+    step_ = read_checkpoint(dir, part_.sizes, Optimizer::id,
+                            static_cast<std::uint32_t>(state_count), targets, out);
+    if constexpr (stage_number == 1 || stage_number == 2) {
+      for (std::size_t b : order_) publish(b, -1);
+      wait_all();
+    } else {
+      for (std::size_t i = 0; i < master_.size(); ++i) params_[i] = T(master_[i]);
+    }
+    reset_gradients();
+  }
+
+  /// What this rank has allocated. Model states match `memory_estimate(stage, psi, N, K,
+  /// sizeof(T), sizeof(T))` with psi = the model's elements for whole buffers and
+  /// N x (this rank's shard) for sharded ones; buffers are bucket-sized.
+  [[nodiscard]] memory_report memory() const noexcept {
+    memory_report m;
+    m.parameters = params_.size() * sizeof(T);
+    m.gradients = grads_.size() * sizeof(T);
+    m.optimizer_states = master_.size() * sizeof(float) * (1 + state_count);
+    m.buffers =
+        (comm_pool_.allocated() + grad_pool_.allocated() + param_pool_.allocated()) * sizeof(T);
+    return m;
+  }
+
+  [[nodiscard]] const partition& layout_partition() const noexcept { return part_; }
+  [[nodiscard]] const bucket_layout& layout() const noexcept { return lay_; }
+  [[nodiscard]] std::size_t buckets() const noexcept { return lay_.buckets.size(); }
+  /// The bucket holding tensor t.
+  [[nodiscard]] std::size_t bucket_of(std::size_t t) const { return lay_.tensor_bucket.at(t); }
+  [[nodiscard]] std::uint64_t step_count() const noexcept { return step_; }
+  [[nodiscard]] const Optimizer& optimizer_settings() const noexcept { return opt_; }
+  /// This rank's fp32 master weights (stage 0: the whole model) in shard order.
+  [[nodiscard]] std::span<const float> shard_master() const noexcept { return master_; }
+  /// This rank's optimizer state k (0-based) in shard order.
+  [[nodiscard]] std::span<const float> shard_state(std::size_t k) const { return state_.at(k); }
+  /// Stages 2-3: this rank's gradient shard; stage 3 also `shard_params`.
+  [[nodiscard]] std::span<const T> shard_grads() const noexcept { return grads_; }
+  [[nodiscard]] std::span<const T> shard_params() const noexcept { return params_; }
+
+ private:
+  /// Bucket-sized buffers, allocated on first use, handed out by index.
+  struct pool {
+    std::vector<std::vector<T>> buffers;
+    std::vector<int> free;
+    std::size_t width = 0;
+    void init(std::size_t count, std::size_t w) {
+      buffers.resize(count);
+      width = w;
+      for (int i = static_cast<int>(count) - 1; i >= 0; --i) free.push_back(i);
+    }
+    [[nodiscard]] bool has_free() const noexcept { return !free.empty(); }
+    template <class Reclaim>
+    int acquire(Reclaim reclaim, const char* who) {
+      while (free.empty()) {
+        if (!reclaim()) {
+          throw error(errc::invalid_argument,
+                      std::string("chorus::zero::sharded_optimizer::") + who +
+                          ": no free bucket buffer (options::max_live_buckets = " +
+                          std::to_string(buffers.size()) + ")");
+        }
+      }
+      const int i = free.back();
+      free.pop_back();
+      auto& b = buffers[static_cast<std::size_t>(i)];
+      if (b.size() != width) b.assign(width, T{});
+      return i;
+    }
+    void release(int i) { free.push_back(i); }
+    T* data(int i) noexcept { return buffers[static_cast<std::size_t>(i)].data(); }
+    [[nodiscard]] std::size_t allocated() const noexcept {
+      std::size_t n = 0;
+      for (const auto& b : buffers) n += b.size();
+      return n;
+    }
+  };
+
+  /// A queued collective and the communication buffer it holds until it is finished.
+  struct pending_op {
+    std::shared_future<void> done;
+    int slot = -1;
+    bool finished = false;
+  };
+
+  [[noreturn]] static void invalid(const std::string& call, const std::string& what) {
+    throw error(errc::invalid_argument, "chorus::zero::sharded_optimizer::" + call + ": " + what);
+  }
+  void check_bucket(const char* call, std::size_t b) const {
+    if (b >= lay_.buckets.size()) {
+      invalid(call, "bucket " + std::to_string(b) + " does not exist (there are " +
+                        std::to_string(lay_.buckets.size()) + ")");
+    }
+  }
+  void check_tensor(const char* call, std::size_t t) const {
+    if (t >= part_.sizes.size()) {
+      invalid(call, "tensor " + std::to_string(t) + " does not exist (there are " +
+                        std::to_string(part_.sizes.size()) + ")");
+    }
+  }
+  [[nodiscard]] std::size_t rank_index() const noexcept {
+    return static_cast<std::size_t>(comm_.rank());
+  }
+
+  std::array<std::span<float>, state_count> states(std::size_t o, std::size_t n) noexcept {
+    std::array<std::span<float>, state_count> s;
+    for (std::size_t k = 0; k < state_count; ++k) s[k] = {state_[k].data() + o, n};
+    return s;
+  }
+
+  void hook(std::string_view what, std::size_t b) const {
+    if (o_.before_collective) o_.before_collective(what, b);
+  }
+
+  std::shared_ptr<pending_op> submit(int slot, std::function<void()> work) {
+    auto op = std::make_shared<pending_op>();
+    op->slot = slot;
+    op->done = queue_.submit(std::move(work));
+    pending_.push_back(op);
+    return op;
+  }
+
+  /// Waits for `op`, frees its buffer, and rethrows its failure.
+  void finish(const std::shared_ptr<pending_op>& op) {
+    if (!op || op->finished) return;
+    op->done.wait();
+    op->finished = true;
+    if (op->slot >= 0) comm_pool_.release(op->slot);
+    op->done.get();
+  }
+
+  /// Finishes the oldest queued collective; false if none is queued.
+  bool reclaim() {
+    while (!pending_.empty()) {
+      auto op = pending_.front();
+      pending_.pop_front();
+      if (!op->finished) {
+        finish(op);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  void wait_all() {
+    while (reclaim()) {
+    }
+  }
+
+  void release_all() {
+    if constexpr (stage_number == 3) {
+      for (std::size_t b = 0; b < lay_.buckets.size(); ++b) release(b);
+    }
+  }
+
+  void open_grad(std::size_t b, const std::string& call) {
+    if (!grad_pool_.has_free()) {
+      invalid(call, "options::max_live_buckets (" + std::to_string(o_.max_live_buckets) +
+                        ") gradient buckets are open already; reduce() one of them first");
+    }
+    grad_slot_[b] = grad_pool_.acquire([] { return false; }, "grad");
+  }
+
+  void reset_gradients() {
+    std::fill(grads_.begin(), grads_.end(), T{});
+    for (std::size_t b = 0; b < grad_slot_.size(); ++b) {
+      if (grad_slot_[b] >= 0) {
+        std::fill_n(grad_pool_.data(grad_slot_[b]), lay_.buckets[b].natural_size, T{});
+        grad_pool_.release(grad_slot_[b]);
+        grad_slot_[b] = -1;
+      }
+    }
+    std::fill(reduced_.begin(), reduced_.end(), 0);
+  }
+
+  /// Natural -> packed for one bucket (padding written as zero).
+  static void pack(const bucket& bk, const T* natural, T* packed) {
+    for (const bucket_run& run : bk.runs) {
+      if (run.padding) {
+        std::fill_n(packed + run.packed, run.length, T{});
+      } else {
+        std::copy_n(natural + run.natural, run.length, packed + run.packed);
+      }
+    }
+  }
+  /// Packed -> natural for one bucket (padding dropped).
+  static void unpack(const bucket& bk, const T* packed, T* natural) {
+    for (const bucket_run& run : bk.runs) {
+      if (!run.padding) std::copy_n(packed + run.packed, run.length, natural + run.natural);
+    }
+  }
+
+  /// Stages 1-2: this rank's new parameters of bucket b (from the master shard) all-gathered
+  /// into every rank's whole parameters.
+  void publish(std::size_t b, int slot) {
+    const bucket& bk = lay_.buckets[b];
+    const std::size_t r = rank_index();
+    if (slot < 0) slot = comm_pool_.acquire([this] { return reclaim(); }, "step");
+    T* packed = comm_pool_.data(slot);
+    for (std::size_t i = 0; i < bk.counts[r]; ++i) {
+      packed[bk.rank_offset[r] + i] = T(master_[bk.shard_offset[r] + i]);
+    }
+    submit(slot, [this, b, &bk, packed, r] {
+      hook("all_gather_v", b);
+      all_gather_v(comm_, std::span<const T>(packed + bk.rank_offset[r], bk.counts[r]),
+                   std::span<T>(packed, bk.packed_size), bk.counts, o_.algorithm);
+      unpack(bk, packed, params_.data() + bk.natural_offset);
+    });
+  }
+
+  /// Stage 3: queues the all-gather of bucket b's parameters into a parameter buffer.
+  void start_gather(std::size_t b, bool required) {
+    if (!param_pool_.has_free()) {
+      if (!required) return;
+      invalid("gather(" + std::to_string(b) + ")",
+              "options::max_live_buckets (" + std::to_string(o_.max_live_buckets) +
+                  ") buckets are gathered already; release() one of them first");
+    }
+    const int ps = param_pool_.acquire([] { return false; }, "gather");
+    const int cs = comm_pool_.acquire([this] { return reclaim(); }, "gather");
+    param_slot_[b] = ps;
+    const bucket& bk = lay_.buckets[b];
+    T* packed = comm_pool_.data(cs);
+    T* natural = param_pool_.data(ps);
+    param_op_[b] = submit(cs, [this, b, &bk, packed, natural] {
+      hook("all_gather_v", b);
+      const std::size_t r = rank_index();
+      all_gather_v(comm_, std::span<const T>(params_.data() + bk.shard_offset[r], bk.counts[r]),
+                   std::span<T>(packed, bk.packed_size), bk.counts, o_.algorithm);
+      unpack(bk, packed, natural);
+    });
+  }
+
+  communicator<Transport>& comm_;
+  Optimizer opt_;
+  options o_;
+  partition part_;
+  bucket_layout lay_;
+  std::vector<std::size_t> order_;
+  std::vector<float> master_;  // fp32 master weights: the shard (stage 0: everything)
+  std::array<std::vector<float>, state_count> state_;
+  std::vector<T> params_;  // stages 0-2: every parameter (natural); stage 3: the shard
+  std::vector<T> grads_;   // stages 0-1: every gradient (natural); stages 2-3: the shard
+  pool comm_pool_, grad_pool_, param_pool_;
+  std::deque<std::shared_ptr<pending_op>> pending_;
+  std::vector<int> reduced_;
+  std::vector<int> grad_slot_, param_slot_;
+  std::vector<std::shared_ptr<pending_op>> param_op_;
+  std::uint64_t step_ = 0;
+  comm_queue queue_;  // last: destroyed first, so queued work ends before the buffers go
+};
+
+}  // namespace chorus::inline v0::zero
