@@ -35,20 +35,6 @@ constexpr const char* rank_variables[] = {"CHORUS_RANK", "RANK", "OMPI_COMM_WORL
 
 bool executable(const std::string& p) { return !p.empty() && ::access(p.c_str(), X_OK) == 0; }
 
-std::string in_path(const std::string& program) {
-  const char* env_path = std::getenv("PATH");
-  const std::string path = env_path != nullptr ? env_path : "/usr/local/bin:/usr/bin:/bin";
-  std::size_t start = 0;
-  for (;;) {
-    const auto colon = path.find(':', start);
-    std::string dir = path.substr(start, colon == std::string::npos ? colon : colon - start);
-    if (dir.empty()) dir = ".";
-    if (executable(dir + "/" + program)) return dir + "/" + program;
-    if (colon == std::string::npos) return "";
-    start = colon + 1;
-  }
-}
-
 std::string beside(const std::string& self, const std::string& program) {
   return (fs::path(self).parent_path() / program).string();
 }
@@ -204,7 +190,7 @@ std::string launch_context::find_chorusrun() const {
 #ifdef CHORUS_PERF_BUILD_CHORUSRUN
   if (executable(CHORUS_PERF_BUILD_CHORUSRUN)) return CHORUS_PERF_BUILD_CHORUSRUN;
 #endif
-  if (auto p = in_path("chorusrun"); !p.empty()) return p;
+  if (auto p = find_in_path("chorusrun"); !p.empty()) return p;
   throw std::runtime_error(
       "--np needs chorusrun to start the ranks, and it is neither next to " + self() +
       " nor in PATH; build it (target chorusrun) or install chorus, or start the ranks with "
@@ -213,7 +199,7 @@ std::string launch_context::find_chorusrun() const {
 
 std::string launch_context::find_mpi_perf() const {
   if (const auto p = beside(self(), "chorus-mpi-perf"); executable(p)) return p;
-  if (auto p = in_path("chorus-mpi-perf"); !p.empty()) return p;
+  if (auto p = find_in_path("chorus-mpi-perf"); !p.empty()) return p;
   throw std::runtime_error(
       "--compare mpi needs chorus-mpi-perf, which is neither next to " + self() +
       " nor in PATH; it is built when CMake finds MPI (Debian: libopenmpi-dev openmpi-bin)");
@@ -242,7 +228,8 @@ int run_compare(const options& o, const launch_context& ctx) {
   const int np = o.np > 0 ? o.np : 1;
   const std::string self = ctx.self();
   const std::string mpi_perf = ctx.find_mpi_perf();
-  const std::string mpirun = o.mpirun.find('/') == std::string::npos ? in_path(o.mpirun) : o.mpirun;
+  const std::string mpirun =
+      o.mpirun.find('/') == std::string::npos ? find_in_path(o.mpirun) : o.mpirun;
   if (!executable(mpirun)) {
     throw std::runtime_error(
         "--compare mpi needs " + o.mpirun +

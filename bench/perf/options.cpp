@@ -257,6 +257,8 @@ std::optional<options> parse_options(int argc, char** argv, tool which) {
   std::string coll = "all_reduce", minb = "8", maxb = "32M", stepb = "0", floorb = "64M";
   std::string type = "float32", op = "sum";
   std::vector<std::string> algos{"automatic"};
+  // As with getopt in nccl-tests, a flag given twice takes its last value.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   int check = 1;
   app.add_option("collective", coll,
                  "all_reduce (default), reduce_scatter, all_gather, broadcast, reduce, "
@@ -285,13 +287,15 @@ std::optional<options> parse_options(int argc, char** argv, tool which) {
     app.add_option("-a,--algorithm", algos,
                    "ring, tree, double_binary_tree, recursive_doubling, halving_doubling, "
                    "direct, automatic; several, comma-separated, print side by side")
-        ->delimiter(',');
+        ->delimiter(',')
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
     app.add_option("--np", o.np, "ranks to start: threads (inproc) or processes via chorusrun");
     app.add_option("--plot", o.plot, "draw busbw against size into this PNG (needs gnuplot)");
     app.add_option("--compare", o.compare, "mpi: run chorus-mpi-perf interleaved, add ratios");
     app.add_option("--rounds", o.rounds, "--compare: interleaved rounds, medians; default 3");
     app.add_option("--mpirun", o.mpirun, "--compare: the mpirun to use; default mpirun");
-    app.add_option("--mpirun-arg", o.mpirun_args, "--compare: an extra mpirun argument");
+    app.add_option("--mpirun-arg", o.mpirun_args, "--compare: an extra mpirun argument")
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
     // Test hook (tests/perf): after the check run, this rank damages one element of its
     // result, so that a test can prove that #wrong counts and the exit status follows.
     app.add_option("--test-corrupt-rank", o.corrupt_rank)->group("");

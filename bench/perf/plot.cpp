@@ -24,19 +24,22 @@ std::string quoted(const std::string& text) {
 
 }  // namespace
 
-bool gnuplot_available() {
+std::string find_in_path(const std::string& program) {
   const char* env_path = std::getenv("PATH");
-  std::string path = env_path != nullptr ? env_path : "/usr/bin:/bin";
+  const std::string path = env_path != nullptr ? env_path : "/usr/local/bin:/usr/bin:/bin";
   std::size_t start = 0;
   for (;;) {
     const auto colon = path.find(':', start);
     std::string dir = path.substr(start, colon == std::string::npos ? colon : colon - start);
     if (dir.empty()) dir = ".";
-    if (::access((dir + "/gnuplot").c_str(), X_OK) == 0) return true;
-    if (colon == std::string::npos) return false;
+    const std::string candidate = dir + "/" + program;
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+    if (colon == std::string::npos) return "";
     start = colon + 1;
   }
 }
+
+bool gnuplot_available() { return !find_in_path("gnuplot").empty(); }
 
 void plot_busbw(const std::string& path, const std::string& title, const std::vector<series>& lines,
                 std::optional<double> floor_busbw) {

@@ -8,6 +8,9 @@
 
 namespace chorus_perf {
 
+/// The path of `program` found in PATH as a shell would, or "" when it is not there.
+std::string find_in_path(const std::string& program);
+
 /// Whether gnuplot can be started (searched in PATH).
 bool gnuplot_available();
 
