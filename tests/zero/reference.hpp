@@ -9,6 +9,7 @@
 // of an even split of the bucket. `naive` sums in rank order 0..P-1 instead (what a user
 // would write), which the driver must match to within rounding.
 #include "../../examples/zero_training/mlp.hpp"
+#include "support/harness.hpp"
 
 #include <chorus/chorus.hpp>
 #include <chorus/zero/zero.hpp>
@@ -202,47 +203,42 @@ result run_driver(const config& c, const Opt& opt, std::vector<std::string>& pro
   const mlp& m = test_model();
   result res;
   std::mutex mu;
-  chorus::communicator_options copt;
-  copt.timeout = std::chrono::seconds(120);
-  chorus::inproc::run(
-      c.world,
-      [&](chorus::inproc_communicator& comm) {
-        zero::options o;
-        o.bucket_bytes = c.bucket_bytes;
-        o.overlap = c.overlap;
-        o.micro_batches = c.micro_batches;
-        o.max_live_buckets = 4;
-        o.algorithm = {c.algo};
-        std::minstd_rand rng(static_cast<unsigned>(comm.rank() + 1));
-        if (c.delays) {
-          o.before_collective = [&rng](std::string_view, std::size_t) {
-            std::this_thread::sleep_for(std::chrono::microseconds(rng() % 400));
-          };
-        }
-        zero::sharded_optimizer<chorus::inproc_transport, Stage, Geometry, Opt, T> d(
-            comm, m.tensor_sizes(), opt, o);
-        d.initialize([&](std::size_t t, std::size_t i) { return m.init(init_seed, t, i); });
-        zero_example::driver_access<decltype(d)> a{&d, m.layers(), {}};
-        std::vector<float> losses;
-        for (int step = 1; step <= c.steps; ++step) {
-          float loss = 0;
-          for (int k = 0; k < c.micro_batches; ++k) {
-            a.begin_micro_batch();
-            loss += zero_example::loss_and_grad(m, batch_for(comm.rank(), step, k), a);
-          }
-          d.step();
-          losses.push_back(loss / static_cast<float>(c.micro_batches));
-          if (auto p = padding_problem(d, comm.rank()); !p.empty()) {
-            std::lock_guard lock(mu);
-            problems.push_back("rank " + std::to_string(comm.rank()) + " step " +
-                               std::to_string(step) + ": " + p);
-          }
-        }
-        result mine{d.full_state(0), {}, losses};
-        for (std::size_t k = 1; k <= Opt::state_count; ++k) mine.states.push_back(d.full_state(k));
-        if (comm.rank() == 0) res = std::move(mine);
-      },
-      copt);
+  harness::run_ranks(c.world, [&](chorus::inproc_communicator& comm) {
+    zero::options o;
+    o.bucket_bytes = c.bucket_bytes;
+    o.overlap = c.overlap;
+    o.micro_batches = c.micro_batches;
+    o.max_live_buckets = 4;
+    o.algorithm = {c.algo};
+    std::minstd_rand rng(static_cast<unsigned>(comm.rank() + 1));
+    if (c.delays) {
+      o.before_collective = [&rng](std::string_view, std::size_t) {
+        std::this_thread::sleep_for(std::chrono::microseconds(rng() % 400));
+      };
+    }
+    zero::sharded_optimizer<chorus::inproc_transport, Stage, Geometry, Opt, T> d(
+        comm, m.tensor_sizes(), opt, o);
+    d.initialize([&](std::size_t t, std::size_t i) { return m.init(init_seed, t, i); });
+    zero_example::driver_access<decltype(d)> a{&d, m.layers(), {}};
+    std::vector<float> losses;
+    for (int step = 1; step <= c.steps; ++step) {
+      float loss = 0;
+      for (int k = 0; k < c.micro_batches; ++k) {
+        a.begin_micro_batch();
+        loss += zero_example::loss_and_grad(m, batch_for(comm.rank(), step, k), a);
+      }
+      d.step();
+      losses.push_back(loss / static_cast<float>(c.micro_batches));
+      if (auto p = padding_problem(d, comm.rank()); !p.empty()) {
+        std::lock_guard lock(mu);
+        problems.push_back("rank " + std::to_string(comm.rank()) + " step " + std::to_string(step) +
+                           ": " + p);
+      }
+    }
+    result mine{d.full_state(0), {}, losses};
+    for (std::size_t k = 1; k <= Opt::state_count; ++k) mine.states.push_back(d.full_state(k));
+    if (comm.rank() == 0) res = std::move(mine);
+  });
   return res;
 }
 

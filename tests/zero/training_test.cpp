@@ -149,3 +149,177 @@ TEST_CASE("mixed precision: bfloat16 compute, fp32 master weights, bit-identical
     CHECK(relative_difference(got.master, fp32.master) < 0.05);
   }
 }
+
+TEST_CASE(
+    "the collectives sum in the order the reference assumes; ring all-reduce does not equal ring "
+    "reduce-scatter") {
+  // Values of very different magnitudes: any change of summation order changes the bits.
+  for (int p = 1; p <= 8; ++p) {
+    const std::vector<std::size_t> counts = [&] {
+      std::vector<std::size_t> c;
+      for (int r = 0; r < p; ++r)
+        c.push_back(static_cast<std::size_t>((r * 7) % 5));  // zeros included
+      return c;
+    }();
+    const std::size_t n = std::accumulate(counts.begin(), counts.end(), std::size_t{0});
+    auto value = [](int rank, std::size_t i) {
+      return std::ldexp(zero_example::uniform((static_cast<std::uint64_t>(rank) << 20) ^ i),
+                        (rank * 11) % 23 - 11);
+    };
+    for (auto a : {algorithm::direct, algorithm::ring}) {
+      INFO("ranks " << p << " algorithm " << chorus::schedule::name(a));
+      harness::failures f;
+      harness::run_ranks(p, [&](chorus::inproc_communicator& comm) {
+        const int r = comm.rank();
+        std::vector<float> in(n), rs(counts[static_cast<std::size_t>(r)]), ar(n);
+        for (std::size_t i = 0; i < n; ++i) in[i] = value(r, i);
+        chorus::reduce_scatter_v(comm, in, rs, counts, chorus::plus{}, chorus::algo::dynamic{a});
+        chorus::all_reduce(comm, in, ar, chorus::plus{}, chorus::algo::dynamic{a});
+        auto serial = [&](int stage, int owner, std::size_t i) {
+          const auto seq = sum_order(stage, a, false, p, owner);
+          float s = value(seq[0], i);
+          for (std::size_t k = 1; k < seq.size(); ++k) s = s + value(seq[k], i);
+          return s;
+        };
+        std::size_t off = 0;
+        for (int o = 0; o < r; ++o) off += counts[static_cast<std::size_t>(o)];
+        for (std::size_t i = 0; i < rs.size(); ++i)
+          if (rs[i] != serial(1, r, off + i))
+            f.add("reduce_scatter_v element " + std::to_string(off + i));
+        const chorus::schedule::detail::even_split blocks{n, static_cast<std::size_t>(p)};
+        for (int b = 0; b < p; ++b) {
+          for (std::size_t i = blocks.offset(static_cast<std::size_t>(b));
+               i < blocks.offset(static_cast<std::size_t>(b)) +
+                       blocks.size(static_cast<std::size_t>(b));
+               ++i)
+            if (ar[i] != serial(0, b, i)) f.add("all_reduce element " + std::to_string(i));
+        }
+      });
+      CHECK(f.count() == 0);
+      if (f.count() != 0) INFO(f.report());
+    }
+  }
+  // Hence docs/zero.md: with direct, an element's sum depends only on its owner, so stage 0
+  // over the owner-blocked layout equals stages 1-3; the ring all-reduce starts each block's
+  // sum one rank earlier than the ring reduce-scatter of the same block does.
+  CHECK(sum_order(0, algorithm::ring, false, 4, 2) != sum_order(1, algorithm::ring, false, 4, 2));
+  CHECK(sum_order(0, algorithm::direct, false, 4, 2) ==
+        sum_order(1, algorithm::direct, false, 4, 2));
+}
+
+TEST_CASE("memory accounting matches the paper's estimate for the driver's own buffers") {
+  const std::vector<std::size_t> sizes = {64, 32, 24, 8};  // 128 elements: no padding at 4 ranks
+  auto check = [&](auto stage, auto compute) {
+    using S = decltype(stage);
+    using T = decltype(compute);
+    harness::run_ranks(4, [&](chorus::inproc_communicator& comm) {
+      zero::options o;
+      o.bucket_bytes = 32 * sizeof(T);
+      zero::sharded_optimizer<chorus::inproc_transport, S, zero::per_tensor, zero::adamw, T> d(
+          comm, sizes, {}, o);
+      d.initialize([](std::size_t, std::size_t i) { return 0.01f * static_cast<float>(i); });
+      for (std::size_t b = 0; b < d.buckets(); ++b) {
+        d.gather(b);
+        for (std::size_t t = d.layout().buckets[b].first_tensor;
+             t < d.layout().buckets[b].end_tensor; ++t)
+          d.grad(t)[0] = T(1.0f);
+        d.reduce(b);
+        d.release(b);
+      }
+      d.step();
+      const zero::memory_report m = d.memory();
+      const zero::model_memory e = zero::memory_estimate(
+          S::value, 128, 4, decltype(d)::optimizer_bytes_per_parameter, sizeof(T), sizeof(T));
+      INFO("stage " << S::value << " compute bytes " << sizeof(T));
+      CHECK(static_cast<double>(m.parameters) == e.parameters);
+      CHECK(static_cast<double>(m.gradients) == e.gradients);
+      CHECK(static_cast<double>(m.optimizer_states) == e.optimizer_states);
+      // Buffers: bucket-sized, at most max_live_buckets of each kind (stage 0 all-reduces in
+      // place and needs none).
+      CHECK((m.buffers > 0) == (S::value > 0));
+      CHECK(m.buffers <=
+            3 * o.max_live_buckets * (d.layout().max_packed + d.layout().max_part) * sizeof(T));
+    });
+  };
+  check(zero::stage<0>{}, float{});
+  check(zero::stage<1>{}, float{});
+  check(zero::stage<2>{}, float{});
+  check(zero::stage<3>{}, float{});
+  check(zero::stage<3>{}, bfloat16{});
+  check(zero::stage<1>{}, bfloat16{});
+  // K: 12 bytes per parameter for Adam (fp32 weights, m, v), as in the paper; 8 for SGD.
+  STATIC_REQUIRE(zero::sharded_optimizer<chorus::inproc_transport,
+                                         zero::stage<1>>::optimizer_bytes_per_parameter == 12);
+  STATIC_REQUIRE(zero::sharded_optimizer<chorus::inproc_transport, zero::stage<1>, zero::flat,
+                                         zero::sgd>::optimizer_bytes_per_parameter == 8);
+}
+
+TEST_CASE("misuse is a clear invalid_argument") {
+  auto error_of = [](auto&& body) {
+    std::string message;
+    try {
+      harness::run_ranks(2, body);
+    } catch (const chorus::error& e) {
+      CHECK(e.value() == chorus::errc::invalid_argument);
+      message = e.what();
+    }
+    return message;
+  };
+  const std::vector<std::size_t> sizes = {10, 20, 30};
+  using s3 = zero::sharded_optimizer<chorus::inproc_transport, zero::stage<3>>;
+  zero::options small;
+  small.bucket_bytes = 40;  // three buckets
+  small.max_live_buckets = 1;
+  CHECK_THAT(error_of([&](chorus::inproc_communicator& comm) {
+               s3 d(comm, sizes, {}, small);
+               (void)d.param(1);
+             }),
+             Catch::Contains("not gathered"));
+  CHECK_THAT(error_of([&](chorus::inproc_communicator& comm) {
+               s3 d(comm, sizes, {}, small);
+               d.gather(0);
+               d.gather(1);
+             }),
+             Catch::Contains("release() one of them first"));
+  CHECK_THAT(error_of([&](chorus::inproc_communicator& comm) {
+               s3 d(comm, sizes, {}, small);
+               d.reduce(0);
+               d.step();
+             }),
+             Catch::Contains("bucket 1 was reduced 0 of 1 times"));
+  CHECK_THAT(error_of([&](chorus::inproc_communicator& comm) {
+               s3 d(comm, sizes, {}, small);
+               d.reduce(0);
+               d.reduce(0);
+             }),
+             Catch::Contains("call step() first"));
+  CHECK_THAT(error_of([&](chorus::inproc_communicator& comm) {
+               s3 d(comm, sizes, {}, small);
+               d.gather(3);
+             }),
+             Catch::Contains("bucket 3 does not exist"));
+  CHECK_THAT(error_of([&](chorus::inproc_communicator& comm) {
+               zero::options o = small;
+               o.bucket_order = {0, 2, 2};
+               s3 d(comm, sizes, {}, o);
+             }),
+             Catch::Contains("permutation"));
+  CHECK_THAT(error_of([&](chorus::inproc_communicator& comm) {
+               zero::sharded_optimizer<chorus::inproc_transport, zero::stage<2>> d(comm, sizes, {},
+                                                                                   small);
+               (void)d.grad(0);
+               (void)d.grad(2);
+             }),
+             Catch::Contains("reduce() one of them first"));
+  // The control: the same calls in the right order work.
+  CHECK(error_of([&](chorus::inproc_communicator& comm) {
+          s3 d(comm, sizes, {}, small);
+          for (std::size_t b = 0; b < 3; ++b) {
+            d.gather(b);
+            (void)d.param(d.layout().buckets[b].first_tensor);
+            d.reduce(b);
+            d.release(b);
+          }
+          d.step();
+        }).empty());
+}
