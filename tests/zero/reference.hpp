@@ -158,7 +158,7 @@ result reference(int stage, const config& c, const Opt& opt, bool naive) {
         const float l = zero_example::loss_and_grad(test_model(), batch_for(r, step, k), a);
         if (r == 0) loss0 += l;
       }
-      if (stage >= 2) reduce_into(local, acc, true);
+      if (stage >= 2) reduce_into(local, acc, k > 0);
     }
     if (stage <= 1) reduce_into(local, acc, false);
     std::array<std::span<float>, Opt::state_count> st;

@@ -88,6 +88,34 @@ TEST_CASE("stage 0 (plain data parallelism) matches its all-reduce reference") {
   }
 }
 
+TEST_CASE(
+    "stages 0-3 agree bitwise where the sum orders coincide (direct, owner = all-reduce block)") {
+  // 294 elements, one bucket, flat: the even all-reduce blocks are the shards for P | 294.
+  for (int w : {2, 3, 7}) {
+    config c;
+    c.world = w;
+    c.bucket_bytes = 0;
+    c.steps = 10;
+    INFO("world " << w);
+    std::vector<std::string> problems;
+    const zero::adamw opt{.lr = 1e-2f};
+    const result s0 = run_driver<zero::stage<0>, zero::flat, zero::adamw, float>(c, opt, problems);
+    const result s1 = run_driver<zero::stage<1>, zero::flat, zero::adamw, float>(c, opt, problems);
+    const result s2 = run_driver<zero::stage<2>, zero::flat, zero::adamw, float>(c, opt, problems);
+    const result s3 = run_driver<zero::stage<3>, zero::flat, zero::adamw, float>(c, opt, problems);
+    CHECK(problems.empty());
+    CHECK(first_difference(s0.master, s1.master) == -1);
+    CHECK(first_difference(s1.master, s2.master) == -1);
+    CHECK(first_difference(s2.master, s3.master) == -1);
+    // With ring (P >= 3) the all-reduce adds in another order than the reduce-scatter
+    c.algo = algorithm::ring;
+    const result r0 = run_driver<zero::stage<0>, zero::flat, zero::adamw, float>(c, opt, problems);
+    const result r1 = run_driver<zero::stage<1>, zero::flat, zero::adamw, float>(c, opt, problems);
+    // (with two ranks both add x0 + x1: equal).
+    CHECK((first_difference(r0.master, r1.master) == -1) == (w == 2));
+  }
+}
+
 TEST_CASE("ring algorithm, overlap off, random delays and gradient accumulation change nothing") {
   for (int w : {3, 5}) {
     config c;

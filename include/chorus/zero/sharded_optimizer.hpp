@@ -330,7 +330,10 @@ class sharded_optimizer {
         grad_pool_.release(grad_slot_[b]);
         grad_slot_[b] = -1;
       }
-      submit(slot, [this, b, &bk, packed] {
+      // The first micro-batch's sum is stored as is (not added to zero, which would turn
+      // -0 into +0): with one micro-batch, stages 1, 2 and 3 see the very same bits.
+      const bool first = reduced_[b] == 1;
+      submit(slot, [this, b, &bk, packed, first] {
         hook("reduce_scatter_v", b);
         const std::size_t r = rank_index();
         T* part = packed + lay_.max_packed;
@@ -346,7 +349,11 @@ class sharded_optimizer {
           }
         } else {
           T* g = grads_.data() + bk.shard_offset[r];
-          for (std::size_t i = 0; i < bk.counts[r]; ++i) g[i] = g[i] + part[i];
+          if (first) {
+            std::copy_n(part, bk.counts[r], g);
+          } else {
+            for (std::size_t i = 0; i < bk.counts[r]; ++i) g[i] = g[i] + part[i];
+          }
         }
       });
     }
