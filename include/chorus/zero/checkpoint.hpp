@@ -78,15 +78,16 @@ inline std::uint64_t fnv1a(std::span<const unsigned char> bytes) noexcept {
 /// Appends fixed-width little-endian values (the hosts chorus runs on are little-endian).
 struct byte_writer {
   std::vector<unsigned char> bytes;
+  void put_bytes(const void* p, std::size_t n) {
+    const std::size_t at = bytes.size();
+    bytes.resize(at + n);
+    if (n != 0) std::memcpy(bytes.data() + at, p, n);
+  }
   template <class V>
   void put(V v) {
-    const auto* p = reinterpret_cast<const unsigned char*>(&v);
-    bytes.insert(bytes.end(), p, p + sizeof(V));
+    put_bytes(&v, sizeof(V));
   }
-  void put_floats(std::span<const float> v) {
-    const auto* p = reinterpret_cast<const unsigned char*>(v.data());
-    bytes.insert(bytes.end(), p, p + v.size_bytes());
-  }
+  void put_floats(std::span<const float> v) { put_bytes(v.data(), v.size_bytes()); }
 };
 
 /// Reads what `byte_writer` wrote; running past the end is a "truncated" error.
@@ -157,8 +158,7 @@ inline void write_checkpoint_shard(const std::filesystem::path& dir, const check
                                    std::span<const std::span<const float>> arrays) {
   std::filesystem::create_directories(dir);
   detail::byte_writer w;
-  w.bytes.insert(w.bytes.end(), std::begin(detail::checkpoint_magic),
-                 std::end(detail::checkpoint_magic));
+  w.put_bytes(detail::checkpoint_magic, sizeof detail::checkpoint_magic);
   w.put(detail::checkpoint_version);
   w.put(detail::checkpoint_float32);
   for (std::uint32_t v : {h.world, h.rank, h.geometry_id, h.optimizer_id, h.state_count}) w.put(v);
