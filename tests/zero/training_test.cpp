@@ -372,3 +372,86 @@ TEST_CASE("misuse is a clear invalid_argument") {
           d.step();
         }).empty());
 }
+
+namespace {
+/// One SGD step (lr 1, no momentum) on tensors of awkward sizes, rank r's gradient r + 1
+/// everywhere: every weight must drop by exactly (P + 1) / 2, padding stay zero, nothing hang.
+template <class Stage, class Geometry>
+void tiny_tensors(int world, harness::failures& f) {
+  const std::vector<std::size_t> sizes = {0, 1, 3, 0, 7, 2};
+  harness::run_ranks(world, [&](chorus::inproc_communicator& comm) {
+    zero::options o;
+    o.bucket_bytes = 4;  // a bucket per non-empty tensor; some buckets hold only empty ones
+    o.algorithm = {algorithm::ring};
+    zero::sharded_optimizer<chorus::inproc_transport, Stage, Geometry, zero::sgd> d(
+        comm, sizes, zero::sgd{.lr = 1.0f, .momentum = 0.0f}, o);
+    d.initialize([](std::size_t t, std::size_t i) { return static_cast<float>(10 * t + i); });
+    for (std::size_t b = d.buckets(); b-- > 0;) {
+      d.gather(b);
+      for (std::size_t t = d.layout().buckets[b].first_tensor; t < d.layout().buckets[b].end_tensor;
+           ++t)
+        for (float& g : d.grad(t)) g += static_cast<float>(comm.rank() + 1);
+      d.reduce(b);
+      d.release(b);
+    }
+    d.step();
+    const std::string what = "stage " + std::to_string(Stage::value) + " " +
+                             std::string(Geometry::name) + " world " + std::to_string(world) +
+                             " rank " + std::to_string(comm.rank()) + ": ";
+    if (auto p = padding_problem(d, comm.rank()); !p.empty()) f.add(what + p);
+    const std::vector<float> w = d.full_state(0);
+    std::size_t e = 0;
+    for (std::size_t t = 0; t < sizes.size(); ++t) {
+      for (std::size_t i = 0; i < sizes[t]; ++i, ++e) {
+        if (w[e] != static_cast<float>(10 * t + i) - static_cast<float>(world + 1) / 2)
+          f.add(what + "weight " + std::to_string(i) + " of tensor " + std::to_string(t));
+      }
+    }
+  });
+}
+}  // namespace
+
+TEST_CASE("empty and tiny tensors, more ranks than elements: exact results, no hang") {
+  harness::failures f;
+  for (int w : {1, 3, 8, 16}) {
+    tiny_tensors<zero::stage<0>, zero::flat>(w, f);
+    tiny_tensors<zero::stage<1>, zero::flat>(w, f);
+    tiny_tensors<zero::stage<2>, zero::per_tensor>(w, f);
+    tiny_tensors<zero::stage<3>, zero::per_tensor>(w, f);
+    tiny_tensors<zero::stage<3>, zero::whole_tensor>(w, f);
+    tiny_tensors<zero::stage<2>, zero::flat>(w, f);
+  }
+  INFO(f.report());
+  CHECK(f.count() == 0);
+}
+
+TEST_CASE("with overlap on, reduce() returns while its reduce-scatter is still queued") {
+  // The hook holds the communication thread until the caller says reduce() has returned; if
+  // reduce() waited for its collective, the hook would give up after 30 s and report it.
+  harness::failures f;
+  harness::run_ranks(3, [&](chorus::inproc_communicator& comm) {
+    std::atomic<bool> returned{false};
+    zero::options o;
+    o.bucket_bytes = 0;
+    o.before_collective = [&](std::string_view name, std::size_t) {
+      if (name != "reduce_scatter_v") return;
+      const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+      while (!returned.load(std::memory_order_acquire)) {
+        if (std::chrono::steady_clock::now() > give_up) {
+          f.add("rank " + std::to_string(comm.rank()) +
+                ": reduce() did not return before its collective ran");
+          return;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    };
+    zero::sharded_optimizer<chorus::inproc_transport, zero::stage<2>> d(comm, {5, 6}, {}, o);
+    d.initialize([](std::size_t, std::size_t) { return 1.0f; });
+    d.grad(0)[0] = 1.0f;
+    d.reduce(0);
+    returned.store(true, std::memory_order_release);
+    d.step();
+  });
+  INFO(f.report());
+  CHECK(f.count() == 0);
+}
