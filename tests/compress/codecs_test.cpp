@@ -6,10 +6,14 @@
 
 #include <catch2/catch.hpp>
 
+#include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <random>
 #include <sstream>
+#include <string_view>
 #include <vector>
 
 namespace cc = chorus::compress;
@@ -417,4 +421,218 @@ TEST_CASE("residuals: one buffer per tensor, saved and loaded with checkpoints")
   q2.load(qs);
   CHECK(q2.q == q.q);
   CHECK(q2.cols == 2);
+}
+
+// ---- bulk 16-bit conversions: the vector paths (F16C, AVX2) against the scalar rounding ----
+
+namespace {
+
+/// Sets `compress::set_vector_conversions` for one scope and restores what was there.
+class vector_conversions_scope {
+ public:
+  explicit vector_conversions_scope(bool on) : before_(cc::vector_conversions()) {
+    cc::set_vector_conversions(on);
+  }
+  ~vector_conversions_scope() { cc::set_vector_conversions(before_); }
+  vector_conversions_scope(const vector_conversions_scope&) = delete;
+  vector_conversions_scope& operator=(const vector_conversions_scope&) = delete;
+
+ private:
+  bool before_;
+};
+
+float float_from_bits(std::uint32_t u) { return std::bit_cast<float>(u); }
+std::uint32_t bits_of(float f) { return std::bit_cast<std::uint32_t>(f); }
+
+/// Every float the 16-bit roundings can get wrong: signed zeros, infinities, NaNs with
+/// payloads (quiet, signalling, payload only in the bits the narrowing drops), float
+/// subnormals, and for every finite half and bfloat16 value the value itself, the midpoint
+/// to the next one up and the floats one ulp either side of that midpoint (these include
+/// the subnormals of both formats, max finite, and the midpoint above it that rounds to
+/// inf); then random bit patterns up to `n` elements.
+std::vector<float> rounding_edge_cases(std::size_t n) {
+  std::vector<std::uint32_t> u = {
+      0x00000000u, 0x80000000u, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00000u, 0x7f800001u,
+      0xff800001u, 0x7fa00000u, 0x7fbfffffu, 0x7fffffffu, 0xffffffffu, 0x7f801fffu, 0x7f802000u,
+      0x7f80ffffu, 0x7f810000u, 0x00000001u, 0x80000001u, 0x007fffffu, 0x807fffffu, 0x00400000u,
+      0x00800000u, 0x7f7fffffu, 0xff7fffffu, 0x477fe000u, 0x477fefffu, 0x477ff000u, 0x477ff001u,
+      0x47800000u, 0x33000000u, 0x33000001u, 0x32ffffffu, 0x33800000u, 0x387fc000u, 0x38800000u};
+  for (std::uint32_t h = 0; h < 0x10000u; ++h) {
+    if ((h & 0x7c00u) == 0x7c00u) continue;  // inf / NaN: no next value
+    const float v = chorus::detail::half_bits_to_float(static_cast<std::uint16_t>(h));
+    const float next =
+        (h & 0x7fffu) == 0x7bffu
+            ? std::copysign(65536.0f, v)  // one step past max finite (where inf starts)
+            : chorus::detail::half_bits_to_float(static_cast<std::uint16_t>(h + 1u));
+    const float mid = v + (next - v) / 2;  // exact: float has 13 more significand bits
+    for (float f : {v, mid, std::nextafter(mid, 0.0f), std::nextafter(mid, 2 * mid)})
+      u.push_back(bits_of(f));
+  }
+  for (std::uint32_t b = 0; b < 0x10000u; ++b) {
+    const std::uint32_t x = b << 16;
+    // for NaN patterns these are NaNs with every kind of payload
+    for (std::uint32_t low : {0x0000u, 0x7fffu, 0x8000u, 0x8001u, 0x0001u}) u.push_back(x | low);
+  }
+  std::mt19937 gen(12345);
+  while (u.size() < n) u.push_back(static_cast<std::uint32_t>(gen()));
+  u.resize(n);
+  std::vector<float> f(n);
+  for (std::size_t i = 0; i < n; ++i) f[i] = float_from_bits(u[i]);
+  return f;
+}
+
+constexpr std::size_t no_difference = static_cast<std::size_t>(-1);
+
+template <class A>
+std::size_t first_difference(const std::vector<A>& a, const std::vector<A>& b, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) {
+    if (std::memcmp(&a[i], &b[i], sizeof(A)) != 0) return i;
+  }
+  return no_difference;
+}
+
+/// The element lengths both the 16-lane body and every tail size meet, and where in the
+/// data each window starts (odd starts make the input and output unaligned).
+constexpr std::size_t conversion_lengths[] = {0, 1, 7, 8, 9, 15, 16, 17, 1000003};
+constexpr std::size_t window_starts[] = {0, 1, 13, 250001, 600003};
+
+/// Converts windows of `in` with `convert(in, out, n)` under the current setting and
+/// compares with `reference`; the bytes around the output must stay untouched.
+template <class In, class Out, class Convert>
+void check_windows(const std::vector<In>& in, const std::vector<Out>& reference, Convert convert) {
+  for (std::size_t len : conversion_lengths) {
+    for (std::size_t start : window_starts) {
+      if (start + len > in.size()) continue;
+      INFO("length " << len << ", start " << start);
+      constexpr std::size_t guard = 32;
+      // one byte in, so that the output is unaligned too
+      std::vector<unsigned char> buffer(1 + (len + guard) * sizeof(Out), 0xab);
+      const std::span<unsigned char> out(buffer.data() + 1, buffer.size() - 1);
+      convert(in.data() + start, out.data(), len);
+      std::vector<Out> got(len), want(reference.begin() + static_cast<std::ptrdiff_t>(start),
+                                      reference.begin() + static_cast<std::ptrdiff_t>(start + len));
+      if (len != 0) std::memcpy(got.data(), out.data(), len * sizeof(Out));
+      const std::size_t d = first_difference(got, want, len);
+      if (d != no_difference) {
+        std::uint64_t in_bits = 0, got_bits = 0, want_bits = 0;
+        std::memcpy(&in_bits, &in[start + d], sizeof(In));
+        std::memcpy(&got_bits, &got[d], sizeof(Out));
+        std::memcpy(&want_bits, &want[d], sizeof(Out));
+        INFO("element " << d << ": input bits 0x" << std::hex << in_bits << ", got 0x" << got_bits
+                        << ", scalar 0x" << want_bits);
+        CHECK(d == no_difference);
+      }
+      std::size_t overrun = buffer[0] != 0xab;
+      for (std::size_t i = len * sizeof(Out); i < out.size(); ++i) overrun += out[i] != 0xab;
+      CHECK(overrun == 0);
+    }
+  }
+}
+
+template <class W>
+void check_float16_conversions(const std::vector<float>& edges) {
+  // decode: every 16-bit pattern, repeated in a scrambled order to fill 1000003 elements
+  std::vector<std::uint16_t> patterns(1000003);
+  for (std::size_t i = 0; i < patterns.size(); ++i) {
+    patterns[i] = static_cast<std::uint16_t>(i < 0x10000 ? i : (i * 40503u) & 0xffffu);
+  }
+  std::vector<float> widened(patterns.size());
+  for (std::size_t i = 0; i < patterns.size(); ++i) {
+    widened[i] = static_cast<float>(W::from_bits(patterns[i]));
+  }
+  std::vector<std::uint16_t> rounded(edges.size());
+  for (std::size_t i = 0; i < edges.size(); ++i) rounded[i] = W(edges[i]).bits;
+
+  for (bool vector : {true, false}) {
+    const vector_conversions_scope scope(vector);
+    INFO((vector ? "vector path allowed" : "scalar path forced"));
+    if (!vector) CHECK(cc::float16_kernel_for<W>() == cc::float16_kernel::scalar);
+    check_windows(patterns, widened,
+                  [](const std::uint16_t* in, unsigned char* out, std::size_t n) {
+                    std::vector<float> f(n);
+                    cc::from_float16<W>(reinterpret_cast<const std::byte*>(in), f.data(), n);
+                    if (n != 0) std::memcpy(out, f.data(), n * sizeof(float));
+                  });
+    check_windows(edges, rounded, [](const float* in, unsigned char* out, std::size_t n) {
+      cc::to_float16<W>(in, reinterpret_cast<std::byte*>(out), n);
+    });
+  }
+}
+
+}  // namespace
+
+TEST_CASE("bulk half/bfloat16 conversions equal the scalar rounding bit for bit, both paths") {
+  const auto edges = rounding_edge_cases(1000003);
+  SECTION("half (F16C where the CPU has it)") { check_float16_conversions<chorus::half>(edges); }
+  SECTION("bfloat16 (AVX2 where the CPU has it)") {
+    check_float16_conversions<chorus::bfloat16>(edges);
+  }
+}
+
+TEST_CASE("the vector conversion kernels are the ones the CPU offers") {
+  const vector_conversions_scope scope(true);
+#if CHORUS_COMPRESS_X86_DISPATCH && defined(__GNUC__) && !defined(__clang__)
+  // GCC's runtime detection, independent of the cpuid code in float16_convert.hpp
+  const bool f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+  CHECK((cc::float16_kernel_for<chorus::half>() == cc::float16_kernel::f16c) == f16c);
+  CHECK((cc::float16_kernel_for<chorus::bfloat16>() == cc::float16_kernel::avx2) ==
+        static_cast<bool>(__builtin_cpu_supports("avx2")));
+#elif !CHORUS_COMPRESS_X86_DISPATCH  // no vector paths compiled in
+  CHECK(cc::float16_kernel_for<chorus::half>() == cc::float16_kernel::scalar);
+  CHECK(cc::float16_kernel_for<chorus::bfloat16>() == cc::float16_kernel::scalar);
+#endif
+  // the environment decides the default: CHORUS_COMPRESS_SCALAR=1 forces the scalar loops
+  // (the test cases here restore any setting they change)
+  const vector_conversions_scope off(false);
+  CHECK(cc::float16_kernel_for<chorus::half>() == cc::float16_kernel::scalar);
+  CHECK(cc::float16_kernel_for<chorus::bfloat16>() == cc::float16_kernel::scalar);
+}
+
+TEST_CASE("CHORUS_COMPRESS_SCALAR decides whether the vector conversions start allowed") {
+  const char* e = std::getenv("CHORUS_COMPRESS_SCALAR");
+  const bool expected = e == nullptr || *e == '\0' || std::string_view(e) == "0";
+  CHECK(cc::vector_conversions() == expected);
+}
+
+TEMPLATE_TEST_CASE("cast encode and decode_add give the element-wise conversion's bits", "", float,
+                   double) {
+  using T = TestType;
+  const auto edges = rounding_edge_cases(1000003);
+  std::vector<T> x(edges.size());
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<T>(edges[i]);
+  const cc::context ctx{.rank = 1, .ranks = 3};
+  auto run = [&](auto codec) {
+    using W = typename decltype(codec)::template wire_t<T>;
+    const T down = codec.pre_divide ? T(1) / T(3) : T(1), up = codec.pre_divide ? T(3) : T(1);
+    std::vector<W> want(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      want[i] = W(static_cast<float>(codec.pre_divide ? x[i] * down : x[i]));
+    }
+    std::vector<T> y0 = random_vector<T>(x.size(), 3), want_y = y0;
+    for (std::size_t i = 0; i < x.size(); ++i) want_y[i] += static_cast<T>(float(want[i])) * up;
+    for (bool vector : {true, false}) {
+      const vector_conversions_scope scope(vector);
+      INFO((vector ? "vector path allowed" : "scalar path forced")
+           << (codec.pre_divide ? ", pre-dividing" : ""));
+      for (std::size_t len : conversion_lengths) {
+        INFO("length " << len);
+        std::vector<W> wire(len);
+        codec.encode(std::span<const T>(x.data(), len), std::as_writable_bytes(std::span<W>(wire)),
+                     ctx);
+        CHECK(first_difference(wire, want, len) == no_difference);
+        std::vector<T> y(y0.begin(), y0.begin() + static_cast<std::ptrdiff_t>(len));
+        codec.decode_add(std::as_bytes(std::span<const W>(want.data(), len)), std::span<T>(y), ctx);
+        std::size_t wrong = 0;  // NaN + y is NaN either way; its payload is the adder's business
+        for (std::size_t i = 0; i < len; ++i) {
+          wrong += std::isnan(want_y[i]) ? !std::isnan(y[i])
+                                         : std::memcmp(&y[i], &want_y[i], sizeof(T)) != 0;
+        }
+        CHECK(wrong == 0);
+      }
+    }
+  };
+  run(cc::cast<chorus::half>{});
+  run(cc::cast<chorus::half>{.pre_divide = true});
+  run(cc::cast<chorus::bfloat16>{});
+  run(cc::cast<chorus::bfloat16>{.pre_divide = true});
 }
