@@ -25,18 +25,18 @@ std::string quoted(const std::string& text) {
 }  // namespace
 
 std::string find_in_path(const std::string& program) {
-  const char* env_path = std::getenv("PATH");
-  const std::string path = env_path != nullptr ? env_path : "/usr/local/bin:/usr/bin:/bin";
-  std::size_t start = 0;
-  for (;;) {
-    const auto colon = path.find(':', start);
-    std::string dir = path.substr(start, colon == std::string::npos ? colon : colon - start);
-    if (dir.empty()) dir = ".";
-    const std::string candidate = dir + "/" + program;
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-    if (colon == std::string::npos) return "";
-    start = colon + 1;
-  }
+  // The shell's own lookup, so PATH is searched exactly as when the name is typed.
+  std::string quoted_name = "'";
+  for (char c : program) quoted_name += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  quoted_name += "'";
+  FILE* p = ::popen(("command -v " + quoted_name + " 2>/dev/null").c_str(), "r");
+  if (p == nullptr) return "";
+  char line[4096] = {};
+  const bool got = std::fgets(line, sizeof line, p) != nullptr;
+  const int status = ::pclose(p);
+  std::string path = got ? line : "";
+  while (!path.empty() && (path.back() == '\n' || path.back() == '\r')) path.pop_back();
+  return status == 0 && path.rfind('/', 0) == 0 ? path : "";
 }
 
 bool gnuplot_available() { return !find_in_path("gnuplot").empty(); }

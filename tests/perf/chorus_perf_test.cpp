@@ -131,6 +131,13 @@ TEST_CASE("argument errors give one clear line and exit status 2") {
   expect_usage_error({"broadcast", "-t", "inproc", "--np", "2", "-r", "2"}, "-r 2 is not a rank");
   expect_usage_error({"--compare", "nccl"}, "only 'mpi' is known");
 
+  {  // --plot without gnuplot in PATH says what to install, before measuring anything
+    const std::string path = std::getenv("PATH") != nullptr ? std::getenv("PATH") : "";
+    ::setenv("PATH", "/nonexistent", 1);
+    expect_usage_error({"--plot", "x.png"}, "--plot needs gnuplot");
+    ::setenv("PATH", path.c_str(), 1);
+  }
+
   // The positive control: the same tool with valid arguments exits 0.
   CHECK(chorus_perf(with(small, {"-t", "inproc", "--np", "2"})).status == 0);
 }
