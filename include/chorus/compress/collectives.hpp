@@ -254,7 +254,7 @@ void reduce_scatter_blocks(communicator<Tr>& comm, call_state<T, Codec>& st, std
   const auto ranks = static_cast<std::size_t>(p);
   const auto offsets = offsets_of(counts);
   std::span<T> res = st.worker_residual(in.size());
-  std::memset(static_cast<void*>(out.data()), 0, out.size_bytes());
+  zero_fill(out);
   if constexpr (traits<Codec>::summable) {
     if (summed) {
       using W = typename Codec::template wire_t<T>;
@@ -321,7 +321,7 @@ void all_gather_blocks(communicator<Tr>& comm, call_state<T, Codec>& st, std::sp
       count_plain ? sent_bytes(schedule::collective::all_gather, r, p, sizeof(T), 0, counts) : 0);
   for (std::size_t j = 0; j < ranks; ++j) {
     std::span<T> dst = block_of(out, counts, offsets, j);
-    std::memset(static_cast<void*>(dst.data()), 0, dst.size_bytes());
+    zero_fill(dst);
     st.decode_add(std::as_bytes(std::span<const std::uint8_t>(all).subspan(woff[j], wb[j])), dst,
                   static_cast<int>(j), block_base + j);
   }
@@ -396,7 +396,7 @@ struct all_reduce_fn {
       chorus::all_reduce(comm, wire, chorus::plus{});
       st.book.add_sent(sent_bytes(schedule::collective::all_reduce, r, p, sizeof(W), wire.size()),
                        plain);
-      std::memset(static_cast<void*>(data.data()), 0, data.size_bytes());
+      zero_fill(data);
       st.decode_add(std::as_bytes(std::span<const W>(wire)), data, r, 0);
     } else if constexpr (std::is_same_v<Path, gather_path>) {
       const std::vector<std::size_t> counts(static_cast<std::size_t>(p), n);
@@ -407,7 +407,7 @@ struct all_reduce_fn {
       st.book.add_sent(sent_bytes(schedule::collective::all_gather, r, p, 1, 0,
                                   std::vector<std::size_t>(counts.size(), mine.size())),
                        plain);
-      std::memset(static_cast<void*>(data.data()), 0, data.size_bytes());
+      zero_fill(data);
       for (int j = 0; j < p; ++j) {
         st.decode_add(std::as_bytes(std::span<const std::uint8_t>(all).subspan(
                           static_cast<std::size_t>(j) * mine.size(), mine.size())),

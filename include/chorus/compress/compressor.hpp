@@ -230,12 +230,18 @@ inline void check_wire(const char* who, std::size_t got, std::size_t want) {
                      std::to_string(want) + " (wire_bytes of the element count)");
   }
 }
+
+/// Zeroes `y`; an empty span (whose data() may be null) is left alone.
+template <class T>
+void zero_fill(std::span<T> y) noexcept {
+  if (!y.empty()) std::memset(static_cast<void*>(y.data()), 0, y.size_bytes());
+}
 }  // namespace detail
 
 /// `y = decode(wire)`: zero-fills, then decodes and adds.
 template <class T, compressor<T> C>
 void decode(const C& c, std::span<const std::byte> wire, std::span<T> y, const context& ctx) {
-  std::memset(static_cast<void*>(y.data()), 0, y.size_bytes());
+  detail::zero_fill(y);
   c.decode_add(wire, y, ctx);
 }
 

@@ -151,7 +151,7 @@ struct top_k {
           tmp.data() + (4 - reinterpret_cast<std::uintptr_t>(tmp.data()) % 4) % 4, wire.size());
       detail::select_top_k(x, k, reinterpret_cast<std::uint32_t*>(aligned.data()));
       detail::sparse_wire::gather_values(x, aligned, k);
-      std::memcpy(wire.data(), aligned.data(), wire.size());
+      if (!wire.empty()) std::memcpy(wire.data(), aligned.data(), wire.size());
     }
   }
   template <gradient_type T>
@@ -217,7 +217,7 @@ struct threshold_top_k {
     detail::select_top_k(std::span<const T>(values), k, idx);
     for (std::size_t j = 0; j < k; ++j) idx[j] = candidates[idx[j]];
     detail::sparse_wire::gather_values(x, std::span<std::byte>(aligned), k);
-    std::memcpy(wire.data(), aligned.data(), wire.size());
+    if (!wire.empty()) std::memcpy(wire.data(), aligned.data(), wire.size());
   }
   template <gradient_type T>
   void decode_add(std::span<const std::byte> wire, std::span<T> y, const context&) const {
