@@ -82,8 +82,13 @@ inline schedule::algorithm choose_algorithm(schedule::collective c, std::size_t 
   using schedule::algorithm;
   using enum schedule::collective;
   constexpr std::size_t small = 16 * 1024;
-  constexpr std::size_t one_sided_from = 64 * 1024;
   constexpr std::size_t medium = 512 * 1024;
+  // One-sided direct (mapped windows): at 2 ranks the two-sided exchange is as fast up to
+  // 64 KiB; from 3 ranks on, the one-sided path wins from 4 KiB for reduce-scatter and
+  // all-gather and above 16 KiB for all-reduce (docs/performance.md, 4 ranks on 2 cores).
+  const std::size_t one_sided_from = ranks <= 2        ? 64 * 1024
+                                     : c == all_reduce ? small + 1
+                                                       : 4 * 1024;
   if (one_sided && bytes >= one_sided_from &&
       (c == all_reduce || c == reduce_scatter || c == all_gather)) {
     return algorithm::direct;
