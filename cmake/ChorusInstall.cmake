@@ -6,6 +6,8 @@
 #   lib/cmake/chorus/chorusConfig.cmake     entry point of find_package(chorus CONFIG)
 #   lib/cmake/chorus/chorusConfigVersion.cmake
 #   lib/cmake/chorus/chorusTargets.cmake    the imported target chorus::chorus
+#   lib/cmake/chorus/chorus-ucx.cmake       the ucx component (when built): finds UCX and
+#   lib/cmake/chorus/chorus-ucx-targets.cmake   loads chorus::ucx
 
 include_guard(GLOBAL)
 include(CMakePackageConfigHelpers)
@@ -40,3 +42,15 @@ write_basic_package_version_file(
 install(FILES "${PROJECT_BINARY_DIR}/chorusConfig.cmake"
               "${PROJECT_BINARY_DIR}/chorusConfigVersion.cmake"
         DESTINATION "${CHORUS_INSTALL_CMAKEDIR}")
+
+# The ucx component: its own export set, loaded by chorusConfig.cmake only when asked for.
+if(TARGET chorus_ucx)
+  install(TARGETS chorus_ucx EXPORT chorusUcxTargets)
+  install(
+    EXPORT chorusUcxTargets
+    NAMESPACE chorus::
+    FILE chorus-ucx-targets.cmake
+    DESTINATION "${CHORUS_INSTALL_CMAKEDIR}")
+  install(FILES "${PROJECT_SOURCE_DIR}/cmake/chorus-ucx.cmake"
+          DESTINATION "${CHORUS_INSTALL_CMAKEDIR}")
+endif()

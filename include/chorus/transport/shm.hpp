@@ -26,6 +26,7 @@
 #include <chorus/core/error.hpp>
 #include <chorus/detail/copy.hpp>
 #include <chorus/detail/tags.hpp>
+#include <chorus/transport/exchange.hpp>
 #include <chorus/transport/transport.hpp>
 
 #include <algorithm>
@@ -303,26 +304,8 @@ struct unexpected_message {
 }  // namespace detail::shm
 
 /// How ranks of one job find each other's segments: called twice during construction with
-/// this rank's blob; must return every rank's blob, in rank order (an all-gather), and must
-/// not return before every rank has called it. `chorus::bootstrap` stores provide one.
-using shm_exchange = std::function<std::vector<std::string>(const std::string& mine)>;
-
-/// An `shm_exchange` through a bootstrap store: round k of the exchange uses the keys
-/// `<prefix>/<k>/<rank>`. The store is taken by value (`any_store` copies share the store).
-inline shm_exchange store_exchange(bootstrap::any_store store, std::string prefix, int rank,
-                                   int size, duration timeout) {
-  auto round = std::make_shared<int>(0);
-  return [store, prefix = std::move(prefix), rank, size, timeout,
-          round](const std::string& mine) mutable {
-    const auto blobs =
-        bootstrap::all_gather_blob(store, prefix + "/" + std::to_string((*round)++), rank, size,
-                                   bootstrap::to_bytes(mine), deadline::after(timeout));
-    std::vector<std::string> out;
-    out.reserve(blobs.size());
-    for (const auto& b : blobs) out.push_back(bootstrap::as_string(b));
-    return out;
-  };
-}
+/// this rank's blob (see `blob_exchange`). `store_exchange` makes one from a bootstrap store.
+using shm_exchange = blob_exchange;
 
 /// Point-to-point transport between processes of one host over POSIX shared memory.
 class shm_transport {

@@ -1,0 +1,1232 @@
+#pragma once
+/// \file
+/// `chorus::ucx_transport`: processes on one host or across hosts exchange messages through
+/// UCX (UCP tag matching and RMA), the engine Open MPI and UCC run on.
+///
+/// Every rank owns one UCP context and one worker (single-threaded). The ranks exchange
+/// worker addresses through the caller's `blob_exchange` (the bootstrap store), then each
+/// rank creates an endpoint to every peer with `UCP_ERR_HANDLING_MODE_PEER` and an error
+/// callback, so a peer whose connection fails (its process died, its host went away) is
+/// reported as `errc::peer_lost` naming it instead of a hang.
+///
+/// Tags: UCX matches on one 64-bit tag per worker, so the sender's rank must be inside it.
+///
+///     bits 40..63  sender rank (up to 2^24 ranks)
+///     bits 38..39  kind: 0 collective, 1 user point-to-point, 2 control (abort, windows)
+///     collective   bits 16..37 sequence number mod 2^22, bits 0..15 schedule tag
+///     user, control bits 0..31 the user's tag / the control code
+///
+/// The schedule tags are small (0, 1) plus four reserved values at the top of the 32-bit
+/// range (0xfffffff0.., see detail/tags.hpp, detail/one_sided.hpp), which fold onto their
+/// low 16 bits. Receives match the whole tag (mask of all ones): per (sender, tag) FIFO is
+/// UCX's per-endpoint ordering. The sequence number wraps after 2^22 collectives, harmless
+/// unless that many are in flight at once (the rule of detail/tags.hpp).
+///
+/// Progress is driven by the caller: `test` and `wait` call `ucp_worker_progress`. `wait`
+/// spins on progress for a while, yields, then arms the worker (`ucp_worker_arm`) and sleeps
+/// in poll() on its event fd, so an arriving message wakes it at once; the sleep lasts at
+/// most `detail::ucx::longest_sleep`, after which it checks its deadline and its peers'
+/// liveness and progresses again (progress that raises no event, such as a send waiting
+/// for room in a socket, is never delayed by more than that). Peers on the same host and in the
+/// same network and pid namespace are also watched through their pidfds (a dead local process is
+/// reported within `liveness_period` whatever UCX's keep-alive settings); peers elsewhere rely on
+/// UCX's error callback (a closed TCP connection, a failed InfiniBand QP).
+///
+/// `abort(reason)` may be called from any thread: it records the cause and, if no other
+/// thread is inside the transport, sends it to every peer at once; otherwise the thread in
+/// `wait` wakes at once (an eventfd beside the worker's), sends it and throws. Every rank keeps one
+/// receive posted for abort records from any peer, so an abort reaches every rank's next wait.
+///
+/// UCX's own environment (UCX_TLS, UCX_NET_DEVICES, UCX_*) is read by UCX as it is; chorus
+/// sets nothing. A configuration under which UCX has no usable transport, or cannot reach a
+/// peer, is reported by the constructor in one line naming the variables.
+#include <chorus/bootstrap/from_env.hpp>
+#include <chorus/bootstrap/posix.hpp>
+#include <chorus/core/deadline.hpp>
+#include <chorus/core/error.hpp>
+#include <chorus/transport/exchange.hpp>
+#include <chorus/transport/transport.hpp>
+
+#include <ucp/api/ucp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <poll.h>
+#include <sched.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+namespace chorus::inline v0 {
+
+namespace detail::ucx {
+
+inline constexpr int rank_shift = 40;
+inline constexpr int kind_shift = 38;
+inline constexpr std::uint64_t kind_collective = 0;
+inline constexpr std::uint64_t kind_user = 1;
+inline constexpr std::uint64_t kind_control = 2;
+inline constexpr int max_ranks = 1 << 24;
+/// Control codes (kind 2).
+inline constexpr std::uint32_t control_abort = 1;
+inline constexpr std::uint32_t control_window = 2;
+inline constexpr std::uint32_t control_rkey = 3;
+/// Matches every tag bit except the sender's rank: the abort receive takes any sender.
+inline constexpr ucp_tag_t any_sender_mask = (std::uint64_t{1} << rank_shift) - 1;
+
+/// The UCX tag of chorus tag `tag` sent by rank `sender`; throws for a schedule tag that
+/// does not fit (no schedule makes one today).
+inline ucp_tag_t encode(int sender, tag_t tag) {
+  const auto rank = static_cast<std::uint64_t>(sender) << rank_shift;
+  if ((tag & (tag_t{1} << 63)) != 0) {
+    return rank | (kind_user << kind_shift) | (tag & 0xffffffffu);
+  }
+  const auto op = static_cast<std::uint32_t>(tag & 0xffffffffu);
+  const auto sequence = (tag >> 32) & 0x3fffffu;
+  if (op >= 0x10000u && op < 0xffff0000u) {
+    throw error(errc::invalid_argument,
+                "chorus::ucx_transport: schedule tag " + std::to_string(op) +
+                    " does not fit the 16 bits the UCX tag layout gives it (ucx.hpp)");
+  }
+  return rank | (kind_collective << kind_shift) | (sequence << 16) | (op & 0xffffu);
+}
+
+inline ucp_tag_t control_tag(int sender, std::uint32_t code) {
+  return (static_cast<std::uint64_t>(sender) << rank_shift) | (kind_control << kind_shift) | code;
+}
+
+/// How long a waiting rank sleeps on the worker's event fd at most before it progresses
+/// again, and how often it checks its local peers' pidfds. Messages wake it at once; the
+/// bound only matters for progress UCX raises no event for, and 1 ms of that is invisible
+/// next to a wait that already spun for 100+ us.
+inline constexpr auto longest_sleep = std::chrono::milliseconds(1);
+inline constexpr auto liveness_period = std::chrono::milliseconds(50);
+/// Progress calls before yielding (fewer when ranks outnumber CPUs: spinning then only
+/// steals the time slice of the peer being waited for), and yields before napping.
+inline constexpr int spin_iterations = 4000;
+inline constexpr int oversubscribed_spin_iterations = 64;
+inline constexpr int yield_iterations = 16;
+/// How long a rank keeps progressing after it saw a peer fail, to take in what the peer
+/// sent before (its abort record arrives over the same connection as its data).
+inline constexpr auto drain_period = std::chrono::milliseconds(100);
+/// How long `cancel` lets a send in flight finish on its own before it force-closes the
+/// endpoint (which fails the send, so UCX lets go of the buffer).
+inline constexpr auto cancel_grace = std::chrono::milliseconds(100);
+
+inline int usable_cpus() noexcept {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) != 0) return 1;
+  return CPU_COUNT(&set);
+}
+
+inline std::string status_text(ucs_status_t s) { return ucs_status_string(s); }
+
+inline std::string env_or_unset(const char* name) {
+  const char* v = std::getenv(name);
+  return v == nullptr ? std::string("unset") : "'" + std::string(v) + "'";
+}
+
+/// "UCX_TLS='tcp' UCX_NET_DEVICES=unset": the configuration a failure message names.
+inline std::string ucx_environment() {
+  return "UCX_TLS=" + env_or_unset("UCX_TLS") +
+         " UCX_NET_DEVICES=" + env_or_unset("UCX_NET_DEVICES");
+}
+
+/// Whether UCX_TLS may select a shared-memory (mm) transport: unset, "all", a negated
+/// list, or a list naming sm, shm, mm, posix or sysv. (Setting an mm option that no
+/// transport uses makes UCX warn about an invalid configuration.)
+inline bool may_use_mm() {
+  const char* v = std::getenv("UCX_TLS");
+  if (v == nullptr || *v == '\0' || *v == '^') return true;
+  const std::string tls = std::string(",") + v + ",";
+  for (const char* name : {",all,", ",sm,", ",shm,", ",mm,", ",posix,", ",sysv,"}) {
+    if (tls.find(name) != std::string::npos) return true;
+  }
+  return false;
+}
+
+/// Which processes can watch each other's pids: same kernel boot, same pid and network
+/// namespace. Ranks in other network namespaces count as remote hosts (their failures are
+/// UCX's to report), which is what the namespace tests need.
+inline std::string host_identity() {
+  std::string id;
+  std::ifstream boot("/proc/sys/kernel/random/boot_id");
+  std::getline(boot, id);
+  char link[128];
+  for (const char* ns : {"/proc/self/ns/pid", "/proc/self/ns/net"}) {
+    const ssize_t n = ::readlink(ns, link, sizeof link - 1);
+    id += "/" + (n > 0 ? std::string(link, static_cast<std::size_t>(n)) : std::string("?"));
+  }
+  for (char& c : id) {
+    if (c == ' ' || c == '\n') c = '_';
+  }
+  return id;
+}
+
+inline std::string to_hex(const void* data, std::size_t n) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string s;
+  s.reserve(2 * n);
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (std::size_t i = 0; i < n; ++i) {
+    s += digits[p[i] >> 4];
+    s += digits[p[i] & 15];
+  }
+  return s;
+}
+
+inline std::vector<unsigned char> from_hex(std::string_view s) {
+  auto value = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  std::vector<unsigned char> out;
+  if (s.size() % 2 != 0) return {};
+  out.reserve(s.size() / 2);
+  for (std::size_t i = 0; i < s.size(); i += 2) {
+    const int hi = value(s[i]);
+    const int lo = value(s[i + 1]);
+    if (hi < 0 || lo < 0) return {};
+    out.push_back(static_cast<unsigned char>(hi * 16 + lo));
+  }
+  return out;
+}
+
+enum class op_kind : std::uint8_t { send, recv, get, put, done };
+
+/// One posted operation. `request` is UCX's handle while UCX works on it; `flush` (put
+/// only) is the endpoint flush that makes the put visible at the peer.
+struct operation {
+  op_kind kind = op_kind::done;
+  int peer = 0;
+  std::size_t bytes = 0;
+  void* request = nullptr;
+  void* flush = nullptr;
+  ucp_tag_recv_info_t info{};
+  bool complete = false;
+  ucs_status_t status = UCS_OK;
+  /// Set when the operation failed in a way the transport already explained.
+  bool failed = false;
+  errc code = errc::transport;
+  std::string failure;
+};
+
+using operation_ptr = std::shared_ptr<operation>;
+
+/// The abort record sent to every peer.
+struct abort_message {
+  std::int32_t rank = 0;
+  std::int32_t code = 0;
+  char reason[488] = {};
+};
+
+/// What a rank tells its peers about one window.
+struct window_record {
+  std::uint64_t address = 0;
+  std::uint64_t bytes = 0;
+  std::uint64_t rkey_bytes = 0;
+};
+
+struct window_state {
+  std::span<std::byte> local;
+  ucp_mem_h memh = nullptr;
+  std::vector<window_record> records;
+  std::vector<ucp_rkey_h> rkeys;  ///< per peer; null for empty windows and this rank
+};
+
+/// Everything the error callback and other threads may touch lives here, at a fixed
+/// address, so that the transport object itself can move.
+struct state {
+  int rank = 0;
+  int size = 1;
+  ucp_context_h context = nullptr;
+  ucp_worker_h worker = nullptr;
+  std::vector<ucp_ep_h> eps;
+  /// Per peer: the status UCX's error callback reported (UCS_OK while healthy).
+  std::vector<ucs_status_t> ep_status;
+  std::vector<bool> ep_closed;  ///< force-closed by `cancel` (or failed and closed)
+  std::vector<int> pids;
+  std::vector<bool> local_peer;  ///< same host, pid and network namespace
+  std::vector<bootstrap::detail::unique_fd> pidfds;
+  std::vector<bool> exited;
+  std::vector<std::pair<state*, int>> callback_args;  ///< (this, peer) for the error callback
+  std::vector<window_state> windows;
+
+  /// Abort record: 0 none, 1 being written, 2 complete. `abort_local` says whether this
+  /// rank must still send it to its peers (it was raised here, not received).
+  std::atomic<int> abort_state{0};
+  std::int32_t abort_rank = 0;
+  errc abort_code = errc::aborted;
+  char abort_reason[488] = {};
+  std::atomic<bool> abort_pending_send{false};
+  /// Held (exchange to true) by whichever thread is inside the worker: the user's thread in
+  /// any call, or a foreign thread's `abort` that sends the record itself.
+  std::atomic<bool> busy{false};
+  int efd = -1;                       ///< the worker's event fd (owned by UCX)
+  bootstrap::detail::unique_fd wake;  ///< written by `abort` from another thread
+  /// The receive that takes abort records from any peer.
+  void* abort_request = nullptr;
+  /// Abort records on their way to peers: kept until UCX has delivered them (a peer that is
+  /// busy elsewhere may take a while to progress its side), and waited for at shutdown.
+  std::vector<void*> abort_sends;
+  abort_message abort_in{};
+  abort_message abort_out{};  ///< what `abort_sends` carry
+  /// The error the last failed wait threw: what `cancel` sends ahead when it must
+  /// force-close an endpoint (so peers learn the real cause first).
+  std::string last_failure;
+  errc last_code = errc::aborted;
+
+  state() = default;
+  state(const state&) = delete;
+  state& operator=(const state&) = delete;
+
+  ~state() { shutdown(); }
+
+  static void on_error(void* arg, ucp_ep_h, ucs_status_t status) noexcept {
+    auto* a = static_cast<std::pair<state*, int>*>(arg);
+    auto& s = a->first->ep_status[static_cast<std::size_t>(a->second)];
+    if (s == UCS_OK) s = status;
+  }
+
+  void shutdown() noexcept {
+    if (worker != nullptr) {
+      if (abort_request != nullptr) {
+        ucp_request_cancel(worker, abort_request);
+        for (int i = 0; i < 1000 && ucp_request_check_status(abort_request) == UCS_INPROGRESS;
+             ++i) {
+          ucp_worker_progress(worker);
+        }
+        ucp_request_free(abort_request);
+        abort_request = nullptr;
+      }
+      for (auto& w : windows) {
+        for (ucp_rkey_h k : w.rkeys) {
+          if (k != nullptr) ucp_rkey_destroy(k);
+        }
+        w.rkeys.clear();
+      }
+      // A failed rank exits right after its abort: give the records a few seconds to
+      // reach peers that are alive but not progressing yet.
+      const auto until = clock::now() + std::chrono::seconds(5);
+      for (void* r : abort_sends) {
+        while (ucp_request_check_status(r) == UCS_INPROGRESS && clock::now() < until) {
+          ucp_worker_progress(worker);
+        }
+        ucp_request_free(r);  // released now, or by UCX when it completes
+      }
+      abort_sends.clear();
+      close_endpoints();
+    }
+    for (auto& w : windows) {
+      if (w.memh != nullptr && context != nullptr) ucp_mem_unmap(context, w.memh);
+      w.memh = nullptr;
+    }
+    if (worker != nullptr) ucp_worker_destroy(worker);
+    worker = nullptr;
+    if (context != nullptr) ucp_cleanup(context);
+    context = nullptr;
+  }
+
+  /// Closes every endpoint: flushed where the peer is healthy (its last messages still
+  /// reach it), forced where it failed; gives up waiting after a second.
+  void close_endpoints() noexcept {
+    std::vector<void*> closing;
+    for (std::size_t p = 0; p < eps.size(); ++p) {
+      if (eps[p] == nullptr) continue;
+      ucp_request_param_t param{};
+      param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+      param.flags = ep_status[p] != UCS_OK || exited[p] ? UCP_EP_CLOSE_FLAG_FORCE : 0;
+      void* r = ucp_ep_close_nbx(eps[p], &param);
+      if (UCS_PTR_IS_PTR(r)) closing.push_back(r);
+      eps[p] = nullptr;
+    }
+    const auto until = clock::now() + std::chrono::seconds(1);
+    for (void* r : closing) {
+      while (ucp_request_check_status(r) == UCS_INPROGRESS && clock::now() < until) {
+        ucp_worker_progress(worker);
+      }
+      ucp_request_free(r);
+    }
+  }
+};
+
+/// Holds `state::busy` for the calling thread.
+class worker_guard {
+ public:
+  explicit worker_guard(state& s) noexcept : s_(s) {
+    while (s_.busy.exchange(true, std::memory_order_acquire)) std::this_thread::yield();
+  }
+  worker_guard(const worker_guard&) = delete;
+  worker_guard& operator=(const worker_guard&) = delete;
+  ~worker_guard() { s_.busy.store(false, std::memory_order_release); }
+
+ private:
+  state& s_;
+};
+
+}  // namespace detail::ucx
+
+/// Point-to-point (and one-sided) transport over UCX between processes on any hosts.
+class ucx_transport {
+ public:
+  using request = detail::ucx::operation_ptr;
+
+  /// Names one window of the group, as returned by `register_window`.
+  struct window {
+    std::size_t index = static_cast<std::size_t>(-1);
+  };
+
+  /// Creates this rank's UCP context and worker, exchanges worker addresses through
+  /// `exchange` (one all-gather), and creates an endpoint to every peer. Throws
+  /// `errc::transport` in one line when UCX cannot start with the environment's UCX_*
+  /// settings or cannot reach a peer.
+  ucx_transport(int rank, int size, const blob_exchange& exchange)
+      : state_(std::make_unique<detail::ucx::state>()) {
+    if (size < 1 || rank < 0 || rank >= size || size > detail::ucx::max_ranks) {
+      throw error(errc::invalid_argument, "chorus::ucx_transport: rank " + std::to_string(rank) +
+                                              " is outside a group of " + std::to_string(size) +
+                                              " (at most 2^24 ranks)");
+    }
+    detail::ucx::state& s = *state_;
+    s.rank = rank;
+    s.size = size;
+    const auto n = static_cast<std::size_t>(size);
+    s.eps.assign(n, nullptr);
+    s.ep_status.assign(n, UCS_OK);
+    s.ep_closed.assign(n, false);
+    s.pids.assign(n, 0);
+    s.local_peer.assign(n, false);
+    s.pidfds.resize(n);
+    s.exited.assign(n, false);
+    s.callback_args.resize(n);
+    start_worker();
+
+    // One exchange: "<pid> <host identity> <hex worker address>".
+    ucp_address_t* address = nullptr;
+    std::size_t address_bytes = 0;
+    check(ucp_worker_get_address(s.worker, &address, &address_bytes), "ucp_worker_get_address");
+    const std::string mine = std::to_string(::getpid()) + " " + detail::ucx::host_identity() + " " +
+                             detail::ucx::to_hex(address, address_bytes);
+    ucp_worker_release_address(s.worker, address);
+    const std::vector<std::string> blobs = exchange(mine);
+    if (blobs.size() != n) {
+      throw error(errc::transport, "chorus::ucx_transport: the exchange returned " +
+                                       std::to_string(blobs.size()) + " entries for " +
+                                       std::to_string(size) + " ranks");
+    }
+    const std::string my_host = detail::ucx::host_identity();
+    for (int p = 0; p < size; ++p) {
+      if (p == rank) continue;
+      const std::string& blob = blobs[static_cast<std::size_t>(p)];
+      const auto first = blob.find(' ');
+      const auto second = first == std::string::npos ? first : blob.find(' ', first + 1);
+      const auto bytes = second == std::string::npos
+                             ? std::vector<unsigned char>{}
+                             : detail::ucx::from_hex(std::string_view(blob).substr(second + 1));
+      if (bytes.empty()) {
+        throw error(errc::transport, "chorus::ucx_transport: rank " + std::to_string(rank) +
+                                         ": rank " + std::to_string(p) +
+                                         " published no usable worker address");
+      }
+      const auto i = static_cast<std::size_t>(p);
+      s.pids[i] = std::atoi(blob.substr(0, first).c_str());
+      s.local_peer[i] = blob.substr(first + 1, second - first - 1) == my_host;
+      if (s.local_peer[i]) {
+        s.pidfds[i] =
+            bootstrap::detail::unique_fd(static_cast<int>(::syscall(SYS_pidfd_open, s.pids[i], 0)));
+      }
+      s.callback_args[i] = {&s, p};
+      ucp_ep_params_t params{};
+      params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
+                          UCP_EP_PARAM_FIELD_ERR_HANDLER;
+      params.address = reinterpret_cast<const ucp_address_t*>(bytes.data());
+      params.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+      params.err_handler.cb = &detail::ucx::state::on_error;
+      params.err_handler.arg = &s.callback_args[i];
+      const ucs_status_t st = ucp_ep_create(s.worker, &params, &s.eps[i]);
+      if (st != UCS_OK) {
+        s.eps[i] = nullptr;
+        throw error(errc::transport,
+                    "chorus::ucx_transport: rank " + std::to_string(rank) + " cannot reach rank " +
+                        std::to_string(p) + " through UCX (ucp_ep_create: " +
+                        detail::ucx::status_text(st) + ") with " + detail::ucx::ucx_environment() +
+                        "; `ucx_info -d` lists the transports and devices");
+      }
+    }
+    post_abort_receive();
+    if (size > detail::ucx::usable_cpus()) {
+      spin_limit_ = detail::ucx::oversubscribed_spin_iterations;
+    }
+  }
+
+  /// The transport of the job `bootstrap::from_env()` found (chorusrun, torchrun, mpirun,
+  /// srun): ranks meet through the job's store under `chorus/<job_id>/ucx/<instance>/...`.
+  /// Give each communicator of a job its own `instance` name.
+  explicit ucx_transport(const bootstrap::world& world, std::string_view instance = "comm0")
+      : ucx_transport(
+            world.rank, world.size,
+            store_exchange(world.store, "chorus/" + world.job_id + "/ucx/" + std::string(instance),
+                           world.rank, world.size, world.timeout)) {}
+
+  ucx_transport(ucx_transport&&) noexcept = default;
+  ucx_transport& operator=(ucx_transport&&) noexcept = default;
+  ~ucx_transport() = default;
+
+  [[nodiscard]] int rank() const noexcept { return state_->rank; }
+  [[nodiscard]] int size() const noexcept { return state_->size; }
+
+  request isend(int peer, tag_t tag, std::span<const std::byte> data) {
+    detail::ucx::worker_guard guard(*state_);
+    check_peer(peer, "send to");
+    return post_send(peer, detail::ucx::encode(rank(), tag), data);
+  }
+
+  request irecv(int peer, tag_t tag, std::span<std::byte> data) {
+    detail::ucx::worker_guard guard(*state_);
+    check_peer(peer, "receive from");
+    return post_recv(peer, detail::ucx::encode(peer, tag), data);
+  }
+
+  bool test(request& req) {
+    detail::ucx::worker_guard guard(*state_);
+    progress();
+    return finished(req);
+  }
+
+  void wait(request& req, deadline until) {
+    detail::ucx::worker_guard guard(*state_);
+    try {
+      wait_locked(req, until);
+    } catch (const error& e) {
+      // Tell the peers now, before the caller's unwinding cancels (and maybe force-closes)
+      // anything: they learn the real cause, not a broken connection.
+      remember_failure(e);
+      throw;
+    }
+  }
+
+  void cancel(request& req) noexcept {
+    if (!req || req->complete) return;
+    detail::ucx::worker_guard guard(*state_);
+    detail::ucx::state& s = *state_;
+    if (req->kind == detail::ucx::op_kind::recv && req->request != nullptr) {
+      ucp_request_cancel(s.worker, req->request);
+    }
+    // A receive that matched a message, a send, a get or a put may still be moving bytes:
+    // let it finish for a moment, then fail the endpoint so UCX lets go of the buffer.
+    const auto grace = clock::now() + detail::ucx::cancel_grace;
+    while (!poll(*req) && !peer_failed(req->peer) && clock::now() < grace) {
+      ucp_worker_progress(s.worker);
+    }
+    if (!req->complete) {
+      force_close(req->peer);
+      const auto until = clock::now() + detail::ucx::cancel_grace;
+      while (!poll(*req) && clock::now() < until) ucp_worker_progress(s.worker);
+    }
+    if (!req->complete) {
+      // UCX keeps a receive that matched a dead peer's rendezvous message until data that
+      // will never come; a dead peer writes nothing more, so the buffer is safe. A live
+      // peer's endpoint has just been closed: nothing more arrives from it either, but say so.
+      const auto i = static_cast<std::size_t>(req->peer);
+      if (s.ep_status[i] == UCS_OK && !s.exited[i]) {
+        std::fprintf(stderr,
+                     "chorus::ucx_transport: rank %d: a request to rank %d did not finish after "
+                     "its endpoint was closed; releasing it\n",
+                     s.rank, req->peer);
+      }
+      if (req->request != nullptr) ucp_request_free(req->request);
+      if (req->flush != nullptr) ucp_request_free(req->flush);
+      req->request = nullptr;
+      req->flush = nullptr;
+      req->complete = true;
+    }
+    req->failed = true;
+    req->code = errc::aborted;
+    req->failure = "cancelled";
+  }
+
+  void abort(std::string_view reason) noexcept { abort(errc::aborted, reason); }
+
+  /// Aborts with the code of the failure that caused it; peers fail with the same code.
+  /// Never blocks for long: when another thread is inside the transport, it only records
+  /// the cause, and that thread sends it within one nap.
+  void abort(errc code, std::string_view reason) noexcept {
+    detail::ucx::state& s = *state_;
+    if (!record_abort(s.rank, code, reason)) return;
+    s.abort_pending_send.store(true, std::memory_order_release);
+    if (!s.busy.exchange(true, std::memory_order_acquire)) {
+      send_abort_records();
+      s.busy.store(false, std::memory_order_release);
+    } else if (s.wake.get() >= 0) {
+      const std::uint64_t one = 1;  // wakes the thread sleeping in wait
+      (void)!::write(s.wake.get(), &one, sizeof one);
+    }
+  }
+
+  /// Collective (every rank calls it, in the same order relative to other window calls):
+  /// registers `local` with UCX (`ucp_mem_map`) and exchanges its packed remote key with
+  /// every peer, so that peers reach it with `get`/`put`. Each rank may offer a different
+  /// size, 0 included. The registration lives as long as the transport.
+  window register_window(std::span<std::byte> local,
+                         deadline until = deadline::after(default_timeout)) {
+    detail::ucx::state& s = *state_;
+    detail::ucx::window_state w;
+    w.local = local;
+    void* packed = nullptr;
+    std::size_t packed_bytes = 0;
+    {
+      detail::ucx::worker_guard guard(s);
+      if (!local.empty()) {
+        ucp_mem_map_params_t params{};
+        params.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
+        params.address = local.data();
+        params.length = local.size();
+        check(ucp_mem_map(s.context, &params, &w.memh), "ucp_mem_map");
+        const ucs_status_t st = ucp_rkey_pack(s.context, w.memh, &packed, &packed_bytes);
+        if (st != UCS_OK) {
+          ucp_mem_unmap(s.context, w.memh);
+          check(st, "ucp_rkey_pack");
+        }
+      }
+    }
+    // From here the window is ours to clean up with the transport, whatever happens.
+    s.windows.push_back(std::move(w));
+    detail::ucx::window_state& mine = s.windows.back();
+    std::string rkey(static_cast<const char*>(packed), packed_bytes);
+    if (packed != nullptr) ucp_rkey_buffer_release(packed);
+    detail::ucx::window_record record{reinterpret_cast<std::uintptr_t>(local.data()), local.size(),
+                                      rkey.size()};
+    mine.records = exchange_records(record, until);
+    // The keys, sized by the records.
+    std::vector<std::string> keys(static_cast<std::size_t>(size()));
+    {
+      std::vector<request> pending;
+      for (int p = 0; p < size(); ++p) {
+        const auto i = static_cast<std::size_t>(p);
+        if (p == rank() || mine.records[i].rkey_bytes == 0) continue;
+        keys[i].resize(mine.records[i].rkey_bytes);
+        pending.push_back(
+            control_recv(p, detail::ucx::control_rkey,
+                         {reinterpret_cast<std::byte*>(keys[i].data()), keys[i].size()}));
+      }
+      for (int p = 0; p < size(); ++p) {
+        if (p == rank() || rkey.empty()) continue;
+        pending.push_back(
+            control_send(p, detail::ucx::control_rkey,
+                         {reinterpret_cast<const std::byte*>(rkey.data()), rkey.size()}));
+      }
+      wait_all(pending, until);
+    }
+    detail::ucx::worker_guard guard(s);
+    mine.rkeys.assign(static_cast<std::size_t>(size()), nullptr);
+    for (int p = 0; p < size(); ++p) {
+      const auto i = static_cast<std::size_t>(p);
+      if (keys[i].empty()) continue;
+      check(ucp_ep_rkey_unpack(ep(p), keys[i].data(), &mine.rkeys[i]), "ucp_ep_rkey_unpack");
+    }
+    return window{s.windows.size() - 1};
+  }
+
+  /// This rank's memory of window `w`.
+  [[nodiscard]] std::span<std::byte> local_window(window w) const {
+    return window_at(w, "local_window").local;
+  }
+
+  /// Size of rank `peer`'s part of window `w`.
+  [[nodiscard]] std::size_t window_bytes(window w, int peer) const {
+    const auto& s = window_at(w, "window_bytes");
+    check_window_rank(peer, "window_bytes");
+    return s.records[static_cast<std::size_t>(peer)].bytes;
+  }
+
+  /// Reads `local.size()` bytes at `offset` of rank `peer`'s part of window `w` into
+  /// `local` (`ucp_get_nbx`); complete once `test`/`wait` says so.
+  request get(window w, int peer, std::size_t offset, std::span<std::byte> local) {
+    return one_sided(detail::ucx::op_kind::get, w, peer, offset, local.data(), local.size());
+  }
+
+  /// Writes `src` to `offset` of rank `peer`'s part of window `w` (`ucp_put_nbx`, then an
+  /// endpoint flush): complete once the bytes are in the peer's memory.
+  request put(window w, int peer, std::size_t offset, std::span<const std::byte> src) {
+    return one_sided(detail::ucx::op_kind::put, w, peer, offset, const_cast<std::byte*>(src.data()),
+                     src.size());
+  }
+
+ private:
+  void start_worker() {
+    detail::ucx::state& s = *state_;
+    ucp_config_t* config = nullptr;
+    ucs_status_t st = ucp_config_read(nullptr, nullptr, &config);
+    if (st != UCS_OK) configuration_error("ucp_config_read", st);
+    // UCX 1.13's shared-memory transports (posix, sysv) support peer-failure handling but
+    // do not offer it unless asked (UCX_MM_ERROR_HANDLING, or UCX_POSIX_/UCX_SYSV_, default
+    // n), and an endpoint in UCP_ERR_HANDLING_MODE_PEER then finds every sm peer
+    // unreachable. This default is the only UCX setting chorus changes, and only where the
+    // environment does not set it.
+    if (std::getenv("UCX_MM_ERROR_HANDLING") == nullptr &&
+        std::getenv("UCX_POSIX_ERROR_HANDLING") == nullptr &&
+        std::getenv("UCX_SYSV_ERROR_HANDLING") == nullptr && detail::ucx::may_use_mm()) {
+      (void)ucp_config_modify(config, "MM_ERROR_HANDLING", "y");
+    }
+    ucp_params_t params{};
+    params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_ESTIMATED_NUM_EPS |
+                        UCP_PARAM_FIELD_MT_WORKERS_SHARED;
+    params.features = UCP_FEATURE_TAG | UCP_FEATURE_RMA | UCP_FEATURE_WAKEUP;
+    params.estimated_num_eps = static_cast<std::size_t>(s.size);
+    params.mt_workers_shared = 0;
+    st = ucp_init(&params, config, &s.context);
+    ucp_config_release(config);
+    if (st != UCS_OK) {
+      s.context = nullptr;
+      configuration_error("ucp_init", st);
+    }
+    ucp_worker_params_t wp{};
+    wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+    wp.thread_mode = UCS_THREAD_MODE_SINGLE;
+    st = ucp_worker_create(s.context, &wp, &s.worker);
+    if (st != UCS_OK) {
+      s.worker = nullptr;
+      configuration_error("ucp_worker_create", st);
+    }
+    if (ucp_worker_get_efd(s.worker, &s.efd) != UCS_OK) s.efd = -1;  // then wait naps
+    s.wake = bootstrap::detail::unique_fd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  }
+
+  [[noreturn]] void configuration_error(const char* what, ucs_status_t st) const {
+    throw error(errc::transport,
+                "chorus::ucx_transport: rank " + std::to_string(rank()) + ": UCX cannot start (" +
+                    what + ": " + detail::ucx::status_text(st) + ") with " +
+                    detail::ucx::ucx_environment() +
+                    "; `ucx_info -d` lists the transports and devices this host has");
+  }
+
+  void check(ucs_status_t st, const char* what) const {
+    if (st != UCS_OK) {
+      throw error(errc::transport, "chorus::ucx_transport: rank " + std::to_string(rank()) + ": " +
+                                       what + " failed: " + detail::ucx::status_text(st));
+    }
+  }
+
+  void check_peer(int peer, const char* what) const {
+    detail::check_transport_peer(rank(), size(), peer, what);
+  }
+
+  [[nodiscard]] ucp_ep_h ep(int peer) const noexcept {
+    return state_->eps[static_cast<std::size_t>(peer)];
+  }
+
+  /// A non-null address for zero-byte messages (UCX does not read it).
+  static void* payload(const void* p) noexcept {
+    static std::byte dummy;
+    return p != nullptr ? const_cast<void*>(p) : &dummy;
+  }
+
+  /// False (and `op` completed with the reason) when the endpoint to `peer` is gone.
+  bool usable(int peer, detail::ucx::operation& op) {
+    const auto i = static_cast<std::size_t>(peer);
+    if (state_->eps[i] != nullptr && !state_->ep_closed[i]) return true;
+    op.complete = true;
+    op.failed = true;
+    op.code = errc::peer_lost;
+    op.failure = lost_message(peer, op);
+    return false;
+  }
+
+  /// Records what a `*_nbx` call returned.
+  static void start(detail::ucx::operation& op, ucs_status_ptr_t r) {
+    if (r == nullptr) {  // completed at once
+      op.complete = true;
+      op.status = UCS_OK;
+    } else if (UCS_PTR_IS_ERR(r)) {
+      op.complete = true;
+      op.status = UCS_PTR_STATUS(r);
+    } else {
+      op.request = r;
+    }
+  }
+
+  /// Polls `op`'s UCX requests and frees those that finished. True once all have.
+  bool poll(detail::ucx::operation& op) {
+    if (op.complete) return true;
+    if (op.request != nullptr) {
+      const ucs_status_t st = op.kind == detail::ucx::op_kind::recv
+                                  ? ucp_tag_recv_request_test(op.request, &op.info)
+                                  : ucp_request_check_status(op.request);
+      if (st == UCS_INPROGRESS) return false;
+      ucp_request_free(op.request);
+      op.request = nullptr;
+      if (op.status == UCS_OK) op.status = st;
+    }
+    if (op.flush != nullptr) {
+      const ucs_status_t st = ucp_request_check_status(op.flush);
+      if (st == UCS_INPROGRESS) return false;
+      ucp_request_free(op.flush);
+      op.flush = nullptr;
+      if (op.status == UCS_OK) op.status = st;
+    }
+    op.complete = true;
+    return true;
+  }
+
+  /// Moves whatever UCX can move; polls the abort receive. True if anything happened.
+  bool progress() {
+    detail::ucx::state& s = *state_;
+    const unsigned events = ucp_worker_progress(s.worker);
+    if (s.abort_request != nullptr && ucp_request_check_status(s.abort_request) != UCS_INPROGRESS) {
+      const ucs_status_t st = ucp_request_check_status(s.abort_request);
+      ucp_request_free(s.abort_request);
+      s.abort_request = nullptr;
+      if (st == UCS_OK) {
+        std::string reason(s.abort_in.reason, strnlen(s.abort_in.reason, sizeof s.abort_in.reason));
+        record_abort(s.abort_in.rank, static_cast<errc>(s.abort_in.code), reason);
+      }
+    }
+    return events != 0;
+  }
+
+  /// Whether `req` is done: true, false, or throws its failure (and an abort).
+  bool finished(request& req) {
+    if (!poll(*req)) {
+      check_aborted();
+      return false;
+    }
+    if (req->failed) throw error(req->code, req->failure);
+    const ucs_status_t st = req->status;
+    if (st == UCS_OK) {
+      if (req->kind == detail::ucx::op_kind::recv && req->info.length != req->bytes) {
+        throw error(errc::mismatch, mismatch_message(*req, std::to_string(req->info.length)));
+      }
+      return true;
+    }
+    if (st == UCS_ERR_MESSAGE_TRUNCATED) {
+      throw error(errc::mismatch,
+                  mismatch_message(*req, "more than " + std::to_string(req->bytes)));
+    }
+    check_aborted();
+    const auto i = static_cast<std::size_t>(req->peer);
+    if (state_->ep_status[i] != UCS_OK || state_->exited[i] || state_->ep_closed[i] ||
+        st == UCS_ERR_ENDPOINT_TIMEOUT || st == UCS_ERR_CONNECTION_RESET ||
+        st == UCS_ERR_UNREACHABLE) {
+      throw error(errc::peer_lost,
+                  lost_message(req->peer, *req) + " (" + detail::ucx::status_text(st) + ")");
+    }
+    throw error(errc::transport, "rank " + std::to_string(rank()) + ": UCX failed a " +
+                                     kind_name(*req) + " rank " + std::to_string(req->peer) + ": " +
+                                     detail::ucx::status_text(st));
+  }
+
+  static const char* kind_name(const detail::ucx::operation& op) noexcept {
+    switch (op.kind) {
+      case detail::ucx::op_kind::send:
+        return "send to";
+      case detail::ucx::op_kind::recv:
+        return "receive from";
+      case detail::ucx::op_kind::get:
+        return "get from";
+      case detail::ucx::op_kind::put:
+        return "put to";
+      case detail::ucx::op_kind::done:
+        break;
+    }
+    return "request with";
+  }
+
+  std::string mismatch_message(const detail::ucx::operation& op, const std::string& sent) const {
+    return "rank " + std::to_string(rank()) + " posted a receive of " + std::to_string(op.bytes) +
+           " bytes from rank " + std::to_string(op.peer) + " but that rank sent " + sent +
+           " bytes with the same tag: the ranks called with different counts or types";
+  }
+
+  std::string lost_message(int peer, const detail::ucx::operation& op) const {
+    const auto i = static_cast<std::size_t>(peer);
+    std::string why;
+    if (state_->exited[i]) {
+      why = " (pid " + std::to_string(state_->pids[i]) + ") exited";
+    } else if (state_->ep_status[i] != UCS_OK) {
+      why = "'s connection failed (UCX: " + detail::ucx::status_text(state_->ep_status[i]) + ")";
+    } else {
+      why = "'s endpoint was closed after an earlier failure";
+    }
+    return "rank " + std::to_string(rank()) + ": rank " + std::to_string(peer) + why +
+           " while this rank " +
+           (op.kind == detail::ucx::op_kind::recv
+                ? "waited for a message from it"
+                : std::string("was in a ") + kind_name(op) + " it");
+  }
+
+  /// Marks local peers whose process has exited (pidfd readable).
+  void check_local_peers() {
+    detail::ucx::state& s = *state_;
+    for (std::size_t p = 0; p < s.pidfds.size(); ++p) {
+      const int f = s.pidfds[p].get();
+      if (f < 0 || s.exited[p]) continue;
+      pollfd pfd{f, POLLIN, 0};
+      if (::poll(&pfd, 1, 0) > 0) s.exited[p] = true;
+    }
+  }
+
+  [[nodiscard]] bool peer_failed(int peer) const noexcept {
+    const auto i = static_cast<std::size_t>(peer);
+    return state_->ep_status[i] != UCS_OK || state_->exited[i] || state_->ep_closed[i];
+  }
+
+  void wait_locked(request& req, deadline until) {
+    int spins = 0;
+    int yields = 0;
+    auto next_liveness = clock::now();
+    for (;;) {
+      const bool moved = progress();
+      if (finished(req)) return;
+      if (moved) {
+        spins = 0;
+        yields = 0;
+        continue;
+      }
+      if (spins < spin_limit_) {
+        ++spins;
+        continue;
+      }
+      const auto now = clock::now();
+      if (now >= next_liveness) {
+        check_local_peers();
+        next_liveness = now + detail::ucx::liveness_period;
+      }
+      if (peer_failed(req->peer)) {
+        // Take whatever it sent before failing (its abort record above all, which names
+        // the real cause), then give up on it.
+        const auto drain_until = clock::now() + detail::ucx::drain_period;
+        do {
+          progress();
+          if (finished(req)) return;
+        } while (clock::now() < drain_until);
+        throw error(errc::peer_lost, lost_message(req->peer, *req));
+      }
+      if (now >= until.at) {
+        throw error(errc::timeout, "rank " + std::to_string(rank()) + ": no " +
+                                       (req->kind == detail::ucx::op_kind::recv
+                                            ? "message from"
+                                            : std::string("completion of a ") + kind_name(*req)) +
+                                       " rank " + std::to_string(req->peer) +
+                                       " before the deadline");
+      }
+      if (yields < detail::ucx::yield_iterations) {
+        ++yields;
+        std::this_thread::yield();
+        continue;
+      }
+      sleep_until_event(std::min<duration>(detail::ucx::longest_sleep, until.at - now));
+    }
+  }
+
+  /// Sleeps until the worker has an event, `abort` rings, or `most` has passed.
+  void sleep_until_event(duration most) {
+    detail::ucx::state& s = *state_;
+    const ucs_status_t st = ucp_worker_arm(s.worker);
+    if (st == UCS_ERR_BUSY) return;  // events are pending: progress them
+    if (st != UCS_OK || s.efd < 0) {
+      std::this_thread::sleep_for(most);
+      return;
+    }
+    pollfd fds[2] = {{s.efd, POLLIN, 0}, {s.wake.get(), POLLIN, 0}};
+    const auto ms = std::chrono::ceil<std::chrono::milliseconds>(most).count();
+    if (::poll(fds, 2, static_cast<int>(ms)) > 0 && (fds[1].revents & POLLIN) != 0) {
+      std::uint64_t count = 0;
+      (void)!::read(s.wake.get(), &count, sizeof count);
+    }
+  }
+
+  /// Records the error a wait threw, and aborts the group with it so peers hear the cause.
+  void remember_failure(const error& e) noexcept {
+    detail::ucx::state& s = *state_;
+    try {
+      s.last_failure = e.what();
+      s.last_code = e.value();
+    } catch (...) {
+    }
+    if (record_abort(s.rank, e.value(), e.what())) send_abort_records();
+  }
+
+  /// Stores an abort record unless one is there. True if this call stored it.
+  bool record_abort(int who, errc code, std::string_view reason) noexcept {
+    detail::ucx::state& s = *state_;
+    int expected = 0;
+    if (!s.abort_state.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) {
+      return false;
+    }
+    s.abort_rank = who;
+    s.abort_code = code;
+    const std::size_t n = std::min(reason.size(), sizeof(s.abort_reason) - 1);
+    std::memcpy(s.abort_reason, reason.data(), n);
+    s.abort_reason[n] = '\0';
+    s.abort_state.store(2, std::memory_order_release);
+    return true;
+  }
+
+  /// Sends this rank's abort record to every reachable peer and gives the sends a moment
+  /// to leave (they are small: eager, complete once UCX has them). The caller holds `busy`.
+  void send_abort_records() noexcept {
+    detail::ucx::state& s = *state_;
+    s.abort_pending_send.store(false, std::memory_order_relaxed);
+    // UCX may read the record after this function returns: it lives in the state.
+    detail::ucx::abort_message& m = s.abort_out;
+    m.rank = s.abort_rank;
+    m.code = static_cast<std::int32_t>(s.abort_code);
+    std::memcpy(m.reason, s.abort_reason, sizeof m.reason);
+    std::vector<void*>& sends = s.abort_sends;
+    for (int p = 0; p < s.size; ++p) {
+      const auto i = static_cast<std::size_t>(p);
+      if (p == s.rank || s.eps[i] == nullptr || s.ep_closed[i] || s.ep_status[i] != UCS_OK) {
+        continue;
+      }
+      const ucp_request_param_t param = bytes_param();
+      void* r =
+          ucp_tag_send_nbx(s.eps[i], &m, sizeof m,
+                           detail::ucx::control_tag(s.rank, detail::ucx::control_abort), &param);
+      if (UCS_PTR_IS_PTR(r)) sends.push_back(r);
+    }
+    // Usually they leave at once; a peer that is not progressing gets them at shutdown.
+    const auto until = clock::now() + std::chrono::milliseconds(100);
+    for (void* r : sends) {
+      while (ucp_request_check_status(r) == UCS_INPROGRESS && clock::now() < until) {
+        ucp_worker_progress(s.worker);
+      }
+    }
+  }
+
+  /// Throws the group's abort record, first sending it to the peers if it was raised here
+  /// by another thread.
+  void check_aborted() {
+    detail::ucx::state& s = *state_;
+    if (s.abort_state.load(std::memory_order_acquire) == 0) return;
+    while (s.abort_state.load(std::memory_order_acquire) != 2) std::this_thread::yield();
+    if (s.abort_pending_send.load(std::memory_order_acquire)) send_abort_records();
+    throw error(s.abort_code, "rank " + std::to_string(s.rank) + ": rank " +
+                                  std::to_string(s.abort_rank) +
+                                  " aborted the group: " + s.abort_reason);
+  }
+
+  void post_abort_receive() {
+    detail::ucx::state& s = *state_;
+    const ucp_request_param_t param = bytes_param();
+    void* r = ucp_tag_recv_nbx(s.worker, &s.abort_in, sizeof s.abort_in,
+                               detail::ucx::control_tag(0, detail::ucx::control_abort),
+                               detail::ucx::any_sender_mask, &param);
+    if (UCS_PTR_IS_ERR(r)) check(UCS_PTR_STATUS(r), "posting the abort receive");
+    s.abort_request = r;  // null: an abort arrived already; progress() cannot see it then
+    if (r == nullptr) {
+      std::string reason(s.abort_in.reason, strnlen(s.abort_in.reason, sizeof s.abort_in.reason));
+      record_abort(s.abort_in.rank, static_cast<errc>(s.abort_in.code), reason);
+    }
+  }
+
+  /// Force-closes the endpoint to `peer`: every operation on it fails, and UCX stops
+  /// touching their buffers. The peers have been sent this rank's abort record first.
+  void force_close(int peer) noexcept {
+    detail::ucx::state& s = *state_;
+    const auto i = static_cast<std::size_t>(peer);
+    if (s.eps[i] == nullptr || s.ep_closed[i]) return;
+    if (s.abort_state.load(std::memory_order_acquire) == 0) {
+      const std::string why = s.last_failure.empty()
+                                  ? "rank " + std::to_string(s.rank) +
+                                        " cancelled an operation that its peer never completed"
+                                  : s.last_failure;
+      if (record_abort(s.rank, s.last_failure.empty() ? errc::aborted : s.last_code, why)) {
+        send_abort_records();
+      }
+    } else if (s.abort_pending_send.load(std::memory_order_acquire)) {
+      send_abort_records();
+    }
+    ucp_request_param_t param{};
+    param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    param.flags = UCP_EP_CLOSE_FLAG_FORCE;
+    void* r = ucp_ep_close_nbx(s.eps[i], &param);
+    s.eps[i] = nullptr;
+    s.ep_closed[i] = true;
+    if (UCS_PTR_IS_PTR(r)) {
+      const auto until = clock::now() + std::chrono::seconds(1);
+      while (ucp_request_check_status(r) == UCS_INPROGRESS && clock::now() < until) {
+        ucp_worker_progress(s.worker);
+      }
+      ucp_request_free(r);
+    }
+  }
+
+  request control_send(int peer, std::uint32_t code, std::span<const std::byte> data) {
+    detail::ucx::worker_guard guard(*state_);
+    return post_send(peer, detail::ucx::control_tag(rank(), code), data);
+  }
+
+  request control_recv(int peer, std::uint32_t code, std::span<std::byte> data) {
+    detail::ucx::worker_guard guard(*state_);
+    return post_recv(peer, detail::ucx::control_tag(peer, code), data);
+  }
+
+  static std::shared_ptr<detail::ucx::operation> new_op(detail::ucx::op_kind kind, int peer,
+                                                        std::size_t bytes) {
+    auto op = std::make_shared<detail::ucx::operation>();
+    op->kind = kind;
+    op->peer = peer;
+    op->bytes = bytes;
+    return op;
+  }
+
+  /// Contiguous bytes; `flags` adds UCP_OP_ATTR_FLAG_* bits.
+  static ucp_request_param_t bytes_param(std::uint32_t flags = 0) {
+    ucp_request_param_t param{};
+    param.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE | flags;
+    param.datatype = ucp_dt_make_contig(1);
+    return param;
+  }
+
+  /// Posts a tagged send with UCX tag `t`. The caller holds the worker.
+  request post_send(int peer, ucp_tag_t t, std::span<const std::byte> data) {
+    check_aborted();
+    auto op = new_op(detail::ucx::op_kind::send, peer, data.size());
+    if (!usable(peer, *op)) return op;
+    const ucp_request_param_t param = bytes_param();
+    start(*op, ucp_tag_send_nbx(ep(peer), payload(data.data()), data.size(), t, &param));
+    return op;
+  }
+
+  /// Posts a receive of UCX tag `t` (matched exactly). Always returns a request to test:
+  /// UCP_OP_ATTR_FLAG_NO_IMM_CMPL, so the received length comes from
+  /// ucp_tag_recv_request_test even for a message that was already there.
+  request post_recv(int peer, ucp_tag_t t, std::span<std::byte> data) {
+    check_aborted();
+    auto op = new_op(detail::ucx::op_kind::recv, peer, data.size());
+    const ucp_request_param_t param = bytes_param(UCP_OP_ATTR_FLAG_NO_IMM_CMPL);
+    start(*op, ucp_tag_recv_nbx(state_->worker, payload(data.data()), data.size(), t, ~ucp_tag_t{0},
+                                &param));
+    return op;
+  }
+
+  /// `get` (read the peer's window into `local`) or `put` (write `local` into it).
+  request one_sided(detail::ucx::op_kind kind, window w, int peer, std::size_t offset,
+                    std::byte* local, std::size_t bytes) {
+    const bool is_get = kind == detail::ucx::op_kind::get;
+    detail::ucx::worker_guard guard(*state_);
+    check_aborted();
+    auto op = new_op(kind, peer, bytes);
+    const std::uint64_t remote = one_sided_target(w, peer, offset, bytes, is_get ? "get" : "put");
+    if (bytes == 0 || peer == rank()) {
+      auto* mine = reinterpret_cast<std::byte*>(remote);
+      if (bytes != 0) std::memcpy(is_get ? local : mine, is_get ? mine : local, bytes);
+      op->complete = true;
+      return op;
+    }
+    if (!usable(peer, *op)) return op;
+    const ucp_request_param_t param = bytes_param();
+    ucp_rkey_h rkey = state_->windows[w.index].rkeys[static_cast<std::size_t>(peer)];
+    if (is_get) {
+      start(*op, ucp_get_nbx(ep(peer), local, bytes, remote, rkey, &param));
+      return op;
+    }
+    start(*op, ucp_put_nbx(ep(peer), local, bytes, remote, rkey, &param));
+    if (op->complete && op->status != UCS_OK) return op;
+    // A put completes locally (the source may be reused); the flush completes once it has
+    // reached the peer's memory.
+    const ucp_request_param_t flush{};
+    void* f = ucp_ep_flush_nbx(ep(peer), &flush);
+    if (UCS_PTR_IS_ERR(f)) {
+      op->status = UCS_PTR_STATUS(f);
+    } else if (f != nullptr) {
+      op->flush = f;
+      op->complete = false;
+    }
+    return op;
+  }
+
+  void wait_all(std::vector<request>& pending, deadline until) {
+    std::size_t done = 0;
+    try {
+      for (; done < pending.size(); ++done) wait(pending[done], until);
+    } catch (...) {
+      for (std::size_t i = done; i < pending.size(); ++i) cancel(pending[i]);
+      throw;
+    }
+  }
+
+  /// Sends `mine` to every peer and returns every rank's record (ours at our index). Every
+  /// rank calls the window functions in the same order, and messages of one (source, tag)
+  /// are FIFO, so consecutive calls never mix.
+  std::vector<detail::ucx::window_record> exchange_records(const detail::ucx::window_record& mine,
+                                                           deadline until) {
+    std::vector<detail::ucx::window_record> all(static_cast<std::size_t>(size()));
+    all[static_cast<std::size_t>(rank())] = mine;
+    std::vector<request> pending;
+    for (int p = 0; p < size(); ++p) {
+      if (p == rank()) continue;
+      pending.push_back(control_recv(
+          p, detail::ucx::control_window,
+          {reinterpret_cast<std::byte*>(&all[static_cast<std::size_t>(p)]), sizeof mine}));
+    }
+    for (int p = 0; p < size(); ++p) {
+      if (p == rank()) continue;
+      pending.push_back(control_send(p, detail::ucx::control_window,
+                                     {reinterpret_cast<const std::byte*>(&mine), sizeof mine}));
+    }
+    wait_all(pending, until);
+    return all;
+  }
+
+  const detail::ucx::window_state& window_at(window w, const char* what) const {
+    if (w.index >= state_->windows.size()) {
+      throw error(errc::invalid_argument,
+                  std::string("chorus::ucx_transport::") + what + ": rank " +
+                      std::to_string(rank()) +
+                      ": not a window of this transport; use the value register_window returned");
+    }
+    return state_->windows[w.index];
+  }
+
+  void check_window_rank(int peer, const char* what) const {
+    if (peer < 0 || peer >= size()) {
+      throw error(errc::invalid_argument,
+                  std::string("chorus::ucx_transport::") + what + ": rank " + std::to_string(peer) +
+                      " is outside the group; ranks are 0.." + std::to_string(size() - 1));
+    }
+  }
+
+  /// Checks a one-sided access and returns the peer's address of it.
+  std::uint64_t one_sided_target(window w, int peer, std::size_t offset, std::size_t bytes,
+                                 const char* what) const {
+    const detail::ucx::window_state& s = window_at(w, what);
+    check_window_rank(peer, what);
+    const detail::ucx::window_record& r = s.records[static_cast<std::size_t>(peer)];
+    if (offset > r.bytes || bytes > r.bytes - offset) {
+      throw error(errc::invalid_argument,
+                  std::string("chorus::ucx_transport::") + what + ": rank " +
+                      std::to_string(rank()) + ": " + std::to_string(bytes) + " bytes at offset " +
+                      std::to_string(offset) + " do not fit rank " + std::to_string(peer) +
+                      "'s window of " + std::to_string(r.bytes) + " bytes");
+    }
+    return r.address + offset;
+  }
+
+  std::unique_ptr<detail::ucx::state> state_;
+  int spin_limit_ = detail::ucx::spin_iterations;
+};
+
+static_assert(transport<ucx_transport>);
+static_assert(rma_transport<ucx_transport>);
+
+}  // namespace chorus::inline v0
