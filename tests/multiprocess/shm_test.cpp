@@ -3,7 +3,9 @@
 // soak with flat memory and file descriptors.
 #include "../support/checks.hpp"
 #include "../support/collective_matrix.hpp"
+#include "../support/point_to_point.hpp"
 #include "../support/processes.hpp"
+#include "../support/windows.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -46,33 +48,7 @@ TEST_CASE("shm: point-to-point FIFO per tag, early sends, messages larger than t
     for (int p = 0; p < comm.size(); ++p) {
       if (p != r && comm.transport().single_copy_to(p)) f.add("single-copy is on by default");
     }
-    if (r == 0) {
-      // sent before the receiver posts anything: must be buffered and matched in order
-      for (int m = 0; m < 5; ++m) chorus::send(comm, std::vector<int>{m, 1}, 1, 1);
-      chorus::send(comm, std::vector<int>{7, 2}, 1, 2);
-      std::vector<double> big((3u << 20) / 8 + 13);  // 3 MiB: streams through the ring
-      for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<double>(i) * 0.5;
-      chorus::send(comm, big, 2, 9);
-    } else if (r == 1) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      std::vector<int> got(2);
-      chorus::recv(comm, got, 0, 2);  // the later tag first
-      if (got != std::vector<int>{7, 2}) f.add("tag 2 wrong");
-      for (int m = 0; m < 5; ++m) {
-        chorus::recv(comm, got, 0, 1);
-        if (got != std::vector<int>{m, 1}) f.add("tag 1 out of order at " + std::to_string(m));
-      }
-    } else {
-      std::vector<double> big((3u << 20) / 8 + 13);
-      chorus::recv(comm, big, 0, 9);
-      for (std::size_t i = 0; i < big.size(); ++i) {
-        if (big[i] != static_cast<double>(i) * 0.5) {
-          f.add("large message wrong at " + std::to_string(i));
-          break;
-        }
-      }
-    }
-    chorus::barrier(comm);
+    check_point_to_point(comm, f);
   });
   require_all_ok(results);
   REQUIRE(shm_leftovers(job).empty());
@@ -182,24 +158,10 @@ TEST_CASE("shm: windows: allocate and register; get, put and direct loads; bad a
       }
     }
     // Out of bounds, unknown window, rank outside the group: invalid_argument, no damage.
-    std::vector<std::byte> buf(16);
-    auto expect_invalid = [&](auto&& fn, const char* what, const char* words) {
-      try {
-        fn();
-        f.add(std::string(what) + " was accepted");
-      } catch (const chorus::error& e) {
-        if (e.value() != chorus::errc::invalid_argument ||
-            std::string(e.what()).find(words) == std::string::npos) {
-          f.add(std::string(what) + ": " + e.what());
-        }
-      }
-    };
-    expect_invalid([&] { t.get(w, 0, t.window_bytes(w, 0) - 8, buf); }, "get past the end",
-                   "do not fit rank 0's window");
-    expect_invalid([&] { t.get(w, 1, 0, buf); }, "get from an empty window", "window of 0 bytes");
-    expect_invalid([&] { t.get(chorus::shm_transport::window{}, 0, 0, buf); }, "unknown window",
-                   "not a window of this transport");
-    expect_invalid([&] { (void)t.peer_window(w, p); }, "rank outside", "outside the group");
+    check_bad_window_accesses(t, w, 1, f);
+    expect_error(
+        f, chorus::errc::invalid_argument, [&] { (void)t.peer_window(w, p); },
+        "peer_window of a rank outside", "outside the group");
     // A registered (not allocated) window: reached through cross-memory attach.
     std::vector<std::byte> plain(1000, std::byte{static_cast<unsigned char>(r + 1)});
     const auto reg = t.register_window(plain);
@@ -272,18 +234,8 @@ TEST_CASE("shm: a rank killed mid-all-reduce makes every survivor fail with peer
             }
           },
           options);
-      for (const auto& r : results) {
-        if (r.rank == victim) {
-          CHECK(r.signal == SIGKILL);
-          continue;
-        }
-        INFO("ranks " << ranks << " round " << round << " victim " << victim << ", rank " << r.rank
-                      << ": " << r.report);
-        CHECK(r.exit_code == 2);
-        CHECK_THAT(r.report, Catch::Contains("chorus::error[peer_lost]") &&
-                                 Catch::Contains("rank " + std::to_string(victim)));
-        CHECK(r.seconds - killed_at.load() < 5.0);
-      }
+      check_peer_lost_reports(results, victim, killed_at.load(), 5.0,
+                              "ranks " + std::to_string(ranks) + " round " + std::to_string(round));
       REQUIRE(shm_leftovers(job).empty());
     }
   }

@@ -1,11 +1,13 @@
 #pragma once
-// Runs N ranks as real processes over shm_transport, and collects each rank's failures.
+// Runs N ranks as real processes over a process transport (shm_transport by default; any
+// transport built from (rank, size, blob_exchange), e.g. ucx_transport), and collects each
+// rank's failures.
 //
 // The test process forks the ranks and serves their rendezvous itself: each rank sends its
 // blob down a pipe, and once every rank has sent one the parent answers every rank with all
-// of them (the all-gather `shm_exchange` needs). At the end each rank writes its report --
-// failures found, or the exception that stopped it -- and exits; the parent waits with a
-// deadline, kills whatever is left, and hands back one result per rank.
+// of them (the all-gather a `blob_exchange` needs; blobs must not contain newlines). At the end
+// each rank writes its report -- failures found, or the exception that stopped it -- and exits; the
+// parent waits with a deadline, kills whatever is left, and hands back one result per rank.
 #include <chorus/chorus.hpp>
 #include <chorus/transport/shm.hpp>
 
@@ -22,6 +24,7 @@
 #include <functional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -108,10 +111,12 @@ struct process_options {
 };
 
 /// Forks `ranks` processes running `fn(comm, failures)` and returns their results in rank
-/// order. `job` names the shared-memory segments (make it unique per run).
-template <class Fn>
-std::vector<process_result> run_processes(int ranks, const std::string& job, Fn fn,
-                                          process_options options = {}) {
+/// order. Each rank's transport is `make(rank, ranks, exchange)`; `comm` is a communicator
+/// of that transport.
+template <class Make, class Fn>
+std::vector<process_result> run_processes_with(int ranks, Make make, Fn fn,
+                                               process_options options = {}) {
+  using transport_type = decltype(make(0, ranks, std::declval<const chorus::blob_exchange&>()));
   const auto start = std::chrono::steady_clock::now();
   std::vector<int> up(static_cast<std::size_t>(ranks)), down(static_cast<std::size_t>(ranks));
   std::vector<pid_t> pids(static_cast<std::size_t>(ranks));
@@ -129,7 +134,7 @@ std::vector<process_result> run_processes(int ranks, const std::string& job, Fn 
       std::string report;
       int code = 0;
       try {
-        chorus::shm_exchange exchange = [&](const std::string& mine) {
+        chorus::blob_exchange exchange = [&](const std::string& mine) {
           std::vector<std::string> all;
           char kind = 0;
           std::string s;
@@ -143,7 +148,7 @@ std::vector<process_result> run_processes(int ranks, const std::string& job, Fn 
           }
           return all;
         };
-        shm_communicator comm(chorus::shm_transport(r, ranks, job, exchange), options.comm);
+        chorus::communicator<transport_type> comm(make(r, ranks, exchange), options.comm);
         failures f;
         fn(comm, f);
         if (f.count() != 0) {
@@ -251,6 +256,19 @@ std::vector<process_result> run_processes(int ranks, const std::string& job, Fn 
   return results;
 }
 
+/// `run_processes_with` over shm_transport; `job` names the shared-memory segments (make it
+/// unique per run).
+template <class Fn>
+std::vector<process_result> run_processes(int ranks, const std::string& job, Fn fn,
+                                          process_options options = {}) {
+  return run_processes_with(
+      ranks,
+      [&job](int rank, int size, const chorus::blob_exchange& exchange) {
+        return chorus::shm_transport(rank, size, job, exchange);
+      },
+      std::move(fn), std::move(options));
+}
+
 /// REQUIREs that every rank exited 0, printing every report otherwise.
 inline void require_all_ok(const std::vector<process_result>& results) {
   std::string all;
@@ -264,6 +282,24 @@ inline void require_all_ok(const std::vector<process_result>& results) {
   }
   INFO(all);
   REQUIRE(ok);
+}
+
+/// CHECKs the outcome of a fault test: rank `victim` died of SIGKILL, and every other rank
+/// exited with chorus::error[peer_lost] naming it, less than `limit` seconds after it was
+/// killed (`killed_at`, seconds from the start of the run, like `process_result::seconds`).
+inline void check_peer_lost_reports(const std::vector<process_result>& results, int victim,
+                                    double killed_at, double limit, const std::string& context) {
+  for (const auto& r : results) {
+    if (r.rank == victim) {
+      CHECK(r.signal == SIGKILL);
+      continue;
+    }
+    INFO(context << " victim " << victim << ", rank " << r.rank << ": " << r.report);
+    CHECK(r.exit_code == 2);
+    CHECK_THAT(r.report, Catch::Contains("chorus::error[peer_lost]") &&
+                             Catch::Contains("rank " + std::to_string(victim)));
+    CHECK(r.seconds - killed_at < limit);
+  }
 }
 
 /// A job name unique to this test process and call.
