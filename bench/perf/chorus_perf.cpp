@@ -1,7 +1,7 @@
 // chorus-perf: measures chorus collectives the way nccl-tests measures NCCL's, with the same
 // flags and columns, over any chorus transport. See docs/benchmarking.md.
 //
-//   chorus-perf [collective] [-t shm|inproc] [-a ring,tree,...] [--np N] [-b 8 -e 256M -f 4]
+//   chorus-perf [collective] [-t shm|inproc|ucx] [-a ring,tree,...] [--np N] [-b 8 -e 256M -f 4]
 //               [-n 20 -w 5 -c 1] [-d float32] [-o sum] [--percentiles] [--floor]
 //               [--json F] [--csv F] [--plot F.png] [--compare mpi]
 //
@@ -17,6 +17,9 @@
 #include "sweep.hpp"
 
 #include <chorus/chorus.hpp>
+#if CHORUS_PERF_UCX
+#include <chorus/transport/ucx.hpp>
+#endif
 
 #include <unistd.h>
 
@@ -161,9 +164,14 @@ struct transport_entry {
 constexpr transport_entry transports[] = {
     {"inproc", &run_threads, ""},
     {"shm", &run_processes<chorus::shm_transport>, ""},
-    {"ucx", nullptr, "the UCX transport is not part of chorus yet (this build has inproc and shm)"},
-    {"nccl", nullptr,
-     "the NCCL transport is not part of chorus yet (this build has inproc and shm)"},
+#if CHORUS_PERF_UCX
+    {"ucx", &run_processes<chorus::ucx_transport>, ""},
+#else
+    {"ucx", nullptr,
+     "this chorus-perf was built without UCX (install libucx-dev and rebuild: the ucx "
+     "component)"},
+#endif
+    {"nccl", nullptr, "the NCCL transport is not part of chorus yet"},
 };
 
 const transport_entry& find_transport(const std::string& name) {

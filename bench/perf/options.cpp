@@ -283,7 +283,8 @@ std::optional<options> parse_options(int argc, char** argv, tool which) {
                "measure a STREAM-style copy and print the memory-bandwidth floor");
   app.add_option("--floor-bytes", floorb, "bytes each rank copies for --floor; default 64M");
   if (chorus_tool) {
-    app.add_option("-t,--transport", o.transport, "inproc or shm (default); ucx, nccl later");
+    app.add_option("-t,--transport", o.transport,
+                   "inproc, shm (default) or ucx (when built with UCX); nccl later");
     app.add_option("-a,--algorithm", algos,
                    "ring, tree, double_binary_tree, recursive_doubling, halving_doubling, "
                    "direct, automatic; several, comma-separated, print side by side")

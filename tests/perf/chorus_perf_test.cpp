@@ -121,7 +121,9 @@ TEST_CASE("argument errors give one clear line and exit status 2") {
   expect_usage_error({"-a", "ring,spiral"}, "unknown algorithm 'spiral'");
   expect_usage_error({"all_gather", "-a", "tree"}, "algorithm tree cannot run all_gather");
   expect_usage_error({"-t", "carrier_pigeon"}, "unknown transport 'carrier_pigeon'");
-  expect_usage_error({"-t", "ucx"}, "-t ucx: the UCX transport is not part of chorus yet");
+#if !CHORUS_PERF_HAVE_UCX
+  expect_usage_error({"-t", "ucx"}, "-t ucx: this chorus-perf was built without UCX");
+#endif
   expect_usage_error({"-t", "nccl"}, "-t nccl: the NCCL transport is not part of chorus yet");
   expect_usage_error({"-d", "float17"}, "unknown datatype 'float17'");
   expect_usage_error({"-o", "xor"}, "unknown op 'xor'");
@@ -167,6 +169,18 @@ TEST_CASE("every collective's results verify, for several types and rank counts"
     }
   }
 }
+
+#if CHORUS_PERF_HAVE_UCX
+TEST_CASE("-t ucx runs its ranks under chorusrun and verifies every result") {
+  for (const char* coll : {"all_reduce", "all_gather"}) {
+    const outcome o = chorus_perf(with(small, {coll, "-t", "ucx", "--np", "2", "-a", "ring"}));
+    INFO(o.out << o.err);
+    CHECK(o.status == 0);
+    CHECK(o.out.find("#wrong over all sizes and ranks: 0 (OK)") != std::string::npos);
+    CHECK(data_rows(o.out).size() == 4);  // 64, 256, 1K, 4K
+  }
+}
+#endif
 
 TEST_CASE("a corrupted result is counted in #wrong and fails the run") {
   scratch_dir dir;
