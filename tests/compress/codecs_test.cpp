@@ -571,25 +571,25 @@ TEST_CASE("bulk half/bfloat16 conversions equal the scalar rounding bit for bit,
 
 TEST_CASE("the vector conversion kernels are the ones the CPU offers") {
   const vector_conversions_scope scope(true);
-#if CHORUS_COMPRESS_X86_DISPATCH && defined(__GNUC__) && !defined(__clang__)
+#if CHORUS_FLOAT16_X86_DISPATCH && defined(__GNUC__) && !defined(__clang__)
   // GCC's runtime detection, independent of the cpuid code in float16_convert.hpp
   const bool f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
   CHECK((cc::float16_kernel_for<chorus::half>() == cc::float16_kernel::f16c) == f16c);
   CHECK((cc::float16_kernel_for<chorus::bfloat16>() == cc::float16_kernel::avx2) ==
         static_cast<bool>(__builtin_cpu_supports("avx2")));
-#elif !CHORUS_COMPRESS_X86_DISPATCH  // no vector paths compiled in
+#elif !CHORUS_FLOAT16_X86_DISPATCH  // no vector paths compiled in
   CHECK(cc::float16_kernel_for<chorus::half>() == cc::float16_kernel::scalar);
   CHECK(cc::float16_kernel_for<chorus::bfloat16>() == cc::float16_kernel::scalar);
 #endif
-  // the environment decides the default: CHORUS_COMPRESS_SCALAR=1 forces the scalar loops
+  // the environment decides the default: CHORUS_FLOAT16_SCALAR=1 forces the scalar loops
   // (the test cases here restore any setting they change)
   const vector_conversions_scope off(false);
   CHECK(cc::float16_kernel_for<chorus::half>() == cc::float16_kernel::scalar);
   CHECK(cc::float16_kernel_for<chorus::bfloat16>() == cc::float16_kernel::scalar);
 }
 
-TEST_CASE("CHORUS_COMPRESS_SCALAR decides whether the vector conversions start allowed") {
-  const char* e = std::getenv("CHORUS_COMPRESS_SCALAR");
+TEST_CASE("CHORUS_FLOAT16_SCALAR decides whether the vector conversions start allowed") {
+  const char* e = std::getenv("CHORUS_FLOAT16_SCALAR");
   const bool expected = e == nullptr || *e == '\0' || std::string_view(e) == "0";
   CHECK(cc::vector_conversions() == expected);
 }

@@ -1,5 +1,6 @@
 // chorus::half and chorus::bfloat16: conversions round to nearest even, specials survive,
 // and arithmetic goes through float.
+#include <chorus/core/ops.hpp>
 #include <chorus/core/types.hpp>
 
 #include <catch2/catch.hpp>
@@ -8,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <vector>
 
 namespace {
 
@@ -91,6 +93,64 @@ TEST_CASE("16-bit floats compute in float and round once per operation") {
   CHECK(float(chorus::half(3.0f) * chorus::half(0.5f)) == 1.5f);
   CHECK(float(chorus::bfloat16(2.0f) - chorus::bfloat16(0.5f)) == 1.5f);
   CHECK(chorus::half(2.0f) > chorus::half(1.0f));
+}
+
+/// Scope in which the vector float16 conversions are on or off, restoring the setting after.
+struct conversions_scope {
+  bool before = chorus::vector_conversions();
+  explicit conversions_scope(bool on) { chorus::set_vector_conversions(on); }
+  ~conversions_scope() { chorus::set_vector_conversions(before); }
+  conversions_scope(const conversions_scope&) = delete;
+  conversions_scope& operator=(const conversions_scope&) = delete;
+};
+
+TEMPLATE_TEST_CASE("16-bit sums and products in bulk equal the element-wise rounding bit for bit",
+                   "", chorus::half, chorus::bfloat16) {
+  using W = TestType;
+  // Every 16-bit pattern (NaNs, infinities, subnormals, zeros of both signs) against 24
+  // partners each: a pseudo-random pattern, its own bits, and its negation.
+  std::vector<W> a, b;
+  std::uint32_t state = 12345;
+  for (std::uint32_t x = 0; x < 65536; ++x) {
+    for (int k = 0; k < 22; ++k) {
+      state = state * 1664525u + 1013904223u;
+      a.push_back(W::from_bits(static_cast<std::uint16_t>(x)));
+      b.push_back(W::from_bits(static_cast<std::uint16_t>(state >> 16)));
+    }
+    a.push_back(W::from_bits(static_cast<std::uint16_t>(x)));
+    b.push_back(W::from_bits(static_cast<std::uint16_t>(x)));
+    a.push_back(W::from_bits(static_cast<std::uint16_t>(x)));
+    b.push_back(W::from_bits(static_cast<std::uint16_t>(x ^ 0x8000u)));
+  }
+  for (bool vector : {true, false}) {
+    const conversions_scope scope(vector);
+    INFO("vector conversions " << (vector ? "on" : "off"));
+    std::vector<W> sum(a.size()), product(a.size()), in_place = a;
+    chorus::detail::reduce_elements(sum.data(), a.data(), b.data(), a.size(), chorus::plus{});
+    chorus::detail::reduce_elements(product.data(), a.data(), b.data(), a.size(),
+                                    chorus::multiplies{});
+    chorus::detail::reduce_elements(in_place.data(), in_place.data(), b.data(), a.size(),
+                                    chorus::plus{});
+    // Bits must match, except that when both inputs are NaN, IEEE 754 leaves open which
+    // one's payload (and sign) comes out, and compilers order the operands as they like.
+    auto same = [](W got, W want, W x, W y) {
+      if (std::isnan(float(x)) && std::isnan(float(y))) return std::isnan(float(got));
+      return got.bits == want.bits;
+    };
+    std::size_t wrong = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      const W s(float(a[i]) + float(b[i])), p(float(a[i]) * float(b[i]));
+      if (!same(sum[i], s, a[i], b[i]) || !same(product[i], p, a[i], b[i]) ||
+          !same(in_place[i], s, a[i], b[i])) {
+        if (wrong++ < 5) {
+          UNSCOPED_INFO("a " << a[i].bits << " b " << b[i].bits << ": sum " << sum[i].bits
+                             << " want " << s.bits << ", product " << product[i].bits << " want "
+                             << p.bits);
+        }
+      }
+    }
+    CHECK(wrong == 0);
+  }
 }
 
 TEST_CASE("dtype tags and sizes") {

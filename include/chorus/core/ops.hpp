@@ -12,6 +12,7 @@
 /// User functors and lambdas are called directly inside the reduction loop, so the compiler
 /// inlines them (NCCL can only offer its fixed set of ops).
 #include <chorus/core/types.hpp>
+#include <chorus/detail/float16_convert.hpp>
 
 #include <cmath>
 #include <concepts>
@@ -215,9 +216,16 @@ consteval void check_reduction_op() {
 }
 
 /// `dst[i] = op(a[i], b[i])` for i < n. `dst` may equal `a` (in-place accumulate).
+/// Sums and products of half and bfloat16 go through the block conversions of
+/// `float16_convert.hpp` (the same bits, several times faster than element by element).
 template <class T, class Op>
 inline void reduce_elements(T* dst, const T* a, const T* b, std::size_t n, const Op& op) {
-  for (std::size_t i = 0; i < n; ++i) dst[i] = static_cast<T>(op(a[i], b[i]));
+  if constexpr (is_float16_v<T> && (std::is_same_v<Op, plus> || std::is_same_v<Op, average> ||
+                                    std::is_same_v<Op, multiplies>)) {
+    reduce_float16(dst, a, b, n, std::is_same_v<Op, multiplies>);
+  } else {
+    for (std::size_t i = 0; i < n; ++i) dst[i] = static_cast<T>(op(a[i], b[i]));
+  }
 }
 }  // namespace detail
 
