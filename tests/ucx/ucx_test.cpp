@@ -2,13 +2,13 @@
 // (sm,self and tcp over loopback): point-to-point semantics, every collective x algorithm
 // against the reference, windows, and the faults: a rank killed mid-collective, abort from
 // another thread, a deadline, a size mismatch, a UCX configuration that cannot work.
-#include "../support/checks.hpp"
-#include "../support/collective_matrix.hpp"
 #include "../support/point_to_point.hpp"
 #include "../support/processes.hpp"
 #include "../support/windows.hpp"
 
 #include <chorus/transport/ucx.hpp>
+
+#include "matrix.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -70,10 +70,8 @@ TEST_CASE("ucx: point-to-point FIFO per tag, early sends, zero bytes, large mess
 TEST_CASE("ucx: every collective and algorithm, against the reference") {
   for (int ranks : {2, 3, 4}) {
     INFO("UCX_TLS=" << tls() << ", ranks = " << ranks);
-    auto results = run_ucx(ranks, [](ucx_communicator& comm, failures& f) {
-      check_every_collective(comm, f, std::size_t{16} << 10);  // 16 KiB pieces at 100k
-      check_large_collectives(comm, f);
-    });
+    auto results = run_ucx(
+        ranks, [](ucx_communicator& comm, failures& f) { ucx_tests::check_collectives(comm, f); });
     require_all_ok(results);
   }
 }
