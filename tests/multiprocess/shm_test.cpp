@@ -113,6 +113,53 @@ TEST_CASE("shm: 64 MiB all-reduce, all-gather and reduce-scatter") {
   require_all_ok(results);
 }
 
+TEST_CASE("shm: 64 MiB through every collective and every algorithm at 2 ranks") {
+  // The sweep above stops at ~400 KB; this runs each collective x algorithm once at 64 MiB
+  // (16 Mi floats; gather, scatter and all-to-all: 32 MiB per rank's block) at 2 ranks,
+  // where nothing is oversubscribed. Roots alternate. About a minute at -O1; under
+  // AddressSanitizer (several times slower) it runs at 16 MiB, which still crosses every
+  // pipeline and single-copy threshold.
+  const std::string job = unique_job("big2");
+  process_options o;
+  o.deadline = std::chrono::seconds{600};
+  auto results = run_processes(
+      2, job,
+      [](shm_communicator& comm, failures& f) {
+        using chorus::schedule::collective;
+        const std::size_t n = (std::size_t{address_sanitizer ? 16u : 64u} << 20) / sizeof(float);
+        int root = 0;
+        for (const auto& a : dynamic_algos(collective::all_reduce)) {
+          check_all_reduce<float, chorus::plus>(comm, f, a, n, root == 1);
+          root ^= 1;
+        }
+        for (const auto& a : dynamic_algos(collective::reduce_scatter)) {
+          check_reduce_scatter<float, chorus::plus>(comm, f, a, n / 2, false, false);
+        }
+        for (const auto& a : dynamic_algos(collective::all_gather)) {
+          check_all_gather<float>(comm, f, a, n / 2, false, false);
+        }
+        for (const auto& a : dynamic_algos(collective::broadcast)) {
+          check_broadcast<float>(comm, f, a, n, root, false);
+          root ^= 1;
+        }
+        for (const auto& a : dynamic_algos(collective::reduce)) {
+          check_reduce<float, chorus::plus>(comm, f, a, n, root, false);
+          root ^= 1;
+        }
+        for (const auto& a : dynamic_algos(collective::gather)) {
+          check_gather<float>(comm, f, a, n / 2, root, false);
+          check_scatter<float>(comm, f, a, n / 2, root, false);
+          root ^= 1;
+        }
+        for (const auto& a : dynamic_algos(collective::all_to_all)) {
+          check_all_to_all<float>(comm, f, a, n / 2, false);
+        }
+      },
+      o);
+  require_all_ok(results);
+  REQUIRE(shm_leftovers(job).empty());
+}
+
 TEST_CASE("shm: windows: allocate and register; get, put and direct loads; bad accesses") {
   const std::string job = unique_job("win");
   auto results = run_processes(3, job, [](shm_communicator& comm, failures& f) {
