@@ -245,14 +245,18 @@ void run_schedule(communicator<Transport>& comm, const collective_call& call, sc
           sequence);
 }
 
-/// Runs `call` one-sidedly when the transport maps windows and `a` is `direct` for a
-/// collective that has a one-sided form (detail/one_sided.hpp). False: not this call.
+/// Runs `call` one-sidedly when the transport has windows and `a` is `direct` for a
+/// collective that has a one-sided form (detail/one_sided.hpp). Where peers read windows
+/// only with `get` (UCX), that is when the caller named `direct`: the automatic choice of
+/// `direct` (every collective at 2 ranks) means the two-sided exchange there. False: not
+/// this call.
 template <transport Transport>
 bool run_one_sided(communicator<Transport>& comm, const collective_call& call,
                    schedule::algorithm a, std::uint32_t sequence) {
-  if constexpr (mapped_window_transport<Transport>) {
+  if constexpr (one_sided_transport<Transport>) {
     const int p = comm.size();
     if (a != schedule::algorithm::direct || p == 1 || !runs_one_sided(call.kind)) return false;
+    if (!mapped_window_transport<Transport> && !call.algorithm) return false;
     std::vector<std::size_t> even;
     std::span<const std::size_t> counts = call.counts;
     if (call.kind == schedule::collective::all_reduce) {  // P near-equal blocks

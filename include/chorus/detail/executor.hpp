@@ -64,6 +64,7 @@ class request_set {
   }
   void push(typename Transport::request r) { requests_.push_back(std::move(r)); }
   typename Transport::request& operator[](std::size_t i) noexcept { return requests_[i]; }
+  [[nodiscard]] std::size_t size() const noexcept { return requests_.size(); }
   /// Marks every request below `n` as completed (so it is not cancelled).
   void completed_below(std::size_t n) noexcept { completed_ = n; }
   void clear() noexcept {

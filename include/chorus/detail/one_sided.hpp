@@ -1,10 +1,11 @@
 #pragma once
 /// \file
-/// One-sided all-reduce, reduce-scatter and all-gather: ranks load their peers' data
-/// straight out of shared windows instead of exchanging it in messages. This is what
-/// `algo::direct` runs for those three collectives on a transport whose windows are mapped
-/// into every process (`shm_transport::allocate_window`); elsewhere `direct` runs its
-/// two-sided schedule.
+/// One-sided all-reduce, reduce-scatter and all-gather: ranks take their peers' data
+/// straight out of windows instead of exchanging it in messages. This is what
+/// `algo::direct` runs for those three collectives on a transport with windows: loads and
+/// stores where the windows are mapped into every process (`shm_transport::allocate_window`),
+/// `get` where peers reach them only through the transport (`ucx_transport`: `ucp_get_nbx`
+/// on registered memory). Elsewhere `direct` runs its two-sided schedule.
 ///
 /// Each rank owns a staging window of two slots of P pieces. The vectors go through in
 /// chunks; chunk j holds piece j of every block (block q is the part rank q reduces, or
@@ -12,18 +13,21 @@
 ///
 ///   1. copy in   each rank copies its pieces of chunk j into its window slot (j mod 2)
 ///   2. ready     a zero-byte message to and from every peer: everybody has copied in
-///   3. reduce    rank q reduces piece q over all P windows, loading peers' memory
-///                directly, into its own window (all-reduce) or its output (reduce-scatter)
+///   3. reduce    rank q reduces piece q over all P windows -- loading peers' memory
+///                directly, or from a local buffer its gets land in, each peer's piece
+///                reduced as soon as it arrives -- into its own window (all-reduce) or its
+///                output (reduce-scatter)
 ///   4. reduced   (all-reduce) zero-byte messages again: every piece is reduced
-///   5. gather    each rank copies piece q of rank q's window into its output
+///   5. gather    each rank copies (or gets) piece q of rank q's window into its output
 ///
 /// All-gather has no reduction: each rank copies in its own block's piece (its slot holds
-/// P pieces' worth), then after `ready` copies every peer's piece out.
+/// P pieces' worth), then after `ready` copies (or gets) every peer's piece out.
 ///
 /// Reusing a slot is safe without a closing barrier: slot (j mod 2) is written again for
 /// chunk j+2 only after this rank received every peer's `ready` for chunk j+1, which each
-/// peer sends after its last read of chunk j. The chunk counter runs on across calls, so
-/// consecutive collectives pipeline the same way.
+/// peer sends after its last read of chunk j (a get counts as read once it completes, and
+/// every get of a chunk completes before its rank goes on). The chunk counter runs on
+/// across calls, so consecutive collectives pipeline the same way.
 ///
 /// A chunk is at most 2 MiB per rank (pieces of 256 KiB at small P), so the copies in
 /// steps 1, 3 and 5 run in cache and main memory sees each input read once and each output
@@ -55,7 +59,12 @@ concept mapped_window_transport = transport<T> &&
   { ct.peer_window(w, peer) } -> std::same_as<std::byte*>;
 };
 
-/// Whether `direct` runs one-sided for collective `c` (on a mapped-window transport).
+/// A transport with windows that `direct` can run one-sidedly over: mapped ones, or ones
+/// peers read with `get`.
+template <class T>
+concept one_sided_transport = mapped_window_transport<T> || rma_transport<T>;
+
+/// Whether `direct` runs one-sided for collective `c` (on a one-sided transport).
 inline bool runs_one_sided(schedule::collective c) noexcept {
   using enum schedule::collective;
   return c == all_reduce || c == reduce_scatter || c == all_gather;
@@ -92,6 +101,12 @@ struct one_sided_state {
   Window window;
   std::size_t piece_bytes = 0;
   std::uint64_t chunks = 0;  ///< chunks run so far; chunk k uses slot k mod 2
+  /// Windows read with `get` only: the memory this rank registered as its window, and P-1
+  /// pieces where the gets of step 3 land. The transport's registration outlives them
+  /// (the communicator drops this state before its transport); it refers to memory no
+  /// rank touches any more by then.
+  std::unique_ptr<std::byte[]> staging;
+  std::unique_ptr<std::byte[]> landing;
 };
 
 /// Zero-byte messages to and from every peer; returns once every peer has sent its own.
@@ -115,11 +130,12 @@ void one_sided_sync(communicator<Transport>& comm, tag_t tag) {
 }
 
 /// Runs one all-reduce, reduce-scatter or all-gather one-sidedly (P > 1).
-template <mapped_window_transport Transport>
+template <one_sided_transport Transport>
 void execute_one_sided(communicator<Transport>& comm, const one_sided_call& call,
                        std::uint32_t sequence) {
   using schedule::collective;
   using state_type = one_sided_state<typename Transport::window>;
+  constexpr bool mapped = mapped_window_transport<Transport>;
   Transport& t = comm.transport();
   const int p = comm.size();
   const int r = comm.rank();
@@ -132,7 +148,15 @@ void execute_one_sided(communicator<Transport>& comm, const one_sided_call& call
   if (!slot_state) {
     auto fresh = std::make_shared<state_type>();
     fresh->piece_bytes = one_sided_piece_bytes(p);
-    fresh->window = t.allocate_window(2 * pu * fresh->piece_bytes, comm.make_deadline());
+    const std::size_t window_bytes = 2 * pu * fresh->piece_bytes;
+    if constexpr (mapped) {
+      fresh->window = t.allocate_window(window_bytes, comm.make_deadline());
+    } else {
+      fresh->staging = std::make_unique<std::byte[]>(window_bytes);
+      fresh->landing = std::make_unique<std::byte[]>((pu - 1) * fresh->piece_bytes);
+      fresh->window = t.register_window(std::span<std::byte>(fresh->staging.get(), window_bytes),
+                                        comm.make_deadline());
+    }
     slot_state = fresh;
   }
   state_type& st = *std::static_pointer_cast<state_type>(slot_state);
@@ -151,6 +175,33 @@ void execute_one_sided(communicator<Transport>& comm, const one_sided_call& call
   const std::size_t chunks = (largest + per_chunk - 1) / per_chunk;
   const tag_t ready = collective_tag(sequence, one_sided_ready_tag);
   const tag_t reduced = collective_tag(sequence, one_sided_reduced_tag);
+  std::byte* const own_window = [&] {
+    if constexpr (mapped) {
+      return t.peer_window(st.window, r);
+    } else {
+      return st.staging.get();
+    }
+  }();
+  request_set<Transport> pending(t);
+  // Waits for every request in `pending`, oldest first.
+  auto finish = [&] {
+    for (std::size_t i = 0; i < pending.size(); ++i) {
+      t.wait(pending[i], comm.make_deadline());
+      pending.completed_below(i + 1);
+    }
+    pending.clear();
+  };
+  // Copies `bytes` at `offset` of rank q's window to `dst`: a copy now, or a get that
+  // `finish` completes.
+  auto fetch = [&](std::size_t q, std::size_t offset, std::byte* dst, std::size_t bytes) {
+    if constexpr (mapped) {
+      copy_bytes(dst, t.peer_window(st.window, static_cast<int>(q)) + offset, bytes);
+    } else if (q == ru) {
+      copy_bytes(dst, own_window + offset, bytes);
+    } else {
+      pending.push(t.get(st.window, static_cast<int>(q), offset, std::span<std::byte>(dst, bytes)));
+    }
+  };
 
   for (std::size_t j = 0; j < chunks; ++j, ++st.chunks) {
     const std::size_t slot = (st.chunks % 2) * slot_bytes;
@@ -158,18 +209,16 @@ void execute_one_sided(communicator<Transport>& comm, const one_sided_call& call
     auto piece = [&](std::size_t q) {  // elements of block q in this chunk
       return call.counts[q] > lo ? std::min(per_chunk, call.counts[q] - lo) : std::size_t{0};
     };
-    auto window_of = [&](std::size_t q) { return t.peer_window(st.window, static_cast<int>(q)); };
-    std::byte* const mine = window_of(ru) + slot;
+    std::byte* const mine = own_window + slot;
 
     if (gather_only) {
       if (piece(ru) != 0) copy_bytes(mine, call.input + lo * es, piece(ru) * es);
       one_sided_sync(comm, ready);
       for (std::size_t q = 0; q < pu; ++q) {
         std::byte* dst = call.output + (offsets[q] + lo) * es;
-        if (piece(q) != 0 && dst != call.input + lo * es) {
-          copy_bytes(dst, window_of(q) + slot, piece(q) * es);
-        }
+        if (piece(q) != 0 && dst != call.input + lo * es) fetch(q, slot, dst, piece(q) * es);
       }
+      finish();
       continue;
     }
 
@@ -185,21 +234,38 @@ void execute_one_sided(communicator<Transport>& comm, const one_sided_call& call
     if (const std::size_t n = piece(ru); n != 0) {
       std::byte* dst =
           call.kind == collective::all_reduce ? mine + ru * st.piece_bytes : call.output + lo * es;
-      auto source = [&](std::size_t k) {
-        return window_of((ru + k) % pu) + slot + ru * st.piece_bytes;
+      const std::size_t at = slot + ru * st.piece_bytes;
+      // Source k is the piece of rank (r + k) mod P: read in place, or landed by get k-1.
+      auto source = [&](std::size_t k) -> const std::byte* {
+        if constexpr (mapped) {
+          return t.peer_window(st.window, static_cast<int>((ru + k) % pu)) + at;
+        } else {
+          if (k == 0) return own_window + at;
+          t.wait(pending[k - 1], comm.make_deadline());
+          pending.completed_below(k);
+          return st.landing.get() + (k - 1) * st.piece_bytes;
+        }
       };
+      if constexpr (!mapped) {
+        for (std::size_t k = 1; k < pu; ++k) {
+          pending.push(
+              t.get(st.window, static_cast<int>((ru + k) % pu), at,
+                    std::span<std::byte>(st.landing.get() + (k - 1) * st.piece_bytes, n * es)));
+        }
+      }
       call.reduce(dst, source(0), source(1), n, call.op);
       for (std::size_t k = 2; k < pu; ++k) call.reduce(dst, dst, source(k), n, call.op);
+      pending.clear();
     }
     if (call.kind != collective::all_reduce) continue;
     one_sided_sync(comm, reduced);
     // 5. gather every reduced piece
     for (std::size_t q = 0; q < pu; ++q) {
       if (piece(q) != 0) {
-        copy_bytes(call.output + (offsets[q] + lo) * es, window_of(q) + slot + q * st.piece_bytes,
-                   piece(q) * es);
+        fetch(q, slot + q * st.piece_bytes, call.output + (offsets[q] + lo) * es, piece(q) * es);
       }
     }
+    finish();
   }
 }
 
