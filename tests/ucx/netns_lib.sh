@@ -89,10 +89,11 @@ netns_setup() {
     "in ${switch}, ${netns_subnet}.0/24"
 
   # The variables a process in a host gets besides its own: the sanitizer settings of the
-  # run (nothing else of this environment leaks in).
+  # run and UCX's tuning variables (UCX_RNDV_SCHEME, ...; UCX_TLS and UCX_NET_DEVICES are
+  # set per host after them). Nothing else of this environment leaks in.
   netns_passthrough=()
   local v
-  for v in PATH ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS TSAN_OPTIONS; do
+  for v in PATH ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS TSAN_OPTIONS $(compgen -e UCX_ || true); do
     if [[ -n "${!v:-}" ]]; then netns_passthrough+=("${v}=${!v}"); fi
   done
 }
