@@ -247,12 +247,18 @@ std::optional<options> parse_options(int argc, char** argv, tool which) {
   options o;
   for (int i = 1; i < argc; ++i) o.args.emplace_back(argv[i]);
   const bool chorus_tool = which == tool::chorus;
-  const std::string self = chorus_tool ? "chorus-perf" : "chorus-mpi-perf";
+  const std::string self = chorus_tool             ? "chorus-perf"
+                           : which == tool::gloo ? "chorus-gloo-perf"
+                                                 : "chorus-mpi-perf";
+  const std::string baseline = which == tool::gloo ? "Gloo" : "MPI";
 
   CLI::App app{chorus_tool ? "chorus-perf: measure chorus collectives with nccl-tests' flags "
                              "and columns (docs/benchmarking.md)"
-                           : "chorus-mpi-perf: measure MPI collectives with chorus-perf's flags "
-                             "and columns, as the baseline for chorus-perf --compare mpi",
+               : which == tool::gloo
+                   ? "chorus-gloo-perf: measure Gloo's all-reduce (tcp, ring) with "
+                     "chorus-perf's flags and columns, as a baseline; start it with chorusrun"
+                   : "chorus-mpi-perf: measure MPI collectives with chorus-perf's flags "
+                     "and columns, as the baseline for chorus-perf --compare mpi",
                self};
   std::string coll = "all_reduce", minb = "8", maxb = "32M", stepb = "0", floorb = "64M";
   std::string type = "float32", op = "sum";
@@ -340,7 +346,7 @@ std::optional<options> parse_options(int argc, char** argv, tool which) {
   const auto k = op_from_name(op);
   if (!k || (!chorus_tool && *k == chorus::op_kind::average)) {
     throw usage_error("unknown op '" + op + "'; choose from: sum, prod, min, max" +
-                      (chorus_tool ? ", avg" : " (MPI has no average)"));
+                      (chorus_tool ? ", avg" : " (" + baseline + " has no average)"));
   }
   o.op = *k;
   if (o.root < 0) throw usage_error("-r must be 0 or more");

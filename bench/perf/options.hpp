@@ -89,8 +89,8 @@ struct options {
   std::vector<std::string> args;  ///< the arguments as given (without argv[0])
 };
 
-/// Which of the two tools parses: the MPI tool knows no transports or algorithms.
-enum class tool { chorus, mpi };
+/// Which tool parses: the baselines (MPI, Gloo) know no transports or algorithms.
+enum class tool { chorus, mpi, gloo };
 
 /// Parses the command line. Throws `usage_error` (one line) for every mistake; prints the
 /// help and returns nullopt for -h/--help.
