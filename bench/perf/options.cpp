@@ -247,7 +247,7 @@ std::optional<options> parse_options(int argc, char** argv, tool which) {
   options o;
   for (int i = 1; i < argc; ++i) o.args.emplace_back(argv[i]);
   const bool chorus_tool = which == tool::chorus;
-  const std::string self = chorus_tool             ? "chorus-perf"
+  const std::string self = chorus_tool           ? "chorus-perf"
                            : which == tool::gloo ? "chorus-gloo-perf"
                                                  : "chorus-mpi-perf";
   const std::string baseline = which == tool::gloo ? "Gloo" : "MPI";
