@@ -64,9 +64,17 @@ class request_set {
   }
   void push(typename Transport::request r) { requests_.push_back(std::move(r)); }
   typename Transport::request& operator[](std::size_t i) noexcept { return requests_[i]; }
-  [[nodiscard]] std::size_t size() const noexcept { return requests_.size(); }
   /// Marks every request below `n` as completed (so it is not cancelled).
   void completed_below(std::size_t n) noexcept { completed_ = n; }
+  /// Waits for every request not yet completed, oldest first, each under a fresh
+  /// `until()`; if one fails, the rest are left to the destructor to cancel.
+  template <class Until>
+  void wait_all(Until until) {
+    for (std::size_t i = completed_; i < requests_.size(); ++i) {
+      transport_.wait(requests_[i], until());
+      completed_ = i + 1;
+    }
+  }
   void clear() noexcept {
     requests_.clear();
     completed_ = 0;

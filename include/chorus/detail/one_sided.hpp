@@ -122,11 +122,7 @@ void one_sided_sync(communicator<Transport>& comm, tag_t tag) {
   for (int q = 0; q < p; ++q) {
     if (q != r) pending.push(t.isend(q, tag, {}));
   }
-  const std::size_t n = 2 * static_cast<std::size_t>(p - 1);
-  for (std::size_t i = 0; i < n; ++i) {
-    t.wait(pending[i], comm.make_deadline());
-    pending.completed_below(i + 1);
-  }
+  pending.wait_all([&] { return comm.make_deadline(); });
 }
 
 /// Runs one all-reduce, reduce-scatter or all-gather one-sidedly (P > 1).
@@ -183,12 +179,8 @@ void execute_one_sided(communicator<Transport>& comm, const one_sided_call& call
     }
   }();
   request_set<Transport> pending(t);
-  // Waits for every request in `pending`, oldest first.
-  auto finish = [&] {
-    for (std::size_t i = 0; i < pending.size(); ++i) {
-      t.wait(pending[i], comm.make_deadline());
-      pending.completed_below(i + 1);
-    }
+  auto finish = [&] {  // completes the gets `fetch` started
+    pending.wait_all([&] { return comm.make_deadline(); });
     pending.clear();
   };
   // Copies `bytes` at `offset` of rank q's window to `dst`: a copy now, or a get that
