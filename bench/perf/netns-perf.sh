@@ -77,10 +77,12 @@ if [[ ! -x "${perf}" ]]; then
   echo "netns-perf.sh: no chorus-perf at ${perf} (build it, or name one with --perf)" >&2
   exit 1
 fi
+# shellcheck source=tests/ucx/netns_lib.sh
+source "${root}/tests/ucx/netns_lib.sh"
 if ((!smoke)); then
   for tool in ucx_perftest:ucx-utils python3:python3; do
     command -v "${tool%%:*}" >/dev/null ||
-      { echo "SKIP: ${tool%%:*} is not installed (Debian: ${tool#*:})"; exit 77; }
+      netns_skip "${tool%%:*} is not installed (Debian: ${tool#*:})"
   done
 fi
 if [[ -n "${out}" ]]; then
@@ -88,8 +90,6 @@ if [[ -n "${out}" ]]; then
   out="$(cd "${out}" && pwd)"
 fi
 
-# shellcheck source=tests/ucx/netns_lib.sh
-source "${root}/tests/ucx/netns_lib.sh"
 netns_setup "${hosts}" "${subnet}"
 results="${out:-${netns_workdir}}"
 job_seconds=$((smoke ? 60 : 1800))  # a hang is a failure, not a wait
