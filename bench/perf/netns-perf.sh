@@ -41,25 +41,15 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-hosts=2
-out=""
-perf="${root}/build/bench/perf/chorus-perf"
-subnet=10.214.0
-smoke=0
-perf_args=()
-while (($# > 0)); do
-  case "$1" in
-    -H | --hosts) hosts="${2:?$1 needs a value}"; shift ;;
-    -o | --out) out="${2:?$1 needs a value}"; shift ;;
-    --perf) perf="${2:?$1 needs a value}"; shift ;;
-    --subnet) subnet="${2:?$1 needs a value}"; shift ;;
-    --smoke) smoke=1 ;;
-    --) shift; perf_args=("$@"); break ;;
-    -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "netns-perf.sh: unknown argument '$1' (--help lists them)" >&2; exit 2 ;;
-  esac
-  shift
-done
+# shellcheck source=tests/ucx/netns_lib.sh
+source "${root}/tests/ucx/netns_lib.sh"
+netns_bench_args "${BASH_SOURCE[0]}" "${root}/build/bench/perf/chorus-perf" 10.214.0 --smoke "$@"
+hosts="${netns_arg_hosts}"
+out="${netns_arg_out}"
+perf="${netns_arg_perf}"
+subnet="${netns_arg_subnet}"
+perf_args=("${netns_arg_rest[@]}")
+smoke=$((${#netns_arg_flags[@]} > 0))
 if ((${#perf_args[@]} == 0)); then
   if ((smoke)); then
     perf_args=(-b 32 -e 1M -f 32 -n 2 -w 1 -c 1
@@ -68,83 +58,23 @@ if ((${#perf_args[@]} == 0)); then
     perf_args=(-b 1M -e 64M -f 4 -a "ring,direct,automatic" -n 5 -w 2)
   fi
 fi
-if ! [[ "${hosts}" =~ ^[0-9]+$ ]] || ((hosts < 2)); then
-  echo "netns-perf.sh: --hosts needs a number >= 2, not '${hosts}'" >&2
-  exit 2
-fi
-perf="$(realpath -m "${perf}")"
-if [[ ! -x "${perf}" ]]; then
-  echo "netns-perf.sh: no chorus-perf at ${perf} (build it, or name one with --perf)" >&2
-  exit 1
-fi
-# shellcheck source=tests/ucx/netns_lib.sh
-source "${root}/tests/ucx/netns_lib.sh"
-if ((!smoke)); then
-  for tool in ucx_perftest:ucx-utils python3:python3; do
-    command -v "${tool%%:*}" >/dev/null ||
-      netns_skip "${tool%%:*} is not installed (Debian: ${tool#*:})"
-  done
-fi
-if [[ -n "${out}" ]]; then
-  mkdir -p "${out}"
-  out="$(cd "${out}" && pwd)"
-fi
+if ((!smoke)); then netns_require ucx_perftest:ucx-utils python3:python3; fi
 
 netns_setup "${hosts}" "${subnet}"
 results="${out:-${netns_workdir}}"
 job_seconds=$((smoke ? 60 : 1800))  # a hang is a failure, not a wait
-perftest_bytes=$((16 << 20))
-perftest_port=13337
-
-# link_bandwidth LINK: ucx_perftest tag_bw from host 1 to host 0; prints the bandwidth and
-# leaves it in link_gbs (10^9 B/s).
-link_bandwidth() {
-  local link="$1" log="${results}/ucx_perftest-$1.txt" start=${SECONDS}
-  # 20 messages of 16 MiB after 5 unmeasured: 2.7 s at 1 Gbit/s, a fraction of it plain.
-  local args=(-t tag_bw -s "${perftest_bytes}" -n 20 -w 5 -p "${perftest_port}" -v)
-  netns_spawn 0 "${netns_workdir}/perftest-${link}.0" ucx_perftest "${args[@]}"
-  until ip netns exec "${netns_prefix}-h0" ss -Hltn "sport = :${perftest_port}" | grep -q .; do
-    if ((SECONDS - start > 30)) || ! kill -0 "${netns_pids[0]}" 2>/dev/null; then
-      echo "netns-perf ${link}: the ucx_perftest server on host 0 did not start listening"
-      cat "${netns_workdir}/perftest-${link}.0"
-      exit 1
-    fi
-    sleep 0.1
-  done
-  netns_spawn 1 "${netns_workdir}/perftest-${link}.1" ucx_perftest "${subnet}.1" "${args[@]}"
-  netns_wait_job "ucx_perftest ${link}" 300
-  cat "${netns_workdir}/perftest-${link}".{0,1} >"${log}.tmp"
-  mv "${log}.tmp" "${log}"
-  # -v: CSV, the last line "iterations,...,avg_bw,overall_bw,..." with bandwidths in MiB/s.
-  local mibs
-  mibs="$(grep -E '^ *[0-9]+,' "${netns_workdir}/perftest-${link}.1" | tail -n 1 | cut -d, -f6)"
-  if ((netns_codes[0] != 0 || netns_codes[1] != 0)) || [[ -z "${mibs}" ]]; then
-    echo "netns-perf ${link}: ucx_perftest failed (server exit ${netns_codes[0]}, client" \
-      "exit ${netns_codes[1]})"
-    cat "${log}"
-    exit 1
-  fi
-  link_gbs="$(awk -v m="${mibs}" 'BEGIN { printf "%.4f", m * 1048576 / 1e9 }')"
-  echo "netns-perf ${link}: ucx_perftest tag_bw $((perftest_bytes >> 20)) MiB, host 1 -> host 0:" \
-    "${mibs} MB/s (MiB/s) = ${link_gbs} GB/s"
-}
 
 # all_reduce LINK: chorus-perf on every host; its table, and failure unless every rank
 # exits 0 and the results were checked and right (or, outside --smoke, not checked).
 all_reduce() {
-  local link="$1" start=${SECONDS} i failed=0
+  local link="$1" start=${SECONDS} failed=0
   local cmd=("${perf}" all_reduce -t ucx "${perf_args[@]}" --json "${results}/${link}.json")
   echo "netns-perf ${link}: ${cmd[*]} (one rank on each of ${hosts} hosts)"
   netns_start_job "${link}" "${cmd[@]}"
   netns_wait_job "${link}" "${job_seconds}"
   grep -v "UCX  WARN" "${netns_workdir}/${link}.0" >"${results}/${link}.txt" || true
   cat "${results}/${link}.txt"
-  for ((i = 0; i < hosts; ++i)); do
-    if ((netns_codes[i] != 0)); then
-      echo "netns-perf ${link}: rank ${i} failed (exit ${netns_codes[i]})"
-      failed=1
-    fi
-  done
+  netns_failed "netns-perf ${link}" || failed=1
   local checked='^# #wrong over all sizes and ranks: 0 \(OK\)$'
   if ((!smoke)); then checked="${checked}|^# results not checked \(-c 0\)$"; fi
   if ! grep -Eq "${checked}" "${netns_workdir}/${link}.0"; then
@@ -192,7 +122,8 @@ if ((smoke)); then
 fi
 for link in plain shaped; do
   if [[ "${link}" == shaped ]]; then netns_shape; fi
-  link_bandwidth "${link}"
+  netns_link_rate "${link}" "${results}/ucx_perftest-${link}.txt"
+  link_gbs="${netns_link_gbs}"
   all_reduce "${link}"
   ratios "${link}"
 done

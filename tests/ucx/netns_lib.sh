@@ -1,8 +1,18 @@
 # shellcheck shell=bash
 # Hosts on one machine -- network namespaces joined by veth pairs to a bridge -- for
-# tests/ucx/netns.sh and bench/perf/netns-perf.sh. Source it; do not run it. It sets no
-# shell options; the scripts that source it run under `set -euo pipefail`.
+# tests/ucx/netns.sh, bench/perf/netns-perf.sh and bench/perf/compress-netns.sh. Source it;
+# do not run it. It sets no shell options; the scripts that source it run under
+# `set -euo pipefail`.
 #
+#   netns_bench_args SCRIPT PERF SUBNET OWN_FLAGS ARGS...
+#       The command line of the benchmark scripts (bench/perf/netns-perf.sh,
+#       bench/perf/compress-netns.sh): -H/--hosts N (>= 2; default 2), -o/--out DIR (created;
+#       default none), --perf PATH (must be executable; default PERF), --subnet A.B.C (default
+#       SUBNET), -h/--help (prints SCRIPT's header comment, exits 0), then `--` and the
+#       program's own arguments. OWN_FLAGS: SCRIPT's flags without a value, space-separated.
+#       Sets netns_arg_hosts, netns_arg_out ("" or absolute), netns_arg_perf (absolute),
+#       netns_arg_subnet, netns_arg_flags (the OWN_FLAGS given) and netns_arg_rest (after
+#       `--`). Exits 2 for a bad argument, 1 for a missing program.
 #   netns_skip MESSAGE...
 #       Prints "SKIP: MESSAGE..." and exits 77 (ctest's SKIP_RETURN_CODE).
 #   netns_setup HOSTS SUBNET
@@ -32,10 +42,66 @@
 #       call (with a line saying so); their exit statuses in netns_codes; empties netns_pids.
 #   netns_show_outputs LABEL
 #       Prints the last 20 lines of each rank's output of job LABEL (without UCX warnings).
+#   netns_failed LABEL
+#       After netns_wait_job: prints "LABEL: rank i failed (exit c)" for every rank whose
+#       exit status was not 0; returns 1 when there was one, 0 otherwise.
+#   netns_require COMMAND:PACKAGE...
+#       Skips (netns_skip) unless every COMMAND is in PATH, naming its Debian PACKAGE.
+#   netns_link_rate TAG LOG
+#       Measures the link from host 1 to host 0 with ucx_perftest (tag_bw, 16 MiB messages,
+#       20 timed after 5 untimed; server on host 0, port 13337) over UCX_TLS=tcp on ch0;
+#       both sides' output to LOG. Prints the rate and leaves it in netns_link_gbs (10^9 B/s;
+#       ucx_perftest's MB/s are MiB/s). Exits 1 when ucx_perftest fails. Needs ucx_perftest
+#       (netns_require ucx_perftest:ucx-utils) and 2 hosts or more.
 #
 # Variables for the caller: netns_prefix (namespace names: PREFIX-sw, PREFIX-h0...),
 # netns_suffix, netns_hosts, netns_subnet, netns_workdir (a temporary directory, deleted on
-# exit), netns_pids, netns_codes, netns_shaping.
+# exit), netns_pids, netns_codes, netns_shaping, netns_link_gbs.
+
+# shellcheck disable=SC2034  # netns_arg_*: the caller's variables
+netns_bench_args() {
+  local script="$1" name own=" $4 "
+  name="$(basename "$1")"
+  netns_arg_perf="$2"
+  netns_arg_subnet="$3"
+  netns_arg_hosts=2
+  netns_arg_out=""
+  netns_arg_flags=()
+  netns_arg_rest=()
+  shift 4
+  while (($# > 0)); do
+    case "$1" in
+      -H | --hosts) netns_arg_hosts="${2:?$1 needs a value}"; shift ;;
+      -o | --out) netns_arg_out="${2:?$1 needs a value}"; shift ;;
+      --perf) netns_arg_perf="${2:?$1 needs a value}"; shift ;;
+      --subnet) netns_arg_subnet="${2:?$1 needs a value}"; shift ;;
+      --) shift; netns_arg_rest=("$@"); break ;;
+      -h | --help) sed -n '2,/^set -euo/p' "${script}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+      *)
+        if [[ "$1" != -* || "${own}" != *" $1 "* ]]; then
+          echo "${name}: unknown argument '$1' (--help lists them)" >&2
+          exit 2
+        fi
+        netns_arg_flags+=("$1")
+        ;;
+    esac
+    shift
+  done
+  if ! [[ "${netns_arg_hosts}" =~ ^[0-9]+$ ]] || ((netns_arg_hosts < 2)); then
+    echo "${name}: --hosts needs a number >= 2, not '${netns_arg_hosts}'" >&2
+    exit 2
+  fi
+  netns_arg_perf="$(realpath -m "${netns_arg_perf}")"
+  if [[ ! -x "${netns_arg_perf}" ]]; then
+    echo "${name}: no $(basename "${netns_arg_perf}") at ${netns_arg_perf} (build it, or name" \
+      "one with --perf)" >&2
+    exit 1
+  fi
+  if [[ -n "${netns_arg_out}" ]]; then
+    mkdir -p "${netns_arg_out}"
+    netns_arg_out="$(cd "${netns_arg_out}" && pwd)"
+  fi
+}
 
 netns_skip() {
   echo "SKIP: $*"
@@ -155,4 +221,55 @@ netns_show_outputs() {
     echo "--- rank ${i}:"
     grep -v "UCX  WARN" "${netns_workdir}/${label}.${i}" | tail -n 20 || true
   done
+}
+
+netns_failed() {
+  local label="$1" i failed=0
+  for ((i = 0; i < ${#netns_codes[@]}; ++i)); do
+    if ((netns_codes[i] != 0)); then
+      echo "${label}: rank ${i} failed (exit ${netns_codes[i]})"
+      failed=1
+    fi
+  done
+  return "${failed}"
+}
+
+netns_require() {
+  local tool
+  for tool in "$@"; do
+    command -v "${tool%%:*}" >/dev/null ||
+      netns_skip "${tool%%:*} is not installed (Debian: ${tool#*:})"
+  done
+}
+
+netns_link_rate() {
+  local tag="$1" log="$2" start=${SECONDS} port=13337 bytes=$((16 << 20))
+  # 20 messages of 16 MiB after 5 unmeasured: 2.7 s at 1 Gbit/s, a fraction of it unshaped.
+  local args=(-t tag_bw -s "${bytes}" -n 20 -w 5 -p "${port}" -v)
+  local out="${netns_workdir}/perftest-${tag}"
+  netns_spawn 0 "${out}.0" ucx_perftest "${args[@]}"
+  until ip netns exec "${netns_prefix}-h0" ss -Hltn "sport = :${port}" | grep -q .; do
+    if ((SECONDS - start > 30)) || ! kill -0 "${netns_pids[0]}" 2>/dev/null; then
+      echo "netns ucx_perftest ${tag}: the server on host 0 did not start listening"
+      cat "${out}.0"
+      exit 1
+    fi
+    sleep 0.1
+  done
+  netns_spawn 1 "${out}.1" ucx_perftest "${netns_subnet}.1" "${args[@]}"
+  netns_wait_job "ucx_perftest ${tag}" 300
+  cat "${out}".{0,1} >"${log}.tmp"
+  mv "${log}.tmp" "${log}"
+  # -v: CSV, the last line "iterations,...,avg_bw,overall_bw,..." with bandwidths in MiB/s.
+  local mibs
+  mibs="$(grep -E '^ *[0-9]+,' "${out}.1" | tail -n 1 | cut -d, -f6)"
+  if ((netns_codes[0] != 0 || netns_codes[1] != 0)) || [[ -z "${mibs}" ]]; then
+    echo "netns ucx_perftest ${tag}: failed (server exit ${netns_codes[0]}, client exit" \
+      "${netns_codes[1]})"
+    cat "${log}"
+    exit 1
+  fi
+  netns_link_gbs="$(awk -v m="${mibs}" 'BEGIN { printf "%.4f", m * 1048576 / 1e9 }')"
+  echo "netns ucx_perftest ${tag}: tag_bw $((bytes >> 20)) MiB, host 1 -> host 0:" \
+    "${mibs} MB/s (MiB/s) = ${netns_link_gbs} GB/s"
 }
