@@ -8,6 +8,8 @@
 #   lib/cmake/chorus/chorusTargets.cmake    the imported target chorus::chorus
 #   lib/cmake/chorus/chorus-ucx.cmake       the ucx component (when built): finds UCX and
 #   lib/cmake/chorus/chorus-ucx-targets.cmake   loads chorus::ucx
+#   lib/cmake/chorus/chorus-cuda.cmake      the cuda component (when built): finds the CUDA
+#   lib/cmake/chorus/chorus-cuda-targets.cmake  toolkit and loads chorus::cuda
 
 include_guard(GLOBAL)
 include(CMakePackageConfigHelpers)
@@ -52,5 +54,17 @@ if(TARGET chorus_ucx)
     FILE chorus-ucx-targets.cmake
     DESTINATION "${CHORUS_INSTALL_CMAKEDIR}")
   install(FILES "${PROJECT_SOURCE_DIR}/cmake/chorus-ucx.cmake"
+          DESTINATION "${CHORUS_INSTALL_CMAKEDIR}")
+endif()
+
+# The cuda component, likewise.
+if(TARGET chorus_cuda)
+  install(TARGETS chorus_cuda EXPORT chorusCudaTargets)
+  install(
+    EXPORT chorusCudaTargets
+    NAMESPACE chorus::
+    FILE chorus-cuda-targets.cmake
+    DESTINATION "${CHORUS_INSTALL_CMAKEDIR}")
+  install(FILES "${PROJECT_SOURCE_DIR}/cmake/chorus-cuda.cmake"
           DESTINATION "${CHORUS_INSTALL_CMAKEDIR}")
 endif()

@@ -11,6 +11,10 @@
 ///
 /// User functors and lambdas are called directly inside the reduction loop, so the compiler
 /// inlines them (NCCL can only offer its fixed set of ops).
+///
+/// The built-ins are `CHORUS_HOST_DEVICE`, so `device::reduce` (device/reduce.cuh) applies
+/// them in kernels with the same semantics; user functors for the device are marked
+/// `__host__ __device__` by their authors.
 #include <chorus/core/types.hpp>
 #include <chorus/detail/float16_convert.hpp>
 
@@ -52,16 +56,16 @@ using wrap_t =
     std::conditional_t<(sizeof(T) < sizeof(unsigned)), unsigned, std::make_unsigned_t<T>>;
 
 template <class T>
-constexpr T wrapping_add(T a, T b) noexcept {
+CHORUS_HOST_DEVICE constexpr T wrapping_add(T a, T b) noexcept {
   return static_cast<T>(static_cast<wrap_t<T>>(a) + static_cast<wrap_t<T>>(b));
 }
 template <class T>
-constexpr T wrapping_mul(T a, T b) noexcept {
+CHORUS_HOST_DEVICE constexpr T wrapping_mul(T a, T b) noexcept {
   return static_cast<T>(static_cast<wrap_t<T>>(a) * static_cast<wrap_t<T>>(b));
 }
 
 template <class T>
-constexpr bool is_nan(T v) noexcept {
+CHORUS_HOST_DEVICE constexpr bool is_nan(T v) noexcept {
   if constexpr (is_float16_v<T>) {
     return std::isnan(float(v));
   } else if constexpr (std::is_floating_point_v<T>) {
@@ -76,7 +80,7 @@ constexpr bool is_nan(T v) noexcept {
 struct plus {
   static constexpr op_kind kind = op_kind::sum;
   template <element_type T>
-  constexpr T operator()(T a, T b) const noexcept {
+  CHORUS_HOST_DEVICE constexpr T operator()(T a, T b) const noexcept {
     if constexpr (std::is_integral_v<T>) {
       return detail::wrapping_add(a, b);
     } else {
@@ -89,7 +93,7 @@ struct plus {
 struct multiplies {
   static constexpr op_kind kind = op_kind::product;
   template <element_type T>
-  constexpr T operator()(T a, T b) const noexcept {
+  CHORUS_HOST_DEVICE constexpr T operator()(T a, T b) const noexcept {
     if constexpr (std::is_integral_v<T>) {
       return detail::wrapping_mul(a, b);
     } else {
@@ -102,7 +106,7 @@ struct multiplies {
 struct minimum {
   static constexpr op_kind kind = op_kind::min;
   template <element_type T>
-  constexpr T operator()(T a, T b) const noexcept {
+  CHORUS_HOST_DEVICE constexpr T operator()(T a, T b) const noexcept {
     if (detail::is_nan(a)) return a;
     if (detail::is_nan(b)) return b;
     return b < a ? b : a;
@@ -113,7 +117,7 @@ struct minimum {
 struct maximum {
   static constexpr op_kind kind = op_kind::max;
   template <element_type T>
-  constexpr T operator()(T a, T b) const noexcept {
+  CHORUS_HOST_DEVICE constexpr T operator()(T a, T b) const noexcept {
     if (detail::is_nan(a)) return a;
     if (detail::is_nan(b)) return b;
     return a < b ? b : a;
@@ -125,12 +129,12 @@ struct maximum {
 struct average {
   static constexpr op_kind kind = op_kind::average;
   template <element_type T>
-  constexpr T operator()(T a, T b) const noexcept {
+  CHORUS_HOST_DEVICE constexpr T operator()(T a, T b) const noexcept {
     return plus{}(a, b);
   }
   /// Turns the sum over `ranks` ranks into the mean.
   template <element_type T>
-  constexpr T finalize(T sum, int ranks) const noexcept {
+  CHORUS_HOST_DEVICE constexpr T finalize(T sum, int ranks) const noexcept {
     if constexpr (std::is_integral_v<T>) {
       return static_cast<T>(sum / static_cast<T>(ranks));
     } else if constexpr (is_float16_v<T>) {
@@ -145,7 +149,7 @@ struct average {
 struct bit_and {
   static constexpr op_kind kind = op_kind::bit_and;
   template <std::integral T>
-  constexpr T operator()(T a, T b) const noexcept {
+  CHORUS_HOST_DEVICE constexpr T operator()(T a, T b) const noexcept {
     return static_cast<T>(a & b);
   }
 };
@@ -154,7 +158,7 @@ struct bit_and {
 struct bit_or {
   static constexpr op_kind kind = op_kind::bit_or;
   template <std::integral T>
-  constexpr T operator()(T a, T b) const noexcept {
+  CHORUS_HOST_DEVICE constexpr T operator()(T a, T b) const noexcept {
     return static_cast<T>(a | b);
   }
 };
@@ -163,7 +167,7 @@ struct bit_or {
 struct bit_xor {
   static constexpr op_kind kind = op_kind::bit_xor;
   template <std::integral T>
-  constexpr T operator()(T a, T b) const noexcept {
+  CHORUS_HOST_DEVICE constexpr T operator()(T a, T b) const noexcept {
     return static_cast<T>(a ^ b);
   }
 };

@@ -6,6 +6,9 @@
 /// The 16-bit types are storage types: arithmetic converts to float, computes, and rounds
 /// back to nearest-even, so a reduction of 16-bit values accumulates each binary step in
 /// float precision (the same contract as NCCL's and PyTorch's half reductions on the host).
+///
+/// The conversions and the 16-bit arithmetic are `CHORUS_HOST_DEVICE`: device code compiled
+/// by nvcc (user functors in `device::reduce`) runs the very same rounding.
 #include <chorus/config.hpp>
 
 #include <bit>
@@ -20,8 +23,19 @@
 namespace chorus::inline v0 {
 
 namespace detail {
-inline constexpr std::uint16_t float_to_half_bits(float f) noexcept {
-  const std::uint32_t x = std::bit_cast<std::uint32_t>(f);
+/// `std::bit_cast` that device code can call too (nvcc compiles `std::bit_cast` for the host
+/// only); host compilers use `std::bit_cast` itself.
+template <class To, class From>
+CHORUS_HOST_DEVICE constexpr To bits_as(const From& from) noexcept {
+#if defined(__CUDACC__)
+  return __builtin_bit_cast(To, from);
+#else
+  return std::bit_cast<To>(from);
+#endif
+}
+
+CHORUS_HOST_DEVICE inline constexpr std::uint16_t float_to_half_bits(float f) noexcept {
+  const std::uint32_t x = detail::bits_as<std::uint32_t>(f);
   const std::uint32_t sign = (x >> 16) & 0x8000u;
   const std::uint32_t abs = x & 0x7fffffffu;
   if (abs >= 0x7f800000u) {  // inf or NaN: keep NaN quiet and non-zero
@@ -46,52 +60,64 @@ inline constexpr std::uint16_t float_to_half_bits(float f) noexcept {
   return static_cast<std::uint16_t>(sign | (r >> 13));
 }
 
-inline constexpr float half_bits_to_float(std::uint16_t h) noexcept {
+CHORUS_HOST_DEVICE inline constexpr float half_bits_to_float(std::uint16_t h) noexcept {
   const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
   const std::uint32_t exp = (h >> 10) & 0x1fu;
   std::uint32_t mant = h & 0x3ffu;
-  if (exp == 0x1fu) return std::bit_cast<float>(sign | 0x7f800000u | (mant << 13));
+  if (exp == 0x1fu) return detail::bits_as<float>(sign | 0x7f800000u | (mant << 13));
   if (exp == 0) {
-    if (mant == 0) return std::bit_cast<float>(sign);
+    if (mant == 0) return detail::bits_as<float>(sign);
     // subnormal: value = mant * 2^-24
     const float v = static_cast<float>(mant) * 5.9604644775390625e-8f;
     return sign ? -v : v;
   }
-  return std::bit_cast<float>(sign | ((exp + 112u) << 23) | (mant << 13));
+  return detail::bits_as<float>(sign | ((exp + 112u) << 23) | (mant << 13));
 }
 
-inline constexpr std::uint16_t float_to_bfloat16_bits(float f) noexcept {
-  const std::uint32_t x = std::bit_cast<std::uint32_t>(f);
+CHORUS_HOST_DEVICE inline constexpr std::uint16_t float_to_bfloat16_bits(float f) noexcept {
+  const std::uint32_t x = detail::bits_as<std::uint32_t>(f);
   if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((x >> 16) | 0x40u);
   const std::uint32_t rounding = 0x7fffu + ((x >> 16) & 1u);  // nearest even
   return static_cast<std::uint16_t>((x + rounding) >> 16);
 }
 
-inline constexpr float bfloat16_bits_to_float(std::uint16_t b) noexcept {
-  return std::bit_cast<float>(static_cast<std::uint32_t>(b) << 16);
+CHORUS_HOST_DEVICE inline constexpr float bfloat16_bits_to_float(std::uint16_t b) noexcept {
+  return detail::bits_as<float>(static_cast<std::uint32_t>(b) << 16);
 }
 
 /// Shared arithmetic of the 16-bit float storage types: convert, compute in float, round.
 template <class Derived>
 struct float16_arithmetic {
-  friend constexpr Derived operator+(Derived a, Derived b) noexcept {
+  friend CHORUS_HOST_DEVICE constexpr Derived operator+(Derived a, Derived b) noexcept {
     return Derived(float(a) + float(b));
   }
-  friend constexpr Derived operator-(Derived a, Derived b) noexcept {
+  friend CHORUS_HOST_DEVICE constexpr Derived operator-(Derived a, Derived b) noexcept {
     return Derived(float(a) - float(b));
   }
-  friend constexpr Derived operator*(Derived a, Derived b) noexcept {
+  friend CHORUS_HOST_DEVICE constexpr Derived operator*(Derived a, Derived b) noexcept {
     return Derived(float(a) * float(b));
   }
-  friend constexpr Derived operator/(Derived a, Derived b) noexcept {
+  friend CHORUS_HOST_DEVICE constexpr Derived operator/(Derived a, Derived b) noexcept {
     return Derived(float(a) / float(b));
   }
-  friend constexpr Derived operator-(Derived a) noexcept { return Derived(-float(a)); }
-  friend constexpr bool operator==(Derived a, Derived b) noexcept { return float(a) == float(b); }
-  friend constexpr bool operator<(Derived a, Derived b) noexcept { return float(a) < float(b); }
-  friend constexpr bool operator>(Derived a, Derived b) noexcept { return float(a) > float(b); }
-  friend constexpr bool operator<=(Derived a, Derived b) noexcept { return float(a) <= float(b); }
-  friend constexpr bool operator>=(Derived a, Derived b) noexcept { return float(a) >= float(b); }
+  friend CHORUS_HOST_DEVICE constexpr Derived operator-(Derived a) noexcept {
+    return Derived(-float(a));
+  }
+  friend CHORUS_HOST_DEVICE constexpr bool operator==(Derived a, Derived b) noexcept {
+    return float(a) == float(b);
+  }
+  friend CHORUS_HOST_DEVICE constexpr bool operator<(Derived a, Derived b) noexcept {
+    return float(a) < float(b);
+  }
+  friend CHORUS_HOST_DEVICE constexpr bool operator>(Derived a, Derived b) noexcept {
+    return float(a) > float(b);
+  }
+  friend CHORUS_HOST_DEVICE constexpr bool operator<=(Derived a, Derived b) noexcept {
+    return float(a) <= float(b);
+  }
+  friend CHORUS_HOST_DEVICE constexpr bool operator>=(Derived a, Derived b) noexcept {
+    return float(a) >= float(b);
+  }
 };
 }  // namespace detail
 
@@ -100,11 +126,14 @@ struct float16_arithmetic {
 struct half : detail::float16_arithmetic<half> {
   std::uint16_t bits = 0;
   half() = default;
-  constexpr explicit half(float f) noexcept : bits(detail::float_to_half_bits(f)) {}
-  constexpr explicit half(double d) noexcept : half(static_cast<float>(d)) {}
-  constexpr explicit half(int i) noexcept : half(static_cast<float>(i)) {}
-  constexpr explicit operator float() const noexcept { return detail::half_bits_to_float(bits); }
-  static constexpr half from_bits(std::uint16_t b) noexcept {
+  CHORUS_HOST_DEVICE constexpr explicit half(float f) noexcept
+      : bits(detail::float_to_half_bits(f)) {}
+  CHORUS_HOST_DEVICE constexpr explicit half(double d) noexcept : half(static_cast<float>(d)) {}
+  CHORUS_HOST_DEVICE constexpr explicit half(int i) noexcept : half(static_cast<float>(i)) {}
+  CHORUS_HOST_DEVICE constexpr explicit operator float() const noexcept {
+    return detail::half_bits_to_float(bits);
+  }
+  CHORUS_HOST_DEVICE static constexpr half from_bits(std::uint16_t b) noexcept {
     half h;
     h.bits = b;
     return h;
@@ -116,13 +145,16 @@ struct half : detail::float16_arithmetic<half> {
 struct bfloat16 : detail::float16_arithmetic<bfloat16> {
   std::uint16_t bits = 0;
   bfloat16() = default;
-  constexpr explicit bfloat16(float f) noexcept : bits(detail::float_to_bfloat16_bits(f)) {}
-  constexpr explicit bfloat16(double d) noexcept : bfloat16(static_cast<float>(d)) {}
-  constexpr explicit bfloat16(int i) noexcept : bfloat16(static_cast<float>(i)) {}
-  constexpr explicit operator float() const noexcept {
+  CHORUS_HOST_DEVICE constexpr explicit bfloat16(float f) noexcept
+      : bits(detail::float_to_bfloat16_bits(f)) {}
+  CHORUS_HOST_DEVICE constexpr explicit bfloat16(double d) noexcept
+      : bfloat16(static_cast<float>(d)) {}
+  CHORUS_HOST_DEVICE constexpr explicit bfloat16(int i) noexcept
+      : bfloat16(static_cast<float>(i)) {}
+  CHORUS_HOST_DEVICE constexpr explicit operator float() const noexcept {
     return detail::bfloat16_bits_to_float(bits);
   }
-  static constexpr bfloat16 from_bits(std::uint16_t b) noexcept {
+  CHORUS_HOST_DEVICE static constexpr bfloat16 from_bits(std::uint16_t b) noexcept {
     bfloat16 h;
     h.bits = b;
     return h;
