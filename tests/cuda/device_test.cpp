@@ -256,10 +256,14 @@ void check_binary(const char* what, std::size_t n, layout l, Launch launch, Expe
                          << show(got[out_at + i]));
     }
   }
+  // everything around the output still holds the poison: nothing written out of bounds
   std::vector<unsigned char> poison_bytes(sizeof(T), poison);
-  for (std::size_t i = out_at + n; i < got.size(); ++i) {
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    if (i == out_at) i += n;
+    if (i >= got.size()) break;
     if (std::memcmp(&got[i], poison_bytes.data(), sizeof(T)) != 0 && wrong++ < 5) {
-      UNSCOPED_INFO(what << " n=" << n << ": wrote past the end, element " << i - out_at);
+      UNSCOPED_INFO(what << " n=" << n << ": wrote outside the output, at element "
+                         << static_cast<long long>(i) - static_cast<long long>(out_at));
     }
   }
   CHECK(wrong == 0);
@@ -302,12 +306,14 @@ void for_each_builtin_op(F f) {
 
 }  // namespace
 
-TEST_CASE("device conversions equal the host's for every float and 16-bit pattern") {
+TEST_CASE("device conversions equal their references for every float and 16-bit pattern") {
   const chorus_test::conversion_mismatches m = chorus_test::device_conversion_mismatches();
   CHECK(m.to_half == 0);
   CHECK(m.from_half == 0);
   CHECK(m.to_bfloat16 == 0);
   CHECK(m.from_bfloat16 == 0);
+  CHECK(m.to_e4m3 == 0);
+  CHECK(m.to_e5m2 == 0);
 }
 
 TEST_CASE("reduce: every built-in op x element type equals the host op") {
@@ -384,40 +390,6 @@ TEST_CASE("finalize: average divides the sum by the rank count") {
   });
 }
 
-TEST_CASE("reduce and finalize reject bad arguments before enqueuing anything") {
-  device_buffer buffer(1024);
-  auto* p = reinterpret_cast<float*>(buffer.get());
-  const auto code_of = [](auto f) {
-    try {
-      f();
-    } catch (const chorus::error& e) {
-      return e.value();
-    }
-    return chorus::errc{};
-  };
-  using chorus::errc;
-  using chorus::op_kind;
-  // out overlaps a without being a
-  CHECK(code_of([&] {
-          chorus_test::device_reduce(op_kind::sum, chorus::dtype::float32, p, p + 64, p + 1, 16,
-                                     nullptr);
-        }) == errc::invalid_argument);
-  CHECK(code_of([&] {
-          chorus_test::device_reduce(op_kind::sum, chorus::dtype::float32, nullptr, p, p, 16,
-                                     nullptr);
-        }) == errc::invalid_argument);
-  CHECK(code_of([&] { chorus_test::device_finalize(chorus::dtype::float32, p, 16, 0, nullptr); }) ==
-        errc::invalid_argument);
-  CHECK(code_of([&] { chorus_test::device_copy(4, p, p + 1, 16, nullptr); }) ==
-        errc::invalid_argument);
-  CHECK(code_of([&] { chorus_test::device_pack(4, true, p, p + 128, 4, 8, 4, nullptr); }) ==
-        errc::invalid_argument);
-  // n == 0 touches nothing, whatever the pointers
-  CHECK_NOTHROW(chorus_test::device_reduce(op_kind::sum, chorus::dtype::float32, nullptr, nullptr,
-                                           nullptr, 0, nullptr));
-  wait_device();
-}
-
 TEST_CASE("copy, pack and unpack move every element and nothing else") {
   for (const std::size_t width : {1, 2, 4, 8}) {
     for (const std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{1021}, large}) {
@@ -485,8 +457,8 @@ namespace {
 /// Runs the host codec and the device codec on the same input and compares the wires
 /// (bit for bit) and the decoded sums (bits, NaN payloads aside).
 template <class G, class Codec, class DeviceEncode, class DeviceDecode>
-void check_codec(const Codec& codec, const std::vector<G>& x, int ranks, bool compare_nan_bits,
-                 DeviceEncode device_encode, DeviceDecode device_decode) {
+void check_codec(const Codec& codec, const std::vector<G>& x, int ranks, DeviceEncode device_encode,
+                 DeviceDecode device_decode) {
   const std::size_t n = x.size();
   chorus::compress::context ctx;
   ctx.ranks = ranks;
@@ -503,7 +475,6 @@ void check_codec(const Codec& codec, const std::vector<G>& x, int ranks, bool co
   dwire.download(got_wire.data(), got_wire.size());
   std::size_t wrong = 0;
   for (std::size_t i = 0; i < bytes; ++i) wrong += host_wire[i] != got_wire[i];
-  if (!compare_nan_bits) wrong = 0;  // only the decoded values are compared below
   CHECK(wrong == 0);
   for (std::size_t i = bytes; i < got_wire.size(); ++i) {
     CHECK(got_wire[i] == std::byte{poison});
@@ -544,7 +515,7 @@ TEST_CASE("cast codec: device encode and decode_add equal the host codec") {
         const std::vector<G> x = pre_divide ? finite_values<G>(n, G(1e5)) : random_values<G>(n);
         const bool dbl = std::is_same_v<G, double>;
         check_codec<G>(
-            codec, x, ranks, true,
+            codec, x, ranks,
             [&](void* dx, std::size_t count, void* wire, std::size_t bytes) {
               chorus_test::device_cast_encode(wire_type, dbl, pre_divide, ranks, dx, count, wire,
                                               bytes, nullptr);
@@ -577,7 +548,7 @@ TEST_CASE("block_quant codec: device encode and decode_add equal the host codec"
           for (std::size_t i = 0; i < std::min(block, n); ++i) x[i] = 0;
         }
         check_codec<G>(
-            codec, x, 1, true,
+            codec, x, 1,
             [&](void* dx, std::size_t count, void* wire, std::size_t bytes) {
               chorus_test::device_quant_encode(dbl, block, dx, count, wire, bytes, nullptr);
             },

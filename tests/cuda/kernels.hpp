@@ -42,12 +42,22 @@ void device_reduce_fp8(chorus::op_kind op, fp8 t, const void* a, const void* b, 
 void device_finalize(chorus::dtype t, void* data, std::size_t n, int ranks, cudaStream_t stream);
 void device_finalize_fp8(fp8 t, void* data, std::size_t n, int ranks, cudaStream_t stream);
 
-/// Counts of the float <-> 16-bit conversions of device/convert.cuh that differ from the
-/// host's (core/types.hpp, run on the device), over every float and every 16-bit pattern.
+/// Counts of the conversions of device/convert.cuh that differ from the reference, over
+/// every float and every 16-bit pattern: the 16-bit ones against the host's (core/types.hpp,
+/// run on the device), the fp8 fast path against cuda_fp8.h's software rounding.
 struct conversion_mismatches {
-  std::uint64_t to_half = 0, from_half = 0, to_bfloat16 = 0, from_bfloat16 = 0;
+  std::uint64_t to_half = 0, from_half = 0, to_bfloat16 = 0, from_bfloat16 = 0, to_e4m3 = 0,
+                to_e5m2 = 0;
 };
 conversion_mismatches device_conversion_mismatches();
+
+/// device/launch.cuh's split of n elements of `elem_bytes` bytes at addresses p0, p1, p2
+/// into a scalar head, 16-byte vectors and a scalar tail (host code: runs without a GPU).
+struct vector_split {
+  std::size_t head = 0, vectors = 0, lanes = 0;
+};
+vector_split device_split(std::size_t elem_bytes, std::size_t n, std::uintptr_t p0,
+                          std::uintptr_t p1, std::uintptr_t p2);
 
 /// chorus::device::copy / pack / unpack of elements of `elem_bytes` (1, 2, 4 or 8) bytes.
 void device_copy(std::size_t elem_bytes, const void* src, void* dst, std::size_t n,

@@ -1,6 +1,6 @@
-// The data-movement kernels of the GPU tests: chorus::device::copy, pack and unpack, and
-// the device codecs (compress::cast, compress::block_quant), reached from device_test.cpp
-// through kernels.hpp.
+// The data-movement kernels of the GPU tests: chorus::device::copy, pack and unpack, the
+// device codecs (compress::cast, compress::block_quant), and launch.cuh's vector split (host
+// code), reached from device_test.cpp and host_test.cpp through kernels.hpp.
 #include <chorus/device/cast.cuh>
 #include <chorus/device/copy.cuh>
 #include <chorus/device/quantize.cuh>
@@ -61,6 +61,18 @@ chorus::compress::context context_for(int ranks) {
 }
 
 }  // namespace
+
+vector_split device_split(std::size_t elem_bytes, std::size_t n, std::uintptr_t p0,
+                          std::uintptr_t p1, std::uintptr_t p2) {
+  vector_split out;
+  with_width(elem_bytes, [&]<class U>(U) {
+    const auto s = chorus::device::detail::split_for<U>(n, reinterpret_cast<const void*>(p0),
+                                                        reinterpret_cast<const U*>(p1),
+                                                        reinterpret_cast<const U*>(p2));
+    out = {s.head, s.vectors, chorus::device::detail::vec16<U>::lanes};
+  });
+  return out;
+}
 
 void device_copy(std::size_t elem_bytes, const void* src, void* dst, std::size_t n,
                  cudaStream_t stream) {

@@ -90,7 +90,7 @@ void reduce_as(Op op, const void* a, const void* b, void* out, std::size_t n, cu
 // both widening ones; mismatches against the host's functions (run on the device) counted.
 __global__ void conversion_kernel(unsigned long long* counts) {
   const std::uint64_t threads = static_cast<std::uint64_t>(gridDim.x) * blockDim.x;
-  unsigned long long to_half = 0, to_bf = 0, from_half = 0, from_bf = 0;
+  unsigned long long to_half = 0, to_bf = 0, from_half = 0, from_bf = 0, to_e4m3 = 0, to_e5m2 = 0;
   for (std::uint64_t i = static_cast<std::uint64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
        i < (std::uint64_t{1} << 32); i += threads) {
     const float f = __uint_as_float(static_cast<std::uint32_t>(i));
@@ -98,6 +98,20 @@ __global__ void conversion_kernel(unsigned long long* counts) {
         chorus::device::detail::float_to_half_bits(f) != chorus::detail::float_to_half_bits(f);
     to_bf += chorus::device::detail::float_to_bfloat16_bits(f) !=
              chorus::detail::float_to_bfloat16_bits(f);
+    // fp8: the fast path against cuda_fp8.h's software rounding, NaN for NaN
+    const auto fp8_differs = [f](auto tag) {
+      using T = decltype(tag);
+      const __nv_fp8_storage_t fast = chorus::device::detail::float_to_fp8_bits<T>(f);
+      const __nv_fp8_storage_t soft = __nv_cvt_float_to_fp8(
+          f, __NV_NOSAT, std::is_same_v<T, __nv_fp8_e4m3> ? __NV_E4M3 : __NV_E5M2);
+      const auto as_float = [](__nv_fp8_storage_t v) {
+        return __half2float(__half(
+            __nv_cvt_fp8_to_halfraw(v, std::is_same_v<T, __nv_fp8_e4m3> ? __NV_E4M3 : __NV_E5M2)));
+      };
+      return fast != soft && !(isnan(as_float(fast)) && isnan(as_float(soft)));
+    };
+    to_e4m3 += fp8_differs(__nv_fp8_e4m3{});
+    to_e5m2 += fp8_differs(__nv_fp8_e5m2{});
     if (i < 65536) {
       const auto h = static_cast<std::uint16_t>(i);
       from_half += __float_as_uint(chorus::device::detail::half_bits_to_float(h)) !=
@@ -106,6 +120,8 @@ __global__ void conversion_kernel(unsigned long long* counts) {
                  __float_as_uint(chorus::detail::bfloat16_bits_to_float(h));
     }
   }
+  atomicAdd(&counts[4], to_e4m3);
+  atomicAdd(&counts[5], to_e5m2);
   atomicAdd(&counts[0], to_half);
   atomicAdd(&counts[1], from_half);
   atomicAdd(&counts[2], to_bf);
@@ -148,10 +164,10 @@ void device_finalize_fp8(fp8 t, void* data, std::size_t n, int ranks, cudaStream
 
 conversion_mismatches device_conversion_mismatches() {
   unsigned long long* counts = nullptr;
-  chorus::device::check(cudaMalloc(&counts, 4 * sizeof(unsigned long long)), "cudaMalloc");
-  unsigned long long host[4] = {};
+  unsigned long long host[6] = {};
+  chorus::device::check(cudaMalloc(&counts, sizeof host), "cudaMalloc");
   try {
-    chorus::device::check(cudaMemset(counts, 0, 4 * sizeof(unsigned long long)), "cudaMemset");
+    chorus::device::check(cudaMemset(counts, 0, sizeof host), "cudaMemset");
     conversion_kernel<<<4096, 256>>>(counts);
     chorus::device::check(cudaGetLastError(), "launching conversion_kernel");
     chorus::device::check(cudaMemcpy(host, counts, sizeof host, cudaMemcpyDeviceToHost),
@@ -161,7 +177,7 @@ conversion_mismatches device_conversion_mismatches() {
     throw;
   }
   (void)cudaFree(counts);
-  return {host[0], host[1], host[2], host[3]};
+  return {host[0], host[1], host[2], host[3], host[4], host[5]};
 }
 
 }  // namespace chorus_test

@@ -67,12 +67,32 @@ __device__ inline float fp8_to_float(T v) noexcept {
   return __half2float(__half(__nv_cvt_fp8_to_halfraw(v.__x, kind)));
 }
 
+/// The rounding of `__nv_cvt_float_to_fp8(f, __NV_NOSAT, kind)`, which cuda_fp8.h computes
+/// in software (through double). From sm_89 on, the hardware converts instead (it only
+/// saturates: `cvt.rn.satfinite`), and what lies past the format's overflow threshold
+/// (max + half an ulp: 464 for e4m3, 61440 for e5m2, where the tie rounds up) is turned
+/// into NaN (e4m3) or infinity (e5m2) as the software does. Checked against the software
+/// for every float by the tests (tests/cuda).
+template <class T>
+__device__ inline __nv_fp8_storage_t float_to_fp8_bits(float f) noexcept {
+  constexpr bool e4m3 = std::is_same_v<T, __nv_fp8_e4m3>;
+  constexpr __nv_fp8_interpretation_t kind = e4m3 ? __NV_E4M3 : __NV_E5M2;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  const float magnitude = fabsf(f);
+  if (e4m3 ? magnitude > 464.0f : magnitude >= 61440.0f) {
+    const auto sign = static_cast<__nv_fp8_storage_t>((__float_as_uint(f) >> 24) & 0x80u);
+    return static_cast<__nv_fp8_storage_t>(sign | (e4m3 ? 0x7fu : 0x7cu));
+  }
+  return __nv_cvt_float_to_fp8(f, __NV_SATFINITE, kind);
+#else
+  return __nv_cvt_float_to_fp8(f, __NV_NOSAT, kind);
+#endif
+}
+
 template <class T>
 __device__ inline T float_to_fp8(float f) noexcept {
-  constexpr __nv_fp8_interpretation_t kind =
-      std::is_same_v<T, __nv_fp8_e4m3> ? __NV_E4M3 : __NV_E5M2;
   T out;
-  out.__x = __nv_cvt_float_to_fp8(f, __NV_NOSAT, kind);
+  out.__x = float_to_fp8_bits<T>(f);
   return out;
 }
 
