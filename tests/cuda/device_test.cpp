@@ -12,6 +12,7 @@
 
 #include <chorus/compress/cast.hpp>
 #include <chorus/compress/quantize.hpp>
+#include <chorus/compress/sparsify.hpp>
 #include <chorus/core/ops.hpp>
 #include <chorus/device/runtime.hpp>
 
@@ -558,6 +559,38 @@ TEST_CASE("block_quant codec: device encode and decode_add equal the host codec"
       };
       run(float{});
       run(double{});
+    }
+  }
+}
+
+TEST_CASE("top_k codec: device encode and decode_add equal the host codec") {
+  for (const std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{5}, std::size_t{4095},
+                              std::size_t{4096}, std::size_t{4097}, std::size_t{100003}, large}) {
+    for (const double ratio : {0.001, 0.01, 0.3, 1.0}) {
+      for (const bool ties : {false, true}) {
+        const auto run = [&]<class G>(G) {
+          INFO("top_k n " << n << " ratio " << ratio << " ties " << ties << " gradient "
+                          << sizeof(G) * 8);
+          const chorus::compress::top_k codec{.ratio = ratio};
+          const bool dbl = std::is_same_v<G, double>;
+          // random bit patterns (NaN and infinity included: NaN's key is the largest), or a
+          // handful of magnitudes so that the k-th largest is shared by many elements
+          std::vector<G> x = random_values<G>(n);
+          if (ties) {
+            for (G& v : x) v = static_cast<G>(static_cast<int>(rng()() % 7) - 3);
+          }
+          check_codec<G>(
+              codec, x, 1,
+              [&](void* dx, std::size_t count, void* wire, std::size_t bytes) {
+                chorus_test::device_top_k_encode(dbl, ratio, dx, count, wire, bytes, nullptr);
+              },
+              [&](const void* wire, std::size_t bytes, void* dy, std::size_t count) {
+                chorus_test::device_top_k_decode_add(dbl, ratio, wire, bytes, dy, count, nullptr);
+              });
+        };
+        run(float{});
+        run(double{});
+      }
     }
   }
 }

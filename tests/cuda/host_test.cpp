@@ -114,6 +114,12 @@ TEST_CASE("bad arguments throw invalid_argument before anything reaches CUDA") {
           chorus_test::device_quant_encode(false, 8, p, 16, reinterpret_cast<char*>(p + 64) + 1,
                                            8 + 16, nullptr);
         }) == errc::invalid_argument);
+  CHECK(code_of([&] {
+          chorus_test::device_top_k_encode(false, 1.5, p, 16, p + 64, 128, nullptr);
+        }) == errc::invalid_argument);
+  CHECK(code_of([&] {
+          chorus_test::device_top_k_decode_add(true, 0.5, p, 8 * 12 - 1, p + 64, 16, nullptr);
+        }) == errc::invalid_argument);
   // n == 0 touches nothing and calls nothing, whatever the pointers
   CHECK_NOTHROW(chorus_test::device_reduce(op_kind::sum, dtype::float32, nullptr, nullptr, nullptr,
                                            0, nullptr));

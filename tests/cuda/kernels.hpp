@@ -78,5 +78,10 @@ void device_quant_encode(bool dbl, std::size_t block, const void* x, std::size_t
                          std::size_t wire_bytes, cudaStream_t stream);
 void device_quant_decode_add(bool dbl, std::size_t block, const void* wire, std::size_t wire_bytes,
                              void* y, std::size_t n, cudaStream_t stream);
+/// chorus::device::encode / decode_add of compress::top_k{.ratio = ratio}.
+void device_top_k_encode(bool dbl, double ratio, const void* x, std::size_t n, void* wire,
+                         std::size_t wire_bytes, cudaStream_t stream);
+void device_top_k_decode_add(bool dbl, double ratio, const void* wire, std::size_t wire_bytes,
+                             void* y, std::size_t n, cudaStream_t stream);
 
 }  // namespace chorus_test

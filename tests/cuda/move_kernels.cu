@@ -1,9 +1,10 @@
 // The data-movement kernels of the GPU tests: chorus::device::copy, pack and unpack, the
-// device codecs (compress::cast, compress::block_quant), and launch.cuh's vector split (host
+// device codecs (compress::cast, block_quant, top_k), and launch.cuh's vector split (host
 // code), reached from device_test.cpp and host_test.cpp through kernels.hpp.
 #include <chorus/device/cast.cuh>
 #include <chorus/device/copy.cuh>
 #include <chorus/device/quantize.cuh>
+#include <chorus/device/top_k.cuh>
 
 #include "kernels.hpp"
 
@@ -112,6 +113,27 @@ void device_cast_decode_add(chorus::dtype wire_type, bool dbl, bool pre_divide, 
     chorus::device::decode_add(codec, std::span(static_cast<const std::byte*>(wire), wire_bytes),
                                std::span(static_cast<G*>(y), n), context_for(ranks), stream);
   });
+}
+
+void device_top_k_encode(bool dbl, double ratio, const void* x, std::size_t n, void* wire,
+                         std::size_t wire_bytes, cudaStream_t stream) {
+  const chorus::compress::top_k codec{.ratio = ratio};
+  const auto run = [&]<class G>(G) {
+    chorus::device::encode(codec, std::span(static_cast<const G*>(x), n),
+                           std::span(static_cast<std::byte*>(wire), wire_bytes), context_for(1),
+                           stream);
+  };
+  dbl ? run(double{}) : run(float{});
+}
+
+void device_top_k_decode_add(bool dbl, double ratio, const void* wire, std::size_t wire_bytes,
+                             void* y, std::size_t n, cudaStream_t stream) {
+  const chorus::compress::top_k codec{.ratio = ratio};
+  const auto run = [&]<class G>(G) {
+    chorus::device::decode_add(codec, std::span(static_cast<const std::byte*>(wire), wire_bytes),
+                               std::span(static_cast<G*>(y), n), context_for(1), stream);
+  };
+  dbl ? run(double{}) : run(float{});
 }
 
 void device_quant_encode(bool dbl, std::size_t block, const void* x, std::size_t n, void* wire,
