@@ -128,6 +128,25 @@ TEST_CASE("messages of different tags do not match", "[schedule][simulate]") {
   CHECK_THAT(r.error, Contains("unmatched message"));
 }
 
+TEST_CASE("a pair's messages in different orders on the two sides fail, tags or not",
+          "[schedule][simulate]") {
+  // Tag matching would pair these (tag 1 with tag 1); a transport without tags (NCCL) pairs
+  // them by position, so the simulator refuses the schedule.
+  std::vector<maker> m(2);
+  m[0].copy(in(0, 2), out(0, 2)).send(1, in(0, 1), 1).send(1, in(1, 1), 2).step();
+  m[1].recv(0, out(1, 1), 2).recv(0, out(0, 1), 1).step();
+  const simulation_result r = sim(m, ranks(collective::broadcast, 2, 2));
+  CHECK_FALSE(r.ok);
+  CHECK_THAT(r.error, Contains("order: rank 0 sends to rank 1 in another order"));
+  // Listed in the same order on both sides, the same messages pass.
+  std::vector<maker> same(2);
+  same[0].copy(in(0, 2), out(0, 2)).send(1, in(0, 1), 1).send(1, in(1, 1), 2).step();
+  same[1].recv(0, out(0, 1), 1).recv(0, out(1, 1), 2).step();
+  const simulation_result ok = sim(same, ranks(collective::broadcast, 2, 2));
+  CHECK(ok.ok);
+  INFO(ok.error);
+}
+
 TEST_CASE("cyclic waiting is a deadlock", "[schedule][simulate]") {
   // Both ranks first wait for the other, then send: nobody can move.
   std::vector<maker> m(2);

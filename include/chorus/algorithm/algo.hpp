@@ -72,17 +72,32 @@ struct dynamic {
   std::size_t chunk_bytes = 0;            ///< pipeline piece size; 0: the family's default
 };
 
-/// One of the tags above.
+/// The transport's own implementation of the collective (NCCL's `ncclAllReduce`, ...), so
+/// that chorus's algorithms and the vendor's compare in one program. Only collectives on a
+/// stream-ordered communicator whose transport has collectives of its own accept it (the
+/// five NCCL has: all-reduce, equal-block reduce-scatter and all-gather, broadcast,
+/// reduce); it is not a `tag` of the host collectives.
+struct native {};
+
+/// One of the tags above (`native` aside).
 template <class A>
 concept tag = std::same_as<A, automatic> || std::same_as<A, dynamic> || requires {
   { A::id } -> std::convertible_to<schedule::algorithm>;
 };
+
+/// What a collective on a stream-ordered communicator takes: a tag or `native`.
+template <class A>
+concept stream_tag = tag<A> || std::same_as<A, native>;
 
 /// Whether tag `A` can run collective `C` (`automatic` always can).
 template <class A, schedule::collective C>
 inline constexpr bool can_run = [] {
   if constexpr (std::same_as<A, automatic> || std::same_as<A, dynamic>) {
     return true;  // dynamic: checked at run time
+  } else if constexpr (std::same_as<A, native>) {
+    using enum schedule::collective;
+    return C == all_reduce || C == reduce_scatter || C == all_gather || C == broadcast ||
+           C == reduce;
   } else {
     return schedule::supports(A::id, C);
   }

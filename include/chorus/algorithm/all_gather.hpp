@@ -18,6 +18,7 @@
 #include <chorus/core/communicator.hpp>
 #include <chorus/detail/buffers.hpp>
 #include <chorus/detail/dispatch.hpp>
+#include <chorus/detail/stream_executor.hpp>
 
 #include <vector>
 
@@ -26,9 +27,10 @@ namespace chorus::inline v0 {
 namespace detail {
 struct all_gather_base {
  protected:
-  template <class Transport, class T, class Algo>
+  template <class Transport, class T, class Algo, class... Stream>
   static void run(const char* api, communicator<Transport>& comm, std::span<const T> in,
-                  std::span<T> out, const std::vector<std::size_t>& counts, const Algo& a) {
+                  std::span<T> out, const std::vector<std::size_t>& counts, const Algo& a,
+                  Stream... stream) {
     static_assert(algo::can_run<Algo, schedule::collective::all_gather>,
                   "chorus::all_gather runs with algo::ring, algo::recursive_doubling, "
                   "algo::halving_doubling, algo::direct or algo::automatic only.");
@@ -40,8 +42,7 @@ struct all_gather_base {
                 "input == output + this rank's block offset");
     collective_call call = make_call(schedule::collective::all_gather, api, in, out);
     call.counts = counts;
-    set_algorithm(call, a);
-    run_collective(comm, call);
+    launch<T>(comm, call, no_reduction{}, a, stream...);
   }
 };
 
@@ -53,6 +54,17 @@ struct all_gather_fn : all_gather_base {
     const auto i = as_const_span(in);
     const std::vector<std::size_t> counts(static_cast<std::size_t>(comm.size()), i.size());
     run("all_gather", comm, i, as_span(out), counts, a);
+  }
+
+  /// On a stream-ordered communicator (NCCL): enqueued on `stream`; device memory.
+  template <stream_ordered_transport Transport, buffer In, buffer Out,
+            algo::stream_tag Algo = algo::automatic>
+  void operator()(communicator<Transport>& comm, In&& in, Out&& out,
+                  typename Transport::stream_type stream, Algo a = {}) const {
+    check_buffers<In, Out>();
+    const auto i = as_const_span(in);
+    const std::vector<std::size_t> counts(static_cast<std::size_t>(comm.size()), i.size());
+    run("all_gather", comm, i, as_span(out), counts, a, stream);
   }
 };
 

@@ -23,6 +23,7 @@
 #include <chorus/core/ops.hpp>
 #include <chorus/detail/buffers.hpp>
 #include <chorus/detail/dispatch.hpp>
+#include <chorus/detail/stream_executor.hpp>
 
 namespace chorus::inline v0 {
 
@@ -48,18 +49,39 @@ struct all_reduce_fn {
     run(comm, std::span<const T>(s), s, op, a);
   }
 
+  /// On a stream-ordered communicator (NCCL): enqueued on `stream`; returns before the
+  /// result is ready (stream order, as NCCL). `in`/`out` are device memory.
+  template <stream_ordered_transport Transport, buffer In, buffer Out, class Op,
+            algo::stream_tag Algo = algo::automatic>
+  requires(!buffer<Op>) void operator()(communicator<Transport>& comm, In&& in, Out&& out, Op op,
+                                        typename Transport::stream_type stream, Algo a = {}) const {
+    using T = element_t<In>;
+    check_buffers<In, Out>();
+    check_reduction_op<Op, T>();
+    run(comm, as_const_span(in), as_span(out), op, a, stream);
+  }
+
+  /// In place on a stream-ordered communicator.
+  template <stream_ordered_transport Transport, buffer InOut, class Op,
+            algo::stream_tag Algo = algo::automatic>
+  requires(!buffer<Op>) void operator()(communicator<Transport>& comm, InOut&& inout, Op op,
+                                        typename Transport::stream_type stream, Algo a = {}) const {
+    using T = element_t<InOut>;
+    check_reduction_op<Op, T>();
+    auto s = as_span(inout);
+    run(comm, std::span<const T>(s), s, op, a, stream);
+  }
+
  private:
-  template <class Transport, class T, class Op, class Algo>
+  template <class Transport, class T, class Op, class Algo, class... Stream>
   static void run(communicator<Transport>& comm, std::span<const T> in, std::span<T> out,
-                  const Op& op, const Algo& a) {
+                  const Op& op, const Algo& a, Stream... stream) {
     static_assert(algo::can_run<Algo, schedule::collective::all_reduce>);
     check_count("all_reduce", "the output", out.size(), in.size(), "the same count as the input");
     check_alias("all_reduce", in, out, std::ptrdiff_t{0}, "input == output");
     collective_call call = make_call(schedule::collective::all_reduce, "all_reduce", in, out);
     call.count = in.size();
-    set_op<T>(call, op);
-    set_algorithm(call, a);
-    run_collective(comm, call);
+    launch<T>(comm, call, op, a, stream...);
   }
 };
 }  // namespace detail

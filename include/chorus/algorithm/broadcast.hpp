@@ -17,6 +17,7 @@
 #include <chorus/core/communicator.hpp>
 #include <chorus/detail/buffers.hpp>
 #include <chorus/detail/dispatch.hpp>
+#include <chorus/detail/stream_executor.hpp>
 
 namespace chorus::inline v0 {
 
@@ -37,10 +38,29 @@ struct broadcast_fn {
     run(comm, std::span<const T>(s), s, root, a);
   }
 
+  /// On a stream-ordered communicator (NCCL): enqueued on `stream`; device memory.
+  template <stream_ordered_transport Transport, buffer In, buffer Out,
+            algo::stream_tag Algo = algo::automatic>
+  void operator()(communicator<Transport>& comm, In&& in, Out&& out, int root,
+                  typename Transport::stream_type stream, Algo a = {}) const {
+    check_buffers<In, Out>();
+    run(comm, as_const_span(in), as_span(out), root, a, stream);
+  }
+
+  /// In place on a stream-ordered communicator.
+  template <stream_ordered_transport Transport, buffer InOut,
+            algo::stream_tag Algo = algo::automatic>
+  void operator()(communicator<Transport>& comm, InOut&& inout, int root,
+                  typename Transport::stream_type stream, Algo a = {}) const {
+    auto s = as_span(inout);
+    using T = typename decltype(s)::element_type;
+    run(comm, std::span<const T>(s), s, root, a, stream);
+  }
+
  private:
-  template <class Transport, class T, class Algo>
+  template <class Transport, class T, class Algo, class... Stream>
   static void run(communicator<Transport>& comm, std::span<const T> in, std::span<T> out, int root,
-                  const Algo& a) {
+                  const Algo& a, Stream... stream) {
     static_assert(algo::can_run<Algo, schedule::collective::broadcast>,
                   "chorus::broadcast runs with algo::ring, algo::tree, algo::recursive_doubling, "
                   "algo::halving_doubling, algo::direct or algo::automatic only.");
@@ -55,8 +75,7 @@ struct broadcast_fn {
     collective_call call = make_call(schedule::collective::broadcast, "broadcast", in, out);
     call.count = out.size();
     call.root = root;
-    set_algorithm(call, a);
-    run_collective(comm, call);
+    launch<T>(comm, call, no_reduction{}, a, stream...);
   }
 };
 }  // namespace detail

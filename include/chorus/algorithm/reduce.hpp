@@ -19,6 +19,7 @@
 #include <chorus/core/ops.hpp>
 #include <chorus/detail/buffers.hpp>
 #include <chorus/detail/dispatch.hpp>
+#include <chorus/detail/stream_executor.hpp>
 
 namespace chorus::inline v0 {
 
@@ -44,10 +45,34 @@ struct reduce_fn {
     run(comm, std::span<const T>(s), comm.rank() == root ? s : std::span<T>{}, op, root, a);
   }
 
+  /// On a stream-ordered communicator (NCCL): enqueued on `stream`; device memory.
+  template <stream_ordered_transport Transport, buffer In, buffer Out, class Op,
+            algo::stream_tag Algo = algo::automatic>
+  requires(!buffer<Op>) void operator()(communicator<Transport>& comm, In&& in, Out&& out, Op op,
+                                        int root, typename Transport::stream_type stream,
+                                        Algo a = {}) const {
+    using T = element_t<In>;
+    check_buffers<In, Out>();
+    check_reduction_op<Op, T>();
+    run(comm, as_const_span(in), as_span(out), op, root, a, stream);
+  }
+
+  /// In place on a stream-ordered communicator.
+  template <stream_ordered_transport Transport, buffer InOut, class Op,
+            algo::stream_tag Algo = algo::automatic>
+  requires(!buffer<Op>) void operator()(communicator<Transport>& comm, InOut&& inout, Op op,
+                                        int root, typename Transport::stream_type stream,
+                                        Algo a = {}) const {
+    using T = element_t<InOut>;
+    check_reduction_op<Op, T>();
+    auto s = as_span(inout);
+    run(comm, std::span<const T>(s), comm.rank() == root ? s : std::span<T>{}, op, root, a, stream);
+  }
+
  private:
-  template <class Transport, class T, class Op, class Algo>
+  template <class Transport, class T, class Op, class Algo, class... Stream>
   static void run(communicator<Transport>& comm, std::span<const T> in, std::span<T> out,
-                  const Op& op, int root, const Algo& a) {
+                  const Op& op, int root, const Algo& a, Stream... stream) {
     static_assert(algo::can_run<Algo, schedule::collective::reduce>,
                   "chorus::reduce runs with algo::ring, algo::tree, algo::recursive_doubling, "
                   "algo::halving_doubling, algo::direct or algo::automatic only.");
@@ -62,9 +87,7 @@ struct reduce_fn {
     collective_call call = make_call(schedule::collective::reduce, "reduce", in, out);
     call.count = in.size();
     call.root = root;
-    set_op<T>(call, op);
-    set_algorithm(call, a);
-    run_collective(comm, call);
+    launch<T>(comm, call, op, a, stream...);
   }
 };
 }  // namespace detail

@@ -22,6 +22,7 @@
 #include <chorus/core/ops.hpp>
 #include <chorus/detail/buffers.hpp>
 #include <chorus/detail/dispatch.hpp>
+#include <chorus/detail/stream_executor.hpp>
 
 #include <vector>
 
@@ -30,10 +31,10 @@ namespace chorus::inline v0 {
 namespace detail {
 struct reduce_scatter_base {
  protected:
-  template <class Transport, class T, class Op, class Algo>
+  template <class Transport, class T, class Op, class Algo, class... Stream>
   static void run(const char* api, communicator<Transport>& comm, std::span<const T> in,
                   std::span<T> out, const std::vector<std::size_t>& counts, const Op& op,
-                  const Algo& a) {
+                  const Algo& a, Stream... stream) {
     static_assert(algo::can_run<Algo, schedule::collective::reduce_scatter>,
                   "chorus::reduce_scatter runs with algo::ring, algo::halving_doubling, "
                   "algo::direct or algo::automatic only.");
@@ -45,9 +46,7 @@ struct reduce_scatter_base {
                 "output == input + this rank's block offset");
     collective_call call = make_call(schedule::collective::reduce_scatter, api, in, out);
     call.counts = counts;
-    set_op<T>(call, op);
-    set_algorithm(call, a);
-    run_collective(comm, call);
+    launch<T>(comm, call, op, a, stream...);
   }
 };
 
@@ -56,6 +55,21 @@ struct reduce_scatter_fn : reduce_scatter_base {
   template <transport Transport, buffer In, buffer Out, class Op, algo::tag Algo = algo::automatic>
   requires(!buffer<Op>) void operator()(communicator<Transport>& comm, In&& in, Out&& out, Op op,
                                         Algo a = {}) const {
+    equal(comm, std::forward<In>(in), std::forward<Out>(out), op, a);
+  }
+
+  /// On a stream-ordered communicator (NCCL): enqueued on `stream`; device memory.
+  template <stream_ordered_transport Transport, buffer In, buffer Out, class Op,
+            algo::stream_tag Algo = algo::automatic>
+  requires(!buffer<Op>) void operator()(communicator<Transport>& comm, In&& in, Out&& out, Op op,
+                                        typename Transport::stream_type stream, Algo a = {}) const {
+    equal(comm, std::forward<In>(in), std::forward<Out>(out), op, a, stream);
+  }
+
+ private:
+  template <class Transport, class In, class Out, class Op, class Algo, class... Stream>
+  static void equal(communicator<Transport>& comm, In&& in, Out&& out, const Op& op, const Algo& a,
+                    Stream... stream) {
     using T = element_t<In>;
     check_buffers<In, Out>();
     check_reduction_op<Op, T>();
@@ -70,7 +84,7 @@ struct reduce_scatter_fn : reduce_scatter_base {
                   "; use reduce_scatter_v for unequal blocks");
     }
     const std::vector<std::size_t> counts(static_cast<std::size_t>(comm.size()), o.size());
-    run("reduce_scatter", comm, i, o, counts, op, a);
+    run("reduce_scatter", comm, i, o, counts, op, a, stream...);
   }
 };
 

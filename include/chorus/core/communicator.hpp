@@ -39,7 +39,7 @@ struct communicator_options {
   static communicator_options from_env() { return {timeout_from_env(), check_from_env()}; }
 };
 
-template <transport Transport>
+template <any_transport Transport>
 class communicator {
  public:
   using transport_type = Transport;

@@ -19,6 +19,7 @@
 #include <chorus/detail/one_sided.hpp>
 #include <chorus/detail/tags.hpp>
 
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -222,14 +223,13 @@ void check_fingerprint(communicator<Transport>& comm, const fingerprint& mine) {
   }
 }
 
-/// Builds the schedule of `a` for `call` and runs it with the host executor.
-template <transport Transport>
-void run_schedule(communicator<Transport>& comm, const collective_call& call, schedule::algorithm a,
-                  std::size_t chunk_bytes, std::uint32_t sequence) {
+/// The schedule of `a` for `call` on rank `rank` of `size`.
+inline schedule::schedule build_schedule(const collective_call& call, int rank, int size,
+                                         schedule::algorithm a, std::size_t chunk_bytes) {
   schedule::params params;
   params.kind = call.kind;
-  params.rank = comm.rank();
-  params.size = comm.size();
+  params.rank = rank;
+  params.size = size;
   params.root = call.root;
   params.count = call.count;
   params.counts = call.counts;
@@ -239,7 +239,14 @@ void run_schedule(communicator<Transport>& comm, const collective_call& call, sc
   params.recv_offsets = call.recv_offsets;
   params.chunk_count =
       chunk_bytes == 0 ? 0 : std::max<std::size_t>(1, chunk_bytes / call.elem_size);
-  const schedule::schedule s = schedule::build(a, params);
+  return schedule::build(a, params);
+}
+
+/// Builds the schedule of `a` for `call` and runs it with the host executor.
+template <transport Transport>
+void run_schedule(communicator<Transport>& comm, const collective_call& call, schedule::algorithm a,
+                  std::size_t chunk_bytes, std::uint32_t sequence) {
+  const schedule::schedule s = build_schedule(call, comm.rank(), comm.size(), a, chunk_bytes);
   execute(comm, s,
           exec_buffers{call.input, call.output, call.elem_size, call.reduce, call.op_object},
           sequence);
@@ -277,25 +284,25 @@ bool run_one_sided(communicator<Transport>& comm, const collective_call& call,
   }
 }
 
-/// Runs one collective: the single path every typed entry point ends in.
-template <transport Transport>
-void run_collective(communicator<Transport>& comm, const collective_call& call) {
-  comm.throw_if_poisoned();
-  const int p = comm.size();
-  const int r = comm.rank();
-  std::size_t bytes = 0;
+/// Bytes of one rank's full vector in `call` (what the automatic choice looks at).
+inline std::size_t call_bytes(const collective_call& call) {
   if (!call.counts.empty()) {
-    bytes =
-        std::accumulate(call.counts.begin(), call.counts.end(), std::size_t{0}) * call.elem_size;
-  } else if (!call.send_counts.empty()) {
-    bytes = std::accumulate(call.send_counts.begin(), call.send_counts.end(), std::size_t{0}) *
-            call.elem_size;
-  } else {
-    bytes = call.count * call.elem_size;
+    return std::accumulate(call.counts.begin(), call.counts.end(), std::size_t{0}) * call.elem_size;
   }
+  if (!call.send_counts.empty()) {
+    return std::accumulate(call.send_counts.begin(), call.send_counts.end(), std::size_t{0}) *
+           call.elem_size;
+  }
+  return call.count * call.elem_size;
+}
+
+/// The algorithm `call` runs with: the caller's, or the automatic choice. Throws
+/// `invalid_argument` when a run-time choice (`algo::dynamic`) cannot run the collective.
+inline schedule::algorithm resolve_algorithm(const collective_call& call, int ranks,
+                                             bool one_sided) {
   const schedule::algorithm a =
       call.algorithm ? *call.algorithm
-                     : choose_algorithm(call.kind, bytes, p, mapped_window_transport<Transport>);
+                     : choose_algorithm(call.kind, call_bytes(call), ranks, one_sided);
   if (!schedule::supports(a, call.kind)) {  // only reachable through algo::dynamic
     std::string can;
     for (schedule::algorithm x : schedule::all_algorithms) {
@@ -307,30 +314,33 @@ void run_collective(communicator<Transport>& comm, const collective_call& call) 
                                             std::string(schedule::name(call.kind)) +
                                             "; use one of: " + can + ", or automatic");
   }
-  const std::size_t chunk_bytes = call.chunk_bytes != 0 ? call.chunk_bytes : default_chunk_bytes(a);
-  const std::uint32_t sequence = comm.next_sequence();
-  const fingerprint fp = make_fingerprint(call, a, sequence);
+  return a;
+}
+
+/// Elements of this rank's output that an average must finalise after the reduction.
+inline std::size_t finalize_count(const collective_call& call, int rank) noexcept {
+  using enum schedule::collective;
+  if (call.kind == all_reduce) return call.count;
+  if (call.kind == reduce && rank == call.root) return call.count;
+  if (call.kind == reduce_scatter) return call.counts[static_cast<std::size_t>(rank)];
+  return 0;
+}
+
+/// Runs `body()`, the work of one collective described by `fp`; a failure becomes a
+/// `chorus::error` that names the rank, the call and (for a timeout) what to check, and it
+/// poisons the communicator (which aborts the group) before it propagates.
+template <class Comm, class Body>
+void with_call_context(Comm& comm, const collective_call& call, const fingerprint& fp,
+                       Body&& body) {
   // "chorus: rank 2: all_gather_v #7 (ring, float32, count 96)": the public name, then the
   // call as its fingerprint describes it. Built only on failure: not on the hot path.
   auto context = [&] {
     const std::string described = describe(fp);
-    return "chorus: rank " + std::to_string(r) + ": " + call.api + " " +
+    return "chorus: rank " + std::to_string(comm.rank()) + ": " + call.api + " " +
            described.substr(described.find('#'));
   };
   try {
-    if (comm.options().check) check_fingerprint(comm, fp);
-    if (!run_one_sided(comm, call, a, sequence)) {
-      run_schedule(comm, call, a, chunk_bytes, sequence);
-    }
-    if (call.finalize != nullptr) {
-      std::size_t n = 0;
-      if (call.kind == schedule::collective::all_reduce) n = call.count;
-      if (call.kind == schedule::collective::reduce && r == call.root) n = call.count;
-      if (call.kind == schedule::collective::reduce_scatter) {
-        n = call.counts[static_cast<std::size_t>(r)];
-      }
-      if (n != 0) call.finalize(call.output, n, p, call.op_object);
-    }
+    body();
   } catch (const error& e) {
     std::string message = context() + ": " + e.what();
     if (e.value() == errc::timeout) {
@@ -346,6 +356,25 @@ void run_collective(communicator<Transport>& comm, const collective_call& call) 
     comm.fail(wrapped);
     throw wrapped;
   }
+}
+
+/// Runs one collective: the single path every typed entry point ends in.
+template <transport Transport>
+void run_collective(communicator<Transport>& comm, const collective_call& call) {
+  comm.throw_if_poisoned();
+  const int p = comm.size();
+  const schedule::algorithm a = resolve_algorithm(call, p, mapped_window_transport<Transport>);
+  const std::size_t chunk_bytes = call.chunk_bytes != 0 ? call.chunk_bytes : default_chunk_bytes(a);
+  const std::uint32_t sequence = comm.next_sequence();
+  const fingerprint fp = make_fingerprint(call, a, sequence);
+  with_call_context(comm, call, fp, [&] {
+    if (comm.options().check) check_fingerprint(comm, fp);
+    if (!run_one_sided(comm, call, a, sequence)) {
+      run_schedule(comm, call, a, chunk_bytes, sequence);
+    }
+    const std::size_t n = call.finalize != nullptr ? finalize_count(call, comm.rank()) : 0;
+    if (n != 0) call.finalize(call.output, n, p, call.op_object);
+  });
 }
 
 /// The type-erased kernels for one (element type, op).
@@ -396,6 +425,17 @@ void set_algorithm(collective_call& call, const Algo& a) {
     call.algorithm = Algo::id;
     call.chunk_bytes = algo::chunk_bytes_of(a);
   }
+}
+
+/// The reduction argument of a collective that reduces nothing (all-gather, broadcast).
+struct no_reduction {};
+
+/// Finishes `call` (op, algorithm) and runs it: where every host entry point ends.
+template <class T, transport Transport, class Op, class Algo>
+void launch(communicator<Transport>& comm, collective_call& call, const Op& op, const Algo& a) {
+  if constexpr (!std::same_as<Op, no_reduction>) set_op<T>(call, op);
+  set_algorithm(call, a);
+  run_collective(comm, call);
 }
 
 }  // namespace chorus::inline v0::detail

@@ -103,11 +103,22 @@ concept rma_transport = transport<T> &&
 /// are enqueued as kernels on the same stream. Nothing synchronises with the host inside a
 /// collective, so a CUDA graph can capture it. `poll_error` reports an asynchronous failure
 /// (NCCL: `ncclCommGetAsyncError`) and is what the host polls under a deadline.
+///
+/// Matching has no tags: the k-th send from rank a to rank b matches the k-th receive of b
+/// from a (NCCL's rule). Every chorus schedule lists each pair's messages in the same order
+/// on both sides, which a test checks for every algorithm. Byte spans name memory the
+/// transport can reach (NCCL: device memory of the communicator's device).
+///
+/// The executor also needs stream-ordered memory from the transport: `allocate(bytes,
+/// stream)` returns scratch usable by work enqueued on `stream` after the call and
+/// `deallocate(p, stream)` releases it after the work enqueued before (NCCL:
+/// `cudaMallocAsync` / `cudaFreeAsync`, which a CUDA graph can capture), and
+/// `copy(dst, src, stream)` enqueues a local copy (`cudaMemcpyAsync`).
 template <class T>
 concept stream_ordered_transport = std::movable<T> &&
     requires(T& t, const T& ct, typename T::stream_type stream, int peer,
              std::span<const std::byte> send_bytes, std::span<std::byte> recv_bytes,
-             std::string_view reason) {
+             std::size_t bytes, std::byte* memory, std::string_view reason) {
   typename T::stream_type;
   { ct.rank() } -> std::convertible_to<int>;
   { ct.size() } -> std::convertible_to<int>;
@@ -115,9 +126,17 @@ concept stream_ordered_transport = std::movable<T> &&
   { t.enqueue_send(peer, send_bytes, stream) } -> std::same_as<void>;
   { t.enqueue_recv(peer, recv_bytes, stream) } -> std::same_as<void>;
   { t.group_end() } -> std::same_as<void>;
+  { t.copy(recv_bytes, send_bytes, stream) } -> std::same_as<void>;
+  { t.allocate(bytes, stream) } -> std::same_as<std::byte*>;
+  { t.deallocate(memory, stream) }
+  noexcept;
   { t.poll_error() } -> std::same_as<void>;
   { t.abort(reason) }
   noexcept;
 };
+
+/// What a communicator can be built on: a host transport or a stream-ordered one.
+template <class T>
+concept any_transport = transport<T> || stream_ordered_transport<T>;
 
 }  // namespace chorus::inline v0

@@ -28,8 +28,11 @@
 ///
 /// Matching: a message from rank a to rank b carries the op's `tag`. Messages with equal
 /// (source, destination, tag) are matched in the order they were posted (FIFO), so both
-/// sides must list them in the same relative order. A receive must have exactly the
-/// element count of the matching send. Zero-count messages are allowed (barriers use them).
+/// sides must list them in the same relative order. Moreover each pair of ranks lists all
+/// its messages in the same order on both sides, tags aside, so that a transport without
+/// tags (NCCL: the k-th send matches the k-th receive) pairs them alike; the simulator
+/// checks it. A receive must have exactly the element count of the matching send.
+/// Zero-count messages are allowed (barriers use them).
 ///
 /// Buffers (counts in elements of the collective's element type):
 ///  - `input`: the caller's send buffer. Only read, never written.

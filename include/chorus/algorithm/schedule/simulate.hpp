@@ -14,7 +14,9 @@
 ///    counts where required, no write to `input`), every region inside its buffer (sizes
 ///    from the collective's layout; non-root inputs of broadcast / scatter and non-root
 ///    outputs of reduce / gather are empty), scratch inside `scratch_count`, every message
-///    has a counterpart (no unmatched message) of the same size, and the hazard rule
+///    has a counterpart (no unmatched message) of the same size, each pair of ranks lists
+///    its messages in the same order on both sides whatever their tags (so that transports
+///    without tags, NCCL, pair them by position), and the hazard rule
 ///    within each step, on physical memory (in place, input and output alias as
 ///    `params` describes; a copy whose source and destination are the same memory is a
 ///    no-op, as in the executor).
@@ -602,6 +604,27 @@ class simulator {
         ranks_[a].partner_op[i] = j;
         ranks_[b].partner_rank[j] = static_cast<int>(a);
         ranks_[b].partner_op[j] = i;
+      }
+    }
+    // Positional order: each pair's messages in the same order on both sides, tags aside
+    // (what a transport without tags, NCCL, matches by). With tag matching done above,
+    // the receives a rank's sends to one peer pair with must come in increasing op order.
+    for (std::size_t a = 0; a < P_; ++a) {
+      const schedule& s = *ranks_[a].sched;
+      std::vector<std::size_t> last(P_, 0);
+      std::vector<bool> any(P_, false);
+      for (std::size_t i = 0; i < s.ops.size(); ++i) {
+        if (s.ops[i].code != op_code::send) continue;
+        const auto b = static_cast<std::size_t>(s.ops[i].peer);
+        const std::size_t j = ranks_[a].partner_op[i];
+        if (any[b] && j < last[b]) {
+          fail("order: rank " + std::to_string(a) + " sends to rank " + std::to_string(b) +
+               " in another order than rank " + std::to_string(b) + " lists the receives (op " +
+               std::to_string(i) + ", tag " + std::to_string(s.ops[i].tag) +
+               "); a transport without tags (NCCL) would pair them wrongly");
+        }
+        any[b] = true;
+        last[b] = j;
       }
     }
     // Receives left over; report the lowest channel for a stable message.
