@@ -10,6 +10,9 @@
 #   lib/cmake/chorus/chorus-ucx-targets.cmake   loads chorus::ucx
 #   lib/cmake/chorus/chorus-cuda.cmake      the cuda component (when built): finds the CUDA
 #   lib/cmake/chorus/chorus-cuda-targets.cmake  toolkit and loads chorus::cuda
+#   lib/cmake/chorus/chorus-nccl.cmake      the nccl component (when built): finds the CUDA
+#   lib/cmake/chorus/chorus-nccl-targets.cmake  toolkit and NCCL (its own package, else
+#   lib/cmake/chorus/FindNCCL.cmake             FindNCCL.cmake) and loads chorus::nccl
 
 include_guard(GLOBAL)
 include(CMakePackageConfigHelpers)
@@ -45,26 +48,25 @@ install(FILES "${PROJECT_BINARY_DIR}/chorusConfig.cmake"
               "${PROJECT_BINARY_DIR}/chorusConfigVersion.cmake"
         DESTINATION "${CHORUS_INSTALL_CMAKEDIR}")
 
-# The ucx component: its own export set, loaded by chorusConfig.cmake only when asked for.
-if(TARGET chorus_ucx)
-  install(TARGETS chorus_ucx EXPORT chorusUcxTargets)
+# Each optional component: its target in an export set of its own
+# (chorus-<name>-targets.cmake) and the file chorusConfig.cmake loads only when the
+# component is asked for (cmake/chorus-<name>.cmake), plus any helper modules it needs.
+function(chorus_install_component name)
+  if(NOT TARGET chorus_${name})
+    return()
+  endif()
+  install(TARGETS chorus_${name} EXPORT chorus_${name}_targets)
   install(
-    EXPORT chorusUcxTargets
+    EXPORT chorus_${name}_targets
     NAMESPACE chorus::
-    FILE chorus-ucx-targets.cmake
+    FILE chorus-${name}-targets.cmake
     DESTINATION "${CHORUS_INSTALL_CMAKEDIR}")
-  install(FILES "${PROJECT_SOURCE_DIR}/cmake/chorus-ucx.cmake"
+  list(TRANSFORM ARGN PREPEND "${PROJECT_SOURCE_DIR}/cmake/")
+  install(FILES "${PROJECT_SOURCE_DIR}/cmake/chorus-${name}.cmake" ${ARGN}
           DESTINATION "${CHORUS_INSTALL_CMAKEDIR}")
-endif()
+endfunction()
 
-# The cuda component, likewise.
-if(TARGET chorus_cuda)
-  install(TARGETS chorus_cuda EXPORT chorusCudaTargets)
-  install(
-    EXPORT chorusCudaTargets
-    NAMESPACE chorus::
-    FILE chorus-cuda-targets.cmake
-    DESTINATION "${CHORUS_INSTALL_CMAKEDIR}")
-  install(FILES "${PROJECT_SOURCE_DIR}/cmake/chorus-cuda.cmake"
-          DESTINATION "${CHORUS_INSTALL_CMAKEDIR}")
-endif()
+chorus_install_component(ucx)
+chorus_install_component(cuda)
+# NCCL has no CMake package of its own in the CUDA toolkit: FindNCCL.cmake travels along.
+chorus_install_component(nccl FindNCCL.cmake)

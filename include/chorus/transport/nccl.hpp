@@ -1,0 +1,429 @@
+#pragma once
+/// \file
+/// `chorus::nccl_transport`: the stream-ordered transport over NCCL (component
+/// `chorus::nccl`). Host code: it needs NCCL and the CUDA runtime to link, not nvcc.
+///
+/// - **Start-up.** Rank 0 makes the NCCL unique id; every rank reads it through the
+///   caller's `blob_exchange` (the bootstrap store) and joins with a non-blocking
+///   `ncclCommInitRankConfig` on the CUDA device current at construction. The join is polled
+///   under the timeout: a rank that never comes fails the others with `errc::timeout`
+///   instead of hanging them.
+/// - **Point to point.** `enqueue_send` / `enqueue_recv` are `ncclSend` / `ncclRecv` of
+///   bytes inside `ncclGroupStart` / `ncclGroupEnd`, matched positionally per pair of ranks
+///   (NCCL has no tags). The stream executor (`detail/stream_executor.hpp`) runs chorus's
+///   schedules with them; reductions are the kernels of `chorus/device/` enqueued on the
+///   same stream.
+/// - **`algo::native`.** `native` runs NCCL's own `ncclAllReduce`, `ncclReduceScatter`,
+///   `ncclAllGather`, `ncclBroadcast` and `ncclReduce`, so one program compares chorus's
+///   algorithms with NCCL's. NCCL knows only its types (no 16-bit integers) and ops (sum,
+///   prod, min, max, avg); anything else is `errc::invalid_argument` naming what to use.
+/// - **Errors and deadlines.** Every NCCL call is checked; failures become `chorus::error`
+///   with NCCL's text and last error message. The communicator is non-blocking, so no NCCL
+///   call waits on peers: `poll_error` asks `ncclCommGetAsyncError`, and `synchronize(stream,
+///   deadline)` waits for a stream while polling it, aborting the communicator
+///   (`ncclCommAbort`) when the deadline passes. `abort` may be called from any thread.
+/// - **Memory.** Buffers are device memory of the communicator's device. Scratch comes from
+///   the stream-ordered allocator (`cudaMallocAsync` / `cudaFreeAsync`), which CUDA graphs
+///   capture.
+#include <chorus/bootstrap/from_env.hpp>
+#include <chorus/core/deadline.hpp>
+#include <chorus/core/error.hpp>
+#include <chorus/core/ops.hpp>
+#include <chorus/core/types.hpp>
+#include <chorus/detail/dispatch.hpp>
+#include <chorus/transport/exchange.hpp>
+#include <chorus/transport/transport.hpp>
+
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdio>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+namespace chorus::inline v0 {
+
+namespace detail::nccl {
+
+/// NCCL's type for a chorus element type; nullopt where NCCL has none (16-bit integers).
+inline std::optional<ncclDataType_t> type_of(dtype t) noexcept {
+  switch (t) {
+    case dtype::int8:
+      return ncclInt8;
+    case dtype::uint8:
+      return ncclUint8;
+    case dtype::int32:
+      return ncclInt32;
+    case dtype::uint32:
+      return ncclUint32;
+    case dtype::int64:
+      return ncclInt64;
+    case dtype::uint64:
+      return ncclUint64;
+    case dtype::float16:
+      return ncclFloat16;
+    case dtype::bfloat16:
+      return ncclBfloat16;
+    case dtype::float32:
+      return ncclFloat32;
+    case dtype::float64:
+      return ncclFloat64;
+    default:
+      return std::nullopt;
+  }
+}
+
+/// NCCL's op for a chorus op; nullopt for the bitwise and user ops.
+inline std::optional<ncclRedOp_t> op_of(op_kind k) noexcept {
+  switch (k) {
+    case op_kind::sum:
+      return ncclSum;
+    case op_kind::product:
+      return ncclProd;
+    case op_kind::min:
+      return ncclMin;
+    case op_kind::max:
+      return ncclMax;
+    case op_kind::average:
+      return ncclAvg;
+    default:
+      return std::nullopt;
+  }
+}
+
+/// The chorus code of an NCCL failure.
+inline errc code_of(ncclResult_t r) noexcept {
+  switch (r) {
+    case ncclInvalidArgument:
+    case ncclInvalidUsage:
+      return errc::invalid_argument;
+    case ncclRemoteError:
+      return errc::peer_lost;
+    default:
+      return errc::transport;
+  }
+}
+
+inline std::string hex(const unsigned char* p, std::size_t n) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string s;
+  s.reserve(2 * n);
+  for (std::size_t i = 0; i < n; ++i) {
+    s += digits[p[i] >> 4];
+    s += digits[p[i] & 15];
+  }
+  return s;
+}
+
+inline bool unhex(std::string_view s, unsigned char* out, std::size_t n) {
+  auto value = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  if (s.size() != 2 * n) return false;
+  for (std::size_t i = 0; i < n; ++i) {
+    const int hi = value(s[2 * i]);
+    const int lo = value(s[2 * i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out[i] = static_cast<unsigned char>(hi * 16 + lo);
+  }
+  return true;
+}
+
+/// What the transport shares with `abort`, which any thread may call.
+struct state {
+  ncclComm_t comm = nullptr;
+  int rank = 0;
+  int size = 1;
+  int device = 0;
+  std::atomic<bool> aborted{false};
+  std::mutex mutex;
+  errc abort_code = errc::aborted;
+  std::string abort_reason;
+};
+
+}  // namespace detail::nccl
+
+class nccl_transport {
+ public:
+  using stream_type = cudaStream_t;
+
+  /// Joins the NCCL communicator of `size` ranks as `rank`, on the current CUDA device;
+  /// `exchange` carries rank 0's unique id to the others. Throws `errc::timeout` when the
+  /// group is not complete within `timeout`, `errc::transport` with NCCL's or CUDA's text
+  /// for any other failure (no device, NCCL cannot start).
+  nccl_transport(int rank, int size, const blob_exchange& exchange,
+                 duration timeout = default_timeout)
+      : state_(std::make_unique<detail::nccl::state>()) {
+    detail::nccl::state& s = *state_;
+    if (size < 1 || rank < 0 || rank >= size) {
+      throw error(errc::invalid_argument, "chorus::nccl_transport: rank " + std::to_string(rank) +
+                                              " is outside a group of " + std::to_string(size));
+    }
+    s.rank = rank;
+    s.size = size;
+    cuda_check(cudaGetDevice(&s.device), "cudaGetDevice (is there a usable CUDA device?)");
+    ncclUniqueId id{};
+    std::string mine = "-";
+    if (rank == 0) {
+      nccl_check(ncclGetUniqueId(&id), "ncclGetUniqueId");
+      mine = detail::nccl::hex(reinterpret_cast<const unsigned char*>(id.internal),
+                               sizeof id.internal);
+    }
+    const std::vector<std::string> blobs = exchange(mine);
+    if (blobs.size() != static_cast<std::size_t>(size) ||
+        !detail::nccl::unhex(blobs[0], reinterpret_cast<unsigned char*>(id.internal),
+                             sizeof id.internal)) {
+      throw error(errc::transport, "chorus::nccl_transport: rank " + std::to_string(rank) +
+                                       ": rank 0 published no usable NCCL unique id");
+    }
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;
+    const ncclResult_t r = ncclCommInitRankConfig(&s.comm, size, id, rank, &config);
+    if (r != ncclSuccess && r != ncclInProgress) {
+      s.comm = nullptr;
+      nccl_check(r, "ncclCommInitRankConfig");
+    }
+    wait_ready(deadline::after(timeout), "joining the NCCL communicator of " +
+                                             std::to_string(size) +
+                                             " ranks (a rank that never "
+                                             "starts, or a different unique id, keeps it waiting)");
+  }
+
+  /// The transport of the job `bootstrap::from_env()` found: the unique id travels through
+  /// the job's store under `chorus/<job_id>/nccl/<instance>/...`. One GPU per rank: set the
+  /// device first (`cudaSetDevice(world.local_rank)` where ranks share a node).
+  explicit nccl_transport(const bootstrap::world& world, std::string_view instance = "comm0")
+      : nccl_transport(
+            world.rank, world.size,
+            store_exchange(world.store, "chorus/" + world.job_id + "/nccl/" + std::string(instance),
+                           world.rank, world.size, world.timeout),
+            world.timeout) {}
+
+  nccl_transport(nccl_transport&&) noexcept = default;
+  nccl_transport& operator=(nccl_transport&&) noexcept = default;
+
+  /// Destroys the communicator; after an abort there is nothing left to destroy.
+  ~nccl_transport() {
+    if (state_ && state_->comm != nullptr && !state_->aborted.load()) {
+      ncclCommDestroy(state_->comm);
+    }
+  }
+
+  [[nodiscard]] int rank() const noexcept { return state_->rank; }
+  [[nodiscard]] int size() const noexcept { return state_->size; }
+  /// The CUDA device of the communicator.
+  [[nodiscard]] int device() const noexcept { return state_->device; }
+  /// NCCL's communicator, for calling NCCL directly alongside chorus.
+  [[nodiscard]] ncclComm_t native_handle() const noexcept { return state_->comm; }
+
+  void group_start() {
+    throw_if_aborted();
+    nccl_check(ncclGroupStart(), "ncclGroupStart");
+  }
+  void enqueue_send(int peer, std::span<const std::byte> bytes, cudaStream_t stream) {
+    detail::check_transport_peer(rank(), size(), peer, "send to");
+    nccl_check(ncclSend(bytes.data(), bytes.size(), ncclUint8, peer, state_->comm, stream),
+               "ncclSend");
+  }
+  void enqueue_recv(int peer, std::span<std::byte> bytes, cudaStream_t stream) {
+    detail::check_transport_peer(rank(), size(), peer, "receive from");
+    nccl_check(ncclRecv(bytes.data(), bytes.size(), ncclUint8, peer, state_->comm, stream),
+               "ncclRecv");
+  }
+  /// Closes the group. On a non-blocking communicator NCCL may still be launching it
+  /// (`ncclInProgress`); that launch does not wait for peers and is waited for here.
+  void group_end() {
+    const ncclResult_t r = ncclGroupEnd();
+    if (r == ncclInProgress) {
+      wait_ready(deadline::after(launch_timeout), "launching an NCCL group");
+    } else {
+      nccl_check(r, "ncclGroupEnd");
+    }
+  }
+  void copy(std::span<std::byte> dst, std::span<const std::byte> src, cudaStream_t stream) {
+    if (dst.size() != src.size()) {
+      throw error(errc::invalid_argument, "chorus::nccl_transport: copy of " +
+                                              std::to_string(src.size()) + " bytes into " +
+                                              std::to_string(dst.size()));
+    }
+    cuda_check(
+        cudaMemcpyAsync(dst.data(), src.data(), src.size(), cudaMemcpyDeviceToDevice, stream),
+        "cudaMemcpyAsync");
+  }
+  std::byte* allocate(std::size_t bytes, cudaStream_t stream) {
+    void* p = nullptr;
+    cuda_check(cudaMallocAsync(&p, bytes, stream),
+               ("cudaMallocAsync of " + std::to_string(bytes) + " bytes of scratch").c_str());
+    return static_cast<std::byte*>(p);
+  }
+  void deallocate(std::byte* p, cudaStream_t stream) noexcept { (void)cudaFreeAsync(p, stream); }
+
+  /// Throws the group's failure, if any: an abort (this rank's or a peer's that NCCL
+  /// reported) or an asynchronous NCCL error, which aborts the communicator.
+  void poll_error() {
+    throw_if_aborted();
+    ncclResult_t async = ncclSuccess;
+    nccl_check(ncclCommGetAsyncError(state_->comm, &async), "ncclCommGetAsyncError");
+    if (async != ncclSuccess && async != ncclInProgress) {
+      const std::string what = "NCCL reported an asynchronous error: " + text(async);
+      abort(detail::nccl::code_of(async), what);
+      throw error(detail::nccl::code_of(async), rank_prefix() + what);
+    }
+  }
+
+  /// Waits until the work enqueued on `stream` so far is done, polling for NCCL errors;
+  /// at `until` the communicator is aborted (so no rank waits on this one forever) and
+  /// `errc::timeout` is thrown.
+  void synchronize(cudaStream_t stream, deadline until) {
+    for (unsigned spins = 0;; ++spins) {
+      const cudaError_t q = cudaStreamQuery(stream);
+      if (q == cudaSuccess) return;
+      if (q != cudaErrorNotReady) cuda_check(q, "cudaStreamQuery");
+      poll_error();
+      if (until.expired()) {
+        abort(errc::timeout, "a stream did not finish before the deadline");
+        throw error(errc::timeout, rank_prefix() +
+                                       "the stream's work did not finish before the deadline; "
+                                       "the communicator is aborted (a peer may not be calling "
+                                       "the same collectives, or may be stuck)");
+      }
+      if (spins > 64) std::this_thread::yield();
+    }
+  }
+
+  /// Aborts the group: the NCCL communicator is aborted, so this rank's pending work ends
+  /// and peers waiting on it see a remote error. Any thread; never blocks on peers.
+  void abort(std::string_view reason) noexcept { abort(errc::aborted, reason); }
+  void abort(errc code, std::string_view reason) noexcept {
+    detail::nccl::state& s = *state_;
+    try {
+      std::lock_guard lock(s.mutex);
+      if (s.abort_reason.empty()) {
+        s.abort_code = code;
+        s.abort_reason = std::string(reason);
+      }
+    } catch (...) {
+    }
+    if (!s.aborted.exchange(true) && s.comm != nullptr) ncclCommAbort(s.comm);
+  }
+
+  /// NCCL's own collective for `call` (`algo::native`), enqueued on `stream`.
+  void native(const detail::collective_call& call, cudaStream_t stream) {
+    using enum schedule::collective;
+    throw_if_aborted();
+    const auto type = detail::nccl::type_of(call.type);
+    if (!type) {
+      throw error(errc::invalid_argument,
+                  "algo::native: NCCL has no " + std::string(name(call.type)) +
+                      " type; use one of chorus's algorithms, or a 32-bit integer type");
+    }
+    const auto me = static_cast<std::size_t>(rank());
+    ncclResult_t r = ncclSuccess;
+    ncclComm_t comm = state_->comm;
+    switch (call.kind) {
+      case all_reduce:
+        r = ncclAllReduce(call.input, call.output, call.count, *type, reduce_op(call), comm,
+                          stream);
+        break;
+      case reduce:
+        r = ncclReduce(call.input, call.output, call.count, *type, reduce_op(call), call.root, comm,
+                       stream);
+        break;
+      case broadcast:
+        r = ncclBroadcast(call.input, call.output, call.count, *type, call.root, comm, stream);
+        break;
+      case reduce_scatter:
+        r = ncclReduceScatter(call.input, call.output, call.counts[me], *type, reduce_op(call),
+                              comm, stream);
+        break;
+      case all_gather:
+        r = ncclAllGather(call.input, call.output, call.counts[me], *type, comm, stream);
+        break;
+      default:
+        throw error(errc::invalid_argument,
+                    "algo::native: NCCL has no " + std::string(name(call.kind)) + " of its own");
+    }
+    if (r == ncclInProgress) {
+      wait_ready(deadline::after(launch_timeout), "launching an NCCL collective");
+    } else {
+      nccl_check(r, (std::string("nccl") + std::string(name(call.kind))).c_str());
+    }
+  }
+
+ private:
+  /// How long launching a group or collective on the non-blocking communicator may take.
+  /// A launch does not wait for peers, so only a broken NCCL reaches this.
+  static constexpr duration launch_timeout = std::chrono::seconds(60);
+
+  std::string rank_prefix() const { return "rank " + std::to_string(rank()) + ": "; }
+
+  std::string text(ncclResult_t r) const {
+    std::string s = ncclGetErrorString(r);
+    const char* last = state_->comm != nullptr ? ncclGetLastError(state_->comm) : nullptr;
+    if (last != nullptr && *last != '\0') s += std::string(" (") + last + ")";
+    return s;
+  }
+
+  void nccl_check(ncclResult_t r, const char* what) const {
+    if (r == ncclSuccess) return;
+    throw error(detail::nccl::code_of(r), rank_prefix() + what + " failed: " + text(r));
+  }
+  void cuda_check(cudaError_t e, const char* what) const {
+    if (e == cudaSuccess) return;
+    throw error(errc::transport, "chorus::nccl_transport: " + rank_prefix() + what + ": " +
+                                     cudaGetErrorName(e) + ": " + cudaGetErrorString(e));
+  }
+
+  ncclRedOp_t reduce_op(const detail::collective_call& call) const {
+    const auto op = detail::nccl::op_of(call.op);
+    if (!op) {
+      throw error(errc::invalid_argument,
+                  "algo::native: NCCL has no " + std::string(name(call.op)) +
+                      " reduction (only sum, prod, min, max, avg); use one of chorus's "
+                      "algorithms, which run any op");
+    }
+    return *op;
+  }
+
+  void throw_if_aborted() const {
+    detail::nccl::state& s = *state_;
+    if (!s.aborted.load()) return;
+    std::lock_guard lock(s.mutex);
+    throw error(s.abort_code,
+                rank_prefix() + "the NCCL communicator was aborted: " + s.abort_reason);
+  }
+
+  /// Polls the non-blocking communicator until its last operation left `ncclInProgress`.
+  void wait_ready(deadline until, const std::string& doing) {
+    for (unsigned spins = 0;; ++spins) {
+      ncclResult_t r = ncclSuccess;
+      nccl_check(ncclCommGetAsyncError(state_->comm, &r), "ncclCommGetAsyncError");
+      if (r == ncclSuccess) return;
+      if (r != ncclInProgress) {
+        abort(detail::nccl::code_of(r), doing + ": " + text(r));
+        throw error(detail::nccl::code_of(r), rank_prefix() + doing + " failed: " + text(r));
+      }
+      if (until.expired()) {
+        abort(errc::timeout, doing + ": timed out");
+        throw error(errc::timeout, rank_prefix() + "timed out " + doing);
+      }
+      if (spins > 64) std::this_thread::yield();
+    }
+  }
+
+  std::unique_ptr<detail::nccl::state> state_;
+};
+
+static_assert(stream_ordered_transport<nccl_transport>);
+
+}  // namespace chorus::inline v0

@@ -1,0 +1,92 @@
+// The NCCL transport's host side, on any machine with the CUDA toolkit and NCCL (no GPU
+// needed): the type and op tables of algo::native, the unique-id encoding, the concepts
+// the stream executor relies on, and a clear error where no GPU can be used.
+#include <chorus/detail/stream_executor.hpp>
+#include <chorus/device/runtime.hpp>
+#include <chorus/transport/nccl.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace nccl = chorus::detail::nccl;
+
+static_assert(chorus::stream_ordered_transport<chorus::nccl_transport>);
+static_assert(chorus::detail::native_collective_transport<chorus::nccl_transport>);
+static_assert(!chorus::transport<chorus::nccl_transport>);
+
+TEST_CASE("nccl: chorus types map to NCCL's, and 16-bit integers to none", "[nccl]") {
+  using chorus::dtype;
+  CHECK(nccl::type_of(dtype::int8) == ncclInt8);
+  CHECK(nccl::type_of(dtype::uint8) == ncclUint8);
+  CHECK(nccl::type_of(dtype::int32) == ncclInt32);
+  CHECK(nccl::type_of(dtype::uint32) == ncclUint32);
+  CHECK(nccl::type_of(dtype::int64) == ncclInt64);
+  CHECK(nccl::type_of(dtype::uint64) == ncclUint64);
+  CHECK(nccl::type_of(dtype::float16) == ncclFloat16);
+  CHECK(nccl::type_of(dtype::bfloat16) == ncclBfloat16);
+  CHECK(nccl::type_of(dtype::float32) == ncclFloat32);
+  CHECK(nccl::type_of(dtype::float64) == ncclFloat64);
+  CHECK_FALSE(nccl::type_of(dtype::int16).has_value());
+  CHECK_FALSE(nccl::type_of(dtype::uint16).has_value());
+}
+
+TEST_CASE("nccl: chorus ops map to NCCL's; bitwise and user ops have no native form", "[nccl]") {
+  using chorus::op_kind;
+  CHECK(nccl::op_of(op_kind::sum) == ncclSum);
+  CHECK(nccl::op_of(op_kind::product) == ncclProd);
+  CHECK(nccl::op_of(op_kind::min) == ncclMin);
+  CHECK(nccl::op_of(op_kind::max) == ncclMax);
+  CHECK(nccl::op_of(op_kind::average) == ncclAvg);
+  for (op_kind k : {op_kind::bit_and, op_kind::bit_or, op_kind::bit_xor, op_kind::custom}) {
+    CHECK_FALSE(nccl::op_of(k).has_value());
+  }
+  CHECK(nccl::code_of(ncclInvalidArgument) == chorus::errc::invalid_argument);
+  CHECK(nccl::code_of(ncclRemoteError) == chorus::errc::peer_lost);
+  CHECK(nccl::code_of(ncclSystemError) == chorus::errc::transport);
+}
+
+TEST_CASE("nccl: the unique id survives the store as text; damaged text is refused", "[nccl]") {
+  std::vector<unsigned char> id(NCCL_UNIQUE_ID_BYTES);
+  for (std::size_t i = 0; i < id.size(); ++i) id[i] = static_cast<unsigned char>(i * 37 + 5);
+  const std::string text = nccl::hex(id.data(), id.size());
+  CHECK(text.size() == 2 * id.size());
+  std::vector<unsigned char> back(id.size());
+  REQUIRE(nccl::unhex(text, back.data(), back.size()));
+  CHECK(back == id);
+  CHECK_FALSE(nccl::unhex(text.substr(1), back.data(), back.size()));
+  CHECK_FALSE(nccl::unhex("-", back.data(), back.size()));
+  std::string bad = text;
+  bad[3] = 'x';
+  CHECK_FALSE(nccl::unhex(bad, back.data(), back.size()));
+}
+
+TEST_CASE("nccl: without a usable GPU the transport fails at once, saying why", "[nccl]") {
+  if (chorus::device::available()) {
+    WARN("a CUDA device is present: the no-device error is not exercised here");
+    return;
+  }
+  int exchanges = 0;
+  auto exchange = [&](const std::string& mine) {
+    ++exchanges;
+    return std::vector<std::string>{mine};
+  };
+  try {
+    chorus::nccl_transport t(0, 1, exchange, std::chrono::seconds(5));
+    FAIL("an NCCL transport started without a usable CUDA device");
+  } catch (const chorus::error& e) {
+    CHECK(e.value() == chorus::errc::transport);
+    CHECK_THAT(e.what(), Catch::Contains("rank 0") && Catch::Contains("cudaGetDevice") &&
+                             Catch::Contains("CUDA device"));
+  }
+  CHECK(exchanges == 0);  // failed before touching the store
+  CHECK_THROWS_MATCHES(chorus::nccl_transport(3, 2, exchange), chorus::error,
+                       Catch::Predicate<chorus::error>([](const chorus::error& e) {
+                         return e.value() == chorus::errc::invalid_argument;
+                       }));
+}
+
+}  // namespace
