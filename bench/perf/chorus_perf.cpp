@@ -1,7 +1,8 @@
 // chorus-perf: measures chorus collectives the way nccl-tests measures NCCL's, with the same
 // flags and columns, over any chorus transport. See docs/benchmarking.md.
 //
-//   chorus-perf [collective] [-t shm|inproc|ucx] [-a ring,tree,...] [--np N] [-b 8 -e 256M -f 4]
+//   chorus-perf [collective] [-t shm|inproc|ucx|nccl] [-a ring,tree,...] [--np N] [-b 8 -e 256M -f
+//   4]
 //               [-n 20 -w 5 -c 1] [-d float32] [-o sum] [--percentiles] [--floor]
 //               [--json F] [--csv F] [--plot F.png] [--compare mpi]
 //
@@ -19,6 +20,9 @@
 #include <chorus/chorus.hpp>
 #if CHORUS_PERF_UCX
 #include <chorus/transport/ucx.hpp>
+#endif
+#if CHORUS_PERF_NCCL
+#include "nccl_perf.hpp"
 #endif
 
 #include <unistd.h>
@@ -126,10 +130,8 @@ int run_threads(const options& o, const launch_context&) {
   return status;
 }
 
-/// Ranks as processes: this process is one of them, or starts them through chorusrun.
-template <class Transport>
-int run_processes(const options& o, const launch_context& ctx) {
-  if (!launch_context::under_launcher() && o.np > 1) return ctx.relaunch_under_chorusrun(o);
+/// The job this process is a rank of: the launcher's, or a world of one.
+chorus::bootstrap::world join_world(const options& o) {
   const chorus::bootstrap::world world =
       launch_context::under_launcher()
           ? chorus::bootstrap::from_env()
@@ -144,14 +146,35 @@ int run_processes(const options& o, const launch_context& ctx) {
     throw usage_error("-r " + std::to_string(o.root) + " is not a rank of " +
                       std::to_string(world.size) + " ranks");
   }
+  return world;
+}
+
+std::string launcher_name(const chorus::bootstrap::world& world) {
+  return launch_context::under_launcher() ? std::string(chorus::bootstrap::name(world.detected))
+                                          : "single process";
+}
+
+/// Ranks as processes: this process is one of them, or starts them through chorusrun.
+template <class Transport>
+int run_processes(const options& o, const launch_context& ctx) {
+  if (!launch_context::under_launcher() && o.np > 1) return ctx.relaunch_under_chorusrun(o);
+  const chorus::bootstrap::world world = join_world(o);
   chorus::communicator<Transport> comm{Transport{world}};
-  const std::string launcher = launch_context::under_launcher()
-                                   ? std::string(chorus::bootstrap::name(world.detected))
-                                   : "single process";
-  const int status = sweep_on(comm, o, base_info(o, o.transport, launcher));
+  const int status = sweep_on(comm, o, base_info(o, o.transport, launcher_name(world)));
   chorus::barrier(comm);  // rank 0 serves the store: nobody leaves before everyone is done
   return status;
 }
+
+#if CHORUS_PERF_NCCL
+/// -t nccl: ranks as processes, one GPU each (nccl_perf.cu).
+int run_nccl_processes(const options& o, const launch_context& ctx) {
+  // Before starting ranks: one line, once, where no GPU can be used.
+  if (!launch_context::under_launcher()) require_nccl_device();
+  if (!launch_context::under_launcher() && o.np > 1) return ctx.relaunch_under_chorusrun(o);
+  const chorus::bootstrap::world world = join_world(o);
+  return run_nccl(o, world, base_info(o, "nccl", launcher_name(world)));
+}
+#endif
 
 /// The transports chorus-perf knows. A new transport is one line here: its name and
 /// `run_processes<its_transport>` (or a runner of its own), once it exists.
@@ -171,7 +194,13 @@ constexpr transport_entry transports[] = {
      "this chorus-perf was built without UCX (install libucx-dev and rebuild: the ucx "
      "component)"},
 #endif
-    {"nccl", nullptr, "the NCCL transport is not part of chorus yet"},
+#if CHORUS_PERF_NCCL
+    {"nccl", &run_nccl_processes, ""},
+#else
+    {"nccl", nullptr,
+     "this chorus-perf was built without NCCL and CUDA (the CUDA toolkit with NCCL and nvcc; "
+     "see docs/gpu.md)"},
+#endif
 };
 
 const transport_entry& find_transport(const std::string& name) {

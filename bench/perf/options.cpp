@@ -213,7 +213,14 @@ std::vector<algorithm_choice> algorithms_from(const std::vector<std::string>& na
   const auto kind = schedule_kind(c);
   for (const std::string& n : names) {
     algorithm_choice choice{n, std::nullopt};
-    if (n != "automatic") {
+    if (n == "native") {
+      choice.native = true;
+      const bool nccl_has =
+          kind && *kind != chorus::schedule::collective::all_to_all;  // NCCL's five
+      if (!nccl_has) {
+        throw usage_error("-a native: NCCL has no " + std::string(name(c)) + " of its own");
+      }
+    } else if (n != "automatic") {
       choice.id = chorus::schedule::algorithm_from_name(n);
       if (!choice.id) {
         std::string list;
@@ -290,10 +297,12 @@ std::optional<options> parse_options(int argc, char** argv, tool which) {
   app.add_option("--floor-bytes", floorb, "bytes each rank copies for --floor; default 64M");
   if (chorus_tool) {
     app.add_option("-t,--transport", o.transport,
-                   "inproc, shm (default) or ucx (when built with UCX); nccl later");
+                   "inproc, shm (default), ucx (built with UCX) or nccl (built with NCCL and "
+                   "CUDA; device buffers, one GPU per rank)");
     app.add_option("-a,--algorithm", algos,
                    "ring, tree, double_binary_tree, recursive_doubling, halving_doubling, "
-                   "direct, automatic; several, comma-separated, print side by side")
+                   "direct, automatic (and native: NCCL's own, with -t nccl); several, "
+                   "comma-separated, print side by side")
         ->delimiter(',')
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
     app.add_option("--np", o.np, "ranks to start: threads (inproc) or processes via chorusrun");
@@ -352,6 +361,11 @@ std::optional<options> parse_options(int argc, char** argv, tool which) {
   if (o.root < 0) throw usage_error("-r must be 0 or more");
   if (chorus_tool) {
     o.algorithms = algorithms_from(algos, o.coll);
+    const bool native = std::any_of(o.algorithms.begin(), o.algorithms.end(),
+                                    [](const algorithm_choice& a) { return a.native; });
+    if (native && o.transport != "nccl") {
+      throw usage_error("-a native runs NCCL's own collectives, so it needs -t nccl");
+    }
     if (o.np < 0) throw usage_error("--np must be 1 or more");
     if (!o.compare.empty() && o.compare != "mpi") {
       throw usage_error("--compare '" + o.compare + "': only 'mpi' is known");

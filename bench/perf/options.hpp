@@ -60,6 +60,7 @@ double floor_busbw(collective c, int ranks, double copy_gbs) noexcept;
 struct algorithm_choice {
   std::string name;
   std::optional<chorus::schedule::algorithm> id;
+  bool native = false;  ///< "native": the transport's own collective (-t nccl)
 };
 
 struct options {

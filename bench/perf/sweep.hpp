@@ -11,6 +11,15 @@
 //       the list the reporter prints) on the buffers laid out as chorus lays them out
 //       (docs/collectives.md; in place when they alias), and returns where this rank's
 //       result is (normally `out`).
+// A backend whose collectives run on device memory (-t nccl) adds, and the loop then calls:
+//   template <class T> void attach(std::span<T> inbuf, std::span<T> outbuf)
+//       the host buffers of the sweep, before any layout in them; it keeps device mirrors
+//       and runs on the mirror of whatever host span `run` is given;
+//   template <class T> void upload(const layout<T>&)   after every fill: host -> device;
+//   template <class T> void download(std::span<T> got) before checking: device -> host;
+//   template <class Fn> std::vector<double> device_times(int iters, Fn fn)
+//       the mean and, with --percentiles, each call's seconds, from device events around
+//       the enqueued calls (as nccl-tests times on the GPU, not with host clocks).
 // Both tools therefore time, verify and report in exactly the same way.
 #include "options.hpp"
 #include "plot.hpp"
@@ -228,6 +237,13 @@ template <class Backend, class Fn>
 std::pair<double, std::vector<double>> time_calls(Backend& b, const options& o, Fn fn) {
   using clock = std::chrono::steady_clock;
   for (int i = 0; i < o.warmup; ++i) fn();
+  if constexpr (requires { b.device_times(o.iters, fn); }) {
+    b.barrier();
+    std::vector<double> t = b.device_times(o.iters, fn);
+    if (!o.percentiles) t.resize(1);
+    b.max_all(t);
+    return {t[0], std::vector<double>(t.begin() + 1, t.end())};
+  }
   const auto n = static_cast<std::size_t>(o.iters);
   std::vector<double> t(o.percentiles ? n + 1 : 1);
   b.barrier();
@@ -293,6 +309,13 @@ int run_sweep(Backend& b, const options& o, run_info info) {
     const std::size_t max_elems =
         bytes_for(o.coll, max_count, elem, p) / elem + static_cast<std::size_t>(p);
     std::vector<T> inbuf(max_elems), outbuf(max_elems);
+    if constexpr (requires { b.template attach<T>(std::span<T>(inbuf), std::span<T>(outbuf)); }) {
+      b.template attach<T>(std::span<T>(inbuf), std::span<T>(outbuf));
+    }
+    auto filled = [&](const layout<T>& l) {
+      fill(o, r, l);
+      if constexpr (requires { b.template upload<T>(l); }) b.template upload<T>(l);
+    };
     for (std::size_t bytes_asked : sizes) {
       const std::size_t count = count_for(o.coll, bytes_asked, elem, p);
       size_row row;
@@ -306,7 +329,7 @@ int run_sweep(Backend& b, const options& o, run_info info) {
             continue;
           }
           const auto l = make_layout<T>(o.coll, r, p, o.root, count, in_place, inbuf, outbuf);
-          fill(o, r, l);
+          filled(l);
           auto [mean, each] = time_calls(b, o, [&] { b.template run<T>(a, l.in, l.out); });
           if (o.coll == collective::sendrecv) {  // a call is a round trip: report one way
             mean /= 2;
@@ -314,8 +337,9 @@ int run_sweep(Backend& b, const options& o, run_info info) {
           }
           long long wrong = -1;
           if (o.check) {
-            fill(o, r, l);
+            filled(l);
             const std::span<T> got = b.template run<T>(a, l.in, l.out);
+            if constexpr (requires { b.template download<T>(got); }) b.template download<T>(got);
             if (r == o.corrupt_rank && !got.empty()) {
               got[0] = got[0] == from_int<T>(1) ? from_int<T>(2) : from_int<T>(1);
             }

@@ -114,6 +114,21 @@ std::vector<std::string> with(std::vector<std::string> a, const std::vector<std:
 
 }  // namespace
 
+#if CHORUS_PERF_HAVE_NCCL
+TEST_CASE("-t nccl without a usable GPU fails at once with one line saying why") {
+  const outcome o = chorus_perf(with(small, {"-t", "nccl", "-a", "ring,native"}));
+  INFO("stdout: " << o.out << "\nstderr: " << o.err);
+  if (o.status == 0) {  // a GPU machine: the sweep ran, and every result was right
+    CHECK(o.out.find("#wrong") != std::string::npos);
+    return;
+  }
+  CHECK(o.status == 1);
+  const auto lines = lines_of(o.err);
+  REQUIRE(lines.size() == 1);
+  CHECK(lines[0].find("-t nccl needs a CUDA device") != std::string::npos);
+}
+#endif
+
 TEST_CASE("argument errors give one clear line and exit status 2") {
   expect_usage_error({"-b", "12X"}, "'12X' is not a size");
   expect_usage_error({"-e", "1.5M"}, "'1.5M' is not a size");
@@ -124,7 +139,13 @@ TEST_CASE("argument errors give one clear line and exit status 2") {
 #if !CHORUS_PERF_HAVE_UCX
   expect_usage_error({"-t", "ucx"}, "-t ucx: this chorus-perf was built without UCX");
 #endif
-  expect_usage_error({"-t", "nccl"}, "-t nccl: the NCCL transport is not part of chorus yet");
+#if !CHORUS_PERF_HAVE_NCCL
+  expect_usage_error({"-t", "nccl"}, "-t nccl: this chorus-perf was built without NCCL");
+#endif
+  expect_usage_error({"-a", "ring,native"},
+                     "-a native runs NCCL's own collectives, so it needs -t nccl");
+  expect_usage_error({"all_to_all", "-t", "nccl", "-a", "native"},
+                     "-a native: NCCL has no all_to_all");
   expect_usage_error({"-d", "float17"}, "unknown datatype 'float17'");
   expect_usage_error({"-o", "xor"}, "unknown op 'xor'");
   expect_usage_error({"all_scatter"}, "unknown collective 'all_scatter'");
