@@ -221,13 +221,15 @@ result measure(communicator& comm, const options& o, const std::string& method,
   res.median = median_of(seconds);
   res.rank0 = cc::report(book);
   res.report = res.rank0;
-  std::array<double, 4> fields{res.report.plain_bytes, res.report.sent_bytes,
-                               res.report.encode_seconds, res.report.decode_seconds};
+  std::array<double, 5> fields{res.report.plain_bytes, res.report.sent_bytes,
+                               res.report.encode_seconds, res.report.decode_seconds,
+                               res.report.other_seconds};
   chorus::all_reduce(comm, std::span<double>(fields), chorus::maximum{});
   res.report.plain_bytes = fields[0];
   res.report.sent_bytes = fields[1];
   res.report.encode_seconds = fields[2];
   res.report.decode_seconds = fields[3];
+  res.report.other_seconds = fields[4];
   return res;
 }
 
@@ -330,7 +332,8 @@ void print_table(const communicator& comm, const options& o, const std::vector<r
     std::printf(" %12s %s\n", measured.c_str(), r.checked_ok ? "ok" : "WRONG");
   }
   std::printf(
-      "# sent_MB, ratio, codec_ms (encode + decode): compress::report per call, each the "
+      "# sent_MB, ratio, codec_ms (encode + decode + other local work): compress::report per "
+      "call, each the "
       "maximum over ranks; b-e: its break-even rate\n"
       "# link_ms / eff_ms: the report's compressed_seconds at that rate; report: its "
       "plain_seconds / compressed_seconds there; vs_none: none's median / this median\n");

@@ -216,13 +216,13 @@ TEST_CASE("error feedback conserves the gradient: sum sent + residual == sum of 
   const std::size_t n = 1000;
   auto run = [&](const auto& c, const char* name) {
     INFO(name);
-    std::vector<double> r(n, 0.0), scratch, sent_total(n, 0.0), grad_total(n, 0.0);
+    std::vector<double> r(n, 0.0), scratch(n), sent_total(n, 0.0), grad_total(n, 0.0);
     for (std::uint64_t step = 0; step < 100; ++step) {
       const auto g = random_vector<double>(n, 100 + step);
       std::vector<std::byte> w(c.template wire_bytes<double>(n));
       const cc::context ctx{.rank = 1, .ranks = 4, .seed = 0, .step = step, .tensor = 0};
       cc::feedback_encode(c, std::span<const double>(g), std::span<double>(r), std::span(w), ctx,
-                          scratch);
+                          std::span<double>(scratch));
       c.decode_add(std::span<const std::byte>(w), std::span<double>(sent_total), ctx);
       for (std::size_t i = 0; i < n; ++i) grad_total[i] += g[i];
     }

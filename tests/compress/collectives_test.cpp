@@ -4,10 +4,14 @@
 
 #include <chorus/compress/compress.hpp>
 
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <mutex>
+#include <span>
+#include <stdexcept>
+#include <thread>
 #include <vector>
 
 namespace cc = chorus::compress;
@@ -367,6 +371,49 @@ TEST_CASE("errors name what is wrong before any byte moves") {
   });
   INFO(f.report());
   CHECK(f.count() == 0);
+}
+
+TEST_CASE("ledger: the local work outside encode and decode is counted, collectives are not") {
+  cc::ledger book;
+  book.begin(1000);
+  book.add_encode(0.001);
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));  // untimed local work
+  book.add_collective(0.004);  // (pretend) 4 ms of the 30 were a collective
+  book.end();
+  const cc::ledger::totals& t = book.total();
+  CHECK(t.collective_seconds == Approx(0.004));
+  // The wall time was at least 30 ms: at least 30 - 4 - 1 = 25 ms were other local work.
+  CHECK(t.other_seconds >= 0.025);
+  const cc::report r(book);
+  CHECK(r.codec_seconds() == Approx(r.encode_seconds + r.decode_seconds + r.other_seconds));
+  CHECK(r.codec_seconds() >= 0.026);
+  CHECK_THAT(r.to_string(), Catch::Contains("+ other"));
+}
+
+TEST_CASE("ledger: scratch is kept, so steady-state calls reuse it") {
+  cc::ledger book;
+  const std::span<float> a = book.scratch<float>(0, 1000);
+  const std::span<float> b = book.scratch<float>(1, 10);
+  CHECK(a.size() == 1000);
+  CHECK(b.data() != a.data());
+  CHECK(book.scratch<float>(0, 500).data() == a.data());  // smaller: the same memory
+  CHECK(book.scratch<double>(0, 500).data() == static_cast<void*>(a.data()));
+  // A compressed all-reduce allocates its payload buffers once: the second call of the same
+  // size finds them in the ledger.
+  run_ranks(2, [&](chorus::inproc_communicator& comm) {
+    cc::ledger mine;
+    cc::residual<float> res;
+    std::vector<float> g(4096, 1.0f + static_cast<float>(comm.rank()));
+    const auto policy = cc::error_feedback{cc::top_k{.ratio = 0.01}, res};
+    cc::all_reduce(comm, g, chorus::plus{}, policy, mine);
+    const void* wire = mine.scratch<std::byte>(cc::detail::wire_slot, 0).data();
+    const void* feedback = mine.scratch<std::byte>(cc::detail::feedback_slot, 0).data();
+    cc::all_reduce(comm, g, chorus::plus{}, policy, mine);
+    const bool same = mine.scratch<std::byte>(cc::detail::wire_slot, 0).data() == wire &&
+                      mine.scratch<std::byte>(cc::detail::feedback_slot, 0).data() == feedback &&
+                      wire != nullptr && feedback != nullptr;
+    if (!same) throw std::logic_error("the second call reallocated its scratch");
+  });
 }
 
 TEST_CASE("report: ratio, codec time and the break-even link rate") {

@@ -193,6 +193,17 @@ void finalize_sum(std::span<T> v, bool average, int ranks) {
   for (T& x : v) x *= inv;
 }
 
+/// The ledger's scratch slots (ledger::scratch): buffers that are alive at the same time
+/// take different slots; each is reused by the next call instead of allocated again.
+enum scratch_slot : std::size_t {
+  feedback_slot,  ///< error feedback's g + residual, inside one encode
+  wire_slot,      ///< the payloads being moved (all of them, or this rank's outgoing)
+  wire2_slot,     ///< the second payload buffer (this rank's, or the incoming)
+  copy_slot,      ///< a copy of the gradient (PowerSGD's input, two_stage's)
+  sent_slot,      ///< PowerSGD's share sent, for error feedback
+  shard_slot,     ///< two_stage's reduced shard
+};
+
 /// Per-call state shared by the paths.
 template <class T, class Codec>
 struct call_state {
@@ -201,7 +212,14 @@ struct call_state {
   context ctx;
   std::uint64_t tensor_id;
   ledger& book;
-  std::vector<T> scratch{};
+
+  /// Runs `move()`, a collective moving payloads, timing it as such in the ledger.
+  template <class Move>
+  void collective(Move&& move) {
+    const auto start = std::chrono::steady_clock::now();
+    move();
+    book.add_collective(seconds_since(start));
+  }
 
   std::span<T> worker_residual(std::size_t n) {
     return store ? store->buffer(tensor_id, n) : std::span<T>{};
@@ -215,7 +233,8 @@ struct call_state {
     const auto start = std::chrono::steady_clock::now();
     context c = ctx;
     c.block = block;
-    feedback_encode(codec, g, r, wire, c, scratch);
+    feedback_encode(codec, g, r, wire, c,
+                    r.empty() ? std::span<T>{} : book.scratch<T>(feedback_slot, g.size()));
     book.add_encode(seconds_since(start));
     book.add_payload(wire.size());
   }
@@ -229,11 +248,6 @@ struct call_state {
     book.add_decode(seconds_since(start));
   }
 };
-
-template <class V>
-std::span<std::byte> bytes_of(std::vector<V>& v) noexcept {
-  return std::as_writable_bytes(std::span<V>(v));
-}
 
 /// Block j of `counts` of `data`.
 template <class T>
@@ -262,14 +276,16 @@ void reduce_scatter_blocks(communicator<Tr>& comm, call_state<T, Codec>& st, std
       for (std::size_t j = 0; j < ranks; ++j)
         wcounts[j] = st.codec.template wire_count<T>(counts[j]);
       const auto woffsets = offsets_of(wcounts);
-      std::vector<W> wire(woffsets.back() + wcounts.back()),
-          mine(wcounts[static_cast<std::size_t>(r)]);
+      const std::span<W> wire =
+          st.book.template scratch<W>(wire_slot, woffsets.back() + wcounts.back());
+      const std::span<W> mine =
+          st.book.template scratch<W>(wire2_slot, wcounts[static_cast<std::size_t>(r)]);
       for (std::size_t j = 0; j < ranks; ++j) {
         st.encode(block_of(in, counts, offsets, j),
                   res.empty() ? res : block_of(res, counts, offsets, j),
-                  std::as_writable_bytes(std::span<W>(wire).subspan(woffsets[j], wcounts[j])), j);
+                  std::as_writable_bytes(wire.subspan(woffsets[j], wcounts[j])), j);
       }
-      chorus::reduce_scatter_v(comm, wire, mine, wcounts, chorus::plus{});
+      st.collective([&] { chorus::reduce_scatter_v(comm, wire, mine, wcounts, chorus::plus{}); });
       st.book.add_sent(
           sent_bytes(schedule::collective::reduce_scatter, r, p, sizeof(W), 0, wcounts),
           count_plain ? sent_bytes(schedule::collective::reduce_scatter, r, p, sizeof(T), 0, counts)
@@ -283,20 +299,23 @@ void reduce_scatter_blocks(communicator<Tr>& comm, call_state<T, Codec>& st, std
       recv(ranks, st.codec.template wire_bytes<T>(counts[static_cast<std::size_t>(r)]));
   for (std::size_t j = 0; j < ranks; ++j) send[j] = st.codec.template wire_bytes<T>(counts[j]);
   const auto soff = offsets_of(send), roff = offsets_of(recv);
-  std::vector<std::uint8_t> sbuf(soff.back() + send.back()), rbuf(roff.back() + recv.back());
+  const std::span<std::uint8_t> sbuf =
+      st.book.template scratch<std::uint8_t>(wire_slot, soff.back() + send.back());
+  const std::span<std::uint8_t> rbuf =
+      st.book.template scratch<std::uint8_t>(wire2_slot, roff.back() + recv.back());
   for (std::size_t j = 0; j < ranks; ++j) {
     st.encode(block_of(in, counts, offsets, j),
               res.empty() ? res : block_of(res, counts, offsets, j),
-              bytes_of(sbuf).subspan(soff[j], send[j]), j);
+              std::as_writable_bytes(sbuf.subspan(soff[j], send[j])), j);
   }
-  chorus::all_to_all_v(comm, sbuf, send, rbuf, recv);
+  st.collective([&] { chorus::all_to_all_v(comm, sbuf, send, rbuf, recv); });
   st.book.add_sent(
       sent_bytes(schedule::collective::all_to_all, r, p, 1, 0, {}, send, recv),
       count_plain ? sent_bytes(schedule::collective::reduce_scatter, r, p, sizeof(T), 0, counts)
                   : 0);
   for (std::size_t i = 0; i < ranks; ++i) {
-    st.decode_add(std::as_bytes(std::span<const std::uint8_t>(rbuf).subspan(roff[i], recv[i])), out,
-                  static_cast<int>(i), static_cast<std::uint64_t>(r));
+    st.decode_add(std::as_bytes(rbuf.subspan(roff[i], recv[i])), out, static_cast<int>(i),
+                  static_cast<std::uint64_t>(r));
   }
 }
 
@@ -313,17 +332,20 @@ void all_gather_blocks(communicator<Tr>& comm, call_state<T, Codec>& st, std::sp
   std::vector<std::size_t> wb(ranks);
   for (std::size_t j = 0; j < ranks; ++j) wb[j] = st.codec.template wire_bytes<T>(counts[j]);
   const auto woff = offsets_of(wb);
-  std::vector<std::uint8_t> mine(wb[static_cast<std::size_t>(r)]), all(woff.back() + wb.back());
-  st.encode(in, res, bytes_of(mine), block_base + static_cast<std::uint64_t>(r));
-  chorus::all_gather_v(comm, mine, all, wb);
+  const std::span<std::uint8_t> mine =
+      st.book.template scratch<std::uint8_t>(wire2_slot, wb[static_cast<std::size_t>(r)]);
+  const std::span<std::uint8_t> all =
+      st.book.template scratch<std::uint8_t>(wire_slot, woff.back() + wb.back());
+  st.encode(in, res, std::as_writable_bytes(mine), block_base + static_cast<std::uint64_t>(r));
+  st.collective([&] { chorus::all_gather_v(comm, std::span<const std::uint8_t>(mine), all, wb); });
   st.book.add_sent(
       sent_bytes(schedule::collective::all_gather, r, p, 1, 0, wb),
       count_plain ? sent_bytes(schedule::collective::all_gather, r, p, sizeof(T), 0, counts) : 0);
   for (std::size_t j = 0; j < ranks; ++j) {
     std::span<T> dst = block_of(out, counts, offsets, j);
     zero_fill(dst);
-    st.decode_add(std::as_bytes(std::span<const std::uint8_t>(all).subspan(woff[j], wb[j])), dst,
-                  static_cast<int>(j), block_base + j);
+    st.decode_add(std::as_bytes(all.subspan(woff[j], wb[j])), dst, static_cast<int>(j),
+                  block_base + j);
   }
 }
 
@@ -372,54 +394,57 @@ struct all_reduce_fn {
       // PowerSGD: x = g (+ residual); two all-reduces; under error feedback the residual
       // becomes x - P Q_local^T.
       std::span<T> res = st.worker_residual(n);
-      std::vector<T> x(data.begin(), data.end()), sent(res.empty() ? 0 : n);
+      const std::span<T> x = st.book.template scratch<T>(copy_slot, n);
+      const std::span<T> sent = st.book.template scratch<T>(sent_slot, res.empty() ? 0 : n);
+      std::copy(data.begin(), data.end(), x.begin());
       for (std::size_t i = 0; i < res.size(); ++i) x[i] += res[i];
-      double in_collectives = 0;
+      const double collectives_before = st.book.last().collective_seconds;
       const auto start = std::chrono::steady_clock::now();
-      st.codec.template run<T>(
-          std::span<const T>(x), data, std::span<T>(sent), [&](std::span<T> m) {
-            const auto t0 = std::chrono::steady_clock::now();
-            chorus::all_reduce(comm, m, chorus::plus{});
-            st.book.add_sent(
-                sent_bytes(schedule::collective::all_reduce, r, p, sizeof(T), m.size()), 0);
-            st.book.add_payload(m.size_bytes());
-            in_collectives += seconds_since(t0);
-          });
+      st.codec.template run<T>(std::span<const T>(x), data, sent, [&](std::span<T> m) {
+        st.collective([&] { chorus::all_reduce(comm, m, chorus::plus{}); });
+        st.book.add_sent(sent_bytes(schedule::collective::all_reduce, r, p, sizeof(T), m.size()),
+                         0);
+        st.book.add_payload(m.size_bytes());
+      });
+      st.book.add_encode(seconds_since(start) -
+                         (st.book.last().collective_seconds - collectives_before));
       for (std::size_t i = 0; i < res.size(); ++i) res[i] = x[i] - sent[i];
-      st.book.add_encode(seconds_since(start) - in_collectives);
       st.book.add_sent(0, plain);
     } else if constexpr (std::is_same_v<Path, sum_path> ||
                          (std::is_same_v<Path, automatic> && traits<Codec>::summable)) {
       using W = typename Codec::template wire_t<T>;
-      std::vector<W> wire(st.codec.template wire_count<T>(n));
-      st.encode(std::span<const T>(data), st.worker_residual(n), bytes_of(wire), 0);
-      chorus::all_reduce(comm, wire, chorus::plus{});
+      const std::span<W> wire =
+          st.book.template scratch<W>(wire_slot, st.codec.template wire_count<T>(n));
+      st.encode(std::span<const T>(data), st.worker_residual(n), std::as_writable_bytes(wire), 0);
+      st.collective([&] { chorus::all_reduce(comm, wire, chorus::plus{}); });
       st.book.add_sent(sent_bytes(schedule::collective::all_reduce, r, p, sizeof(W), wire.size()),
                        plain);
       zero_fill(data);
       st.decode_add(std::as_bytes(std::span<const W>(wire)), data, r, 0);
     } else if constexpr (std::is_same_v<Path, gather_path>) {
       const std::vector<std::size_t> counts(static_cast<std::size_t>(p), n);
-      std::vector<std::uint8_t> mine(st.codec.template wire_bytes<T>(n)),
-          all(mine.size() * counts.size());
-      st.encode(std::span<const T>(data), st.worker_residual(n), bytes_of(mine), 0);
-      chorus::all_gather(comm, mine, all);
+      const std::span<std::uint8_t> mine =
+          st.book.template scratch<std::uint8_t>(wire2_slot, st.codec.template wire_bytes<T>(n));
+      const std::span<std::uint8_t> all =
+          st.book.template scratch<std::uint8_t>(wire_slot, mine.size() * counts.size());
+      st.encode(std::span<const T>(data), st.worker_residual(n), std::as_writable_bytes(mine), 0);
+      st.collective([&] { chorus::all_gather(comm, std::span<const std::uint8_t>(mine), all); });
       st.book.add_sent(sent_bytes(schedule::collective::all_gather, r, p, 1, 0,
                                   std::vector<std::size_t>(counts.size(), mine.size())),
                        plain);
       zero_fill(data);
       for (int j = 0; j < p; ++j) {
-        st.decode_add(std::as_bytes(std::span<const std::uint8_t>(all).subspan(
-                          static_cast<std::size_t>(j) * mine.size(), mine.size())),
-                      data, j, 0);
+        st.decode_add(
+            std::as_bytes(all.subspan(static_cast<std::size_t>(j) * mine.size(), mine.size())),
+            data, j, 0);
       }
     } else {  // two_stage
       const auto counts = even_blocks(n, p);
       const auto mine = static_cast<std::size_t>(r);
-      std::vector<T> shard(counts[mine]);
-      const std::vector<T> g(data.begin(), data.end());
-      reduce_scatter_blocks(comm, st, std::span<const T>(g), std::span<T>(shard), counts, false,
-                            false);
+      const std::span<T> shard = st.book.template scratch<T>(shard_slot, counts[mine]);
+      const std::span<T> g = st.book.template scratch<T>(copy_slot, n);
+      std::copy(data.begin(), data.end(), g.begin());
+      reduce_scatter_blocks(comm, st, std::span<const T>(g), shard, counts, false, false);
       all_gather_blocks(comm, st, std::span<const T>(shard), st.server_residual(shard.size()), data,
                         counts, static_cast<std::uint64_t>(p), false);
       st.book.add_sent(0, plain);  // the baseline is one plain all-reduce

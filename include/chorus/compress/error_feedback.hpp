@@ -130,17 +130,16 @@ struct error_feedback {
 
 /// Encodes `g` into `wire` with codec `c`; when `r` (a residual, as long as `g`) is not
 /// empty, under error feedback: x = g + r is encoded and r becomes x - decode(wire).
-/// `scratch` holds x (reused across calls).
+/// `scratch` (at least as long as `g` when `r` is not empty) holds x.
 template <class T, compressor<T> C>
 void feedback_encode(const C& c, std::span<const T> g, std::span<T> r, std::span<std::byte> wire,
-                     const context& ctx, std::vector<T>& scratch) {
+                     const context& ctx, std::span<T> scratch) {
   if (r.empty()) {
     c.encode(g, wire, ctx);
     return;
   }
-  scratch.resize(g.size());
   for (std::size_t i = 0; i < g.size(); ++i) scratch[i] = g[i] + r[i];
-  const std::span<const T> x(scratch);
+  const std::span<const T> x = scratch.first(g.size());
   c.encode(x, wire, ctx);
   decode(c, std::span<const std::byte>(wire), r, ctx);
   for (std::size_t i = 0; i < g.size(); ++i) r[i] = x[i] - r[i];

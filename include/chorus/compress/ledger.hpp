@@ -1,8 +1,9 @@
 #pragma once
 /// \file
 /// `compress::ledger`: what the compressed collectives of one rank sent, what the plain
-/// collective would have sent, and how long encoding and decoding took; plus the step
-/// counter per tensor that keys the stochastic codecs.
+/// collective would have sent, and where their time went (encoding, decoding, the other
+/// local work, the collectives that moved the payloads); the step counter per tensor that
+/// keys the stochastic codecs; and the scratch memory those calls reuse.
 ///
 /// Bytes are counted from the schedules the collectives actually run: for each underlying
 /// collective, the schedule of this rank's algorithm (the same automatic choice dispatch
@@ -16,6 +17,8 @@
 #include <cstdint>
 #include <map>
 #include <numeric>
+#include <span>
+#include <type_traits>
 #include <vector>
 
 namespace chorus::inline v0::compress {
@@ -32,6 +35,11 @@ class ledger {
     std::uint64_t payload_bytes = 0;  ///< bytes of this rank's encoded payloads
     double encode_seconds = 0;        ///< encoding (error feedback's local decode included)
     double decode_seconds = 0;
+    /// The rest of the calls' local work: copies, zero fills, averaging, error feedback's
+    /// residual update, PowerSGD's products -- the call's wall time less the collectives,
+    /// encoding and decoding. Compression costs it as much as encoding.
+    double other_seconds = 0;
+    double collective_seconds = 0;  ///< inside the collectives that moved the payloads
   };
 
   [[nodiscard]] const totals& total() const noexcept { return total_; }
@@ -49,6 +57,7 @@ class ledger {
     last_ = {};
     last_.calls = 1;
     last_.elements = elements;
+    started_ = std::chrono::steady_clock::now();
   }
   void add_sent(std::uint64_t sent, std::uint64_t plain) {
     last_.sent_bytes += sent;
@@ -57,7 +66,12 @@ class ledger {
   void add_payload(std::uint64_t bytes) { last_.payload_bytes += bytes; }
   void add_encode(double s) { last_.encode_seconds += s; }
   void add_decode(double s) { last_.decode_seconds += s; }
+  void add_collective(double s) { last_.collective_seconds += s; }
   void end() {
+    const double wall =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+    const double accounted = last_.collective_seconds + last_.encode_seconds + last_.decode_seconds;
+    last_.other_seconds = wall > accounted ? wall - accounted : 0.0;
     total_.calls += last_.calls;
     total_.elements += last_.elements;
     total_.sent_bytes += last_.sent_bytes;
@@ -65,12 +79,30 @@ class ledger {
     total_.payload_bytes += last_.payload_bytes;
     total_.encode_seconds += last_.encode_seconds;
     total_.decode_seconds += last_.decode_seconds;
+    total_.other_seconds += last_.other_seconds;
+    total_.collective_seconds += last_.collective_seconds;
+  }
+
+  /// Scratch memory of the calls made with this ledger: slot `slot` as at least `count`
+  /// elements of T (contents unspecified), grown when needed and kept, so that a steady
+  /// stream of calls stops allocating after the first (a fresh 64 MiB buffer per call
+  /// costs page faults on every call). The collectives use a few fixed slots each.
+  template <class T>
+  std::span<T> scratch(std::size_t slot, std::size_t count) {
+    static_assert(std::is_trivially_copyable_v<T> &&
+                  alignof(T) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__);
+    if (slot >= scratch_.size()) scratch_.resize(slot + 1);
+    std::vector<std::byte>& s = scratch_[slot];
+    if (s.size() < count * sizeof(T)) s.resize(count * sizeof(T));
+    return {reinterpret_cast<T*>(s.data()), count};
   }
 
  private:
   totals total_;
   totals last_;
   std::map<std::uint64_t, std::uint64_t> steps_;
+  std::chrono::steady_clock::time_point started_{};
+  std::vector<std::vector<std::byte>> scratch_;
 };
 
 namespace detail {
