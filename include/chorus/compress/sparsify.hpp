@@ -36,40 +36,46 @@ magnitude_key_t<T> magnitude_key(T v) noexcept {
 /// Writes, in increasing order, the indices of the k elements of `x` with the largest
 /// magnitude; ties go to the lower index (so the selection is exact and reproducible).
 ///
-/// Radix select on the magnitude's bit pattern, 16 bits per pass (2 passes for float, 4 for
-/// double): each pass histograms the next digit of the elements that still share the
-/// prefix of the k-th largest key, which pins the k-th largest key exactly; a last pass
-/// emits every element above it and the lowest-indexed ones equal to it. Linear time,
-/// no sort and no copy of the data.
+/// Radix select on the magnitude's bit pattern: each pass histograms the next digit of the
+/// elements that still share the prefix of the k-th largest key, which pins the k-th largest
+/// key exactly; a last pass emits every element above it and the lowest-indexed ones equal
+/// to it. Linear time, no sort and no copy of the data. Digits are 16 bits wide for large
+/// tensors (2 passes for float, 4 for double) and 8 bits for small ones, whose time would
+/// otherwise go to clearing a 65,536-entry histogram; the histogram is the calling
+/// thread's, kept between calls, so selecting allocates nothing after the first call.
 template <class T>
 void select_top_k(std::span<const T> x, std::size_t k, std::uint32_t* indices) {
   using K = magnitude_key_t<T>;
   const std::size_t n = x.size();
   if (k == 0) return;
+  const int bits = n < (std::size_t{1} << 14) ? 8 : 16;
+  const std::size_t digits = std::size_t{1} << bits;
+  const K digit_mask = static_cast<K>(digits - 1);
+  thread_local std::vector<std::uint32_t> hist;
+  if (hist.size() < digits) hist.resize(digits);
   K prefix = 0;
   K mask = 0;
   std::size_t remaining = k;  // how many of the k we still have to find below `prefix`
-  std::vector<std::uint32_t> hist(1u << 16);
-  for (int shift = static_cast<int>(sizeof(K) * 8) - 16; shift >= 0; shift -= 16) {
-    std::fill(hist.begin(), hist.end(), 0u);
+  for (int shift = static_cast<int>(sizeof(K) * 8) - bits; shift >= 0; shift -= bits) {
+    std::fill(hist.begin(), hist.begin() + static_cast<std::ptrdiff_t>(digits), 0u);
     if (mask == 0) {
       for (std::size_t i = 0; i < n; ++i)
         ++hist[static_cast<std::size_t>(magnitude_key(x[i]) >> shift)];
     } else {
       for (std::size_t i = 0; i < n; ++i) {
         const K key = magnitude_key(x[i]);
-        if ((key & mask) == prefix) ++hist[static_cast<std::size_t>((key >> shift) & 0xffffu)];
+        if ((key & mask) == prefix) ++hist[static_cast<std::size_t>((key >> shift) & digit_mask)];
       }
     }
     std::size_t above = 0;
-    std::size_t d = 0xffff;
+    std::size_t d = digits - 1;
     for (;; --d) {
       if (above + hist[d] >= remaining) break;
       above += hist[d];
     }
     remaining -= above;
     prefix |= static_cast<K>(d) << shift;
-    mask |= static_cast<K>(0xffff) << shift;
+    mask |= digit_mask << shift;
   }
   // `prefix` is now the k-th largest key; `remaining` elements equal to it are taken.
   std::size_t out = 0;
