@@ -24,17 +24,6 @@
 
 namespace {
 
-/// Device memory freed on scope exit.
-struct device_array {
-  void* p = nullptr;
-  explicit device_array(std::size_t bytes) {
-    chorus::device::check(cudaMalloc(&p, bytes), "cudaMalloc");
-  }
-  device_array(const device_array&) = delete;
-  device_array& operator=(const device_array&) = delete;
-  ~device_array() { (void)cudaFree(p); }
-};
-
 /// Milliseconds per call of `enqueue` on `stream`, over `iterations` calls after 3 warm-ups.
 template <class F>
 float time_ms(cudaStream_t stream, int iterations, F enqueue) {
@@ -60,16 +49,16 @@ template <class T>
 void run(const char* type, std::size_t bytes, int iterations, cudaStream_t stream,
          bool check_target) {
   const std::size_t n = bytes / sizeof(T);
-  device_array a(n * sizeof(T)), b(n * sizeof(T)), out(n * sizeof(T));
-  chorus::device::check(cudaMemsetAsync(a.p, 0, n * sizeof(T), stream), "cudaMemsetAsync");
-  chorus::device::check(cudaMemsetAsync(b.p, 0, n * sizeof(T), stream), "cudaMemsetAsync");
-  const auto* pa = static_cast<const T*>(a.p);
-  const auto* pb = static_cast<const T*>(b.p);
-  auto* pout = static_cast<T*>(out.p);
+  chorus::device::memory a(n * sizeof(T)), b(n * sizeof(T)), out(n * sizeof(T));
+  chorus::device::check(cudaMemsetAsync(a.get(), 0, n * sizeof(T), stream), "cudaMemsetAsync");
+  chorus::device::check(cudaMemsetAsync(b.get(), 0, n * sizeof(T), stream), "cudaMemsetAsync");
+  const T* pa = a.as<T>();
+  const T* pb = b.as<T>();
+  T* pout = out.as<T>();
 
   const float copy_ms = time_ms(stream, iterations, [&] {
     chorus::device::check(
-        cudaMemcpyAsync(out.p, a.p, n * sizeof(T), cudaMemcpyDeviceToDevice, stream),
+        cudaMemcpyAsync(out.get(), a.get(), n * sizeof(T), cudaMemcpyDeviceToDevice, stream),
         "cudaMemcpyAsync");
   });
   const float reduce_ms = time_ms(

@@ -31,25 +31,6 @@ namespace {
 
 using nccl_comm = chorus::communicator<chorus::nccl_transport>;
 
-/// Device memory freed on scope exit.
-class device_bytes {
- public:
-  device_bytes() = default;
-  explicit device_bytes(std::size_t n) {
-    chorus::device::check(cudaMalloc(&p_, n == 0 ? 1 : n), "cudaMalloc of a benchmark buffer");
-  }
-  device_bytes(device_bytes&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
-  device_bytes& operator=(device_bytes&& o) noexcept {
-    std::swap(p_, o.p_);
-    return *this;
-  }
-  ~device_bytes() { cudaFree(p_); }
-  [[nodiscard]] std::byte* get() const noexcept { return static_cast<std::byte*>(p_); }
-
- private:
-  void* p_ = nullptr;
-};
-
 /// CUDA events, destroyed on scope exit.
 class events {
  public:
@@ -72,7 +53,7 @@ struct nccl_backend {
   const options& o;
   cudaStream_t stream;
   std::span<const std::byte> host_in, host_out;
-  device_bytes dev_in, dev_out;
+  chorus::device::memory dev_in, dev_out;
 
   [[nodiscard]] int rank() const { return comm.rank(); }
   [[nodiscard]] int size() const { return comm.size(); }
@@ -81,7 +62,7 @@ struct nccl_backend {
   /// Host values through a native all-reduce (the sweep's own small reductions).
   template <class T, class Op>
   void all_reduce_host(std::span<T> v, Op op) {
-    device_bytes d(v.size_bytes());
+    chorus::device::memory d(v.size_bytes());
     auto* p = reinterpret_cast<T*>(d.get());
     chorus::device::check(
         cudaMemcpyAsync(p, v.data(), v.size_bytes(), cudaMemcpyHostToDevice, stream), "upload");
@@ -105,8 +86,8 @@ struct nccl_backend {
   void attach(std::span<T> inbuf, std::span<T> outbuf) {
     host_in = std::as_bytes(inbuf);
     host_out = std::as_bytes(outbuf);
-    dev_in = device_bytes(host_in.size());
-    dev_out = device_bytes(host_out.size());
+    dev_in = chorus::device::memory(host_in.size());
+    dev_out = chorus::device::memory(host_out.size());
   }
   /// The device mirror of a span of the host buffers.
   template <class T>
@@ -120,12 +101,8 @@ struct nccl_backend {
   }
   template <class T>
   void upload(const layout<T>&) {
-    chorus::device::check(
-        cudaMemcpy(dev_in.get(), host_in.data(), host_in.size(), cudaMemcpyHostToDevice),
-        "uploading the input");
-    chorus::device::check(
-        cudaMemcpy(dev_out.get(), host_out.data(), host_out.size(), cudaMemcpyHostToDevice),
-        "uploading the output's sentinels");
+    dev_in.upload(host_in.data(), host_in.size());
+    dev_out.upload(host_out.data(), host_out.size());  // the output's sentinels
   }
   template <class T>
   void download(std::span<T> got) {

@@ -67,28 +67,7 @@ std::mt19937_64& rng() {
 
 // ---- device memory -------------------------------------------------------------------------
 
-/// A cudaMalloc'd buffer of bytes, freed on scope exit.
-class device_buffer {
- public:
-  explicit device_buffer(std::size_t bytes) : bytes_(bytes) {
-    chorus::device::check(cudaMalloc(&p_, bytes == 0 ? 1 : bytes), "cudaMalloc in the test");
-  }
-  device_buffer(const device_buffer&) = delete;
-  device_buffer& operator=(const device_buffer&) = delete;
-  ~device_buffer() { (void)cudaFree(p_); }
-  [[nodiscard]] std::byte* get() const noexcept { return static_cast<std::byte*>(p_); }
-  void upload(const void* src, std::size_t bytes, std::size_t at = 0) const {
-    chorus::device::check(cudaMemcpy(get() + at, src, bytes, cudaMemcpyHostToDevice), "upload");
-  }
-  void download(void* dst, std::size_t bytes, std::size_t at = 0) const {
-    chorus::device::check(cudaMemcpy(dst, get() + at, bytes, cudaMemcpyDeviceToHost), "download");
-  }
-  void fill(int byte) const { chorus::device::check(cudaMemset(p_, byte, bytes_), "cudaMemset"); }
-
- private:
-  void* p_ = nullptr;
-  std::size_t bytes_;
-};
+using device_buffer = chorus::device::memory;
 
 /// Waits for the default stream and turns a kernel's failure into a test failure.
 void wait_device() { chorus::device::check(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); }

@@ -4,6 +4,7 @@
 // exits with 77, which ctest reports as skipped (never as passed).
 #define CATCH_CONFIG_RUNNER
 #include "nccl_collectives.hpp"
+#include "support/device_vector.hpp"
 
 #include <chorus/device/runtime.hpp>
 
@@ -21,32 +22,7 @@ namespace {
 using chorus::schedule::collective;
 using chorus_test::nccl_comm;
 
-/// A device buffer of floats, freed on scope exit.
-struct device_floats {
-  explicit device_floats(std::size_t n) : size(n) {
-    chorus::device::check(cudaMalloc(&data, std::max<std::size_t>(n, 1) * sizeof(float)),
-                          "cudaMalloc");
-  }
-  ~device_floats() { cudaFree(data); }
-  device_floats(const device_floats&) = delete;
-  device_floats& operator=(const device_floats&) = delete;
-  void upload(const std::vector<float>& v) {
-    chorus::device::check(
-        cudaMemcpy(data, v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice), "upload");
-  }
-  std::vector<float> download() const {
-    std::vector<float> v(size);
-    chorus::device::check(cudaMemcpy(v.data(), data, size * sizeof(float), cudaMemcpyDeviceToHost),
-                          "download");
-    return v;
-  }
-  void poison() {  // all ones: a NaN that never equals an expected value
-    chorus::device::check(cudaMemset(data, 0xFF, std::max<std::size_t>(size, 1) * sizeof(float)),
-                          "poison");
-  }
-  float* data = nullptr;
-  std::size_t size;
-};
+using device_floats = harness::device_vector<float>;
 
 nccl_comm one_rank() {
   auto exchange = [](const std::string& mine) { return std::vector<std::string>{mine}; };
@@ -85,8 +61,8 @@ TEST_CASE("nccl: one rank through every collective, every algorithm and native",
             device_floats d_in(count), d_out(count);
             d_in.upload(in);
             d_out.poison();
-            chorus_test::enqueue_collective(comm, kind, d_in.data, d_out.data, count, op, algorithm,
-                                            native, 0, stream);
+            chorus_test::enqueue_collective(comm, kind, d_in.data(), d_out.data(), count, op,
+                                            algorithm, native, 0, stream);
             comm.transport().synchronize(stream, chorus::deadline::after(std::chrono::seconds(30)));
             // One rank: every collective's result is its input (an average over 1 rank too).
             const std::vector<float> out = d_out.download();
@@ -118,7 +94,7 @@ TEST_CASE("nccl: a CUDA graph captures a chorus all-reduce and replays it", "[cu
   d_out.poison();
   chorus::device::check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal),
                         "cudaStreamBeginCapture");
-  chorus_test::enqueue_collective(comm, collective::all_reduce, d_in.data, d_out.data, count,
+  chorus_test::enqueue_collective(comm, collective::all_reduce, d_in.data(), d_out.data(), count,
                                   chorus::op_kind::average, chorus::schedule::algorithm::ring,
                                   false, 0, stream);
   cudaGraph_t graph = nullptr;

@@ -52,16 +52,14 @@ TEST_CASE("nccl: chorus ops map to NCCL's; bitwise and user ops have no native f
 TEST_CASE("nccl: the unique id survives the store as text; damaged text is refused", "[nccl]") {
   std::vector<unsigned char> id(NCCL_UNIQUE_ID_BYTES);
   for (std::size_t i = 0; i < id.size(); ++i) id[i] = static_cast<unsigned char>(i * 37 + 5);
-  const std::string text = nccl::hex(id.data(), id.size());
+  const std::string text = chorus::detail::to_hex(id.data(), id.size());
   CHECK(text.size() == 2 * id.size());
-  std::vector<unsigned char> back(id.size());
-  REQUIRE(nccl::unhex(text, back.data(), back.size()));
-  CHECK(back == id);
-  CHECK_FALSE(nccl::unhex(text.substr(1), back.data(), back.size()));
-  CHECK_FALSE(nccl::unhex("-", back.data(), back.size()));
+  CHECK(chorus::detail::from_hex(text) == id);
+  CHECK(chorus::detail::from_hex(text.substr(1)).empty());
+  CHECK(chorus::detail::from_hex("-").empty());
   std::string bad = text;
   bad[3] = 'x';
-  CHECK_FALSE(nccl::unhex(bad, back.data(), back.size()));
+  CHECK(chorus::detail::from_hex(bad).empty());
 }
 
 TEST_CASE("nccl: without a usable GPU the transport fails at once, saying why", "[nccl]") {

@@ -5,6 +5,7 @@
 // probe runs in a child process, because CUDA must not be initialised before the fork
 // that starts the ranks.
 #define CATCH_CONFIG_RUNNER
+#include "support/device_vector.hpp"
 #include "support/processes.hpp"
 
 #include <chorus/chorus.hpp>
@@ -25,35 +26,7 @@ namespace {
 using harness::failures;
 using shm_communicator = chorus::communicator<chorus::shm_transport>;
 
-/// Device memory holding `n` values of T, freed on scope exit.
-template <class T>
-struct device_vector {
-  explicit device_vector(std::size_t n) : size(n) {
-    chorus::device::check(
-        cudaMalloc(reinterpret_cast<void**>(&data), std::max<std::size_t>(n, 1) * sizeof(T)),
-        "cudaMalloc");
-  }
-  ~device_vector() { cudaFree(data); }
-  device_vector(const device_vector&) = delete;
-  device_vector& operator=(const device_vector&) = delete;
-  std::span<T> span() { return {data, size}; }
-  void upload(const std::vector<T>& v) {
-    chorus::device::check(cudaMemcpy(data, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice),
-                          "upload");
-  }
-  std::vector<T> download() const {
-    std::vector<T> v(size);
-    chorus::device::check(cudaMemcpy(v.data(), data, size * sizeof(T), cudaMemcpyDeviceToHost),
-                          "download");
-    return v;
-  }
-  void poison() {
-    chorus::device::check(cudaMemset(data, 0xFF, std::max<std::size_t>(size, 1) * sizeof(T)),
-                          "poison");
-  }
-  T* data = nullptr;
-  std::size_t size;
-};
+using harness::device_vector;
 
 /// Rank r's element i: small integers, so float sums are exact in any order.
 float value(int r, std::size_t i) {

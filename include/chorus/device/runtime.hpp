@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 namespace chorus::inline v0::device {
 
@@ -78,5 +79,50 @@ inline void check(cudaError_t e, const char* what) {
     return false;
   }
 }
+
+/// Device memory from `cudaMalloc`, freed with its owner (move-only): for programs, tools
+/// and tests around the collectives, which themselves take any device pointer. Copies are
+/// synchronous (`cudaMemcpy`, `cudaMemset`); failures throw `chorus::error`.
+class memory {
+ public:
+  memory() = default;
+  explicit memory(std::size_t bytes) : bytes_(bytes) {
+    check(cudaMalloc(&p_, bytes == 0 ? 1 : bytes),
+          ("cudaMalloc of " + std::to_string(bytes) + " bytes").c_str());
+  }
+  memory(memory&& other) noexcept
+      : p_(std::exchange(other.p_, nullptr)), bytes_(std::exchange(other.bytes_, 0)) {}
+  memory& operator=(memory&& other) noexcept {
+    std::swap(p_, other.p_);
+    std::swap(bytes_, other.bytes_);
+    return *this;
+  }
+  ~memory() {
+    if (p_ != nullptr) (void)cudaFree(p_);
+  }
+
+  [[nodiscard]] std::byte* get() const noexcept { return static_cast<std::byte*>(p_); }
+  /// The memory as elements of T.
+  template <class T>
+  [[nodiscard]] T* as() const noexcept {
+    return static_cast<T*>(p_);
+  }
+  [[nodiscard]] std::size_t size() const noexcept { return bytes_; }
+
+  /// Host `src` to bytes [at, at + bytes) of this memory.
+  void upload(const void* src, std::size_t bytes, std::size_t at = 0) const {
+    check(cudaMemcpy(get() + at, src, bytes, cudaMemcpyHostToDevice), "cudaMemcpy to the device");
+  }
+  /// Bytes [at, at + bytes) of this memory to host `dst`.
+  void download(void* dst, std::size_t bytes, std::size_t at = 0) const {
+    check(cudaMemcpy(dst, get() + at, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy to the host");
+  }
+  /// Every byte set to `byte` (e.g. 0xFF to poison an output).
+  void fill(int byte) const { check(cudaMemset(p_, byte, bytes_), "cudaMemset"); }
+
+ private:
+  void* p_ = nullptr;
+  std::size_t bytes_ = 0;
+};
 
 }  // namespace chorus::inline v0::device

@@ -31,6 +31,7 @@
 #include <chorus/core/ops.hpp>
 #include <chorus/core/types.hpp>
 #include <chorus/detail/dispatch.hpp>
+#include <chorus/detail/hex.hpp>
 #include <chorus/transport/exchange.hpp>
 #include <chorus/transport/transport.hpp>
 
@@ -40,6 +41,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -112,33 +114,6 @@ inline errc code_of(ncclResult_t r) noexcept {
   }
 }
 
-inline std::string hex(const unsigned char* p, std::size_t n) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string s;
-  s.reserve(2 * n);
-  for (std::size_t i = 0; i < n; ++i) {
-    s += digits[p[i] >> 4];
-    s += digits[p[i] & 15];
-  }
-  return s;
-}
-
-inline bool unhex(std::string_view s, unsigned char* out, std::size_t n) {
-  auto value = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  if (s.size() != 2 * n) return false;
-  for (std::size_t i = 0; i < n; ++i) {
-    const int hi = value(s[2 * i]);
-    const int lo = value(s[2 * i + 1]);
-    if (hi < 0 || lo < 0) return false;
-    out[i] = static_cast<unsigned char>(hi * 16 + lo);
-  }
-  return true;
-}
-
 /// What the transport shares with `abort`, which any thread may call.
 struct state {
   ncclComm_t comm = nullptr;
@@ -176,16 +151,17 @@ class nccl_transport {
     std::string mine = "-";
     if (rank == 0) {
       nccl_check(ncclGetUniqueId(&id), "ncclGetUniqueId");
-      mine = detail::nccl::hex(reinterpret_cast<const unsigned char*>(id.internal),
-                               sizeof id.internal);
+      mine = detail::to_hex(id.internal, sizeof id.internal);
     }
     const std::vector<std::string> blobs = exchange(mine);
-    if (blobs.size() != static_cast<std::size_t>(size) ||
-        !detail::nccl::unhex(blobs[0], reinterpret_cast<unsigned char*>(id.internal),
-                             sizeof id.internal)) {
+    const std::vector<unsigned char> root_id = blobs.size() == static_cast<std::size_t>(size)
+                                                   ? detail::from_hex(blobs[0])
+                                                   : std::vector<unsigned char>{};
+    if (root_id.size() != sizeof id.internal) {
       throw error(errc::transport, "chorus::nccl_transport: rank " + std::to_string(rank) +
                                        ": rank 0 published no usable NCCL unique id");
     }
+    std::memcpy(id.internal, root_id.data(), root_id.size());
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;
     const ncclResult_t r = ncclCommInitRankConfig(&s.comm, size, id, rank, &config);
@@ -285,20 +261,17 @@ class nccl_transport {
   /// at `until` the communicator is aborted (so no rank waits on this one forever) and
   /// `errc::timeout` is thrown.
   void synchronize(cudaStream_t stream, deadline until) {
-    for (unsigned spins = 0;; ++spins) {
-      const cudaError_t q = cudaStreamQuery(stream);
-      if (q == cudaSuccess) return;
-      if (q != cudaErrorNotReady) cuda_check(q, "cudaStreamQuery");
-      poll_error();
-      if (until.expired()) {
-        abort(errc::timeout, "a stream did not finish before the deadline");
-        throw error(errc::timeout, rank_prefix() +
-                                       "the stream's work did not finish before the deadline; "
-                                       "the communicator is aborted (a peer may not be calling "
-                                       "the same collectives, or may be stuck)");
-      }
-      if (spins > 64) std::this_thread::yield();
-    }
+    poll_until(
+        until,
+        [&] {
+          const cudaError_t q = cudaStreamQuery(stream);
+          if (q == cudaSuccess) return true;
+          if (q != cudaErrorNotReady) cuda_check(q, "cudaStreamQuery");
+          poll_error();
+          return false;
+        },
+        "the stream's work did not finish before the deadline; the communicator is aborted "
+        "(a peer may not be calling the same collectives, or may be stuck)");
   }
 
   /// Aborts the group: the NCCL communicator is aborted, so this rank's pending work ends
@@ -405,17 +378,29 @@ class nccl_transport {
 
   /// Polls the non-blocking communicator until its last operation left `ncclInProgress`.
   void wait_ready(deadline until, const std::string& doing) {
-    for (unsigned spins = 0;; ++spins) {
-      ncclResult_t r = ncclSuccess;
-      nccl_check(ncclCommGetAsyncError(state_->comm, &r), "ncclCommGetAsyncError");
-      if (r == ncclSuccess) return;
-      if (r != ncclInProgress) {
-        abort(detail::nccl::code_of(r), doing + ": " + text(r));
-        throw error(detail::nccl::code_of(r), rank_prefix() + doing + " failed: " + text(r));
-      }
+    poll_until(
+        until,
+        [&] {
+          ncclResult_t r = ncclSuccess;
+          nccl_check(ncclCommGetAsyncError(state_->comm, &r), "ncclCommGetAsyncError");
+          if (r != ncclSuccess && r != ncclInProgress) {
+            abort(detail::nccl::code_of(r), doing + ": " + text(r));
+            throw error(detail::nccl::code_of(r), rank_prefix() + doing + " failed: " + text(r));
+          }
+          return r == ncclSuccess;
+        },
+        "timed out " + doing);
+  }
+
+  /// Polls `done()` (which throws on a failure) until it returns true; at `until` the
+  /// communicator is aborted, so that no peer waits on this rank, and `errc::timeout`
+  /// thrown with `timed_out`.
+  template <class Done>
+  void poll_until(deadline until, Done done, const std::string& timed_out) {
+    for (unsigned spins = 0; !done(); ++spins) {
       if (until.expired()) {
-        abort(errc::timeout, doing + ": timed out");
-        throw error(errc::timeout, rank_prefix() + "timed out " + doing);
+        abort(errc::timeout, timed_out);
+        throw error(errc::timeout, rank_prefix() + timed_out);
       }
       if (spins > 64) std::this_thread::yield();
     }

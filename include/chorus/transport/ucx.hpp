@@ -45,6 +45,7 @@
 #include <chorus/bootstrap/posix.hpp>
 #include <chorus/core/deadline.hpp>
 #include <chorus/core/error.hpp>
+#include <chorus/detail/hex.hpp>
 #include <chorus/transport/exchange.hpp>
 #include <chorus/transport/transport.hpp>
 
@@ -184,36 +185,6 @@ inline std::string host_identity() {
     if (c == ' ' || c == '\n') c = '_';
   }
   return id;
-}
-
-inline std::string to_hex(const void* data, std::size_t n) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string s;
-  s.reserve(2 * n);
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (std::size_t i = 0; i < n; ++i) {
-    s += digits[p[i] >> 4];
-    s += digits[p[i] & 15];
-  }
-  return s;
-}
-
-inline std::vector<unsigned char> from_hex(std::string_view s) {
-  auto value = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  std::vector<unsigned char> out;
-  if (s.size() % 2 != 0) return {};
-  out.reserve(s.size() / 2);
-  for (std::size_t i = 0; i < s.size(); i += 2) {
-    const int hi = value(s[i]);
-    const int lo = value(s[i + 1]);
-    if (hi < 0 || lo < 0) return {};
-    out.push_back(static_cast<unsigned char>(hi * 16 + lo));
-  }
-  return out;
 }
 
 enum class op_kind : std::uint8_t { send, recv, get, put, done };
@@ -430,7 +401,7 @@ class ucx_transport {
     std::size_t address_bytes = 0;
     check(ucp_worker_get_address(s.worker, &address, &address_bytes), "ucp_worker_get_address");
     const std::string mine = std::to_string(::getpid()) + " " + detail::ucx::host_identity() + " " +
-                             detail::ucx::to_hex(address, address_bytes);
+                             chorus::detail::to_hex(address, address_bytes);
     ucp_worker_release_address(s.worker, address);
     const std::vector<std::string> blobs = exchange(mine);
     if (blobs.size() != n) {
@@ -446,7 +417,7 @@ class ucx_transport {
       const auto second = first == std::string::npos ? first : blob.find(' ', first + 1);
       const auto bytes = second == std::string::npos
                              ? std::vector<unsigned char>{}
-                             : detail::ucx::from_hex(std::string_view(blob).substr(second + 1));
+                             : chorus::detail::from_hex(std::string_view(blob).substr(second + 1));
       if (bytes.empty()) {
         throw error(errc::transport, "chorus::ucx_transport: rank " + std::to_string(rank) +
                                          ": rank " + std::to_string(p) +
