@@ -65,7 +65,7 @@ message(STATUS "chorus: CUDA ${CUDAToolkit_VERSION} found (nvcc ${CMAKE_CUDA_COM
 # through -Xcompiler, and with CHORUS_WERROR every warning (nvcc's own included) an error.
 #
 # Warning 550 ("variable set but never used") is silenced: nvcc's front end reports it for
-# detail/float16_convert.hpp's cpuid helper, whose asm output is written and ignored on
+# core/float16.hpp's cpuid helper, whose asm output is written and ignored on
 # purpose; the host compiler still checks unused variables in host code.
 function(chorus_cuda_target target)
   if(DEFINED CMAKE_CUDA20_STANDARD_COMPILE_OPTION)

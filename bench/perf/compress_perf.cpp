@@ -150,12 +150,13 @@ std::size_t matrix_rows(std::size_t n) {
 /// (tolerance < 0: no reference).
 bool check_result(communicator& comm, const options& o, std::span<const float> got,
                   double tolerance) {
-  std::uint64_t hash = 0xcbf29ce484222325ull;  // FNV-1a over the bits
+  chorus::fnv1a digest;  // over the bits
   long long bad = 0;
   for (const float v : got) {
-    hash = (hash ^ std::bit_cast<std::uint32_t>(v)) * 0x100000001b3ull;
+    digest.add_value(std::bit_cast<std::uint32_t>(v));
     if (!std::isfinite(v)) ++bad;
   }
+  const std::uint64_t hash = digest.value;
   if (tolerance >= 0) {
     const int p = comm.size();
     for (std::size_t i = 0; i < got.size(); ++i) {

@@ -9,11 +9,11 @@
 #include "nccl_perf.hpp"
 #include "sweep.hpp"
 
-#include <chorus/algorithm/all_gather.hpp>
-#include <chorus/algorithm/all_reduce.hpp>
-#include <chorus/algorithm/broadcast.hpp>
-#include <chorus/algorithm/reduce.hpp>
-#include <chorus/algorithm/reduce_scatter.hpp>
+#include <chorus/collectives/all_gather.hpp>
+#include <chorus/collectives/all_reduce.hpp>
+#include <chorus/collectives/broadcast.hpp>
+#include <chorus/collectives/reduce.hpp>
+#include <chorus/collectives/reduce_scatter.hpp>
 #include <chorus/device/collectives.cuh>
 #include <chorus/device/runtime.hpp>
 #include <chorus/transport/nccl.hpp>

@@ -4,9 +4,9 @@
 //
 // Both tools share this file so that the same flags mean the same thing in both; the MPI
 // tool accepts only the flags that make sense for MPI (no -t, -a, --np, --compare).
-#include <chorus/algorithm/schedule/schedule.hpp>
 #include <chorus/core/ops.hpp>
 #include <chorus/core/types.hpp>
+#include <chorus/schedule/schedule.hpp>
 
 #include <cstddef>
 #include <optional>

@@ -12,29 +12,34 @@
 ///       std::vector<float> grads(1 << 20, 1.0f);
 ///       chorus::all_reduce(comm, grads, chorus::plus{});   // every element is now 4
 ///     });
+///
+/// The folders are the layers, each including only those below it (tests/layering checks):
+/// core, schedule, bootstrap, transport (contract.hpp and kit/, then the backends),
+/// communicator.hpp, exec, dispatch, collectives, then compress, zero and device.
 #include <chorus/config.hpp>
 #include <chorus/version.hpp>
 
-#include <chorus/core/communicator.hpp>
 #include <chorus/core/deadline.hpp>
 #include <chorus/core/error.hpp>
+#include <chorus/core/hash.hpp>
 #include <chorus/core/ops.hpp>
 #include <chorus/core/types.hpp>
 
+#include <chorus/communicator.hpp>
+#include <chorus/transport/contract.hpp>
 #include <chorus/transport/inproc.hpp>
-#include <chorus/transport/transport.hpp>
 #if defined(__linux__)
 #include <chorus/transport/shm.hpp>
 #endif
 
-#include <chorus/algorithm/algo.hpp>
-#include <chorus/algorithm/all_gather.hpp>
-#include <chorus/algorithm/all_reduce.hpp>
-#include <chorus/algorithm/all_to_all.hpp>
-#include <chorus/algorithm/barrier.hpp>
-#include <chorus/algorithm/broadcast.hpp>
-#include <chorus/algorithm/gather.hpp>
-#include <chorus/algorithm/reduce.hpp>
-#include <chorus/algorithm/reduce_scatter.hpp>
-#include <chorus/algorithm/scatter.hpp>
-#include <chorus/algorithm/send_recv.hpp>
+#include <chorus/collectives/all_gather.hpp>
+#include <chorus/collectives/all_reduce.hpp>
+#include <chorus/collectives/all_to_all.hpp>
+#include <chorus/collectives/barrier.hpp>
+#include <chorus/collectives/broadcast.hpp>
+#include <chorus/collectives/gather.hpp>
+#include <chorus/collectives/reduce.hpp>
+#include <chorus/collectives/reduce_scatter.hpp>
+#include <chorus/collectives/scatter.hpp>
+#include <chorus/collectives/send_recv.hpp>
+#include <chorus/dispatch/algo.hpp>

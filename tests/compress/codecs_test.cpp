@@ -427,13 +427,13 @@ TEST_CASE("residuals: one buffer per tensor, saved and loaded with checkpoints")
 
 namespace {
 
-/// Sets `compress::set_vector_conversions` for one scope and restores what was there.
+/// Sets `chorus::set_vector_conversions` for one scope and restores what was there.
 class vector_conversions_scope {
  public:
-  explicit vector_conversions_scope(bool on) : before_(cc::vector_conversions()) {
-    cc::set_vector_conversions(on);
+  explicit vector_conversions_scope(bool on) : before_(chorus::vector_conversions()) {
+    chorus::set_vector_conversions(on);
   }
-  ~vector_conversions_scope() { cc::set_vector_conversions(before_); }
+  ~vector_conversions_scope() { chorus::set_vector_conversions(before_); }
   vector_conversions_scope(const vector_conversions_scope&) = delete;
   vector_conversions_scope& operator=(const vector_conversions_scope&) = delete;
 
@@ -546,15 +546,15 @@ void check_float16_conversions(const std::vector<float>& edges) {
   for (bool vector : {true, false}) {
     const vector_conversions_scope scope(vector);
     INFO((vector ? "vector path allowed" : "scalar path forced"));
-    if (!vector) CHECK(cc::float16_kernel_for<W>() == cc::float16_kernel::scalar);
+    if (!vector) CHECK(chorus::float16_kernel_for<W>() == chorus::float16_kernel::scalar);
     check_windows(patterns, widened,
                   [](const std::uint16_t* in, unsigned char* out, std::size_t n) {
                     std::vector<float> f(n);
-                    cc::from_float16<W>(reinterpret_cast<const std::byte*>(in), f.data(), n);
+                    chorus::from_float16<W>(reinterpret_cast<const std::byte*>(in), f.data(), n);
                     if (n != 0) std::memcpy(out, f.data(), n * sizeof(float));
                   });
     check_windows(edges, rounded, [](const float* in, unsigned char* out, std::size_t n) {
-      cc::to_float16<W>(in, reinterpret_cast<std::byte*>(out), n);
+      chorus::to_float16<W>(in, reinterpret_cast<std::byte*>(out), n);
     });
   }
 }
@@ -574,24 +574,24 @@ TEST_CASE("the vector conversion kernels are the ones the CPU offers") {
 #if CHORUS_FLOAT16_X86_DISPATCH && defined(__GNUC__) && !defined(__clang__)
   // GCC's runtime detection, independent of the cpuid code in float16_convert.hpp
   const bool f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
-  CHECK((cc::float16_kernel_for<chorus::half>() == cc::float16_kernel::f16c) == f16c);
-  CHECK((cc::float16_kernel_for<chorus::bfloat16>() == cc::float16_kernel::avx2) ==
+  CHECK((chorus::float16_kernel_for<chorus::half>() == chorus::float16_kernel::f16c) == f16c);
+  CHECK((chorus::float16_kernel_for<chorus::bfloat16>() == chorus::float16_kernel::avx2) ==
         static_cast<bool>(__builtin_cpu_supports("avx2")));
 #elif !CHORUS_FLOAT16_X86_DISPATCH  // no vector paths compiled in
-  CHECK(cc::float16_kernel_for<chorus::half>() == cc::float16_kernel::scalar);
-  CHECK(cc::float16_kernel_for<chorus::bfloat16>() == cc::float16_kernel::scalar);
+  CHECK(chorus::float16_kernel_for<chorus::half>() == chorus::float16_kernel::scalar);
+  CHECK(chorus::float16_kernel_for<chorus::bfloat16>() == chorus::float16_kernel::scalar);
 #endif
   // the environment decides the default: CHORUS_FLOAT16_SCALAR=1 forces the scalar loops
   // (the test cases here restore any setting they change)
   const vector_conversions_scope off(false);
-  CHECK(cc::float16_kernel_for<chorus::half>() == cc::float16_kernel::scalar);
-  CHECK(cc::float16_kernel_for<chorus::bfloat16>() == cc::float16_kernel::scalar);
+  CHECK(chorus::float16_kernel_for<chorus::half>() == chorus::float16_kernel::scalar);
+  CHECK(chorus::float16_kernel_for<chorus::bfloat16>() == chorus::float16_kernel::scalar);
 }
 
 TEST_CASE("CHORUS_FLOAT16_SCALAR decides whether the vector conversions start allowed") {
   const char* e = std::getenv("CHORUS_FLOAT16_SCALAR");
   const bool expected = e == nullptr || *e == '\0' || std::string_view(e) == "0";
-  CHECK(cc::vector_conversions() == expected);
+  CHECK(chorus::vector_conversions() == expected);
 }
 
 TEMPLATE_TEST_CASE("cast encode and decode_add give the element-wise conversion's bits", "", float,

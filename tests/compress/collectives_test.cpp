@@ -420,7 +420,8 @@ TEST_CASE("report: ratio, codec time and the break-even link rate") {
   cc::ledger book;
   for (int call = 0; call < 4; ++call) {
     book.begin(1000);
-    book.add_sent(1000, 8000);
+    book.add_traffic({.sent_bytes = 1000, .received_bytes = 1000});
+    book.add_plain(8000);
     book.add_encode(0.002);
     book.add_decode(0.0015);
     book.end();

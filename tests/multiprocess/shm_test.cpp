@@ -229,11 +229,11 @@ TEST_CASE("shm: windows: allocate and register; get, put and direct loads; bad a
   REQUIRE(shm_leftovers(job).empty());
 }
 
-TEST_CASE("shm: one-sided direct collectives across many chunks and calls") {
+TEST_CASE("shm: one-sided collectives across many chunks and calls") {
   for (int ranks : {2, 3, 4}) {
     const std::string job = unique_job("onesided");
     auto results = run_processes(ranks, job, [ranks](shm_communicator& comm, failures& f) {
-      const chorus::algo::direct d{};
+      const chorus::algo::one_sided d{};
       // 2^20 + 3 floats: several chunks, a ragged last one; uneven blocks with empty ones
       const std::size_t n = (std::size_t{1} << 20) + 3;
       for (int round = 0; round < 3; ++round) {  // slots alternate across calls
@@ -272,12 +272,12 @@ TEST_CASE("shm: a rank killed mid-all-reduce makes every survivor fail with peer
       auto results = run_processes(
           ranks, job,
           [round](shm_communicator& comm, failures&) {
-            // odd rounds: the one-sided direct path, killed between or inside its syncs
+            // odd rounds: the one-sided path, killed between or inside its syncs
             std::vector<float> v(1 << 18, 1.0f);
             for (;;) {
               if (round % 2 == 0) chorus::all_reduce(comm, v, chorus::plus{}, chorus::algo::ring{});
               if (round % 2 == 1)
-                chorus::all_reduce(comm, v, chorus::plus{}, chorus::algo::direct{});
+                chorus::all_reduce(comm, v, chorus::plus{}, chorus::algo::one_sided{});
             }
           },
           options);

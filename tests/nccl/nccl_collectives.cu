@@ -1,11 +1,11 @@
 // chorus's collectives on CUDA streams, compiled by nvcc (see nccl_collectives.hpp).
 #include "nccl_collectives.hpp"
 
-#include <chorus/algorithm/all_gather.hpp>
-#include <chorus/algorithm/all_reduce.hpp>
-#include <chorus/algorithm/broadcast.hpp>
-#include <chorus/algorithm/reduce.hpp>
-#include <chorus/algorithm/reduce_scatter.hpp>
+#include <chorus/collectives/all_gather.hpp>
+#include <chorus/collectives/all_reduce.hpp>
+#include <chorus/collectives/broadcast.hpp>
+#include <chorus/collectives/reduce.hpp>
+#include <chorus/collectives/reduce_scatter.hpp>
 #include <chorus/device/collectives.cuh>
 
 #include <span>

@@ -2,9 +2,9 @@
 // The seam between the NCCL device tests (nccl_device_test.cpp: Catch2, host compiler) and
 // chorus's collectives on CUDA streams (nccl_collectives.cu: nvcc, which instantiates the
 // reduction kernels of device/collectives.cuh). Plain functions over run-time choices.
-#include <chorus/algorithm/schedule/schedule.hpp>
-#include <chorus/core/communicator.hpp>
+#include <chorus/communicator.hpp>
 #include <chorus/core/ops.hpp>
+#include <chorus/schedule/schedule.hpp>
 #include <chorus/transport/nccl.hpp>
 
 #include <cuda_runtime_api.h>

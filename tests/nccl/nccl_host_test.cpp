@@ -1,8 +1,8 @@
 // The NCCL transport's host side, on any machine with the CUDA toolkit and NCCL (no GPU
 // needed): the type and op tables of algo::native, the unique-id encoding, the concepts
 // the stream executor relies on, and a clear error where no GPU can be used.
-#include <chorus/detail/stream_executor.hpp>
 #include <chorus/device/runtime.hpp>
+#include <chorus/exec/stream_executor.hpp>
 #include <chorus/transport/nccl.hpp>
 
 #include <catch2/catch.hpp>
@@ -15,7 +15,7 @@ namespace {
 namespace nccl = chorus::detail::nccl;
 
 static_assert(chorus::stream_ordered_transport<chorus::nccl_transport>);
-static_assert(chorus::detail::native_collective_transport<chorus::nccl_transport>);
+static_assert(chorus::native_collective_transport<chorus::nccl_transport>);
 static_assert(!chorus::transport<chorus::nccl_transport>);
 
 TEST_CASE("nccl: chorus types map to NCCL's, and 16-bit integers to none", "[nccl]") {

@@ -3,7 +3,7 @@
 /// missing send, a deadlock, a double reduction, hazards, out-of-bounds regions, size
 /// mismatches, uninitialised reads, in-place aliasing bugs, a broken barrier, wrong
 /// results) must fail with the right message, and their correct twins must pass.
-#include <chorus/algorithm/schedule/simulate.hpp>
+#include <chorus/schedule/simulate.hpp>
 
 #include <catch2/catch.hpp>
 

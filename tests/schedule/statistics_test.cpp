@@ -3,7 +3,7 @@
 /// pipeline depth of each family, measured by the simulator.
 #include "sweep.hpp"
 
-#include <chorus/algorithm/schedule/layout.hpp>
+#include <chorus/schedule/layout.hpp>
 
 #include <cstddef>
 

@@ -3,8 +3,8 @@
 /// Test support for the schedule generators: one simulated case (parameters of every rank
 /// for any collective, all_to_all included) and the sweep over rank counts, roots, counts,
 /// chunk sizes and both aliasing modes that the exhaustive tests run per algorithm.
-#include <chorus/algorithm/schedule/build.hpp>
-#include <chorus/algorithm/schedule/simulate.hpp>
+#include <chorus/schedule/build.hpp>
+#include <chorus/schedule/simulate.hpp>
 
 #include <catch2/catch.hpp>
 

@@ -7,12 +7,12 @@
 // bytes or sizes here -- which the tests see. It counts what the executor does with it:
 // groups, enqueues outside a group (must stay 0), live scratch allocations (must return
 // to 0), and calls of `native`.
-#include <chorus/core/communicator.hpp>
+#include <chorus/communicator.hpp>
 #include <chorus/core/deadline.hpp>
 #include <chorus/core/error.hpp>
 #include <chorus/core/ops.hpp>
-#include <chorus/detail/dispatch.hpp>
-#include <chorus/detail/stream_executor.hpp>
+#include <chorus/dispatch/launch.hpp>
+#include <chorus/exec/stream_executor.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -156,7 +156,7 @@ class transport {
 class native_transport : public transport {
  public:
   using transport::transport;
-  void native(const chorus::detail::collective_call& call, stream* s) {
+  void native(const chorus::native_call& call, stream* s) {
     last_native = call.kind;
     ++natives;
     s->log.emplace_back("native");

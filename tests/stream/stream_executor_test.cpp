@@ -1,4 +1,4 @@
-// The stream-ordered path (detail/stream_executor.hpp) on a fake stream-ordered transport:
+// The stream-ordered path (exec/stream_executor.hpp) on a fake stream-ordered transport:
 // every collective NCCL has, through every algorithm, on host memory; what the executor
 // enqueues (groups only, scratch returned, nothing after an error); algo::native routing.
 // The property the executor relies on -- every schedule lists each pair's messages in the

@@ -18,6 +18,8 @@ namespace harness {
 template <class Comm>
 void check_every_collective(Comm& comm, failures& f, std::size_t large_pieces = 24) {
   using chorus::schedule::collective;
+  constexpr bool windows = chorus::one_sided_transport<typename Comm::transport_type>;
+  auto dynamic_algos = [](collective c) { return harness::dynamic_algos(c, windows); };
   const int ranks = comm.size();
   const std::vector<std::size_t> counts{0, 1, 7, 13 * static_cast<std::size_t>(ranks) + 5, 100003};
   for (const auto& a : dynamic_algos(collective::all_reduce)) {
@@ -74,9 +76,13 @@ template <class Comm>
 void check_large_collectives(Comm& comm, failures& f) {
   const std::size_t n = (std::size_t{4} << 20) / sizeof(float);
   const auto p = static_cast<std::size_t>(comm.size());
-  for (const chorus::algo::dynamic a : {chorus::algo::dynamic{chorus::schedule::algorithm::ring},
-                                        chorus::algo::dynamic{chorus::schedule::algorithm::direct},
-                                        chorus::algo::dynamic{std::nullopt, 0}}) {
+  std::vector<chorus::algo::dynamic> algos{{chorus::schedule::algorithm::ring},
+                                           {chorus::schedule::algorithm::direct},
+                                           {std::nullopt, 0}};
+  if constexpr (chorus::one_sided_transport<typename Comm::transport_type>) {
+    algos.push_back({chorus::schedule::algorithm::one_sided});
+  }
+  for (const chorus::algo::dynamic& a : algos) {
     check_all_reduce<float, chorus::plus>(comm, f, a, n + 3, false);
     check_all_gather<float>(comm, f, a, n / p, false, false);
     check_reduce_scatter<float, chorus::plus>(comm, f, a, n / p, false, false);

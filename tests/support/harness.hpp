@@ -255,14 +255,18 @@ void for_each_algo(Fn&& fn) {
   });
 }
 
-/// Every algorithm that can run `c`, and automatic, as run-time choices with small pipeline
-/// pieces (24 bytes) so that pipelining is exercised by small counts too. The small-count
-/// matrices use these: one instantiation per (type, op) instead of per (type, op, tag)
-/// keeps the build fast; the tags themselves go through the same path (large-count tests).
-inline std::vector<chorus::algo::dynamic> dynamic_algos(chorus::schedule::collective c) {
+/// Every algorithm that can run `c` (`one_sided` only where the transport has windows,
+/// `windows`), and automatic, as run-time choices with small pipeline pieces (24 bytes) so
+/// that pipelining is exercised by small counts too. The small-count matrices use these:
+/// one instantiation per (type, op) instead of per (type, op, tag) keeps the build fast;
+/// the tags themselves go through the same path (large-count tests).
+inline std::vector<chorus::algo::dynamic> dynamic_algos(chorus::schedule::collective c,
+                                                        bool windows = false) {
   std::vector<chorus::algo::dynamic> out;
   for (auto a : chorus::schedule::all_algorithms) {
-    if (chorus::schedule::supports(a, c)) out.push_back({a, 24});
+    if (chorus::schedule::supports(a, c) && (windows || chorus::schedule::has_schedule(a))) {
+      out.push_back({a, 24});
+    }
   }
   out.push_back({std::nullopt, 0});
   return out;

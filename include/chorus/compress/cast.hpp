@@ -10,11 +10,11 @@
 /// sum over many ranks stays inside half's range (65504): 8 ranks each holding 1e4 sum to
 /// 8e4, which overflows half, but 8 x 1250 = 1e4 does not.
 ///
-/// The conversions run in bulk (`<chorus/compress/float16_convert.hpp>`: F16C for half,
+/// The conversions run in bulk (`<chorus/core/float16.hpp>`: F16C for half,
 /// AVX2 for bfloat16 where the CPU has them, chosen at run time) and give the same bits as
 /// converting element by element.
 #include <chorus/compress/compressor.hpp>
-#include <chorus/compress/float16_convert.hpp>
+#include <chorus/core/float16.hpp>
 #include <chorus/core/types.hpp>
 
 #include <cstring>

@@ -32,17 +32,17 @@
 ///
 /// **Errors.** `invalid_argument` for bad tuning values (ratio outside (0, 1], PowerSGD
 /// shape) or mismatched sizes, before any byte moves; then as for every collective.
-#include <chorus/algorithm/all_gather.hpp>
-#include <chorus/algorithm/all_reduce.hpp>
-#include <chorus/algorithm/all_to_all.hpp>
-#include <chorus/algorithm/reduce_scatter.hpp>
+#include <chorus/collectives/all_gather.hpp>
+#include <chorus/collectives/all_reduce.hpp>
+#include <chorus/collectives/all_to_all.hpp>
+#include <chorus/collectives/reduce_scatter.hpp>
+#include <chorus/communicator.hpp>
 #include <chorus/compress/compressor.hpp>
 #include <chorus/compress/error_feedback.hpp>
 #include <chorus/compress/ledger.hpp>
 #include <chorus/compress/power_sgd.hpp>
-#include <chorus/core/communicator.hpp>
+#include <chorus/core/buffer.hpp>
 #include <chorus/core/ops.hpp>
-#include <chorus/detail/buffers.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -172,20 +172,6 @@ consteval void check_policy() {
   }
 }
 
-/// Equal split of n elements into P blocks (the first n % P one larger).
-inline std::vector<std::size_t> even_blocks(std::size_t n, int p) {
-  const auto ranks = static_cast<std::size_t>(p);
-  std::vector<std::size_t> c(ranks, n / ranks);
-  for (std::size_t j = 0; j < n % ranks; ++j) ++c[j];
-  return c;
-}
-
-inline std::vector<std::size_t> offsets_of(const std::vector<std::size_t>& counts) {
-  std::vector<std::size_t> o(counts.size());
-  std::exclusive_scan(counts.begin(), counts.end(), o.begin(), std::size_t{0});
-  return o;
-}
-
 template <class T>
 void finalize_sum(std::span<T> v, bool average, int ranks) {
   if (!average) return;
@@ -213,12 +199,14 @@ struct call_state {
   std::uint64_t tensor_id;
   ledger& book;
 
-  /// Runs `move()`, a collective moving payloads, timing it as such in the ledger.
-  template <class Move>
-  void collective(Move&& move) {
+  /// Runs `move()`, one collective on `comm` moving payloads, timing it as such in the
+  /// ledger and adding the bytes its executor counted.
+  template <class Tr, class Move>
+  void collective(communicator<Tr>& comm, Move&& move) {
     const auto start = std::chrono::steady_clock::now();
     move();
     book.add_collective(seconds_since(start));
+    book.add_traffic(comm.last_traffic());
   }
 
   std::span<T> worker_residual(std::size_t n) {
@@ -266,7 +254,7 @@ void reduce_scatter_blocks(communicator<Tr>& comm, call_state<T, Codec>& st, std
   const int p = comm.size();
   const int r = comm.rank();
   const auto ranks = static_cast<std::size_t>(p);
-  const auto offsets = offsets_of(counts);
+  const auto offsets = chorus::detail::prefix_offsets(counts);
   std::span<T> res = st.worker_residual(in.size());
   zero_fill(out);
   if constexpr (traits<Codec>::summable) {
@@ -275,7 +263,7 @@ void reduce_scatter_blocks(communicator<Tr>& comm, call_state<T, Codec>& st, std
       std::vector<std::size_t> wcounts(ranks);
       for (std::size_t j = 0; j < ranks; ++j)
         wcounts[j] = st.codec.template wire_count<T>(counts[j]);
-      const auto woffsets = offsets_of(wcounts);
+      const auto woffsets = chorus::detail::prefix_offsets(wcounts);
       const std::span<W> wire =
           st.book.template scratch<W>(wire_slot, woffsets.back() + wcounts.back());
       const std::span<W> mine =
@@ -285,11 +273,12 @@ void reduce_scatter_blocks(communicator<Tr>& comm, call_state<T, Codec>& st, std
                   res.empty() ? res : block_of(res, counts, offsets, j),
                   std::as_writable_bytes(wire.subspan(woffsets[j], wcounts[j])), j);
       }
-      st.collective([&] { chorus::reduce_scatter_v(comm, wire, mine, wcounts, chorus::plus{}); });
-      st.book.add_sent(
-          sent_bytes(schedule::collective::reduce_scatter, r, p, sizeof(W), 0, wcounts),
-          count_plain ? sent_bytes(schedule::collective::reduce_scatter, r, p, sizeof(T), 0, counts)
-                      : 0);
+      st.collective(comm,
+                    [&] { chorus::reduce_scatter_v(comm, wire, mine, wcounts, chorus::plus{}); });
+      if (count_plain) {
+        st.book.add_plain(
+            plain_sent_bytes(comm, schedule::collective::reduce_scatter, sizeof(T), 0, counts));
+      }
       st.decode_add(std::as_bytes(std::span<const W>(mine)), out, r, static_cast<std::uint64_t>(r));
       return;
     }
@@ -298,7 +287,8 @@ void reduce_scatter_blocks(communicator<Tr>& comm, call_state<T, Codec>& st, std
   std::vector<std::size_t> send(ranks),
       recv(ranks, st.codec.template wire_bytes<T>(counts[static_cast<std::size_t>(r)]));
   for (std::size_t j = 0; j < ranks; ++j) send[j] = st.codec.template wire_bytes<T>(counts[j]);
-  const auto soff = offsets_of(send), roff = offsets_of(recv);
+  const auto soff = chorus::detail::prefix_offsets(send),
+             roff = chorus::detail::prefix_offsets(recv);
   const std::span<std::uint8_t> sbuf =
       st.book.template scratch<std::uint8_t>(wire_slot, soff.back() + send.back());
   const std::span<std::uint8_t> rbuf =
@@ -308,11 +298,11 @@ void reduce_scatter_blocks(communicator<Tr>& comm, call_state<T, Codec>& st, std
               res.empty() ? res : block_of(res, counts, offsets, j),
               std::as_writable_bytes(sbuf.subspan(soff[j], send[j])), j);
   }
-  st.collective([&] { chorus::all_to_all_v(comm, sbuf, send, rbuf, recv); });
-  st.book.add_sent(
-      sent_bytes(schedule::collective::all_to_all, r, p, 1, 0, {}, send, recv),
-      count_plain ? sent_bytes(schedule::collective::reduce_scatter, r, p, sizeof(T), 0, counts)
-                  : 0);
+  st.collective(comm, [&] { chorus::all_to_all_v(comm, sbuf, send, rbuf, recv); });
+  if (count_plain) {
+    st.book.add_plain(
+        plain_sent_bytes(comm, schedule::collective::reduce_scatter, sizeof(T), 0, counts));
+  }
   for (std::size_t i = 0; i < ranks; ++i) {
     st.decode_add(std::as_bytes(rbuf.subspan(roff[i], recv[i])), out, static_cast<int>(i),
                   static_cast<std::uint64_t>(r));
@@ -328,19 +318,21 @@ void all_gather_blocks(communicator<Tr>& comm, call_state<T, Codec>& st, std::sp
   const int p = comm.size();
   const int r = comm.rank();
   const auto ranks = static_cast<std::size_t>(p);
-  const auto offsets = offsets_of(counts);
+  const auto offsets = chorus::detail::prefix_offsets(counts);
   std::vector<std::size_t> wb(ranks);
   for (std::size_t j = 0; j < ranks; ++j) wb[j] = st.codec.template wire_bytes<T>(counts[j]);
-  const auto woff = offsets_of(wb);
+  const auto woff = chorus::detail::prefix_offsets(wb);
   const std::span<std::uint8_t> mine =
       st.book.template scratch<std::uint8_t>(wire2_slot, wb[static_cast<std::size_t>(r)]);
   const std::span<std::uint8_t> all =
       st.book.template scratch<std::uint8_t>(wire_slot, woff.back() + wb.back());
   st.encode(in, res, std::as_writable_bytes(mine), block_base + static_cast<std::uint64_t>(r));
-  st.collective([&] { chorus::all_gather_v(comm, std::span<const std::uint8_t>(mine), all, wb); });
-  st.book.add_sent(
-      sent_bytes(schedule::collective::all_gather, r, p, 1, 0, wb),
-      count_plain ? sent_bytes(schedule::collective::all_gather, r, p, sizeof(T), 0, counts) : 0);
+  st.collective(comm,
+                [&] { chorus::all_gather_v(comm, std::span<const std::uint8_t>(mine), all, wb); });
+  if (count_plain) {
+    st.book.add_plain(
+        plain_sent_bytes(comm, schedule::collective::all_gather, sizeof(T), 0, counts));
+  }
   for (std::size_t j = 0; j < ranks; ++j) {
     std::span<T> dst = block_of(out, counts, offsets, j);
     zero_fill(dst);
@@ -389,7 +381,8 @@ struct all_reduce_fn {
     const int p = comm.size();
     const int r = comm.rank();
     const std::size_t n = data.size();
-    const std::uint64_t plain = sent_bytes(schedule::collective::all_reduce, r, p, sizeof(T), n);
+    const std::uint64_t plain =
+        plain_sent_bytes(comm, schedule::collective::all_reduce, sizeof(T), n);
     if constexpr (traits<Codec>::low_rank) {
       // PowerSGD: x = g (+ residual); two all-reduces; under error feedback the residual
       // becomes x - P Q_local^T.
@@ -401,24 +394,21 @@ struct all_reduce_fn {
       const double collectives_before = st.book.last().collective_seconds;
       const auto start = std::chrono::steady_clock::now();
       st.codec.template run<T>(std::span<const T>(x), data, sent, [&](std::span<T> m) {
-        st.collective([&] { chorus::all_reduce(comm, m, chorus::plus{}); });
-        st.book.add_sent(sent_bytes(schedule::collective::all_reduce, r, p, sizeof(T), m.size()),
-                         0);
+        st.collective(comm, [&] { chorus::all_reduce(comm, m, chorus::plus{}); });
         st.book.add_payload(m.size_bytes());
       });
       st.book.add_encode(seconds_since(start) -
                          (st.book.last().collective_seconds - collectives_before));
       for (std::size_t i = 0; i < res.size(); ++i) res[i] = x[i] - sent[i];
-      st.book.add_sent(0, plain);
+      st.book.add_plain(plain);
     } else if constexpr (std::is_same_v<Path, sum_path> ||
                          (std::is_same_v<Path, automatic> && traits<Codec>::summable)) {
       using W = typename Codec::template wire_t<T>;
       const std::span<W> wire =
           st.book.template scratch<W>(wire_slot, st.codec.template wire_count<T>(n));
       st.encode(std::span<const T>(data), st.worker_residual(n), std::as_writable_bytes(wire), 0);
-      st.collective([&] { chorus::all_reduce(comm, wire, chorus::plus{}); });
-      st.book.add_sent(sent_bytes(schedule::collective::all_reduce, r, p, sizeof(W), wire.size()),
-                       plain);
+      st.collective(comm, [&] { chorus::all_reduce(comm, wire, chorus::plus{}); });
+      st.book.add_plain(plain);
       zero_fill(data);
       st.decode_add(std::as_bytes(std::span<const W>(wire)), data, r, 0);
     } else if constexpr (std::is_same_v<Path, gather_path>) {
@@ -428,10 +418,9 @@ struct all_reduce_fn {
       const std::span<std::uint8_t> all =
           st.book.template scratch<std::uint8_t>(wire_slot, mine.size() * counts.size());
       st.encode(std::span<const T>(data), st.worker_residual(n), std::as_writable_bytes(mine), 0);
-      st.collective([&] { chorus::all_gather(comm, std::span<const std::uint8_t>(mine), all); });
-      st.book.add_sent(sent_bytes(schedule::collective::all_gather, r, p, 1, 0,
-                                  std::vector<std::size_t>(counts.size(), mine.size())),
-                       plain);
+      st.collective(comm,
+                    [&] { chorus::all_gather(comm, std::span<const std::uint8_t>(mine), all); });
+      st.book.add_plain(plain);
       zero_fill(data);
       for (int j = 0; j < p; ++j) {
         st.decode_add(
@@ -439,7 +428,7 @@ struct all_reduce_fn {
             data, j, 0);
       }
     } else {  // two_stage
-      const auto counts = even_blocks(n, p);
+      const auto counts = chorus::detail::even_split{n, static_cast<std::size_t>(p)}.sizes();
       const auto mine = static_cast<std::size_t>(r);
       const std::span<T> shard = st.book.template scratch<T>(shard_slot, counts[mine]);
       const std::span<T> g = st.book.template scratch<T>(copy_slot, n);
@@ -447,7 +436,7 @@ struct all_reduce_fn {
       reduce_scatter_blocks(comm, st, std::span<const T>(g), shard, counts, false, false);
       all_gather_blocks(comm, st, std::span<const T>(shard), st.server_residual(shard.size()), data,
                         counts, static_cast<std::uint64_t>(p), false);
-      st.book.add_sent(0, plain);  // the baseline is one plain all-reduce
+      st.book.add_plain(plain);  // the baseline is one plain all-reduce
     }
   }
 };

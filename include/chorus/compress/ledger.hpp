@@ -5,13 +5,17 @@
 /// local work, the collectives that moved the payloads); the step counter per tensor that
 /// keys the stochastic codecs; and the scratch memory those calls reuse.
 ///
-/// Bytes are counted from the schedules the collectives actually run: for each underlying
-/// collective, the schedule of this rank's algorithm (the same automatic choice dispatch
-/// makes) is built and its sends summed. "Plain" is the same count for the uncompressed
-/// collective on the gradient's own element type, so `plain_bytes / sent_bytes` is the
-/// compression ratio on the wire, not a claim about bits per element.
-#include <chorus/algorithm/schedule/build.hpp>
-#include <chorus/detail/dispatch.hpp>
+/// Sent and received bytes are measured: the executors count every byte they hand to the
+/// transport into the communicator (`communicator::last_traffic`), whatever path ran
+/// (schedules, one-sided loads and gets), and the ledger adds up those counters around each
+/// collective that moves payloads. "Plain" is a prediction -- the uncompressed collective
+/// on the gradient's own element type is not run: the sends of the schedule the
+/// communicator's tuner would pick for it (none for a one-sided path, where peers read
+/// instead) -- so `plain_bytes / sent_bytes` is the compression ratio on the wire, not a
+/// claim about bits per element.
+#include <chorus/communicator.hpp>
+#include <chorus/dispatch/tuner.hpp>
+#include <chorus/schedule/build.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -29,11 +33,12 @@ class ledger {
   /// Totals since construction or `reset()`.
   struct totals {
     std::uint64_t calls = 0;
-    std::uint64_t elements = 0;       ///< gradient elements reduced
-    std::uint64_t sent_bytes = 0;     ///< bytes this rank sent through the transport
-    std::uint64_t plain_bytes = 0;    ///< bytes the uncompressed collective would have sent
-    std::uint64_t payload_bytes = 0;  ///< bytes of this rank's encoded payloads
-    double encode_seconds = 0;        ///< encoding (error feedback's local decode included)
+    std::uint64_t elements = 0;        ///< gradient elements reduced
+    std::uint64_t sent_bytes = 0;      ///< bytes this rank sent through the transport (measured)
+    std::uint64_t received_bytes = 0;  ///< bytes this rank received or read (measured)
+    std::uint64_t plain_bytes = 0;     ///< bytes the uncompressed collective would send
+    std::uint64_t payload_bytes = 0;   ///< bytes of this rank's encoded payloads
+    double encode_seconds = 0;         ///< encoding (error feedback's local decode included)
     double decode_seconds = 0;
     /// The rest of the calls' local work: copies, zero fills, averaging, error feedback's
     /// residual update, PowerSGD's products -- the call's wall time less the collectives,
@@ -59,10 +64,12 @@ class ledger {
     last_.elements = elements;
     started_ = std::chrono::steady_clock::now();
   }
-  void add_sent(std::uint64_t sent, std::uint64_t plain) {
-    last_.sent_bytes += sent;
-    last_.plain_bytes += plain;
+  /// Adds what one collective moved (its communicator's `last_traffic()`).
+  void add_traffic(const traffic& t) {
+    last_.sent_bytes += t.sent_bytes;
+    last_.received_bytes += t.received_bytes;
   }
+  void add_plain(std::uint64_t plain) { last_.plain_bytes += plain; }
   void add_payload(std::uint64_t bytes) { last_.payload_bytes += bytes; }
   void add_encode(double s) { last_.encode_seconds += s; }
   void add_decode(double s) { last_.decode_seconds += s; }
@@ -75,6 +82,7 @@ class ledger {
     total_.calls += last_.calls;
     total_.elements += last_.elements;
     total_.sent_bytes += last_.sent_bytes;
+    total_.received_bytes += last_.received_bytes;
     total_.plain_bytes += last_.plain_bytes;
     total_.payload_bytes += last_.payload_bytes;
     total_.encode_seconds += last_.encode_seconds;
@@ -111,34 +119,35 @@ inline double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-/// Bytes rank `rank` of `size` sends in collective `kind` over elements of `elem` bytes, as
-/// the automatic algorithm choice runs it. `counts` as the collective's schedule params
-/// (block counts for reduce_scatter / all_gather, send/recv counts for all_to_all).
-inline std::uint64_t sent_bytes(schedule::collective kind, int rank, int size, std::size_t elem,
-                                std::size_t count, const std::vector<std::size_t>& counts = {},
-                                const std::vector<std::size_t>& send_counts = {},
-                                const std::vector<std::size_t>& recv_counts = {}) {
-  if (size <= 1) return 0;
-  std::size_t total = count;
-  if (!counts.empty()) total = std::accumulate(counts.begin(), counts.end(), std::size_t{0});
-  if (!send_counts.empty()) {
-    total = std::accumulate(send_counts.begin(), send_counts.end(), std::size_t{0});
-  }
-  const schedule::algorithm a = chorus::detail::choose_algorithm(kind, total * elem, size);
+/// Bytes this rank would send in collective `kind` over elements of `elem` bytes on `comm`,
+/// by the schedule its tuner picks (0 for one-sided: peers read instead). `counts` as the
+/// collective's schedule params (block counts for reduce_scatter / all_gather, send/recv
+/// counts for all_to_all). A prediction for calls that do not run: the plain baseline.
+template <class Transport>
+std::uint64_t plain_sent_bytes(const communicator<Transport>& comm, schedule::collective kind,
+                               std::size_t elem, std::size_t count,
+                               const std::vector<std::size_t>& counts = {},
+                               const std::vector<std::size_t>& send_counts = {},
+                               const std::vector<std::size_t>& recv_counts = {}) {
+  if (comm.size() <= 1) return 0;
   std::vector<std::size_t> send_offsets(send_counts.size()), recv_offsets(recv_counts.size());
   std::exclusive_scan(send_counts.begin(), send_counts.end(), send_offsets.begin(), std::size_t{0});
   std::exclusive_scan(recv_counts.begin(), recv_counts.end(), recv_offsets.begin(), std::size_t{0});
-  schedule::params p;
-  p.kind = kind;
-  p.rank = rank;
-  p.size = size;
-  p.count = count;
-  p.counts = counts;
-  p.send_counts = send_counts;
-  p.send_offsets = send_offsets;
-  p.recv_counts = recv_counts;
-  p.recv_offsets = recv_offsets;
-  const schedule::schedule s = schedule::build(a, p);
+  chorus::detail::collective_call call;
+  call.kind = kind;
+  call.api = "plain";
+  call.elem_size = elem;
+  call.rank = comm.rank();
+  call.size = comm.size();
+  call.count = count;
+  call.counts = counts;
+  call.send_counts = send_counts;
+  call.send_offsets = send_offsets;
+  call.recv_counts = recv_counts;
+  call.recv_offsets = recv_offsets;
+  const schedule::algorithm a = chorus::detail::resolve_algorithm(comm, call);
+  if (!schedule::has_schedule(a)) return 0;
+  const schedule::schedule s = schedule::build(a, call);
   std::uint64_t elems = 0;
   for (const schedule::op& o : s.ops) {
     if (o.code == schedule::op_code::send) elems += o.src.count;

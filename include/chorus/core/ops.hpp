@@ -15,8 +15,8 @@
 /// The built-ins are `CHORUS_HOST_DEVICE`, so `device::reduce` (device/reduce.cuh) applies
 /// them in kernels with the same semantics; user functors for the device are marked
 /// `__host__ __device__` by their authors.
+#include <chorus/core/float16.hpp>
 #include <chorus/core/types.hpp>
-#include <chorus/detail/float16_convert.hpp>
 
 #include <cmath>
 #include <concepts>

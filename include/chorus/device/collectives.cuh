@@ -14,8 +14,8 @@
 /// user functors too, when callable on the device (`__host__ __device__`). Collectives that
 /// only move data (all-gather, broadcast) and `algo::native` need no kernels, and so
 /// neither this header nor nvcc.
-#include <chorus/detail/stream_executor.hpp>
 #include <chorus/device/reduce.cuh>
+#include <chorus/exec/stream_executor.hpp>
 
 #include <cuda_runtime_api.h>
 

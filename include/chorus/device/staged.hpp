@@ -17,15 +17,15 @@
 /// enqueue). The pinned buffer grows to the largest call and is reused; it is freed with
 /// the `staged` object. A CUDA failure throws `chorus::error` (device/runtime.hpp); a
 /// failure of the collective poisons the communicator as usual.
-#include <chorus/algorithm/algo.hpp>
-#include <chorus/algorithm/all_gather.hpp>
-#include <chorus/algorithm/all_reduce.hpp>
-#include <chorus/algorithm/broadcast.hpp>
-#include <chorus/algorithm/reduce.hpp>
-#include <chorus/algorithm/reduce_scatter.hpp>
-#include <chorus/core/communicator.hpp>
+#include <chorus/collectives/all_gather.hpp>
+#include <chorus/collectives/all_reduce.hpp>
+#include <chorus/collectives/broadcast.hpp>
+#include <chorus/collectives/reduce.hpp>
+#include <chorus/collectives/reduce_scatter.hpp>
+#include <chorus/communicator.hpp>
 #include <chorus/device/runtime.hpp>
-#include <chorus/transport/transport.hpp>
+#include <chorus/dispatch/algo.hpp>
+#include <chorus/transport/contract.hpp>
 
 #include <cuda_runtime_api.h>
 

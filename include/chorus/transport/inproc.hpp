@@ -16,11 +16,11 @@
 ///       std::vector<float> v(1024, 1.0f);
 ///       chorus::all_reduce(comm, v, chorus::plus{});
 ///     });
-#include <chorus/core/communicator.hpp>
+#include <chorus/communicator.hpp>
 #include <chorus/core/deadline.hpp>
 #include <chorus/core/error.hpp>
-#include <chorus/detail/copy.hpp>
-#include <chorus/transport/transport.hpp>
+#include <chorus/transport/contract.hpp>
+#include <chorus/transport/kit/copy.hpp>
 
 #include <atomic>
 #include <condition_variable>

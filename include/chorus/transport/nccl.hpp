@@ -10,7 +10,7 @@
 ///   instead of hanging them.
 /// - **Point to point.** `enqueue_send` / `enqueue_recv` are `ncclSend` / `ncclRecv` of
 ///   bytes inside `ncclGroupStart` / `ncclGroupEnd`, matched positionally per pair of ranks
-///   (NCCL has no tags). The stream executor (`detail/stream_executor.hpp`) runs chorus's
+///   (NCCL has no tags). The stream executor (`exec/stream_executor.hpp`) runs chorus's
 ///   schedules with them; reductions are the kernels of `chorus/device/` enqueued on the
 ///   same stream.
 /// - **`algo::native`.** `native` runs NCCL's own `ncclAllReduce`, `ncclReduceScatter`,
@@ -30,10 +30,9 @@
 #include <chorus/core/error.hpp>
 #include <chorus/core/ops.hpp>
 #include <chorus/core/types.hpp>
-#include <chorus/detail/dispatch.hpp>
-#include <chorus/detail/hex.hpp>
-#include <chorus/transport/exchange.hpp>
-#include <chorus/transport/transport.hpp>
+#include <chorus/transport/contract.hpp>
+#include <chorus/transport/kit/exchange.hpp>
+#include <chorus/transport/kit/hex.hpp>
 
 #include <cuda_runtime_api.h>
 #include <nccl.h>
@@ -291,7 +290,7 @@ class nccl_transport {
   }
 
   /// NCCL's own collective for `call` (`algo::native`), enqueued on `stream`.
-  void native(const detail::collective_call& call, cudaStream_t stream) {
+  void native(const native_call& call, cudaStream_t stream) {
     using enum schedule::collective;
     throw_if_aborted();
     const auto type = detail::nccl::type_of(call.type);
@@ -300,7 +299,6 @@ class nccl_transport {
                   "algo::native: NCCL has no " + std::string(name(call.type)) +
                       " type; use one of chorus's algorithms, or a 32-bit integer type");
     }
-    const auto me = static_cast<std::size_t>(rank());
     ncclResult_t r = ncclSuccess;
     ncclComm_t comm = state_->comm;
     switch (call.kind) {
@@ -316,11 +314,11 @@ class nccl_transport {
         r = ncclBroadcast(call.input, call.output, call.count, *type, call.root, comm, stream);
         break;
       case reduce_scatter:
-        r = ncclReduceScatter(call.input, call.output, call.counts[me], *type, reduce_op(call),
-                              comm, stream);
+        r = ncclReduceScatter(call.input, call.output, call.count, *type, reduce_op(call), comm,
+                              stream);
         break;
       case all_gather:
-        r = ncclAllGather(call.input, call.output, call.counts[me], *type, comm, stream);
+        r = ncclAllGather(call.input, call.output, call.count, *type, comm, stream);
         break;
       default:
         throw error(errc::invalid_argument,
@@ -357,7 +355,7 @@ class nccl_transport {
                                      cudaGetErrorName(e) + ": " + cudaGetErrorString(e));
   }
 
-  ncclRedOp_t reduce_op(const detail::collective_call& call) const {
+  ncclRedOp_t reduce_op(const native_call& call) const {
     const auto op = detail::nccl::op_of(call.op);
     if (!op) {
       throw error(errc::invalid_argument,

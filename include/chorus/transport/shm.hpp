@@ -24,10 +24,10 @@
 #include <chorus/bootstrap/store.hpp>
 #include <chorus/core/deadline.hpp>
 #include <chorus/core/error.hpp>
-#include <chorus/detail/copy.hpp>
-#include <chorus/detail/tags.hpp>
-#include <chorus/transport/exchange.hpp>
-#include <chorus/transport/transport.hpp>
+#include <chorus/transport/contract.hpp>
+#include <chorus/transport/kit/copy.hpp>
+#include <chorus/transport/kit/exchange.hpp>
+#include <chorus/transport/kit/tags.hpp>
 
 #include <algorithm>
 #include <atomic>

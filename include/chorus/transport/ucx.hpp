@@ -17,10 +17,10 @@
 ///     user, control bits 0..31 the user's tag / the control code
 ///
 /// The schedule tags are small (0, 1) plus four reserved values at the top of the 32-bit
-/// range (0xfffffff0.., see detail/tags.hpp, detail/one_sided.hpp), which fold onto their
+/// range (0xfffffff0.., see transport/kit/tags.hpp, exec/one_sided.hpp), which fold onto their
 /// low 16 bits. Receives match the whole tag (mask of all ones): per (sender, tag) FIFO is
 /// UCX's per-endpoint ordering. The sequence number wraps after 2^22 collectives, harmless
-/// unless that many are in flight at once (the rule of detail/tags.hpp).
+/// unless that many are in flight at once (the rule of transport/kit/tags.hpp).
 ///
 /// Progress is driven by the caller: `test` and `wait` call `ucp_worker_progress`. `wait`
 /// spins on progress for a while, yields between progress calls for up to 5 ms, then arms
@@ -45,9 +45,9 @@
 #include <chorus/bootstrap/posix.hpp>
 #include <chorus/core/deadline.hpp>
 #include <chorus/core/error.hpp>
-#include <chorus/detail/hex.hpp>
-#include <chorus/transport/exchange.hpp>
-#include <chorus/transport/transport.hpp>
+#include <chorus/transport/contract.hpp>
+#include <chorus/transport/kit/exchange.hpp>
+#include <chorus/transport/kit/hex.hpp>
 
 #include <ucp/api/ucp.h>
 

@@ -21,6 +21,7 @@
 /// a missing rank, a different model (tensor sizes), optimizer or state count, and elements
 /// that no file (or two files) hold are errors naming the file and what to do.
 #include <chorus/core/error.hpp>
+#include <chorus/core/hash.hpp>
 #include <chorus/zero/partition.hpp>
 
 #include <algorithm>
@@ -64,15 +65,6 @@ inline constexpr std::uint32_t checkpoint_float32 = 1;
 [[noreturn]] inline void checkpoint_error(const std::filesystem::path& file,
                                           const std::string& what) {
   throw error(errc::invalid_argument, "chorus::zero checkpoint " + file.string() + ": " + what);
-}
-
-inline std::uint64_t fnv1a(std::span<const unsigned char> bytes) noexcept {
-  std::uint64_t h = 14695981039346656037ull;
-  for (unsigned char c : bytes) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
 }
 
 /// Appends fixed-width little-endian values (the hosts chorus runs on are little-endian).
@@ -182,7 +174,7 @@ inline void write_checkpoint_shard(const std::filesystem::path& dir, const check
     }
     w.put_floats(a);
   }
-  w.put(detail::fnv1a(w.bytes));
+  w.put(fnv1a_of(w.bytes));
   const std::filesystem::path file = dir / detail::checkpoint_file_name(h.rank, h.world);
   const std::filesystem::path tmp = file.string() + ".tmp";
   {
@@ -223,7 +215,7 @@ inline checkpoint_header read_checkpoint_shard(const std::filesystem::path& file
   const std::size_t body = bytes.size() - sizeof(std::uint64_t);
   std::uint64_t stored = 0;
   std::memcpy(&stored, bytes.data() + body, sizeof stored);
-  if (stored != detail::fnv1a({bytes.data(), body})) {
+  if (stored != fnv1a_of({bytes.data(), body})) {
     detail::checkpoint_error(file, "fails its checksum (truncated or corrupted); save it again");
   }
   r.bytes = {bytes.data(), body};

@@ -42,15 +42,15 @@
 /// **Errors.** Misuse (a parameter of an ungathered stage-3 bucket, too many open buckets,
 /// a step before every bucket was reduced) throws `invalid_argument` naming the call and the
 /// fix; communication failures are the collectives' errors, raised on the caller's thread.
-#include <chorus/algorithm/algo.hpp>
-#include <chorus/algorithm/all_gather.hpp>
-#include <chorus/algorithm/all_reduce.hpp>
-#include <chorus/algorithm/barrier.hpp>
-#include <chorus/algorithm/reduce_scatter.hpp>
-#include <chorus/core/communicator.hpp>
+#include <chorus/collectives/all_gather.hpp>
+#include <chorus/collectives/all_reduce.hpp>
+#include <chorus/collectives/barrier.hpp>
+#include <chorus/collectives/reduce_scatter.hpp>
+#include <chorus/communicator.hpp>
 #include <chorus/core/error.hpp>
 #include <chorus/core/ops.hpp>
 #include <chorus/core/types.hpp>
+#include <chorus/dispatch/algo.hpp>
 #include <chorus/zero/buckets.hpp>
 #include <chorus/zero/checkpoint.hpp>
 #include <chorus/zero/comm_queue.hpp>

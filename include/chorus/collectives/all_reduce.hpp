@@ -1,0 +1,94 @@
+#pragma once
+/// \file
+/// `chorus::all_reduce`: every rank ends with the element-wise reduction of every rank's
+/// vector.
+///
+/// **Collective.** Every rank of the communicator calls it, in the same order relative to
+/// other collectives, with the same element type, count, op and algorithm tag.
+///
+/// **Completion.** Blocking: when it returns, the output holds the result and the input may
+/// be reused. In place: pass one buffer (`all_reduce(comm, v, op)`) or the same buffer as
+/// input and output.
+///
+/// **Determinism.** For a given (algorithm, rank count, count) the result is bitwise the
+/// same on every run and on every rank. Different algorithms may differ in the last bits
+/// of floating-point results (they add in different orders).
+///
+/// **Errors.** `invalid_argument` before any byte moves if the output's size differs from
+/// the input's or the buffers overlap partially; `timeout`, `peer_lost`, `aborted`,
+/// `mismatch` (with `CHORUS_CHECK=1`, or on a count mismatch) during the call, after which
+/// the communicator is poisoned.
+#include <chorus/communicator.hpp>
+#include <chorus/core/buffer.hpp>
+#include <chorus/core/ops.hpp>
+#include <chorus/dispatch/algo.hpp>
+#include <chorus/dispatch/launch.hpp>
+
+namespace chorus::inline v0 {
+
+namespace detail {
+struct all_reduce_fn {
+  /// Out of place: `out[i] = op over ranks of in[i]`.
+  template <transport Transport, buffer In, buffer Out, class Op, algo::tag Algo = algo::automatic>
+  requires(!buffer<Op>) void operator()(communicator<Transport>& comm, In&& in, Out&& out, Op op,
+                                        Algo a = {}) const {
+    using T = element_t<In>;
+    check_buffers<In, Out>();
+    check_reduction_op<Op, T>();
+    run(comm, as_const_span(in), as_span(out), op, a);
+  }
+
+  /// In place: `inout[i] = op over ranks of inout[i]`.
+  template <transport Transport, buffer InOut, class Op, algo::tag Algo = algo::automatic>
+  requires(!buffer<Op>) void operator()(communicator<Transport>& comm, InOut&& inout, Op op,
+                                        Algo a = {}) const {
+    using T = element_t<InOut>;
+    check_reduction_op<Op, T>();
+    auto s = as_span(inout);
+    run(comm, std::span<const T>(s), s, op, a);
+  }
+
+  /// On a stream-ordered communicator (NCCL): enqueued on `stream`; returns before the
+  /// result is ready (stream order, as NCCL). `in`/`out` are device memory.
+  template <stream_ordered_transport Transport, buffer In, buffer Out, class Op,
+            algo::stream_tag Algo = algo::automatic>
+  requires(!buffer<Op>) void operator()(communicator<Transport>& comm, In&& in, Out&& out, Op op,
+                                        typename Transport::stream_type stream, Algo a = {}) const {
+    using T = element_t<In>;
+    check_buffers<In, Out>();
+    check_reduction_op<Op, T>();
+    run(comm, as_const_span(in), as_span(out), op, a, stream);
+  }
+
+  /// In place on a stream-ordered communicator.
+  template <stream_ordered_transport Transport, buffer InOut, class Op,
+            algo::stream_tag Algo = algo::automatic>
+  requires(!buffer<Op>) void operator()(communicator<Transport>& comm, InOut&& inout, Op op,
+                                        typename Transport::stream_type stream, Algo a = {}) const {
+    using T = element_t<InOut>;
+    check_reduction_op<Op, T>();
+    auto s = as_span(inout);
+    run(comm, std::span<const T>(s), s, op, a, stream);
+  }
+
+ private:
+  template <class Transport, class T, class Op, class Algo, class... Stream>
+  static void run(communicator<Transport>& comm, std::span<const T> in, std::span<T> out,
+                  const Op& op, const Algo& a, Stream... stream) {
+    algo::require_can_run<Algo, schedule::collective::all_reduce>();
+    check_count("all_reduce", "the output", out.size(), in.size(), "the same count as the input");
+    check_alias("all_reduce", in, out, std::ptrdiff_t{0}, "input == output");
+    collective_call call = make_call(schedule::collective::all_reduce, "all_reduce", in, out);
+    call.count = in.size();
+    launch<T>(comm, call, op, a, stream...);
+  }
+};
+}  // namespace detail
+
+/// Reduces every rank's vector element-wise and gives every rank the result.
+///
+///     chorus::all_reduce(comm, grads, chorus::plus{});                      // in place
+///     chorus::all_reduce(comm, in, out, chorus::maximum{}, chorus::algo::ring{});
+inline constexpr detail::all_reduce_fn all_reduce{};
+
+}  // namespace chorus::inline v0

@@ -1,0 +1,192 @@
+#pragma once
+/// \file
+/// `chorus::communicator<Transport>`: one rank's handle on a group -- the transport, the
+/// collective sequence number, the scratch memory, the settings, and the poisoned state.
+///
+/// A communicator is used by one thread at a time (like an MPI communicator or an NCCL
+/// communicator on one stream); `abort()` is the exception and may be called from any
+/// thread. After any failure inside a collective the communicator is poisoned: the group is
+/// aborted so peers fail fast, and every later call on this communicator throws at once
+/// with the original cause instead of hanging on a group that can no longer make progress.
+#include <chorus/core/deadline.hpp>
+#include <chorus/core/error.hpp>
+#include <chorus/schedule/tuning.hpp>
+#include <chorus/transport/contract.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <new>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace chorus::inline v0 {
+
+/// Settings of a communicator; `from_env()` reads `CHORUS_TIMEOUT` and `CHORUS_CHECK`.
+struct communicator_options {
+  /// How long any single wait may block before failing with `errc::timeout`.
+  duration timeout = default_timeout;
+  /// Exchange a fingerprint (collective, element type, count, root, op, algorithm,
+  /// sequence number) before every collective and fail with `errc::mismatch` when ranks
+  /// disagree. Costs one small message per rank per collective.
+  bool check = false;
+  /// Picks the algorithm of every call made with `algo::automatic`; empty: the default rule
+  /// (`schedule::default_tuning`). Every rank must use the same tuner.
+  schedule::tuner tuner{};
+
+  /// The settings from the environment (throws `errc::invalid_argument` for bad values).
+  static communicator_options from_env() { return {timeout_from_env(), check_from_env(), {}}; }
+};
+
+/// Bytes and messages one rank moved through its transport, counted by the executors as
+/// they hand each operation to the transport: what crossed the wire (or shared memory),
+/// whatever path ran -- a schedule's messages, one-sided loads and gets, a fingerprint.
+struct traffic {
+  std::uint64_t sent_bytes = 0;         ///< handed to `isend` or `put`
+  std::uint64_t received_bytes = 0;     ///< arrived by `irecv` or `get`, or loaded from a
+                                        ///< peer's mapped window
+  std::uint64_t messages_sent = 0;      ///< sends and puts, zero-byte ones included
+  std::uint64_t messages_received = 0;  ///< receives, gets and window loads
+  traffic& operator+=(const traffic& o) noexcept {
+    sent_bytes += o.sent_bytes;
+    received_bytes += o.received_bytes;
+    messages_sent += o.messages_sent;
+    messages_received += o.messages_received;
+    return *this;
+  }
+  friend bool operator==(const traffic&, const traffic&) = default;
+};
+
+template <any_transport Transport>
+class communicator {
+ public:
+  using transport_type = Transport;
+
+  explicit communicator(Transport transport,
+                        communicator_options options = communicator_options::from_env())
+      : transport_(std::move(transport)),
+        options_(options),
+        uncaught_at_construction_(std::uncaught_exceptions()) {}
+
+  communicator(const communicator&) = delete;
+  communicator& operator=(const communicator&) = delete;
+
+  /// If the communicator is destroyed because an exception propagates through its owner,
+  /// the group is aborted: the peers would otherwise wait for this rank until their
+  /// deadlines.
+  ~communicator() {
+    if (std::uncaught_exceptions() > uncaught_at_construction_) {
+      transport_.abort("its communicator was destroyed while an exception propagated");
+    }
+  }
+
+  [[nodiscard]] int rank() const noexcept { return transport_.rank(); }
+  [[nodiscard]] int size() const noexcept { return transport_.size(); }
+  [[nodiscard]] Transport& transport() noexcept { return transport_; }
+  [[nodiscard]] const communicator_options& options() const noexcept { return options_; }
+  void set_timeout(duration timeout) noexcept { options_.timeout = timeout; }
+  void set_check(bool check) noexcept { options_.check = check; }
+
+  /// A deadline `options().timeout` from now.
+  [[nodiscard]] deadline make_deadline() const noexcept {
+    return deadline::after(options_.timeout);
+  }
+
+  /// What this rank moved since the communicator was made.
+  [[nodiscard]] const struct traffic& traffic() const noexcept { return traffic_; }
+  /// What this rank moved in the most recent collective (or point-to-point call).
+  [[nodiscard]] const struct traffic& last_traffic() const noexcept { return last_traffic_; }
+  /// Called by the executors for every operation they hand to the transport.
+  void count_sent(std::size_t bytes) noexcept {
+    for (struct traffic* t : {&traffic_, &last_traffic_}) {
+      t->sent_bytes += bytes;
+      ++t->messages_sent;
+    }
+  }
+  void count_received(std::size_t bytes) noexcept {
+    for (struct traffic* t : {&traffic_, &last_traffic_}) {
+      t->received_bytes += bytes;
+      ++t->messages_received;
+    }
+  }
+  /// Starts the count of `last_traffic()` afresh (dispatch, at the start of each call).
+  void start_traffic() noexcept { last_traffic_ = {}; }
+
+  /// Sequence number of the most recent collective (0 before the first).
+  [[nodiscard]] std::uint32_t sequence() const noexcept { return sequence_; }
+  /// Starts a new collective and returns its sequence number (1, 2, ...).
+  std::uint32_t next_sequence() noexcept { return ++sequence_; }
+
+  /// Scratch memory of at least `bytes` bytes, 64-byte aligned, reused across calls
+  /// (grows, never shrinks: the hot path stops allocating after warm-up).
+  std::span<std::byte> scratch(std::size_t bytes) {
+    if (bytes > scratch_bytes_) {
+      const std::size_t grown = std::max(bytes, scratch_bytes_ + scratch_bytes_ / 2);
+      scratch_.reset(static_cast<std::byte*>(::operator new[](grown, std::align_val_t{64})));
+      scratch_bytes_ = grown;
+    }
+    return {scratch_.get(), bytes};
+  }
+
+  /// State that an algorithm keeps with the communicator between calls (the one-sided
+  /// collectives keep their staging window here, see exec/one_sided.hpp). Empty until
+  /// the first such call.
+  [[nodiscard]] std::shared_ptr<void>& algorithm_state() noexcept { return algorithm_state_; }
+
+  /// Whether an earlier failure made this communicator unusable.
+  [[nodiscard]] bool poisoned() const noexcept { return poison_.has_value(); }
+
+  /// Throws the poisoning error if there is one.
+  void throw_if_poisoned() const {
+    if (poison_) {
+      throw error(poison_->first,
+                  "rank " + std::to_string(rank()) +
+                      ": this communicator is unusable after an earlier failure (" +
+                      poison_->second +
+                      "); create a new group (chorus cannot resynchronise a failed one)");
+    }
+  }
+
+  /// Records `e` as the cause that makes this communicator unusable and aborts the group
+  /// so that the peers stop waiting for this rank.
+  void fail(const error& e) noexcept {
+    try {
+      if (!poison_) poison_.emplace(e.value(), e.what());
+    } catch (...) {
+    }
+    // A transport that can carry the cause's code lets every peer fail with it too (a
+    // dead rank is `peer_lost` everywhere, not `aborted` for all but one).
+    if constexpr (requires { transport_.abort(e.value(), std::string_view(e.what())); }) {
+      transport_.abort(e.value(), e.what());
+    } else {
+      transport_.abort(e.what());
+    }
+  }
+
+  /// Aborts the group: every pending and future wait of every rank fails promptly. Never
+  /// blocks; may be called from another thread than the one using the communicator.
+  void abort(std::string_view reason = "abort() was called") noexcept { transport_.abort(reason); }
+
+ private:
+  struct aligned_delete {
+    void operator()(std::byte* p) const noexcept { ::operator delete[](p, std::align_val_t{64}); }
+  };
+
+  Transport transport_;
+  communicator_options options_;
+  std::uint32_t sequence_ = 0;
+  struct traffic traffic_ {};
+  struct traffic last_traffic_ {};
+  std::unique_ptr<std::byte[], aligned_delete> scratch_;
+  std::size_t scratch_bytes_ = 0;
+  std::shared_ptr<void> algorithm_state_;
+  std::optional<std::pair<errc, std::string>> poison_;
+  int uncaught_at_construction_;
+};
+
+}  // namespace chorus::inline v0

@@ -1,0 +1,208 @@
+#pragma once
+/// \file
+/// Launch: where every entry point ends. From a filled call descriptor to a finished (host)
+/// or enqueued (stream) collective -- the algorithm settled (`tuner.hpp`), the optional
+/// fingerprint check (`fingerprint.hpp`), the schedule built from the descriptor and run by
+/// the host, one-sided or stream executor, an average finalised, and failures turned into
+/// errors with context that poison the communicator.
+///
+/// Everything here is type-erased: compiled once per transport rather than once per
+/// (element type, op, algorithm).
+#include <chorus/communicator.hpp>
+#include <chorus/core/error.hpp>
+#include <chorus/core/ops.hpp>
+#include <chorus/core/split.hpp>
+#include <chorus/dispatch/algo.hpp>
+#include <chorus/dispatch/call.hpp>
+#include <chorus/dispatch/fingerprint.hpp>
+#include <chorus/dispatch/tuner.hpp>
+#include <chorus/exec/executor.hpp>
+#include <chorus/exec/one_sided.hpp>
+#include <chorus/exec/stream_executor.hpp>
+#include <chorus/schedule/build.hpp>
+#include <chorus/schedule/schedule.hpp>
+#include <chorus/transport/contract.hpp>
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace chorus::inline v0::detail {
+
+/// Runs `body()`, the work of one collective described by `fp`; a failure becomes a
+/// `chorus::error` that names the rank, the call and (for a timeout) what to check, and it
+/// poisons the communicator (which aborts the group) before it propagates.
+template <class Comm, class Body>
+void with_call_context(Comm& comm, const collective_call& call, const fingerprint& fp,
+                       Body&& body) {
+  // "chorus: rank 2: all_gather_v #7 (ring, float32, count 96)": the public name, then the
+  // call as its fingerprint describes it. Built only on failure: not on the hot path.
+  auto context = [&] {
+    const std::string described = describe(fp);
+    return "chorus: rank " + std::to_string(comm.rank()) + ": " + call.api + " " +
+           described.substr(described.find('#'));
+  };
+  try {
+    body();
+  } catch (const error& e) {
+    std::string message = context() + ": " + e.what();
+    if (e.value() == errc::timeout) {
+      message += " (waited " + to_string(comm.options().timeout) +
+                 "); the peer may be stuck or may not be calling the same collective "
+                 "(CHORUS_CHECK=1 verifies that), or raise CHORUS_TIMEOUT if it is only slow";
+    }
+    error wrapped(e.value(), std::move(message));
+    comm.fail(wrapped);
+    throw wrapped;
+  } catch (const std::exception& e) {
+    error wrapped(errc::transport, context() + ": internal failure: " + e.what());
+    comm.fail(wrapped);
+    throw wrapped;
+  }
+}
+
+/// Runs `call` one-sidedly (`exec/one_sided.hpp`); all-reduce splits the vector into P
+/// near-equal blocks.
+template <one_sided_transport Transport>
+void run_one_sided(communicator<Transport>& comm, const collective_call& call,
+                   std::uint32_t sequence) {
+  std::vector<std::size_t> even;
+  std::span<const std::size_t> counts = call.counts;
+  if (call.kind == schedule::collective::all_reduce) {
+    even = even_split{call.count, static_cast<std::size_t>(comm.size())}.sizes();
+    counts = even;
+  }
+  execute_one_sided(comm, call.kind, call, counts, sequence);
+}
+
+/// Runs one collective on a host transport: the single path every host entry point ends in.
+template <transport Transport>
+void run_collective(communicator<Transport>& comm, collective_call& call) {
+  comm.throw_if_poisoned();
+  comm.start_traffic();
+  const int p = comm.size();
+  call.rank = comm.rank();
+  call.size = p;
+  const schedule::algorithm a = resolve_algorithm(comm, call);
+  const std::uint32_t sequence = comm.next_sequence();
+  const fingerprint fp = make_fingerprint(call, a, sequence);
+  with_call_context(comm, call, fp, [&] {
+    if (comm.options().check) check_fingerprint(comm, fp);
+    if constexpr (one_sided_transport<Transport>) {
+      if (a == schedule::algorithm::one_sided && p > 1) {
+        run_one_sided(comm, call, sequence);
+      } else {
+        // one_sided at one rank is the copy of the direct schedule
+        const auto family = a == schedule::algorithm::one_sided ? schedule::algorithm::direct : a;
+        execute(comm, schedule::build(family, call), call, sequence);
+      }
+    } else {
+      execute(comm, schedule::build(a, call), call, sequence);
+    }
+    const std::size_t n = call.finalize != nullptr ? finalize_count(call, comm.rank()) : 0;
+    if (n != 0) call.finalize(call.output, n, p, call.op_object);
+  });
+}
+
+/// Finishes `call` (op, algorithm) and runs it: where every host entry point ends.
+template <class T, transport Transport, class Op, class Algo>
+void launch(communicator<Transport>& comm, collective_call& call, const Op& op, const Algo& a) {
+  if constexpr (std::same_as<Algo, algo::one_sided>) {
+    static_assert(one_sided_transport<Transport>,
+                  "chorus: algo::one_sided reads peers' windows; this transport has none "
+                  "(shm_transport and ucx_transport have), so pick another algorithm.");
+  }
+  if constexpr (!std::same_as<Op, no_reduction>) set_op<T>(call, op);
+  set_algorithm(call, a);
+  run_collective(comm, call);
+}
+
+/// A collective on a stream: the host call plus the stream-ordered kernels and the stream.
+/// `native`: run the transport's own collective instead of a schedule.
+template <class Stream>
+struct stream_call {
+  collective_call call;
+  stream_reduce_fn<Stream> reduce = nullptr;
+  stream_finalize_fn<Stream> finalize = nullptr;
+  Stream stream{};
+  bool native = false;
+};
+
+/// Runs one stream-ordered collective: the stream path's `run_collective`. Returns once the
+/// work is enqueued; errors found while enqueuing (and asynchronous ones the transport
+/// reports by then) poison the communicator like any collective failure.
+template <stream_ordered_transport Transport>
+void run_stream_collective(communicator<Transport>& comm,
+                           stream_call<typename Transport::stream_type>& sc) {
+  collective_call& call = sc.call;
+  comm.throw_if_poisoned();
+  comm.start_traffic();
+  const int p = comm.size();
+  call.rank = comm.rank();
+  call.size = p;
+  const schedule::algorithm a = resolve_algorithm(comm, call);
+  const fingerprint fp = make_fingerprint(call, a, comm.next_sequence());
+  with_call_context(comm, call, fp, [&] {
+    Transport& t = comm.transport();
+    t.poll_error();
+    if (sc.native) {
+      if constexpr (native_collective_transport<Transport>) {
+        t.native(native_call_of(call, comm.rank()), sc.stream);
+        return;
+      } else {
+        throw error(errc::invalid_argument,
+                    "algo::native: this transport has no collectives of its own; use one of "
+                    "chorus's algorithms");
+      }
+    }
+    const schedule::schedule s = schedule::build(a, call);
+    execute_on_stream(comm, s, call.input, call.output, call.elem_size, sc.reduce, call.op_object,
+                      sc.stream);
+    const std::size_t n = sc.finalize != nullptr ? finalize_count(call, comm.rank()) : 0;
+    if (n != 0) sc.finalize(call.output, n, p, call.op_object, sc.stream);
+    t.poll_error();
+  });
+}
+
+/// Finishes `call` (op, algorithm) and enqueues it on `stream`: where every entry point on
+/// a stream-ordered communicator ends.
+template <class T, stream_ordered_transport Transport, class Op, class Algo>
+void launch(communicator<Transport>& comm, collective_call& call, const Op& op, const Algo& a,
+            typename Transport::stream_type stream) {
+  using stream_type = typename Transport::stream_type;
+  stream_call<stream_type> sc{call};
+  sc.stream = stream;
+  if constexpr (std::same_as<Algo, algo::native>) {
+    static_assert(native_collective_transport<Transport>,
+                  "chorus: algo::native runs a transport's own collectives; this transport has "
+                  "none (NCCL's has), so pick one of chorus's algorithms.");
+    sc.native = true;
+  } else {
+    set_algorithm(sc.call, a);
+  }
+  if constexpr (!std::same_as<Op, no_reduction>) {
+    sc.call.has_op = true;
+    sc.call.op = op_kind_v<Op>;
+    sc.call.op_object = &op;
+    if constexpr (std::same_as<Algo, algo::native>) {
+      // the transport reduces (and averages) itself
+    } else if constexpr (has_stream_kernels<stream_type, T, Op>) {
+      sc.reduce = &stream_kernels<stream_type, T, Op>::reduce;
+      if constexpr (finalizing_op<Op, T>) {
+        sc.finalize = &stream_kernels<stream_type, T, Op>::finalize;
+      }
+    } else {
+      static_assert(has_stream_kernels<stream_type, T, Op>,
+                    "chorus: reducing with chorus's algorithms on a stream needs the device "
+                    "kernels: include <chorus/device/collectives.cuh> and compile this file "
+                    "with nvcc (algo::native needs neither).");
+    }
+  }
+  run_stream_collective(comm, sc);
+}
+
+}  // namespace chorus::inline v0::detail

@@ -1,0 +1,200 @@
+#pragma once
+/// \file
+/// The transport contract: every concept a backend implements, in one place, so that every
+/// algorithm runs on it unchanged. Adding a transport is one file that satisfies
+/// `chorus::transport` (or `stream_ordered_transport`) and uses the shared pieces of
+/// `transport/kit/`.
+///
+///     concept                      what it adds                         who has it
+///     transport                    tagged isend/irecv/test/wait/cancel/  inproc, shm, ucx
+///                                  abort with deadlines
+///     rma_transport                register_window, get, put            shm, ucx
+///     mapped_window_transport      allocate_window, peer_window (loads)  shm
+///     one_sided_transport          either of the two above              shm, ucx
+///     stream_ordered_transport     group_start/enqueue_send/recv/        nccl
+///                                  group_end, copy, allocate, poll_error
+///     native_collective_transport  native(native_call, stream)          nccl
+///     any_transport                transport or stream_ordered_transport
+///
+/// A transport moves bytes between the ranks of one group, point to point, without
+/// blocking: the executor posts receives and sends, then completes them with `test` and
+/// `wait`. Progress is driven by the caller: `test` and `wait` are where a transport that
+/// needs polling (UCX's `ucp_worker_progress`, a shared-memory ring) does its work; a
+/// transport with its own progress thread may make them trivial. Nothing may wait forever:
+/// `wait` takes a deadline, and `abort` (callable from any thread) makes every pending and
+/// future wait of every rank of the group fail promptly.
+///
+/// Matching: a receive from `peer` with `tag` matches the oldest unmatched send from `peer`
+/// to this rank with the same tag. Messages with equal (source, destination, tag) never
+/// overtake each other. A receive whose size differs from the matching send's fails with
+/// `errc::mismatch` (on the receiving side; the sending side may complete).
+///
+/// Refinements (see docs/design.md for how shared memory, UCX and NCCL map onto them):
+///  - `rma_transport`: memory registered through the transport is readable and writable by
+///    peers with one-sided `get`/`put`, so `direct` algorithms can reduce straight out of
+///    peers' buffers;
+///  - `mapped_window_transport`: windows peers load and store as plain memory;
+///  - `stream_ordered_transport`: work is enqueued on a device stream instead of completed
+///    on the host (NCCL); executed by the stream-ordered executor, not the host one;
+///  - `native_collective_transport`: the transport runs whole collectives itself.
+#include <chorus/core/deadline.hpp>
+#include <chorus/core/error.hpp>
+#include <chorus/core/ops.hpp>
+#include <chorus/core/types.hpp>
+#include <chorus/schedule/schedule.hpp>
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace chorus::inline v0 {
+
+/// A message tag. The executor packs (collective sequence number, schedule tag) into it;
+/// user point-to-point messages use a separate range (see `transport/kit/tags.hpp`).
+using tag_t = std::uint64_t;
+
+namespace detail {
+/// Throws `invalid_argument` unless `peer` is another rank of a group of `size`: what every
+/// transport checks before posting ("rank 2: cannot send to rank 7; peers are 0..3 ...").
+inline void check_transport_peer(int rank, int size, int peer, const char* what) {
+  if (peer < 0 || peer >= size || peer == rank) {
+    throw error(errc::invalid_argument, "rank " + std::to_string(rank) + ": cannot " + what +
+                                            " rank " + std::to_string(peer) + "; peers are 0.." +
+                                            std::to_string(size - 1) +
+                                            " other than the rank itself");
+  }
+}
+}  // namespace detail
+
+/// A point-to-point backend: non-blocking tagged sends and receives with deadlines.
+///
+/// `T::request` is a movable handle to one posted operation. `test` returns true once the
+/// operation completed (and drives progress); `wait` blocks until completion or throws
+/// `chorus::error` (`timeout` at the deadline, `aborted` / `peer_lost` when the group
+/// failed, `mismatch` on a size mismatch). `cancel` withdraws an operation that has not
+/// completed (used when a collective unwinds after an error) and returns only once the
+/// transport no longer touches the operation's buffer; it never throws. `abort` poisons the
+/// whole group with a reason; it never blocks and may be called from any thread.
+template <class T>
+concept transport = std::movable<T> &&
+    requires(T& t, const T& ct, typename T::request& req, int peer, tag_t tag,
+             std::span<const std::byte> send_bytes, std::span<std::byte> recv_bytes, deadline d,
+             std::string_view reason) {
+  typename T::request;
+  requires std::movable<typename T::request>;
+  { ct.rank() } -> std::convertible_to<int>;
+  { ct.size() } -> std::convertible_to<int>;
+  { t.isend(peer, tag, send_bytes) } -> std::same_as<typename T::request>;
+  { t.irecv(peer, tag, recv_bytes) } -> std::same_as<typename T::request>;
+  { t.test(req) } -> std::same_as<bool>;
+  { t.wait(req, d) } -> std::same_as<void>;
+  { t.cancel(req) }
+  noexcept;
+  { t.abort(reason) }
+  noexcept;
+};
+
+/// A transport whose peers can read and write registered memory one-sidedly.
+///
+/// `register_window(bytes)` is collective over the group (every rank calls it in the same
+/// order) and returns a handle naming that memory on every rank; `get`/`put` move bytes
+/// between local memory and a peer's window at an offset and return a request completed
+/// with `test`/`wait` like any other. Shared memory maps peers' segments (or uses
+/// cross-memory attach); UCX uses `ucp_mem_map` + rkeys + `ucp_get_nbx`/`ucp_put_nbx`.
+template <class T>
+concept rma_transport = transport<T> &&
+    requires(T& t, std::span<std::byte> local, std::span<const std::byte> src, int peer,
+             std::size_t offset, typename T::window& w) {
+  typename T::window;
+  { t.register_window(local) } -> std::same_as<typename T::window>;
+  { t.get(w, peer, offset, local) } -> std::same_as<typename T::request>;
+  { t.put(w, peer, offset, src) } -> std::same_as<typename T::request>;
+};
+
+/// A transport that enqueues work on a device stream instead of completing it on the host.
+///
+/// Between `group_start` and `group_end` the executor enqueues the sends and receives of one
+/// schedule step (NCCL: `ncclGroupStart`, `ncclSend`/`ncclRecv`, `ncclGroupEnd`); reductions
+/// are enqueued as kernels on the same stream. Nothing synchronises with the host inside a
+/// collective, so a CUDA graph can capture it. `poll_error` reports an asynchronous failure
+/// (NCCL: `ncclCommGetAsyncError`) and is what the host polls under a deadline.
+///
+/// Matching has no tags: the k-th send from rank a to rank b matches the k-th receive of b
+/// from a (NCCL's rule). Every chorus schedule lists each pair's messages in the same order
+/// on both sides, which a test checks for every algorithm. Byte spans name memory the
+/// transport can reach (NCCL: device memory of the communicator's device).
+///
+/// The executor also needs stream-ordered memory from the transport: `allocate(bytes,
+/// stream)` returns scratch usable by work enqueued on `stream` after the call and
+/// `deallocate(p, stream)` releases it after the work enqueued before (NCCL:
+/// `cudaMallocAsync` / `cudaFreeAsync`, which a CUDA graph can capture), and
+/// `copy(dst, src, stream)` enqueues a local copy (`cudaMemcpyAsync`).
+template <class T>
+concept stream_ordered_transport = std::movable<T> &&
+    requires(T& t, const T& ct, typename T::stream_type stream, int peer,
+             std::span<const std::byte> send_bytes, std::span<std::byte> recv_bytes,
+             std::size_t bytes, std::byte* memory, std::string_view reason) {
+  typename T::stream_type;
+  { ct.rank() } -> std::convertible_to<int>;
+  { ct.size() } -> std::convertible_to<int>;
+  { t.group_start() } -> std::same_as<void>;
+  { t.enqueue_send(peer, send_bytes, stream) } -> std::same_as<void>;
+  { t.enqueue_recv(peer, recv_bytes, stream) } -> std::same_as<void>;
+  { t.group_end() } -> std::same_as<void>;
+  { t.copy(recv_bytes, send_bytes, stream) } -> std::same_as<void>;
+  { t.allocate(bytes, stream) } -> std::same_as<std::byte*>;
+  { t.deallocate(memory, stream) }
+  noexcept;
+  { t.poll_error() } -> std::same_as<void>;
+  { t.abort(reason) }
+  noexcept;
+};
+
+/// A transport whose windows every rank can also load and store directly, as plain memory
+/// (`shm_transport`: every rank maps every window). `allocate_window(bytes, deadline)` is
+/// collective like `register_window`; `peer_window(w, q)` is where rank q's window is
+/// mapped in this process.
+template <class T>
+concept mapped_window_transport = transport<T> &&
+    requires(T& t, const T& ct, typename T::window w, std::size_t n, int peer, deadline d) {
+  { t.allocate_window(n, d) } -> std::same_as<typename T::window>;
+  { ct.peer_window(w, peer) } -> std::same_as<std::byte*>;
+};
+
+/// A transport that `algo::one_sided` runs on: mapped windows, or windows peers read with
+/// `get`.
+template <class T>
+concept one_sided_transport = mapped_window_transport<T> || rma_transport<T>;
+
+/// One collective handed whole to a transport that has collectives of its own
+/// (`algo::native`: NCCL's `ncclAllReduce`, ...). `count` is elements per rank: the whole
+/// vector for all-reduce, broadcast and reduce, one rank's block for reduce-scatter and
+/// all-gather (native collectives take equal blocks only). `input` and `output` are memory
+/// the transport reaches (device memory for NCCL).
+struct native_call {
+  schedule::collective kind = schedule::collective::all_reduce;
+  dtype type = dtype::uint8;
+  op_kind op = op_kind::custom;  ///< the reduction (reducing collectives only)
+  const void* input = nullptr;
+  void* output = nullptr;
+  std::size_t count = 0;
+  int root = 0;
+};
+
+/// A stream-ordered transport with collectives of its own, for `algo::native`:
+/// `native(call, stream)` enqueues `call` on `stream` and throws `invalid_argument` naming
+/// what it cannot run (a custom op, an element type it lacks, a collective it has not).
+template <class T>
+concept native_collective_transport = stream_ordered_transport<T> &&
+    requires(T& t, const native_call& call, typename T::stream_type stream) {
+  { t.native(call, stream) } -> std::same_as<void>;
+};
+
+/// What a communicator can be built on: a host transport or a stream-ordered one.
+template <class T>
+concept any_transport = transport<T> || stream_ordered_transport<T>;
+
+}  // namespace chorus::inline v0
