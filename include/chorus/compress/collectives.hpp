@@ -264,8 +264,7 @@ void reduce_scatter_blocks(communicator<Tr>& comm, call_state<T, Codec>& st, std
       for (std::size_t j = 0; j < ranks; ++j)
         wcounts[j] = st.codec.template wire_count<T>(counts[j]);
       const auto woffsets = chorus::detail::prefix_offsets(wcounts);
-      const std::span<W> wire =
-          st.book.template scratch<W>(wire_slot, woffsets.back() + wcounts.back());
+      const std::span<W> wire = st.book.template scratch<W>(wire_slot, woffsets.back());
       const std::span<W> mine =
           st.book.template scratch<W>(wire2_slot, wcounts[static_cast<std::size_t>(r)]);
       for (std::size_t j = 0; j < ranks; ++j) {
@@ -290,9 +289,9 @@ void reduce_scatter_blocks(communicator<Tr>& comm, call_state<T, Codec>& st, std
   const auto soff = chorus::detail::prefix_offsets(send),
              roff = chorus::detail::prefix_offsets(recv);
   const std::span<std::uint8_t> sbuf =
-      st.book.template scratch<std::uint8_t>(wire_slot, soff.back() + send.back());
+      st.book.template scratch<std::uint8_t>(wire_slot, soff.back());
   const std::span<std::uint8_t> rbuf =
-      st.book.template scratch<std::uint8_t>(wire2_slot, roff.back() + recv.back());
+      st.book.template scratch<std::uint8_t>(wire2_slot, roff.back());
   for (std::size_t j = 0; j < ranks; ++j) {
     st.encode(block_of(in, counts, offsets, j),
               res.empty() ? res : block_of(res, counts, offsets, j),
@@ -325,7 +324,7 @@ void all_gather_blocks(communicator<Tr>& comm, call_state<T, Codec>& st, std::sp
   const std::span<std::uint8_t> mine =
       st.book.template scratch<std::uint8_t>(wire2_slot, wb[static_cast<std::size_t>(r)]);
   const std::span<std::uint8_t> all =
-      st.book.template scratch<std::uint8_t>(wire_slot, woff.back() + wb.back());
+      st.book.template scratch<std::uint8_t>(wire_slot, woff.back());
   st.encode(in, res, std::as_writable_bytes(mine), block_base + static_cast<std::uint64_t>(r));
   st.collective(comm,
                 [&] { chorus::all_gather_v(comm, std::span<const std::uint8_t>(mine), all, wb); });
