@@ -7,7 +7,7 @@
 //
 // Every rank is one process of a launcher's job (chorusrun, torchrun-style RANK/WORLD_SIZE +
 // CHORUS_STORE, ...: bootstrap::from_env) and joins one UCX communicator. For each method
-// the same seeded fp32 gradient is averaged with compress::all_reduce:
+// the same seeded fp32 gradient is averaged with chorus::all_reduce and a compression policy:
 //   none      compress::none
 //   cast      compress::cast<chorus::half>
 //   topk      compress::error_feedback{top_k{.ratio = 0.01}, residual}   (the two-stage path)
@@ -243,18 +243,18 @@ std::vector<result> run_methods(communicator& comm, const options& o) {
   for (const std::string& m : o.methods) {
     if (m == "none") {
       results.push_back(measure(comm, o, m, gradient, 1e-6 * ranks, [&](auto g, auto& book) {
-        cc::all_reduce(comm, g, chorus::average{}, cc::none{}, book);
+        chorus::all_reduce(comm, g, chorus::average{}, cc::none{}, book);
       }));
     } else if (m == "cast") {
       // Each value and each partial sum rounded to half (below 2^-11 relative each).
       results.push_back(measure(comm, o, m, gradient, 1e-3 * ranks, [&](auto g, auto& book) {
-        cc::all_reduce(comm, g, chorus::average{}, cc::cast<chorus::half>{}, book);
+        chorus::all_reduce(comm, g, chorus::average{}, cc::cast<chorus::half>{}, book);
       }));
     } else if (m == "topk") {
       cc::residual<float> residual;
       const cc::top_k codec{.ratio = o.top_k_ratio};
       results.push_back(measure(comm, o, m, gradient, -1, [&](auto g, auto& book) {
-        cc::all_reduce(comm, g, chorus::average{}, cc::error_feedback{codec, residual}, book);
+        chorus::all_reduce(comm, g, chorus::average{}, cc::error_feedback{codec, residual}, book);
       }));
     } else {
       cc::residual<float> residual;
@@ -262,7 +262,7 @@ std::vector<result> run_methods(communicator& comm, const options& o) {
       const cc::power_sgd codec{
           .rank = o.power_sgd_rank, .rows = matrix_rows(n), .state = &state, .seed = o.seed};
       results.push_back(measure(comm, o, m, gradient, -1, [&](auto g, auto& book) {
-        cc::all_reduce(comm, g, chorus::average{}, cc::error_feedback{codec, residual}, book);
+        chorus::all_reduce(comm, g, chorus::average{}, cc::error_feedback{codec, residual}, book);
       }));
     }
   }
@@ -290,7 +290,7 @@ void print_table(const communicator& comm, const options& o, const std::vector<r
                  const prediction& link, const prediction& effective, const result* none,
                  const std::string& load_before) {
   std::printf(
-      "# chorus-compress-perf: compress::all_reduce (average) of %s fp32 (%zu elements), %d "
+      "# chorus-compress-perf: compressed all_reduce (average) of %s fp32 (%zu elements), %d "
       "ranks, UCX; median of %d calls after %d warm-up\n",
       chorus_perf::format_bytes(o.bytes).c_str(), o.bytes / sizeof(float), comm.size(), o.iters,
       o.warmup);

@@ -8,7 +8,7 @@
 /// Every rank draws its own batches from a seed and trains two copies of the model in lock
 /// step, both with SGD + momentum from the same initial weights: one averages its gradients
 /// with the plain `chorus::all_reduce`, the other with
-/// `compress::all_reduce(..., error_feedback{top_k{.ratio}, residual}, ledger, tensor{t})`,
+/// `chorus::all_reduce(..., error_feedback{top_k{.ratio}, residual}, ledger, tensor{t})`,
 /// one call per tensor. Rank 0 prints per step both losses (mean over ranks) and the bytes
 /// this rank sent for the compressed model against what the plain all-reduce sends, then
 /// the ledger's report (ratio, codec time, break-even link rate).
@@ -171,12 +171,13 @@ int main(int argc, char** argv) try {
     const std::uint64_t sent_before = book.total().sent_bytes;
     const std::uint64_t plain_before = book.total().plain_bytes;
     for (std::size_t t = 0; t < compressed.g.size(); ++t) {
-      cc::all_reduce(comm, compressed.g[t], chorus::average{}, cc::error_feedback{codec, residual},
-                     book, cc::tensor{t});
+      chorus::all_reduce(comm, compressed.g[t], chorus::average{},
+                         cc::error_feedback{codec, residual}, book, cc::tensor{t});
     }
     if (s.control) {
       for (std::size_t t = 0; t < control.g.size(); ++t) {
-        cc::all_reduce(comm, control.g[t], chorus::average{}, codec, control_book, cc::tensor{t});
+        chorus::all_reduce(comm, control.g[t], chorus::average{}, codec, control_book,
+                           cc::tensor{t});
       }
     }
     plain.update(opt, static_cast<std::uint64_t>(step));

@@ -24,6 +24,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 namespace chorus::inline v0 {
 
@@ -138,6 +139,21 @@ class communicator {
   /// the first such call.
   [[nodiscard]] std::shared_ptr<void>& algorithm_state() noexcept { return algorithm_state_; }
 
+  /// An object of type `T` kept with this communicator for layers above it (the compressed
+  /// collectives keep their `compress::session` here): value-initialised on first use,
+  /// destroyed with the communicator. One per type.
+  template <class T>
+  T& extension() {
+    static constexpr char key = 0;  // one address per T
+    for (auto& [k, p] : extensions_) {
+      if (k == &key) return *static_cast<T*>(p.get());
+    }
+    auto made = std::make_shared<T>();
+    T& result = *made;
+    extensions_.emplace_back(&key, std::move(made));
+    return result;
+  }
+
   /// Whether an earlier failure made this communicator unusable.
   [[nodiscard]] bool poisoned() const noexcept { return poison_.has_value(); }
 
@@ -185,6 +201,7 @@ class communicator {
   std::unique_ptr<std::byte[], aligned_delete> scratch_;
   std::size_t scratch_bytes_ = 0;
   std::shared_ptr<void> algorithm_state_;
+  std::vector<std::pair<const void*, std::shared_ptr<void>>> extensions_;
   std::optional<std::pair<errc, std::string>> poison_;
   int uncaught_at_construction_;
 };

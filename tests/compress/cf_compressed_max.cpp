@@ -4,9 +4,9 @@
 void call(chorus::inproc_communicator& comm, chorus::compress::ledger& book) {
   std::vector<float> g(64);
 #ifdef CHORUS_COMPILE_FAIL_CONTROL
-  chorus::compress::all_reduce(comm, g, chorus::average{}, chorus::compress::top_k{}, book);
+  chorus::all_reduce(comm, g, chorus::average{}, chorus::compress::top_k{}, book);
 #else
-  chorus::compress::all_reduce(comm, g, chorus::maximum{}, chorus::compress::top_k{}, book);
+  chorus::all_reduce(comm, g, chorus::maximum{}, chorus::compress::top_k{}, book);
 #endif
 }
 

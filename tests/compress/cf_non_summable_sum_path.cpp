@@ -5,11 +5,11 @@
 void call(chorus::inproc_communicator& comm, chorus::compress::ledger& book) {
   std::vector<float> g(64);
 #ifdef CHORUS_COMPILE_FAIL_CONTROL
-  chorus::compress::all_reduce(comm, g, chorus::plus{}, chorus::compress::cast<chorus::half>{},
-                               book, chorus::compress::sum_path{});
+  chorus::all_reduce(comm, g, chorus::plus{}, chorus::compress::cast<chorus::half>{}, book,
+                     chorus::compress::sum_path{});
 #else
-  chorus::compress::all_reduce(comm, g, chorus::plus{}, chorus::compress::top_k{}, book,
-                               chorus::compress::sum_path{});
+  chorus::all_reduce(comm, g, chorus::plus{}, chorus::compress::top_k{}, book,
+                     chorus::compress::sum_path{});
 #endif
 }
 

@@ -4,11 +4,11 @@
 void call(chorus::inproc_communicator& comm, chorus::compress::ledger& book) {
   std::vector<double> g(64);
 #ifdef CHORUS_COMPILE_FAIL_CONTROL
-  chorus::compress::all_reduce(comm, g, chorus::average{}, chorus::compress::scaled_sign{}, book,
-                               chorus::compress::require(chorus::compress::deterministic));
+  chorus::all_reduce(comm, g, chorus::average{}, chorus::compress::scaled_sign{}, book,
+                     chorus::compress::require(chorus::compress::deterministic));
 #else
-  chorus::compress::all_reduce(comm, g, chorus::average{}, chorus::compress::qsgd{}, book,
-                               chorus::compress::require(chorus::compress::deterministic));
+  chorus::all_reduce(comm, g, chorus::average{}, chorus::compress::qsgd{}, book,
+                     chorus::compress::require(chorus::compress::deterministic));
 #endif
 }
 

@@ -56,7 +56,7 @@ TEST_CASE("gather path: the decoded sum of every rank's payload, identical on ev
       const cc::top_k codec{.ratio = 0.02};
       auto g = gradient<double>(comm.rank(), n);
       cc::ledger book;
-      cc::all_reduce(comm, g, chorus::plus{}, codec, book, cc::gather_path{});
+      chorus::all_reduce(comm, g, chorus::plus{}, codec, book, cc::gather_path{});
       // serial reference: decode every rank's payload in rank order
       std::vector<double> want(n, 0.0);
       for (int j = 0; j < comm.size(); ++j) {
@@ -89,7 +89,7 @@ TEST_CASE("sum path: cast and none reduce in the compressed domain") {
     const std::size_t n = std::size_t{1} << 18;  // 1 MiB of float: the ring on both sides
     cc::ledger book;
     auto g = integers<float>(comm.rank(), n);
-    cc::all_reduce(comm, g, chorus::plus{}, cc::cast<chorus::half>{}, book);
+    chorus::all_reduce(comm, g, chorus::plus{}, cc::cast<chorus::half>{}, book);
     if (g != integer_sum<float>(ranks, n)) f.add("cast<half> sum");
     // ring all-reduce: 2 (P - 1) blocks of n / P elements, 2 bytes instead of 4
     const std::uint64_t ring_elems = 2 * 3 * (n / 4);
@@ -98,7 +98,7 @@ TEST_CASE("sum path: cast and none reduce in the compressed domain") {
     if (book.last().payload_bytes != n * 2) f.add("cast payload bytes");
 
     auto a = integers<double>(comm.rank(), 999);
-    cc::all_reduce(comm, a, chorus::average{}, cc::none{}, book, cc::sum_path{}, cc::tensor{1});
+    chorus::all_reduce(comm, a, chorus::average{}, cc::none{}, book, cc::sum_path{}, cc::tensor{1});
     auto want = integer_sum<double>(ranks, 999);
     for (auto& v : want) v /= ranks;
     if (a != want) f.add("none average");
@@ -106,7 +106,7 @@ TEST_CASE("sum path: cast and none reduce in the compressed domain") {
 
     // random_k: one shared index set, so the sum path is exact on the kept elements
     auto b = gradient<double>(comm.rank(), 500);
-    cc::all_reduce(comm, b, chorus::plus{}, cc::random_k{.ratio = 0.1, .seed = 3}, book);
+    chorus::all_reduce(comm, b, chorus::plus{}, cc::random_k{.ratio = 0.1, .seed = 3}, book);
     std::size_t nonzero = 0;
     for (double v : b) nonzero += v != 0;
     if (nonzero != 50) f.add("random_k kept " + std::to_string(nonzero));
@@ -120,8 +120,9 @@ TEST_CASE("cast<half>: 8 ranks each holding 1e4 overflow half unless pre-divided
   run_ranks(8, [&](chorus::inproc_communicator& comm) {
     cc::ledger book;
     std::vector<float> plain(16, 1e4f), divided(16, 1e4f);
-    cc::all_reduce(comm, plain, chorus::plus{}, cc::cast<chorus::half>{}, book);
-    cc::all_reduce(comm, divided, chorus::plus{}, cc::cast<chorus::half>{.pre_divide = true}, book);
+    chorus::all_reduce(comm, plain, chorus::plus{}, cc::cast<chorus::half>{}, book);
+    chorus::all_reduce(comm, divided, chorus::plus{}, cc::cast<chorus::half>{.pre_divide = true},
+                       book);
     if (!std::isinf(plain[0])) f.add("without pre-division the half sum should overflow");
     for (float v : divided) {
       if (v != 8e4f) f.add("pre-divided sum " + std::to_string(v));
@@ -139,7 +140,7 @@ TEST_CASE("two-stage path: all-to-all, owner decode-sum-re-encode, all-gather") 
       cc::ledger book;
       // a lossless codec through two stages is exact
       auto g = integers<double>(comm.rank(), n);
-      cc::all_reduce(comm, g, chorus::plus{}, cc::top_k{.ratio = 1.0}, book, cc::two_stage{});
+      chorus::all_reduce(comm, g, chorus::plus{}, cc::top_k{.ratio = 1.0}, book, cc::two_stage{});
       if (g != integer_sum<double>(comm.size(), n)) f.add("top_k(1.0) two-stage");
       // block_quant: both quantisations within their steps of the exact sum
       auto q = gradient<double>(comm.rank(), n);
@@ -148,7 +149,7 @@ TEST_CASE("two-stage path: all-to-all, owner decode-sum-re-encode, all-gather") 
         const auto x = gradient<double>(j, n);
         for (std::size_t i = 0; i < n; ++i) exact[i] += x[i];
       }
-      cc::all_reduce(comm, q, chorus::plus{}, cc::block_quant<std::int8_t>{.block = 32}, book);
+      chorus::all_reduce(comm, q, chorus::plus{}, cc::block_quant<std::int8_t>{.block = 32}, book);
       for (std::size_t i = 0; i < n; ++i) {
         // each of P inputs (|x| <= 7) and the sum (|s| <= 7 P) off by at most half a step
         const double bound = (7.0 * comm.size() / 127 / 2) * 2 + 1e-9;
@@ -162,7 +163,7 @@ TEST_CASE("two-stage path: all-to-all, owner decode-sum-re-encode, all-gather") 
       if (comm.size() == 4) {
         const cc::top_k t{.ratio = 0.01};
         auto h = gradient<float>(comm.rank(), n);
-        cc::all_reduce(comm, h, chorus::plus{}, t, book);      // automatic = two_stage here
+        chorus::all_reduce(comm, h, chorus::plus{}, t, book);  // automatic = two_stage here
         const std::uint64_t block = t.wire_bytes<float>(250);  // 3 x 8 bytes
         if (book.last().payload_bytes != 4 * block + block) f.add("payload bytes (4 out, 1 back)");
         if (book.last().sent_bytes != 3 * block + 3 * block) {
@@ -188,8 +189,8 @@ TEST_CASE("error feedback through the collective conserves every rank's gradient
     for (std::uint64_t step = 0; step < 100; ++step) {
       auto g = gradient<double>(comm.rank(), n, step);
       for (std::size_t i = 0; i < n; ++i) grads[i] += g[i];
-      cc::all_reduce(comm, g, chorus::plus{}, cc::error_feedback{cc::top_k{.ratio = 0.02}, res},
-                     book, cc::gather_path{});
+      chorus::all_reduce(comm, g, chorus::plus{}, cc::error_feedback{cc::top_k{.ratio = 0.02}, res},
+                         book, cc::gather_path{});
       for (std::size_t i = 0; i < n; ++i) results[i] += g[i];
     }
     if (res.bytes() != n * sizeof(double)) f.add("one worker residual of n elements");
@@ -215,8 +216,8 @@ TEST_CASE("error feedback through the collective conserves every rank's gradient
     cc::ledger book;
     cc::residual<float> res;
     auto g = gradient<float>(comm.rank(), 400);
-    cc::all_reduce(comm, g, chorus::average{}, cc::error_feedback{cc::scaled_sign{}, res}, book,
-                   cc::two_stage{}, cc::tensor{7});
+    chorus::all_reduce(comm, g, chorus::average{}, cc::error_feedback{cc::scaled_sign{}, res}, book,
+                       cc::two_stage{}, cc::tensor{7});
     if (res.view(cc::residual<float>::server_key(7)).size() != 100) f.add("server residual size");
     if (res.view(7).size() != 400) f.add("worker residual size");
   });
@@ -242,8 +243,8 @@ TEST_CASE("power_sgd reconstructs a rank-r sum exactly in one step, zero columns
       cc::power_sgd_state q;
       cc::ledger book;
       auto g = matrix(comm.rank());
-      cc::all_reduce(comm, g, chorus::plus{},
-                     cc::power_sgd{.rank = rank, .rows = rows, .state = &q}, book);
+      chorus::all_reduce(comm, g, chorus::plus{},
+                         cc::power_sgd{.rank = rank, .rows = rows, .state = &q}, book);
       std::vector<double> want(rows * cols, 0.0);
       for (int r = 0; r < comm.size(); ++r) {
         const auto m = matrix(r);
@@ -260,8 +261,8 @@ TEST_CASE("power_sgd reconstructs a rank-r sum exactly in one step, zero columns
       if (q.q.size() != cols * rank) f.add("warm-start Q kept");
       // an all-zero gradient gives zeros, not NaN
       std::vector<double> zero(rows * cols, 0.0);
-      cc::all_reduce(comm, zero, chorus::plus{},
-                     cc::power_sgd{.rank = rank, .rows = rows, .state = &q}, book);
+      chorus::all_reduce(comm, zero, chorus::plus{},
+                         cc::power_sgd{.rank = rank, .rows = rows, .state = &q}, book);
       for (double x : zero) {
         if (x != 0.0) {
           f.add("zero gradient gave " + std::to_string(x));
@@ -286,11 +287,11 @@ TEST_CASE("compressed reduce_scatter and all_gather") {
       std::vector<float> out(block);
       const std::size_t mine = static_cast<std::size_t>(comm.rank()) * block;
       // summable: the payload elements are reduce-scattered
-      cc::reduce_scatter(comm, in, out, chorus::plus{}, cc::cast<chorus::bfloat16>{}, book);
+      chorus::reduce_scatter(comm, in, out, chorus::plus{}, cc::cast<chorus::bfloat16>{}, book);
       for (std::size_t i = 0; i < block; ++i)
         if (out[i] != sum[mine + i]) f.add("cast reduce_scatter");
       // not summable: all-to-all + decode-sum; lossless top_k(1.0) is exact
-      cc::reduce_scatter(comm, in, out, chorus::average{}, cc::top_k{.ratio = 1.0}, book);
+      chorus::reduce_scatter(comm, in, out, chorus::average{}, cc::top_k{.ratio = 1.0}, book);
       for (std::size_t i = 0; i < block; ++i)
         if (out[i] != sum[mine + i] / float(p)) f.add("top_k reduce_scatter average");
       // uneven blocks
@@ -301,15 +302,15 @@ TEST_CASE("compressed reduce_scatter and all_gather") {
       const auto vin = integers<double>(comm.rank(), total);
       const auto vsum = integer_sum<double>(comm.size(), total);
       std::vector<double> vout(counts[static_cast<std::size_t>(comm.rank())]);
-      cc::reduce_scatter_v(comm, vin, vout, counts, chorus::plus{}, cc::scaled_sign{}, book);
-      cc::reduce_scatter_v(comm, vin, vout, counts, chorus::plus{}, cc::none{}, book);
+      chorus::reduce_scatter_v(comm, vin, vout, counts, chorus::plus{}, cc::scaled_sign{}, book);
+      chorus::reduce_scatter_v(comm, vin, vout, counts, chorus::plus{}, cc::none{}, book);
       std::size_t off = 0;
       for (std::size_t j = 0; j < static_cast<std::size_t>(comm.rank()); ++j) off += counts[j];
       for (std::size_t i = 0; i < vout.size(); ++i)
         if (vout[i] != vsum[off + i]) f.add("none reduce_scatter_v");
       // all_gather: every block decoded in place
       std::vector<float> all(block * p);
-      cc::all_gather(comm, out, all, cc::cast<chorus::half>{}, book);
+      chorus::all_gather(comm, out, all, cc::cast<chorus::half>{}, book);
       std::vector<float> want_all(block * p);
       for (std::size_t j = 0; j < p; ++j)
         for (std::size_t i = 0; i < block; ++i)
@@ -328,9 +329,9 @@ TEST_CASE("reruns are bit-identical; stochastic noise differs per rank") {
     run_ranks(4, [&](chorus::inproc_communicator& comm) {
       cc::ledger book;
       auto g = gradient<float>(comm.rank(), 777);
-      cc::all_reduce(comm, g, chorus::plus{}, cc::qsgd{.levels = 8, .seed = 1}, book,
-                     cc::gather_path{});
-      cc::all_reduce(comm, g, chorus::plus{}, cc::terngrad{.seed = 1}, book);
+      chorus::all_reduce(comm, g, chorus::plus{}, cc::qsgd{.levels = 8, .seed = 1}, book,
+                         cc::gather_path{});
+      chorus::all_reduce(comm, g, chorus::plus{}, cc::terngrad{.seed = 1}, book);
       (*out)[static_cast<std::size_t>(comm.rank())] = g;
     });
   }
@@ -344,29 +345,30 @@ TEST_CASE("errors name what is wrong before any byte moves") {
     cc::ledger book;
     cc::residual<float> res;
     std::vector<float> g(100, 1.0f), small(10, 1.0f);
-    cc::all_reduce(comm, g, chorus::plus{}, cc::error_feedback{cc::top_k{.ratio = 0.1}, res}, book);
+    chorus::all_reduce(comm, g, chorus::plus{}, cc::error_feedback{cc::top_k{.ratio = 0.1}, res},
+                       book);
     try {
-      cc::all_reduce(comm, small, chorus::plus{}, cc::error_feedback{cc::top_k{.ratio = 0.1}, res},
-                     book);
+      chorus::all_reduce(comm, small, chorus::plus{},
+                         cc::error_feedback{cc::top_k{.ratio = 0.1}, res}, book);
       f.add("a residual of another size must be refused");
     } catch (const chorus::error& e) {
       if (std::string(e.what()).find("compress::tensor{id}") == std::string::npos) f.add(e.what());
     }
     try {
-      cc::all_reduce(comm, g, chorus::plus{}, cc::power_sgd{.rank = 2, .rows = 10}, book);
+      chorus::all_reduce(comm, g, chorus::plus{}, cc::power_sgd{.rank = 2, .rows = 10}, book);
       f.add("power_sgd without state must be refused");
     } catch (const chorus::error& e) {
       if (std::string(e.what()).find(".state") == std::string::npos) f.add(e.what());
     }
     try {
       std::vector<float> out(7);
-      cc::reduce_scatter(comm, g, out, chorus::plus{}, cc::none{}, book);
+      chorus::reduce_scatter(comm, g, out, chorus::plus{}, cc::none{}, book);
       f.add("a wrong output size must be refused");
     } catch (const chorus::error& e) {
       if (e.code() != chorus::errc::invalid_argument) f.add(e.what());
     }
     // the communicator is still usable
-    cc::all_reduce(comm, g, chorus::plus{}, cc::none{}, book);
+    chorus::all_reduce(comm, g, chorus::plus{}, cc::none{}, book);
     if (g[0] != 2.0f * 2.0f) f.add("usable after argument errors: " + std::to_string(g[0]));
   });
   INFO(f.report());
@@ -390,8 +392,8 @@ TEST_CASE("ledger: the local work outside encode and decode is counted, collecti
   CHECK_THAT(r.to_string(), Catch::Contains("+ other"));
 }
 
-TEST_CASE("ledger: scratch is kept, so steady-state calls reuse it") {
-  cc::ledger book;
+TEST_CASE("session: scratch is kept, so steady-state calls reuse it") {
+  cc::session book;
   const std::span<float> a = book.scratch<float>(0, 1000);
   const std::span<float> b = book.scratch<float>(1, 10);
   CHECK(a.size() == 1000);
@@ -399,20 +401,23 @@ TEST_CASE("ledger: scratch is kept, so steady-state calls reuse it") {
   CHECK(book.scratch<float>(0, 500).data() == a.data());  // smaller: the same memory
   CHECK(book.scratch<double>(0, 500).data() == static_cast<void*>(a.data()));
   // A compressed all-reduce allocates its payload buffers once: the second call of the same
-  // size finds them in the ledger.
+  // size finds them in the communicator's session, with or without a ledger observing.
   run_ranks(2, [&](chorus::inproc_communicator& comm) {
-    cc::ledger mine;
+    cc::ledger observer;
     cc::residual<float> res;
     std::vector<float> g(4096, 1.0f + static_cast<float>(comm.rank()));
     const auto policy = cc::error_feedback{cc::top_k{.ratio = 0.01}, res};
-    cc::all_reduce(comm, g, chorus::plus{}, policy, mine);
+    chorus::all_reduce(comm, g, chorus::plus{}, policy, observer);
+    cc::session& mine = cc::session_of(comm);
     const void* wire = mine.scratch<std::byte>(cc::detail::wire_slot, 0).data();
     const void* feedback = mine.scratch<std::byte>(cc::detail::feedback_slot, 0).data();
-    cc::all_reduce(comm, g, chorus::plus{}, policy, mine);
+    chorus::all_reduce(comm, g, chorus::plus{}, policy);
     const bool same = mine.scratch<std::byte>(cc::detail::wire_slot, 0).data() == wire &&
                       mine.scratch<std::byte>(cc::detail::feedback_slot, 0).data() == feedback &&
                       wire != nullptr && feedback != nullptr;
     if (!same) throw std::logic_error("the second call reallocated its scratch");
+    // the step counter of tensor 0 advanced once per call, observed or not
+    if (mine.step(0) != 2) throw std::logic_error("tensor 0 is not at step 2");
   });
 }
 

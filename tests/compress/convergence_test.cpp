@@ -90,23 +90,24 @@ struct reducer {
         chorus::all_reduce(comm, g, chorus::average{});
         break;
       case method::top_k_ef:  // exactly k = ceil(0.01 * 256) = 3 elements per rank and step
-        cc::all_reduce(comm, g, chorus::average{}, error_feedback{cc::top_k{.ratio = 0.01}, res},
-                       book, cc::gather_path{});
+        chorus::all_reduce(comm, g, chorus::average{},
+                           error_feedback{cc::top_k{.ratio = 0.01}, res}, book, cc::gather_path{});
         break;
       case method::top_k_no_ef:
-        cc::all_reduce(comm, g, chorus::average{}, cc::top_k{.ratio = 0.01}, book,
-                       cc::gather_path{});
+        chorus::all_reduce(comm, g, chorus::average{}, cc::top_k{.ratio = 0.01}, book,
+                           cc::gather_path{});
         break;
       case method::sign_ef:
-        cc::all_reduce(comm, g, chorus::average{}, error_feedback{cc::scaled_sign{}, res}, book);
+        chorus::all_reduce(comm, g, chorus::average{}, error_feedback{cc::scaled_sign{}, res},
+                           book);
         break;
       case method::power_sgd_ef:
-        cc::all_reduce(comm, g, chorus::average{},
-                       error_feedback{cc::power_sgd{.rank = 2, .rows = 16, .state = &q}, res},
-                       book);
+        chorus::all_reduce(comm, g, chorus::average{},
+                           error_feedback{cc::power_sgd{.rank = 2, .rows = 16, .state = &q}, res},
+                           book);
         break;
       case method::qsgd:
-        cc::all_reduce(comm, g, chorus::average{}, cc::qsgd{.levels = 64, .seed = 1}, book);
+        chorus::all_reduce(comm, g, chorus::average{}, cc::qsgd{.levels = 64, .seed = 1}, book);
         break;
     }
   }

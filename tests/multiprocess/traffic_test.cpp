@@ -121,27 +121,27 @@ void every_compression_path(Comm& comm, harness::failures& f) {
     if (received == 0) f.add(what + ": nothing moved");
   };
   check("cast (sum path)", [&](cc::ledger& b) {
-    cc::all_reduce(comm, g, chorus::plus{}, cc::cast<chorus::half>{}, b);
+    chorus::all_reduce(comm, g, chorus::plus{}, cc::cast<chorus::half>{}, b);
   });
   check("top_k (gather path)", [&](cc::ledger& b) {
-    cc::all_reduce(comm, g, chorus::plus{}, cc::top_k{.ratio = 0.05}, b, cc::gather_path{});
+    chorus::all_reduce(comm, g, chorus::plus{}, cc::top_k{.ratio = 0.05}, b, cc::gather_path{});
   });
   check("top_k (two_stage)", [&](cc::ledger& b) {
-    cc::all_reduce(comm, g, chorus::plus{}, cc::top_k{.ratio = 0.05}, b, cc::two_stage{});
+    chorus::all_reduce(comm, g, chorus::plus{}, cc::top_k{.ratio = 0.05}, b, cc::two_stage{});
   });
   check("scaled_sign (two_stage)", [&](cc::ledger& b) {
-    cc::all_reduce(comm, g, chorus::average{}, cc::scaled_sign{}, b, cc::two_stage{});
+    chorus::all_reduce(comm, g, chorus::average{}, cc::scaled_sign{}, b, cc::two_stage{});
   });
   cc::power_sgd_state state;
   check("power_sgd", [&](cc::ledger& b) {
-    cc::all_reduce(comm, g, chorus::plus{}, cc::power_sgd{.rank = 2, .rows = 200, .state = &state},
-                   b);
+    chorus::all_reduce(comm, g, chorus::plus{},
+                       cc::power_sgd{.rank = 2, .rows = 200, .state = &state}, b);
   });
   const auto p = static_cast<std::size_t>(comm.size());
   std::vector<float> block(n / p);
   check("reduce_scatter cast", [&](cc::ledger& b) {
-    cc::reduce_scatter(comm, std::span(g).first(block.size() * p), block, chorus::plus{},
-                       cc::cast<chorus::bfloat16>{}, b);
+    chorus::reduce_scatter(comm, std::span(g).first(block.size() * p), block, chorus::plus{},
+                           cc::cast<chorus::bfloat16>{}, b);
   });
 }
 

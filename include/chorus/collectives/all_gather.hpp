@@ -14,6 +14,7 @@
 ///
 /// **Errors.** `invalid_argument` before any byte moves for wrong sizes, a bad counts list
 /// or a partial overlap; then as for every collective.
+#include <chorus/collectives/policy.hpp>
 #include <chorus/communicator.hpp>
 #include <chorus/core/buffer.hpp>
 #include <chorus/dispatch/algo.hpp>
@@ -51,6 +52,16 @@ struct all_gather_fn : all_gather_base {
     const auto i = as_const_span(in);
     const std::vector<std::size_t> counts(static_cast<std::size_t>(comm.size()), i.size());
     run("all_gather", comm, i, as_span(out), counts, a);
+  }
+
+  /// Equal blocks with a policy (compression: every rank's block encoded, all decoded);
+  /// `extra`: the policy's trailing arguments.
+  template <transport Transport, buffer In, buffer Out, collective_policy Policy, class... Extra>
+  void operator()(communicator<Transport>& comm, In&& in, Out&& out, const Policy& policy,
+                  Extra&&... extra) const {
+    check_buffers<In, Out>();
+    collective_policy_traits<Policy>::all_gather(comm, as_const_span(in), as_span(out), policy,
+                                                 extra...);
   }
 
   /// On a stream-ordered communicator (NCCL): enqueued on `stream`; device memory.

@@ -18,11 +18,14 @@
 /// the input's or the buffers overlap partially; `timeout`, `peer_lost`, `aborted`,
 /// `mismatch` (with `CHORUS_CHECK=1`, or on a count mismatch) during the call, after which
 /// the communicator is poisoned.
+#include <chorus/collectives/policy.hpp>
 #include <chorus/communicator.hpp>
 #include <chorus/core/buffer.hpp>
 #include <chorus/core/ops.hpp>
 #include <chorus/dispatch/algo.hpp>
 #include <chorus/dispatch/launch.hpp>
+
+#include <algorithm>
 
 namespace chorus::inline v0 {
 
@@ -46,6 +49,33 @@ struct all_reduce_fn {
     check_reduction_op<Op, T>();
     auto s = as_span(inout);
     run(comm, std::span<const T>(s), s, op, a);
+  }
+
+  /// Out of place with a policy (compression: `compress/collectives.hpp`): `out` gets a
+  /// copy of `in`, then the in-place policy call runs on it. `extra`: the policy's own
+  /// trailing arguments (an algorithm tag, a path, a ledger, ...).
+  template <transport Transport, buffer In, buffer Out, class Op, collective_policy Policy,
+            class... Extra>
+  requires(!buffer<Op>) void operator()(communicator<Transport>& comm, In&& in, Out&& out, Op op,
+                                        const Policy& policy, Extra&&... extra) const {
+    using T = element_t<In>;
+    check_buffers<In, Out>();
+    check_reduction_op<Op, T>();
+    const auto i = as_const_span(in);
+    const auto o = as_span(out);
+    check_count("all_reduce", "the output", o.size(), i.size(), "the same count as the input");
+    check_alias("all_reduce", i, o, std::ptrdiff_t{0}, "input == output");
+    if (o.data() != i.data()) std::copy(i.begin(), i.end(), o.begin());
+    collective_policy_traits<Policy>::all_reduce(comm, o, op, policy, extra...);
+  }
+
+  /// In place with a policy.
+  template <transport Transport, buffer InOut, class Op, collective_policy Policy, class... Extra>
+  requires(!buffer<Op>) void operator()(communicator<Transport>& comm, InOut&& inout, Op op,
+                                        const Policy& policy, Extra&&... extra) const {
+    using T = element_t<InOut>;
+    check_reduction_op<Op, T>();
+    collective_policy_traits<Policy>::all_reduce(comm, as_span(inout), op, policy, extra...);
   }
 
   /// On a stream-ordered communicator (NCCL): enqueued on `stream`; returns before the
@@ -89,6 +119,8 @@ struct all_reduce_fn {
 ///
 ///     chorus::all_reduce(comm, grads, chorus::plus{});                      // in place
 ///     chorus::all_reduce(comm, in, out, chorus::maximum{}, chorus::algo::ring{});
+///     chorus::all_reduce(comm, grads, chorus::average{}, chorus::compress::top_k{.ratio = 0.01});
+///                                      // with <chorus/compress/compress.hpp>
 inline constexpr detail::all_reduce_fn all_reduce{};
 
 }  // namespace chorus::inline v0

@@ -17,6 +17,7 @@
 /// **Errors.** `invalid_argument` before any byte moves for a wrong output size, a counts
 /// list that is not one entry per rank or does not sum to the input size, or a partial
 /// overlap; then as for every collective (`timeout`, `peer_lost`, `aborted`, `mismatch`).
+#include <chorus/collectives/policy.hpp>
 #include <chorus/communicator.hpp>
 #include <chorus/core/buffer.hpp>
 #include <chorus/core/ops.hpp>
@@ -30,10 +31,23 @@ namespace chorus::inline v0 {
 namespace detail {
 struct reduce_scatter_base {
  protected:
-  template <class Transport, class T, class Op, class Algo, class... Stream>
+  template <class Transport, class T, class Op, class Algo, class... Rest>
   static void run(const char* api, communicator<Transport>& comm, std::span<const T> in,
                   std::span<T> out, const std::vector<std::size_t>& counts, const Op& op,
-                  const Algo& a, Stream... stream) {
+                  const Algo& a, Rest&... rest) {
+    if constexpr (collective_policy<Algo>) {
+      collective_policy_traits<Algo>::reduce_scatter(api, comm, in, out, counts, op, a, rest...);
+      return;
+    } else {
+      run_plain(api, comm, in, out, counts, op, a, rest...);
+    }
+  }
+
+ private:
+  template <class Transport, class T, class Op, class Algo, class... Stream>
+  static void run_plain(const char* api, communicator<Transport>& comm, std::span<const T> in,
+                        std::span<T> out, const std::vector<std::size_t>& counts, const Op& op,
+                        const Algo& a, Stream... stream) {
     algo::require_can_run<Algo, schedule::collective::reduce_scatter>();
     const int r = comm.rank();
     check_count(api, "the input", in.size(), sum(counts), "the sum of the block counts");
@@ -55,6 +69,14 @@ struct reduce_scatter_fn : reduce_scatter_base {
     equal(comm, std::forward<In>(in), std::forward<Out>(out), op, a);
   }
 
+  /// Equal blocks with a policy (compression); `extra`: the policy's trailing arguments.
+  template <transport Transport, buffer In, buffer Out, class Op, collective_policy Policy,
+            class... Extra>
+  requires(!buffer<Op>) void operator()(communicator<Transport>& comm, In&& in, Out&& out, Op op,
+                                        const Policy& policy, Extra&&... extra) const {
+    equal(comm, std::forward<In>(in), std::forward<Out>(out), op, policy, extra...);
+  }
+
   /// On a stream-ordered communicator (NCCL): enqueued on `stream`; device memory.
   template <stream_ordered_transport Transport, buffer In, buffer Out, class Op,
             algo::stream_tag Algo = algo::automatic>
@@ -64,9 +86,9 @@ struct reduce_scatter_fn : reduce_scatter_base {
   }
 
  private:
-  template <class Transport, class In, class Out, class Op, class Algo, class... Stream>
+  template <class Transport, class In, class Out, class Op, class Algo, class... Rest>
   static void equal(communicator<Transport>& comm, In&& in, Out&& out, const Op& op, const Algo& a,
-                    Stream... stream) {
+                    Rest&... rest) {
     using T = element_t<In>;
     check_buffers<In, Out>();
     check_reduction_op<Op, T>();
@@ -81,7 +103,7 @@ struct reduce_scatter_fn : reduce_scatter_base {
                   "; use reduce_scatter_v for unequal blocks");
     }
     const std::vector<std::size_t> counts(static_cast<std::size_t>(comm.size()), o.size());
-    run("reduce_scatter", comm, i, o, counts, op, a, stream...);
+    run("reduce_scatter", comm, i, o, counts, op, a, rest...);
   }
 };
 
@@ -96,6 +118,18 @@ struct reduce_scatter_v_fn : reduce_scatter_base {
     check_reduction_op<Op, T>();
     const auto c = to_counts("reduce_scatter_v", "counts", counts, comm.size());
     run("reduce_scatter_v", comm, as_const_span(in), as_span(out), c, op, a);
+  }
+
+  /// With a policy (compression); `extra`: the policy's trailing arguments.
+  template <transport Transport, buffer In, buffer Out, count_list Counts, class Op,
+            collective_policy Policy, class... Extra>
+  void operator()(communicator<Transport>& comm, In&& in, Out&& out, const Counts& counts, Op op,
+                  const Policy& policy, Extra&&... extra) const {
+    using T = element_t<In>;
+    check_buffers<In, Out>();
+    check_reduction_op<Op, T>();
+    const auto c = to_counts("reduce_scatter_v", "counts", counts, comm.size());
+    run("reduce_scatter_v", comm, as_const_span(in), as_span(out), c, op, policy, extra...);
   }
 };
 }  // namespace detail

@@ -1,11 +1,21 @@
 #pragma once
 /// \file
-/// Compressed collectives: `compress::all_reduce`, `compress::reduce_scatter(_v)` and
-/// `compress::all_gather`, with the path chosen at compile time from the compressor's traits.
+/// Compression as a policy of the main collectives: `chorus::all_reduce`,
+/// `chorus::reduce_scatter(_v)` and `chorus::all_gather` take a compressor (or an
+/// `error_feedback` around one) where the plain calls take their algorithm, with the path
+/// chosen at compile time from the compressor's traits. Including this header is what
+/// enables it (it specialises `chorus::collective_policy_traits`).
 ///
-///     chorus::compress::all_reduce(comm, grad, chorus::average{},
-///         chorus::compress::error_feedback{chorus::compress::top_k{.ratio = 0.01}, residual},
-///         ledger);                                   // + optional path, require(), tensor{id}
+///     chorus::all_reduce(comm, grad, chorus::average{},
+///         chorus::compress::error_feedback{chorus::compress::top_k{.ratio = 0.01}, residual});
+///     chorus::all_reduce(comm, in, out, chorus::plus{}, chorus::compress::cast<chorus::half>{},
+///                        chorus::algo::ring{}, book);   // out of place, a tag, an observer
+///
+/// Trailing arguments, any order, each at most once: a path (below), an algorithm tag for
+/// the collectives that move the payloads (it must run all of them: a compile error says
+/// which), `compress::require(...)`, `compress::tensor{id}`, and a `compress::ledger&` that
+/// observes the call (bytes and times). What calls keep between them (step counters,
+/// scratch) is the communicator's `compress::session` (`session.hpp`).
 ///
 /// **Paths.**
 ///  - `sum_path`: the payload is an array of `wire_t` elements that adds as it is
@@ -35,14 +45,17 @@
 #include <chorus/collectives/all_gather.hpp>
 #include <chorus/collectives/all_reduce.hpp>
 #include <chorus/collectives/all_to_all.hpp>
+#include <chorus/collectives/policy.hpp>
 #include <chorus/collectives/reduce_scatter.hpp>
 #include <chorus/communicator.hpp>
 #include <chorus/compress/compressor.hpp>
 #include <chorus/compress/error_feedback.hpp>
 #include <chorus/compress/ledger.hpp>
 #include <chorus/compress/power_sgd.hpp>
+#include <chorus/compress/session.hpp>
 #include <chorus/core/buffer.hpp>
 #include <chorus/core/ops.hpp>
+#include <chorus/dispatch/algo.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -92,37 +105,80 @@ template <class... R>
 inline constexpr bool requires_deterministic_v<requirements<R...>> =
     (std::is_same_v<R, deterministic_t> || ...);
 
+template <class X>
+inline constexpr bool is_ledger_v = std::is_same_v<X, ledger>;
+template <class X>
+inline constexpr bool is_algo_v = chorus::algo::tag<X>;
+
+/// The trailing arguments of a compressed collective, by type (cv-ref removed).
 template <class... Args>
 struct call_args {
-  static_assert(((is_path_v<Args> || is_requirements_v<Args> || std::is_same_v<Args, tensor>)&&...),
-                "After the ledger, chorus::compress collectives take only a path "
-                "(compress::sum_path, gather_path, two_stage, automatic), "
-                "compress::require(...) and compress::tensor{id}.");
+  static_assert(((is_path_v<Args> || is_requirements_v<Args> || std::is_same_v<Args, tensor> ||
+                  is_ledger_v<Args> || is_algo_v<Args>)&&...),
+                "After the compression policy, chorus collectives take only a path "
+                "(compress::sum_path, gather_path, two_stage, automatic), an algorithm tag, "
+                "compress::require(...), compress::tensor{id} and a compress::ledger&.");
   static_assert((int(is_path_v<Args>) + ... + 0) <= 1,
-                "chorus::compress collectives take at most one path.");
-  template <class First, class... Rest>
-  static auto first_path() {
-    if constexpr (is_path_v<First>) {
+                "A compressed collective takes at most one path.");
+  static_assert((int(is_algo_v<Args>) + ... + 0) <= 1,
+                "A compressed collective takes at most one algorithm tag.");
+  static_assert((int(is_ledger_v<Args>) + ... + 0) <= 1,
+                "A compressed collective takes at most one ledger.");
+  template <template <class> class Is, class Default, class First, class... Rest>
+  static auto first_of() {
+    if constexpr (Is<First>::value) {
       return First{};
     } else if constexpr (sizeof...(Rest) == 0) {
-      return automatic{};
+      return Default{};
     } else {
-      return first_path<Rest...>();
+      return first_of<Is, Default, Rest...>();
     }
   }
-  using path = decltype(first_path<Args..., automatic>());
+  template <class X>
+  struct path_q : std::bool_constant<is_path_v<X>> {};
+  template <class X>
+  struct algo_q : std::bool_constant<is_algo_v<X>> {};
+  using path = decltype(first_of<path_q, automatic, Args..., automatic>());
+  using algo =
+      decltype(first_of<algo_q, chorus::algo::automatic, Args..., chorus::algo::automatic>());
   static constexpr bool deterministic = (requires_deterministic_v<Args> || ...);
-
-  static std::uint64_t tensor_id(const Args&... args) {
-    std::uint64_t id = 0;
-    (
-        [&](const auto& a) {
-          if constexpr (std::is_same_v<std::remove_cvref_t<decltype(a)>, tensor>) id = a.id;
-        }(args),
-        ...);
-    return id;
-  }
 };
+
+/// The tensor id among `args` (0 if none).
+template <class... Args>
+std::uint64_t tensor_id_of(const Args&... args) {
+  std::uint64_t id = 0;
+  (
+      [&](const auto& a) {
+        if constexpr (std::is_same_v<std::remove_cvref_t<decltype(a)>, tensor>) id = a.id;
+      }(args),
+      ...);
+  return id;
+}
+
+/// The ledger among `args`, or null.
+template <class... Args>
+ledger* ledger_of(Args&... args) {
+  ledger* found = nullptr;
+  (
+      [&](auto& a) {
+        if constexpr (std::is_same_v<std::remove_cvref_t<decltype(a)>, ledger>) found = &a;
+      }(args),
+      ...);
+  return found;
+}
+
+/// The algorithm tag among `args` (a default `Algo` if none).
+template <class Algo, class... Args>
+Algo algo_of(const Args&... args) {
+  Algo found{};
+  (
+      [&](const auto& a) {
+        if constexpr (std::is_same_v<std::remove_cvref_t<decltype(a)>, Algo>) found = a;
+      }(args),
+      ...);
+  return found;
+}
 
 /// The codec inside a policy, and the error-feedback residual store if any.
 template <class Policy, class T>
@@ -147,10 +203,10 @@ struct unwrap<error_feedback<C, V>, T> {
 template <class T, class Op, class Policy, class Path, bool Deterministic>
 consteval void check_policy() {
   static_assert(gradient_type<T>,
-                "chorus::compress collectives reduce float or double gradients; convert 16-bit "
+                "Compressed collectives reduce float or double gradients; convert 16-bit "
                 "gradients to float first (cast<half> compresses them on the wire).");
   static_assert(std::is_same_v<Op, chorus::plus> || std::is_same_v<Op, chorus::average>,
-                "chorus::compress collectives reduce with chorus::plus or chorus::average only: "
+                "Compressed collectives reduce with chorus::plus or chorus::average only: "
                 "compressed payloads can be added, not multiplied or compared.");
   if constexpr (gradient_type<T>) {
     using C = typename unwrap<Policy, T>::codec;
@@ -179,7 +235,7 @@ void finalize_sum(std::span<T> v, bool average, int ranks) {
   for (T& x : v) x *= inv;
 }
 
-/// The ledger's scratch slots (ledger::scratch): buffers that are alive at the same time
+/// The session's scratch slots (session::scratch): buffers that are alive at the same time
 /// take different slots; each is reused by the next call instead of allocated again.
 enum scratch_slot : std::size_t {
   feedback_slot,  ///< error feedback's g + residual, inside one encode
@@ -190,14 +246,28 @@ enum scratch_slot : std::size_t {
   shard_slot,     ///< two_stage's reduced shard
 };
 
-/// Per-call state shared by the paths.
-template <class T, class Codec>
+/// Per-call state shared by the paths. `book` is the caller's ledger, or a fresh one when
+/// nobody observes the call; `algo` the tag for the collectives that move payloads.
+template <class T, class Codec, class Algo>
 struct call_state {
   const Codec& codec;
   residual<T>* store;  // null without error feedback
   context ctx;
   std::uint64_t tensor_id;
   ledger& book;
+  session& sess;
+  Algo algo;
+
+  /// The tag for the payload collective `C`: the caller's, which must run it.
+  template <schedule::collective C>
+  const Algo& tag() const noexcept {
+    static_assert(chorus::algo::can_run<Algo, C>,
+                  "The algorithm tag of a compressed collective must run every collective its "
+                  "path moves payloads with: the sum path and power_sgd all_reduce (or "
+                  "reduce_scatter), the gather path all_gather, two_stage all_to_all and "
+                  "all_gather (algo::direct or algo::automatic).");
+    return algo;
+  }
 
   /// Runs `move()`, one collective on `comm` moving payloads, timing it as such in the
   /// ledger and adding the bytes its executor counted.
@@ -222,7 +292,7 @@ struct call_state {
     context c = ctx;
     c.block = block;
     feedback_encode(codec, g, r, wire, c,
-                    r.empty() ? std::span<T>{} : book.scratch<T>(feedback_slot, g.size()));
+                    r.empty() ? std::span<T>{} : sess.template scratch<T>(feedback_slot, g.size()));
     book.add_encode(seconds_since(start));
     book.add_payload(wire.size());
   }
@@ -247,10 +317,10 @@ std::span<T> block_of(std::span<T> data, const std::vector<std::size_t>& counts,
 /// The compressed reduce-scatter: block j of `in` goes, encoded, to rank j, which decodes
 /// and sums its P pieces into `out`. Summable codecs reduce-scatter the payload elements;
 /// the others exchange payload bytes with an all-to-all. Worker residual: all of `in`.
-template <class Tr, class T, class Codec>
-void reduce_scatter_blocks(communicator<Tr>& comm, call_state<T, Codec>& st, std::span<const T> in,
-                           std::span<T> out, const std::vector<std::size_t>& counts, bool summed,
-                           bool count_plain) {
+template <class Tr, class T, class Codec, class Algo>
+void reduce_scatter_blocks(communicator<Tr>& comm, call_state<T, Codec, Algo>& st,
+                           std::span<const T> in, std::span<T> out,
+                           const std::vector<std::size_t>& counts, bool summed, bool count_plain) {
   const int p = comm.size();
   const int r = comm.rank();
   const auto ranks = static_cast<std::size_t>(p);
@@ -264,16 +334,18 @@ void reduce_scatter_blocks(communicator<Tr>& comm, call_state<T, Codec>& st, std
       for (std::size_t j = 0; j < ranks; ++j)
         wcounts[j] = st.codec.template wire_count<T>(counts[j]);
       const auto woffsets = chorus::detail::prefix_offsets(wcounts);
-      const std::span<W> wire = st.book.template scratch<W>(wire_slot, woffsets.back());
+      const std::span<W> wire = st.sess.template scratch<W>(wire_slot, woffsets.back());
       const std::span<W> mine =
-          st.book.template scratch<W>(wire2_slot, wcounts[static_cast<std::size_t>(r)]);
+          st.sess.template scratch<W>(wire2_slot, wcounts[static_cast<std::size_t>(r)]);
       for (std::size_t j = 0; j < ranks; ++j) {
         st.encode(block_of(in, counts, offsets, j),
                   res.empty() ? res : block_of(res, counts, offsets, j),
                   std::as_writable_bytes(wire.subspan(woffsets[j], wcounts[j])), j);
       }
-      st.collective(comm,
-                    [&] { chorus::reduce_scatter_v(comm, wire, mine, wcounts, chorus::plus{}); });
+      st.collective(comm, [&] {
+        chorus::reduce_scatter_v(comm, wire, mine, wcounts, chorus::plus{},
+                                 st.template tag<schedule::collective::reduce_scatter>());
+      });
       if (count_plain) {
         st.book.add_plain(
             plain_sent_bytes(comm, schedule::collective::reduce_scatter, sizeof(T), 0, counts));
@@ -289,15 +361,18 @@ void reduce_scatter_blocks(communicator<Tr>& comm, call_state<T, Codec>& st, std
   const auto soff = chorus::detail::prefix_offsets(send),
              roff = chorus::detail::prefix_offsets(recv);
   const std::span<std::uint8_t> sbuf =
-      st.book.template scratch<std::uint8_t>(wire_slot, soff.back());
+      st.sess.template scratch<std::uint8_t>(wire_slot, soff.back());
   const std::span<std::uint8_t> rbuf =
-      st.book.template scratch<std::uint8_t>(wire2_slot, roff.back());
+      st.sess.template scratch<std::uint8_t>(wire2_slot, roff.back());
   for (std::size_t j = 0; j < ranks; ++j) {
     st.encode(block_of(in, counts, offsets, j),
               res.empty() ? res : block_of(res, counts, offsets, j),
               std::as_writable_bytes(sbuf.subspan(soff[j], send[j])), j);
   }
-  st.collective(comm, [&] { chorus::all_to_all_v(comm, sbuf, send, rbuf, recv); });
+  st.collective(comm, [&] {
+    chorus::all_to_all_v(comm, sbuf, send, rbuf, recv,
+                         st.template tag<schedule::collective::all_to_all>());
+  });
   if (count_plain) {
     st.book.add_plain(
         plain_sent_bytes(comm, schedule::collective::reduce_scatter, sizeof(T), 0, counts));
@@ -310,10 +385,11 @@ void reduce_scatter_blocks(communicator<Tr>& comm, call_state<T, Codec>& st, std
 
 /// Encodes `in` (this rank's block), all-gathers the payloads and decodes block j into
 /// `out` block j. `block_base` separates the draws of the two-stage path's second stage.
-template <class Tr, class T, class Codec>
-void all_gather_blocks(communicator<Tr>& comm, call_state<T, Codec>& st, std::span<const T> in,
-                       std::span<T> res, std::span<T> out, const std::vector<std::size_t>& counts,
-                       std::uint64_t block_base, bool count_plain) {
+template <class Tr, class T, class Codec, class Algo>
+void all_gather_blocks(communicator<Tr>& comm, call_state<T, Codec, Algo>& st,
+                       std::span<const T> in, std::span<T> res, std::span<T> out,
+                       const std::vector<std::size_t>& counts, std::uint64_t block_base,
+                       bool count_plain) {
   const int p = comm.size();
   const int r = comm.rank();
   const auto ranks = static_cast<std::size_t>(p);
@@ -322,12 +398,14 @@ void all_gather_blocks(communicator<Tr>& comm, call_state<T, Codec>& st, std::sp
   for (std::size_t j = 0; j < ranks; ++j) wb[j] = st.codec.template wire_bytes<T>(counts[j]);
   const auto woff = chorus::detail::prefix_offsets(wb);
   const std::span<std::uint8_t> mine =
-      st.book.template scratch<std::uint8_t>(wire2_slot, wb[static_cast<std::size_t>(r)]);
+      st.sess.template scratch<std::uint8_t>(wire2_slot, wb[static_cast<std::size_t>(r)]);
   const std::span<std::uint8_t> all =
-      st.book.template scratch<std::uint8_t>(wire_slot, woff.back());
+      st.sess.template scratch<std::uint8_t>(wire_slot, woff.back());
   st.encode(in, res, std::as_writable_bytes(mine), block_base + static_cast<std::uint64_t>(r));
-  st.collective(comm,
-                [&] { chorus::all_gather_v(comm, std::span<const std::uint8_t>(mine), all, wb); });
+  st.collective(comm, [&] {
+    chorus::all_gather_v(comm, std::span<const std::uint8_t>(mine), all, wb,
+                         st.template tag<schedule::collective::all_gather>());
+  });
   if (count_plain) {
     st.book.add_plain(
         plain_sent_bytes(comm, schedule::collective::all_gather, sizeof(T), 0, counts));
@@ -341,42 +419,57 @@ void all_gather_blocks(communicator<Tr>& comm, call_state<T, Codec>& st, std::sp
 }
 
 template <class Tr>
-context make_context(communicator<Tr>& comm, ledger& book, std::uint64_t tensor_id) {
+context make_context(communicator<Tr>& comm, session& sess, std::uint64_t tensor_id) {
   context ctx;
   ctx.rank = comm.rank();
   ctx.ranks = comm.size();
   ctx.tensor = tensor_id;
-  ctx.step = book.next_step(tensor_id);
+  ctx.step = sess.next_step(tensor_id);
   return ctx;
 }
 
-struct all_reduce_fn {
+/// Runs `body(book)` with the caller's ledger among `args`, or a fresh one.
+template <class Body, class... Args>
+void with_ledger(Body&& body, Args&... args) {
+  if (ledger* observer = ledger_of(args...)) {
+    body(*observer);
+  } else {
+    ledger unobserved;
+    body(unobserved);
+  }
+}
+
+struct all_reduce_impl {
   /// In place: `data` becomes the (decoded) sum or average over ranks.
-  template <transport Tr, buffer InOut, class Op, class Policy, class... Args>
-  void operator()(communicator<Tr>& comm, InOut&& inout, Op, const Policy& policy, ledger& book,
-                  Args... args) const {
-    using T = chorus::detail::element_t<InOut>;
-    using A = call_args<Args...>;
+  template <class Tr, class T, class Op, class Policy, class... Args>
+  static void call(communicator<Tr>& comm, std::span<T> data, const Policy& policy, Args&... args) {
+    using A = call_args<std::remove_cvref_t<Args>...>;
     using Path = typename A::path;
     check_policy<T, Op, Policy, Path, A::deterministic>();
     if constexpr (gradient_type<T>) {
       using U = unwrap<Policy, T>;
       using Codec = typename U::codec;
-      const std::span<T> data = chorus::detail::as_span(inout);
-      const std::uint64_t id = A::tensor_id(args...);
-      call_state<T, Codec> st{U::get(policy), U::store(policy), make_context(comm, book, id), id,
-                              book};
+      using Algo = typename A::algo;
+      const std::uint64_t id = tensor_id_of(args...);
+      session& sess = session_of(comm);
       comm.throw_if_poisoned();
-      book.begin(data.size());
-      run<Path>(comm, st, data);
-      finalize_sum(data, std::is_same_v<Op, chorus::average>, comm.size());
-      book.end();
+      with_ledger(
+          [&](ledger& book) {
+            call_state<T, Codec, Algo> st{
+                U::get(policy), U::store(policy),      make_context(comm, sess, id), id, book,
+                sess,           algo_of<Algo>(args...)};
+            book.begin(data.size());
+            run<Path>(comm, st, data);
+            finalize_sum(data, std::is_same_v<Op, chorus::average>, comm.size());
+            book.end();
+          },
+          args...);
     }
   }
 
  private:
-  template <class Path, class Tr, class T, class Codec>
-  static void run(communicator<Tr>& comm, call_state<T, Codec>& st, std::span<T> data) {
+  template <class Path, class Tr, class T, class Codec, class Algo>
+  static void run(communicator<Tr>& comm, call_state<T, Codec, Algo>& st, std::span<T> data) {
     const int p = comm.size();
     const int r = comm.rank();
     const std::size_t n = data.size();
@@ -386,14 +479,17 @@ struct all_reduce_fn {
       // PowerSGD: x = g (+ residual); two all-reduces; under error feedback the residual
       // becomes x - P Q_local^T.
       std::span<T> res = st.worker_residual(n);
-      const std::span<T> x = st.book.template scratch<T>(copy_slot, n);
-      const std::span<T> sent = st.book.template scratch<T>(sent_slot, res.empty() ? 0 : n);
+      const std::span<T> x = st.sess.template scratch<T>(copy_slot, n);
+      const std::span<T> sent = st.sess.template scratch<T>(sent_slot, res.empty() ? 0 : n);
       std::copy(data.begin(), data.end(), x.begin());
       for (std::size_t i = 0; i < res.size(); ++i) x[i] += res[i];
       const double collectives_before = st.book.last().collective_seconds;
       const auto start = std::chrono::steady_clock::now();
       st.codec.template run<T>(std::span<const T>(x), data, sent, [&](std::span<T> m) {
-        st.collective(comm, [&] { chorus::all_reduce(comm, m, chorus::plus{}); });
+        st.collective(comm, [&] {
+          chorus::all_reduce(comm, m, chorus::plus{},
+                             st.template tag<schedule::collective::all_reduce>());
+        });
         st.book.add_payload(m.size_bytes());
       });
       st.book.add_encode(seconds_since(start) -
@@ -404,21 +500,26 @@ struct all_reduce_fn {
                          (std::is_same_v<Path, automatic> && traits<Codec>::summable)) {
       using W = typename Codec::template wire_t<T>;
       const std::span<W> wire =
-          st.book.template scratch<W>(wire_slot, st.codec.template wire_count<T>(n));
+          st.sess.template scratch<W>(wire_slot, st.codec.template wire_count<T>(n));
       st.encode(std::span<const T>(data), st.worker_residual(n), std::as_writable_bytes(wire), 0);
-      st.collective(comm, [&] { chorus::all_reduce(comm, wire, chorus::plus{}); });
+      st.collective(comm, [&] {
+        chorus::all_reduce(comm, wire, chorus::plus{},
+                           st.template tag<schedule::collective::all_reduce>());
+      });
       st.book.add_plain(plain);
       zero_fill(data);
       st.decode_add(std::as_bytes(std::span<const W>(wire)), data, r, 0);
     } else if constexpr (std::is_same_v<Path, gather_path>) {
       const std::vector<std::size_t> counts(static_cast<std::size_t>(p), n);
       const std::span<std::uint8_t> mine =
-          st.book.template scratch<std::uint8_t>(wire2_slot, st.codec.template wire_bytes<T>(n));
+          st.sess.template scratch<std::uint8_t>(wire2_slot, st.codec.template wire_bytes<T>(n));
       const std::span<std::uint8_t> all =
-          st.book.template scratch<std::uint8_t>(wire_slot, mine.size() * counts.size());
+          st.sess.template scratch<std::uint8_t>(wire_slot, mine.size() * counts.size());
       st.encode(std::span<const T>(data), st.worker_residual(n), std::as_writable_bytes(mine), 0);
-      st.collective(comm,
-                    [&] { chorus::all_gather(comm, std::span<const std::uint8_t>(mine), all); });
+      st.collective(comm, [&] {
+        chorus::all_gather(comm, std::span<const std::uint8_t>(mine), all,
+                           st.template tag<schedule::collective::all_gather>());
+      });
       st.book.add_plain(plain);
       zero_fill(data);
       for (int j = 0; j < p; ++j) {
@@ -429,8 +530,8 @@ struct all_reduce_fn {
     } else {  // two_stage
       const auto counts = chorus::detail::even_split{n, static_cast<std::size_t>(p)}.sizes();
       const auto mine = static_cast<std::size_t>(r);
-      const std::span<T> shard = st.book.template scratch<T>(shard_slot, counts[mine]);
-      const std::span<T> g = st.book.template scratch<T>(copy_slot, n);
+      const std::span<T> shard = st.sess.template scratch<T>(shard_slot, counts[mine]);
+      const std::span<T> g = st.sess.template scratch<T>(copy_slot, n);
       std::copy(data.begin(), data.end(), g.begin());
       reduce_scatter_blocks(comm, st, std::span<const T>(g), shard, counts, false, false);
       all_gather_blocks(comm, st, std::span<const T>(shard), st.server_residual(shard.size()), data,
@@ -440,19 +541,29 @@ struct all_reduce_fn {
   }
 };
 
-struct reduce_scatter_base {
- protected:
+struct reduce_scatter_impl {
+  /// Rank j receives `counts[j]` elements of the reduced `in`; the same `counts` everywhere.
+  /// Under error feedback the residual has the input's size (what this rank encodes).
+  template <class Tr, class T, class Op, class Policy, class... Args>
+  static void call(const char* api, communicator<Tr>& comm, std::span<const T> in, std::span<T> out,
+                   const std::vector<std::size_t>& counts, const Policy& policy, Args&... args) {
+    using A = call_args<std::remove_cvref_t<Args>...>;
+    check_policy<T, Op, Policy, typename A::path, A::deterministic>();
+    if constexpr (gradient_type<T>) run<Tr, T, Op>(api, comm, in, out, counts, policy, args...);
+  }
+
+ private:
   template <class Tr, class T, class Op, class Policy, class... Args>
   static void run(const char* api, communicator<Tr>& comm, std::span<const T> in, std::span<T> out,
-                  const std::vector<std::size_t>& counts, const Policy& policy, ledger& book,
-                  const Args&... args) {
-    using A = call_args<Args...>;
+                  const std::vector<std::size_t>& counts, const Policy& policy, Args&... args) {
+    using A = call_args<std::remove_cvref_t<Args>...>;
     using Path = typename A::path;
+    using Algo = typename A::algo;
     using U = unwrap<Policy, T>;
     using Codec = typename U::codec;
     static_assert(!traits<Codec>::low_rank,
                   "compress::power_sgd approximates whole matrices; it runs with "
-                  "compress::all_reduce only.");
+                  "chorus::all_reduce only.");
     const int r = comm.rank();
     chorus::detail::check_count(api, "the input", in.size(), chorus::detail::sum(counts),
                                 "the sum of the block counts");
@@ -464,94 +575,94 @@ struct reduce_scatter_base {
                               "the input and output overlap; compressed reduce-scatter "
                               "needs disjoint buffers");
     }
-    const std::uint64_t id = A::tensor_id(args...);
-    call_state<T, Codec> st{U::get(policy), U::store(policy), make_context(comm, book, id), id,
-                            book};
+    const std::uint64_t id = tensor_id_of(args...);
+    session& sess = session_of(comm);
     comm.throw_if_poisoned();
-    book.begin(in.size());
-    constexpr bool summed = std::is_same_v<Path, sum_path> ||
-                            (std::is_same_v<Path, automatic> && traits<Codec>::summable);
-    reduce_scatter_blocks(comm, st, in, out, counts, summed, true);
-    finalize_sum(out, std::is_same_v<Op, chorus::average>, comm.size());
-    book.end();
+    with_ledger(
+        [&](ledger& book) {
+          call_state<T, Codec, Algo> st{
+              U::get(policy), U::store(policy),      make_context(comm, sess, id), id, book,
+              sess,           algo_of<Algo>(args...)};
+          book.begin(in.size());
+          constexpr bool summed = std::is_same_v<Path, sum_path> ||
+                                  (std::is_same_v<Path, automatic> && traits<Codec>::summable);
+          reduce_scatter_blocks(comm, st, in, out, counts, summed, true);
+          finalize_sum(out, std::is_same_v<Op, chorus::average>, comm.size());
+          book.end();
+        },
+        args...);
   }
 };
 
-struct reduce_scatter_fn : reduce_scatter_base {
-  /// Equal blocks: `in.size() == comm.size() * out.size()`. Under error feedback the
-  /// residual has the input's size (what this rank encodes).
-  template <transport Tr, buffer In, buffer Out, class Op, class Policy, class... Args>
-  void operator()(communicator<Tr>& comm, In&& in, Out&& out, Op, const Policy& policy,
-                  ledger& book, Args... args) const {
-    using T = chorus::detail::element_t<In>;
-    chorus::detail::check_buffers<In, Out>();
-    using A = call_args<Args...>;
-    check_policy<T, Op, Policy, typename A::path, A::deterministic>();
-    if constexpr (gradient_type<T>) {
-      const auto o = chorus::detail::as_span(out);
-      const std::vector<std::size_t> counts(static_cast<std::size_t>(comm.size()), o.size());
-      run<Tr, T, Op>("compress::reduce_scatter", comm, chorus::detail::as_const_span(in), o, counts,
-                     policy, book, args...);
-    }
-  }
-};
-
-struct reduce_scatter_v_fn : reduce_scatter_base {
-  /// Rank j receives `counts[j]` elements; the same `counts` on every rank.
-  template <transport Tr, buffer In, buffer Out, count_list Counts, class Op, class Policy,
-            class... Args>
-  void operator()(communicator<Tr>& comm, In&& in, Out&& out, const Counts& counts, Op,
-                  const Policy& policy, ledger& book, Args... args) const {
-    using T = chorus::detail::element_t<In>;
-    chorus::detail::check_buffers<In, Out>();
-    using A = call_args<Args...>;
-    check_policy<T, Op, Policy, typename A::path, A::deterministic>();
-    if constexpr (gradient_type<T>) {
-      const auto c =
-          chorus::detail::to_counts("compress::reduce_scatter_v", "counts", counts, comm.size());
-      run<Tr, T, Op>("compress::reduce_scatter_v", comm, chorus::detail::as_const_span(in),
-                     chorus::detail::as_span(out), c, policy, book, args...);
-    }
-  }
-};
-
-struct all_gather_fn {
+struct all_gather_impl {
   /// Equal blocks: every rank encodes its `in`, every rank decodes all of them into `out`
   /// (as ZeRO++'s quantised weight all-gather). No error feedback: nothing is summed.
-  template <transport Tr, buffer In, buffer Out, class Policy, class... Args>
-  void operator()(communicator<Tr>& comm, In&& in, Out&& out, const Policy& policy, ledger& book,
-                  Args... args) const {
-    using T = chorus::detail::element_t<In>;
-    chorus::detail::check_buffers<In, Out>();
-    using A = call_args<Args...>;
+  template <class Tr, class T, class Policy, class... Args>
+  static void call(communicator<Tr>& comm, std::span<const T> in, std::span<T> out,
+                   const Policy& policy, Args&... args) {
+    using A = call_args<std::remove_cvref_t<Args>...>;
     check_policy<T, chorus::plus, Policy, gather_path, A::deterministic>();
     static_assert(!unwrap<Policy, T>::feedback,
-                  "compress::all_gather moves data without summing it, so error feedback has "
+                  "A compressed all_gather moves data without summing it, so error feedback has "
                   "nothing to feed back; pass the bare compressor.");
     if constexpr (gradient_type<T>) {
-      const auto i = chorus::detail::as_const_span(in);
-      const auto o = chorus::detail::as_span(out);
-      const std::vector<std::size_t> counts(static_cast<std::size_t>(comm.size()), i.size());
-      chorus::detail::check_count("compress::all_gather", "the output", o.size(),
+      using Algo = typename A::algo;
+      const std::vector<std::size_t> counts(static_cast<std::size_t>(comm.size()), in.size());
+      chorus::detail::check_count("all_gather", "the output", out.size(),
                                   chorus::detail::sum(counts), "ranks x the input's count");
-      const std::uint64_t id = A::tensor_id(args...);
-      call_state<T, Policy> st{policy, nullptr, make_context(comm, book, id), id, book};
+      const std::uint64_t id = tensor_id_of(args...);
+      session& sess = session_of(comm);
       comm.throw_if_poisoned();
-      book.begin(o.size());
-      all_gather_blocks(comm, st, i, std::span<T>{}, o, counts, 0, true);
-      book.end();
+      with_ledger(
+          [&](ledger& book) {
+            call_state<T, Policy, Algo> st{policy, nullptr, make_context(comm, sess, id), id,
+                                           book,   sess,    algo_of<Algo>(args...)};
+            book.begin(out.size());
+            all_gather_blocks(comm, st, in, std::span<T>{}, out, counts, 0, true);
+            book.end();
+          },
+          args...);
     }
   }
 };
 }  // namespace detail
 
-/// Compressed all-reduce (in place): see the file comment for the paths.
-inline constexpr detail::all_reduce_fn all_reduce{};
-/// Compressed reduce-scatter with equal blocks.
-inline constexpr detail::reduce_scatter_fn reduce_scatter{};
-/// Compressed reduce-scatter with per-rank block counts.
-inline constexpr detail::reduce_scatter_v_fn reduce_scatter_v{};
-/// Compressed all-gather with equal blocks (no reduction; any compressor but power_sgd).
-inline constexpr detail::all_gather_fn all_gather{};
+/// What `chorus::all_reduce` and the others take as a compression policy: a compressor
+/// (`none`, `cast`, `top_k`, ..., `power_sgd`) or an `error_feedback` around one.
+template <class P>
+concept policy = requires {
+  { P::summable } -> std::convertible_to<bool>;
+  { P::stochastic } -> std::convertible_to<bool>;
+  { P::unbiased } -> std::convertible_to<bool>;
+};
 
 }  // namespace chorus::inline v0::compress
+
+namespace chorus::inline v0 {
+
+/// Compression policies plug into the main collectives (`collectives/policy.hpp`).
+template <class P>
+requires compress::policy<P>
+struct collective_policy_traits<P> {
+  static constexpr bool enabled = true;
+
+  template <class Tr, class T, class Op, class... Args>
+  static void all_reduce(communicator<Tr>& comm, std::span<T> data, const Op&, const P& policy,
+                         Args&... args) {
+    compress::detail::all_reduce_impl::call<Tr, T, Op>(comm, data, policy, args...);
+  }
+  template <class Tr, class T, class Op, class... Args>
+  static void reduce_scatter(const char* api, communicator<Tr>& comm, std::span<const T> in,
+                             std::span<T> out, const std::vector<std::size_t>& counts, const Op&,
+                             const P& policy, Args&... args) {
+    compress::detail::reduce_scatter_impl::call<Tr, T, Op>(api, comm, in, out, counts, policy,
+                                                           args...);
+  }
+  template <class Tr, class T, class... Args>
+  static void all_gather(communicator<Tr>& comm, std::span<const T> in, std::span<T> out,
+                         const P& policy, Args&... args) {
+    compress::detail::all_gather_impl::call(comm, in, out, policy, args...);
+  }
+};
+
+}  // namespace chorus::inline v0

@@ -1,7 +1,8 @@
 #pragma once
 /// \file
-/// Gradient compression: every codec, error feedback, the compressed collectives, the
-/// ledger and the break-even report. Not included by `<chorus/chorus.hpp>`; include this.
+/// Gradient compression: every codec, error feedback, compression as a policy of
+/// `chorus::all_reduce` / `reduce_scatter(_v)` / `all_gather`, the session, the ledger and
+/// the break-even report. Not included by `<chorus/chorus.hpp>`; include this.
 ///
 ///     #include <chorus/compress/compress.hpp>
 #include <chorus/chorus.hpp>
@@ -15,5 +16,6 @@
 #include <chorus/compress/quantize.hpp>
 #include <chorus/compress/report.hpp>
 #include <chorus/compress/rng.hpp>
+#include <chorus/compress/session.hpp>
 #include <chorus/compress/sign.hpp>
 #include <chorus/compress/sparsify.hpp>

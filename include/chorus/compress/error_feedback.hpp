@@ -14,9 +14,8 @@
 /// tensor, not a full copy). Save and load it with the model's checkpoint.
 ///
 ///     chorus::compress::residual<float> res;
-///     chorus::compress::ledger book;
-///     chorus::compress::all_reduce(comm, grad, chorus::average{},
-///         chorus::compress::error_feedback{chorus::compress::top_k{.ratio = 0.01}, res}, book);
+///     chorus::all_reduce(comm, grad, chorus::average{},
+///         chorus::compress::error_feedback{chorus::compress::top_k{.ratio = 0.01}, res});
 #include <chorus/compress/compressor.hpp>
 #include <chorus/compress/sparsify.hpp>
 

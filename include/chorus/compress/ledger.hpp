@@ -1,9 +1,10 @@
 #pragma once
 /// \file
-/// `compress::ledger`: what the compressed collectives of one rank sent, what the plain
-/// collective would have sent, and where their time went (encoding, decoding, the other
-/// local work, the collectives that moved the payloads); the step counter per tensor that
-/// keys the stochastic codecs; and the scratch memory those calls reuse.
+/// `compress::ledger`: an observer a compressed collective may be given (any trailing
+/// argument `book`): what the calls sent and received, what the plain collective would have
+/// sent, and where their time went (encoding, decoding, the other local work, the
+/// collectives that moved the payloads). The state the calls keep between them (step
+/// counters, scratch) is the communicator's `compress::session`, not the ledger's.
 ///
 /// Sent and received bytes are measured: the executors count every byte they hand to the
 /// transport into the communicator (`communicator::last_traffic`), whatever path ran
@@ -19,7 +20,6 @@
 
 #include <chrono>
 #include <cstdint>
-#include <map>
 #include <numeric>
 #include <span>
 #include <type_traits>
@@ -51,11 +51,6 @@ class ledger {
   /// The counters of the most recent call only.
   [[nodiscard]] const totals& last() const noexcept { return last_; }
   void reset() noexcept { total_ = last_ = {}; }
-
-  /// The step of the next call on `tensor` (0, 1, 2, ...), advancing the counter.
-  std::uint64_t next_step(std::uint64_t tensor) { return steps_[tensor]++; }
-  /// Sets the step counter of `tensor` (after loading a checkpoint).
-  void set_step(std::uint64_t tensor, std::uint64_t step) { steps_[tensor] = step; }
 
   // ---- used by the collectives
   void begin(std::uint64_t elements) {
@@ -91,26 +86,10 @@ class ledger {
     total_.collective_seconds += last_.collective_seconds;
   }
 
-  /// Scratch memory of the calls made with this ledger: slot `slot` as at least `count`
-  /// elements of T (contents unspecified), grown when needed and kept, so that a steady
-  /// stream of calls stops allocating after the first (a fresh 64 MiB buffer per call
-  /// costs page faults on every call). The collectives use a few fixed slots each.
-  template <class T>
-  std::span<T> scratch(std::size_t slot, std::size_t count) {
-    static_assert(std::is_trivially_copyable_v<T> &&
-                  alignof(T) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__);
-    if (slot >= scratch_.size()) scratch_.resize(slot + 1);
-    std::vector<std::byte>& s = scratch_[slot];
-    if (s.size() < count * sizeof(T)) s.resize(count * sizeof(T));
-    return {reinterpret_cast<T*>(s.data()), count};
-  }
-
  private:
   totals total_;
   totals last_;
-  std::map<std::uint64_t, std::uint64_t> steps_;
   std::chrono::steady_clock::time_point started_{};
-  std::vector<std::vector<std::byte>> scratch_;
 };
 
 namespace detail {
