@@ -62,14 +62,16 @@ int main(int argc, char** argv) try {
     std::printf("%12s %10s %-20s %11s %9s %9s %7s\n", "size (B)", "count", "algorithm", "time (us)",
                 "algbw", "busbw", "#wrong");
   }
-  const std::pair<const char*, chorus::algo::dynamic> algorithms[] = {
-      {"ring", {chorus::schedule::algorithm::ring}},
-      {"tree", {chorus::schedule::algorithm::tree}},
-      {"double_binary_tree", {chorus::schedule::algorithm::double_binary_tree}},
-      {"recursive_doubling", {chorus::schedule::algorithm::recursive_doubling}},
-      {"halving_doubling", {chorus::schedule::algorithm::halving_doubling}},
-      {"direct", {chorus::schedule::algorithm::direct}},
-      {"automatic", {}},
+  namespace algo = chorus::algo;
+  const std::pair<const char*, algo::dynamic> algorithms[] = {
+      {"ring", algo::as_dynamic(algo::ring{})},
+      {"tree", algo::as_dynamic(algo::tree{})},
+      {"double_binary_tree", algo::as_dynamic(algo::double_binary_tree{})},
+      {"recursive_doubling", algo::as_dynamic(algo::recursive_doubling{})},
+      {"halving_doubling", algo::as_dynamic(algo::halving_doubling{})},
+      {"direct", algo::as_dynamic(algo::direct{})},
+      {"one_sided", algo::as_dynamic(algo::one_sided{})},
+      {"automatic", algo::as_dynamic(algo::automatic{})},
   };
   long long wrong_total = 0;
   for (std::size_t bytes = 8; bytes <= opt.max_bytes; bytes *= 8) {

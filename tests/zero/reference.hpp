@@ -175,7 +175,7 @@ result reference(int stage, const config& c, const Opt& opt, bool naive) {
 /// Checks that every padding element of rank's shard arrays is zero; returns a message or "".
 template <class Driver>
 std::string padding_problem(const Driver& d, int rank) {
-  if constexpr (Driver::stage_number == 0) {
+  if constexpr (!Driver::shards_state) {
     return "";
   } else {
     std::size_t at = 0;
@@ -185,9 +185,9 @@ std::string padding_problem(const Driver& d, int rank) {
         if (d.shard_master()[i] != 0.0f) return "master padding " + std::to_string(i) + " nonzero";
         for (std::size_t k = 0; k < Driver::state_count; ++k)
           if (d.shard_state(k)[i] != 0.0f) return "state padding nonzero";
-        if constexpr (Driver::stage_number >= 2)
+        if constexpr (Driver::shards_grads)
           if (static_cast<float>(d.shard_grads()[i]) != 0.0f) return "gradient padding nonzero";
-        if constexpr (Driver::stage_number == 3)
+        if constexpr (Driver::shards_params)
           if (static_cast<float>(d.shard_params()[i]) != 0.0f) return "parameter padding nonzero";
       }
       at += s.length;

@@ -10,15 +10,18 @@
 /// wins; Slurm only by SLURM_PROCID, because allocation variables such as SLURM_NTASKS are
 /// also visible outside tasks):
 ///
-/// | launcher  | rank, size                               | local rank, local size |
-/// |-----------|------------------------------------------|----------------------------------------------------------|
-/// | chorusrun | CHORUS_RANK, CHORUS_SIZE                 | CHORUS_LOCAL_RANK, CHORUS_LOCAL_SIZE
-/// (default: rank, size) | | torchrun  | RANK, WORLD_SIZE                         | LOCAL_RANK,
-/// LOCAL_WORLD_SIZE                             | | Open MPI  | OMPI_COMM_WORLD_RANK,
-/// OMPI_COMM_WORLD_SIZE | OMPI_COMM_WORLD_LOCAL_RANK, OMPI_COMM_WORLD_LOCAL_SIZE | | MPICH/PMI |
-/// PMI_RANK, PMI_SIZE                       | MPI_LOCALRANKID, MPI_LOCALNRANKS | | Slurm     |
-/// SLURM_PROCID, SLURM_NTASKS               | SLURM_LOCALID, from SLURM_STEP_TASKS_PER_NODE +
-/// SLURM_NODEID |
+// clang-format off
+/// | launcher  | rank, size                           | local rank, local size                       |
+/// |-----------|--------------------------------------|----------------------------------------------|
+/// | chorusrun | CHORUS_RANK, CHORUS_SIZE             | CHORUS_LOCAL_RANK, CHORUS_LOCAL_SIZE (1)     |
+/// | torchrun  | RANK, WORLD_SIZE                     | LOCAL_RANK, LOCAL_WORLD_SIZE                 |
+/// | Open MPI  | OMPI_COMM_WORLD_RANK, ..._SIZE       | OMPI_COMM_WORLD_LOCAL_RANK, ..._LOCAL_SIZE   |
+/// | MPICH/PMI | PMI_RANK, PMI_SIZE                   | MPI_LOCALRANKID, MPI_LOCALNRANKS             |
+/// | Slurm     | SLURM_PROCID, SLURM_NTASKS           | SLURM_LOCALID; SLURM_STEP_TASKS_PER_NODE (2) |
+///
+/// (1) default: the rank and size. (2) the local size from SLURM_STEP_TASKS_PER_NODE and
+/// SLURM_NODEID.
+// clang-format on
 ///
 /// The store, in this order:
 /// 1. `CHORUS_STORE=host:port`: under chorusrun, chorusrun serves it; under any other

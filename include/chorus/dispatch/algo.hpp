@@ -95,6 +95,21 @@ concept tag = std::same_as<A, automatic> || std::same_as<A, dynamic> || requires
   { A::id } -> std::convertible_to<schedule::algorithm>;
 };
 
+/// `a` as a run-time choice (for a field or option of type `algo::dynamic`):
+/// `algo::as_dynamic(algo::ring{.chunk_bytes = 1 << 20})`.
+template <tag A>
+constexpr dynamic as_dynamic(const A& a) noexcept {
+  if constexpr (std::same_as<A, dynamic>) {
+    return a;
+  } else if constexpr (std::same_as<A, automatic>) {
+    return {};
+  } else if constexpr (requires { a.chunk_bytes; }) {
+    return {A::id, a.chunk_bytes};
+  } else {
+    return {A::id, 0};
+  }
+}
+
 /// What a collective on a stream-ordered communicator takes: a tag or `native`.
 template <class A>
 concept stream_tag = tag<A> || std::same_as<A, native>;

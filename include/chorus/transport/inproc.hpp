@@ -20,6 +20,7 @@
 #include <chorus/core/deadline.hpp>
 #include <chorus/core/error.hpp>
 #include <chorus/transport/contract.hpp>
+#include <chorus/transport/kit/abort_record.hpp>
 #include <chorus/transport/kit/copy.hpp>
 
 #include <atomic>
@@ -107,10 +108,8 @@ struct group {
   std::unique_ptr<doorbell[]> bells;
   std::unique_ptr<std::atomic<bool>[]> exited;  ///< release-stored after a rank's last op
 
-  std::atomic<bool> aborted{false};  ///< release-stored after `abort_reason` is written
-  std::mutex abort_mutex;
-  std::string abort_reason;
-  errc abort_code = errc::aborted;
+  /// The group's abort record (first writer wins; see transport/kit/abort_record.hpp).
+  kit::abort_record<1024> aborted{};
 
   /// Wakes `rank` if it sleeps. Taking the mutex orders the wake-up after the state change
   /// the waiter re-checks under the same mutex, so no wake-up is lost.
@@ -124,29 +123,8 @@ struct group {
   }
 
   void abort(int rank, errc code, std::string_view reason) noexcept {
-    try {
-      std::lock_guard lock(abort_mutex);
-      if (!aborted.load(std::memory_order_relaxed)) {
-        abort_code = code;
-        abort_reason = "rank " + std::to_string(rank) + " aborted the group: ";
-        abort_reason += reason;
-        aborted.store(true, std::memory_order_release);
-      }
-    } catch (...) {
-      aborted.store(true, std::memory_order_release);  // out of memory: abort without text
-    }
+    aborted.record(rank, code, reason);
     ring_all();
-  }
-
-  [[noreturn]] void throw_aborted(int rank) {
-    std::string reason;
-    errc code = errc::aborted;
-    {
-      std::lock_guard lock(abort_mutex);
-      reason = abort_reason;
-      code = abort_code;
-    }
-    throw error(code, "rank " + std::to_string(rank) + ": " + reason);
   }
 };
 
@@ -280,7 +258,7 @@ class inproc_transport {
       std::unique_lock lock(bell.mutex);
       const bool woken = bell.cv.wait_until(lock, until.at, [&] {
         return req->progress.load(std::memory_order_acquire) == detail::inproc::state::done ||
-               group_->aborted.load(std::memory_order_acquire) ||
+               group_->aborted.raised() ||
                group_->exited[static_cast<std::size_t>(req->peer)].load(std::memory_order_acquire);
       });
       if (!woken) {
@@ -343,9 +321,7 @@ class inproc_transport {
     detail::check_transport_peer(rank_, group_->size, peer, what);
   }
 
-  void check_aborted() {
-    if (group_->aborted.load(std::memory_order_acquire)) group_->throw_aborted(rank_);
-  }
+  void check_aborted() { group_->aborted.throw_if_raised(rank_); }
 
   group_handle group_;
   int rank_;

@@ -31,8 +31,10 @@
 #include <chorus/core/ops.hpp>
 #include <chorus/core/types.hpp>
 #include <chorus/transport/contract.hpp>
+#include <chorus/transport/kit/abort_record.hpp>
 #include <chorus/transport/kit/exchange.hpp>
 #include <chorus/transport/kit/hex.hpp>
+#include <chorus/transport/kit/wait_ladder.hpp>
 
 #include <cuda_runtime_api.h>
 #include <nccl.h>
@@ -41,6 +43,7 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -119,10 +122,8 @@ struct state {
   int rank = 0;
   int size = 1;
   int device = 0;
-  std::atomic<bool> aborted{false};
-  std::mutex mutex;
-  errc abort_code = errc::aborted;
-  std::string abort_reason;
+  std::atomic<bool> aborted{false};  ///< ncclCommAbort was called (exactly once)
+  kit::abort_record<1024> cause{};   ///< why: the first abort's rank, code and reason
 };
 
 }  // namespace detail::nccl
@@ -278,14 +279,7 @@ class nccl_transport {
   void abort(std::string_view reason) noexcept { abort(errc::aborted, reason); }
   void abort(errc code, std::string_view reason) noexcept {
     detail::nccl::state& s = *state_;
-    try {
-      std::lock_guard lock(s.mutex);
-      if (s.abort_reason.empty()) {
-        s.abort_code = code;
-        s.abort_reason = std::string(reason);
-      }
-    } catch (...) {
-    }
+    s.cause.record(s.rank, code, reason);
     if (!s.aborted.exchange(true) && s.comm != nullptr) ncclCommAbort(s.comm);
   }
 
@@ -369,9 +363,9 @@ class nccl_transport {
   void throw_if_aborted() const {
     detail::nccl::state& s = *state_;
     if (!s.aborted.load()) return;
-    std::lock_guard lock(s.mutex);
-    throw error(s.abort_code,
-                rank_prefix() + "the NCCL communicator was aborted: " + s.abort_reason);
+    s.cause.wait_complete();
+    throw error(s.cause.error_code(), rank_prefix() + "the NCCL communicator was aborted: " +
+                                          std::string(s.cause.text()));
   }
 
   /// Polls the non-blocking communicator until its last operation left `ncclInProgress`.
@@ -395,12 +389,14 @@ class nccl_transport {
   /// thrown with `timed_out`.
   template <class Done>
   void poll_until(deadline until, Done done, const std::string& timed_out) {
-    for (unsigned spins = 0; !done(); ++spins) {
+    // NCCL progresses on its own threads: spin briefly, then yield; never sleep.
+    kit::wait_ladder ladder(64, std::numeric_limits<int>::max());
+    while (!done()) {
       if (until.expired()) {
         abort(errc::timeout, timed_out);
         throw error(errc::timeout, rank_prefix() + timed_out);
       }
-      if (spins > 64) std::this_thread::yield();
+      ladder.idle();
     }
   }
 

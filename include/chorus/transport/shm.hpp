@@ -25,9 +25,15 @@
 #include <chorus/core/deadline.hpp>
 #include <chorus/core/error.hpp>
 #include <chorus/transport/contract.hpp>
+#include <chorus/transport/kit/abort_record.hpp>
 #include <chorus/transport/kit/copy.hpp>
+#include <chorus/transport/kit/cpus.hpp>
 #include <chorus/transport/kit/exchange.hpp>
+#include <chorus/transport/kit/peer_processes.hpp>
+#include <chorus/transport/kit/per_peer.hpp>
+#include <chorus/transport/kit/records.hpp>
 #include <chorus/transport/kit/tags.hpp>
+#include <chorus/transport/kit/wait_ladder.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -79,14 +85,6 @@ inline constexpr int spin_iterations = 2000;
 inline constexpr int oversubscribed_spin_iterations = 16;
 inline constexpr int yield_iterations = 4;
 
-/// The CPUs this process may run on.
-inline int usable_cpus() noexcept {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (::sched_getaffinity(0, sizeof set, &set) != 0) return 1;
-  return CPU_COUNT(&set);
-}
-
 inline int futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
                       std::chrono::nanoseconds timeout) noexcept {
   timespec ts{};
@@ -101,14 +99,6 @@ inline void futex_wake_all(std::atomic<std::uint32_t>* word) noexcept {
             nullptr, 0);
 }
 
-inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
-
 /// The header at the start of every rank's inbox segment.
 struct inbox_header {
   /// Incremented (seq_cst) by whoever changes something this rank may wait for; the futex
@@ -116,11 +106,8 @@ struct inbox_header {
   alignas(cache_line) std::atomic<std::uint32_t> doorbell;
   /// 1 while this rank is (about to be) asleep: peers only pay for FUTEX_WAKE then.
   std::atomic<std::uint32_t> sleeping;
-  /// Abort record: 0 = none, 1 = being written by `abort_rank`, 2 = complete.
-  alignas(cache_line) std::atomic<std::uint32_t> abort_state;
-  std::int32_t abort_rank;
-  std::int32_t abort_code;
-  char abort_reason[480];
+  /// The group's abort record as this rank sees it (any rank writes it; zero bytes: none).
+  alignas(cache_line) kit::abort_record<480> abort;
   alignas(cache_line) std::int32_t pid;
   std::uint32_t ranks;
   std::uint64_t slot_bytes;
@@ -303,20 +290,17 @@ struct unexpected_message {
 
 }  // namespace detail::shm
 
-/// How ranks of one job find each other's segments: called twice during construction with
-/// this rank's blob (see `blob_exchange`). `store_exchange` makes one from a bootstrap store.
-using shm_exchange = blob_exchange;
-
 /// Point-to-point transport between processes of one host over POSIX shared memory.
 class shm_transport {
  public:
   using request = detail::shm::operation_ptr;
 
   /// Creates this rank's inbox, exchanges names through `exchange`, maps every peer's inbox
-  /// and unlinks its own once all ranks have mapped it. `job` names the segments (use a
-  /// job-unique token, e.g. chorusrun's CHORUS_JOB_ID); a random suffix makes them
-  /// unguessable.
-  shm_transport(int rank, int size, std::string_view job, const shm_exchange& exchange)
+  /// and unlinks its own once all ranks have mapped it. `exchange` is called twice with this
+  /// rank's blob (see `blob_exchange`; `store_exchange` makes one from a bootstrap store).
+  /// `job` names the segments (use a job-unique token, e.g. chorusrun's CHORUS_JOB_ID); a
+  /// random suffix makes them unguessable.
+  shm_transport(int rank, int size, std::string_view job, const blob_exchange& exchange)
       : rank_(rank),
         size_(size),
         geometry_(detail::shm::geometry::for_ranks(static_cast<std::size_t>(size))) {
@@ -328,8 +312,8 @@ class shm_transport {
     const std::string name = segment_name("");
     const std::size_t bytes = geometry_.segment_bytes();
     {
-      inboxes_.resize(static_cast<std::size_t>(size));
-      inboxes_[static_cast<std::size_t>(rank)] = create_segment(name, bytes);
+      links_ = kit::per_peer<link>(size);
+      links_[rank].inbox = create_segment(name, bytes);
       bool unlinked = false;
       auto unlink_own = [&] {
         if (!unlinked) ::shm_unlink(name.c_str());
@@ -351,8 +335,7 @@ class shm_transport {
                                            std::to_string(blobs.size()) + " entries for " +
                                            std::to_string(size) + " ranks");
         }
-        pids_.resize(static_cast<std::size_t>(size));
-        pidfds_.resize(static_cast<std::size_t>(size));
+        peers_ = kit::peer_processes(size);
         std::string readable(static_cast<std::size_t>(size), '0');  // peers we can read
         const bool single_copy_allowed = single_copy_enabled();
         for (int p = 0; p < size; ++p) {
@@ -360,30 +343,25 @@ class shm_transport {
           const auto first = blob.find(' ');
           const auto second = blob.find(' ', first + 1);
           const std::string peer_name = blob.substr(0, first);
-          pids_[static_cast<std::size_t>(p)] =
-              std::stoi(blob.substr(first + 1, second - first - 1));
+          const int pid = std::stoi(blob.substr(first + 1, second - first - 1));
           if (p == rank) continue;
+          peers_.watch(p, pid);
           std::uint64_t probe = 0;
           if (single_copy_allowed &&
-              detail::shm::read_peer_memory(pids_[static_cast<std::size_t>(p)],
-                                            std::stoull(blob.substr(second + 1)),
+              detail::shm::read_peer_memory(pid, std::stoull(blob.substr(second + 1)),
                                             reinterpret_cast<std::byte*>(&probe), sizeof probe) &&
               probe == detail::shm::single_copy_probe) {
             readable[static_cast<std::size_t>(p)] = '1';
           }
-          inboxes_[static_cast<std::size_t>(p)] = open_segment(peer_name, bytes, p);
-          pidfds_[static_cast<std::size_t>(p)] = bootstrap::detail::unique_fd(
-              static_cast<int>(::syscall(SYS_pidfd_open, pids_[static_cast<std::size_t>(p)], 0)));
+          links_[p].inbox = open_segment(peer_name, bytes, p);
         }
         // Round 2: everybody has mapped everything, so the names can go; and each rank says
         // which peers it can read single-copy, so that senders know whom to offer it.
         const std::vector<std::string> readers = exchange(readable);
-        single_copy_to_.assign(static_cast<std::size_t>(size), false);
         for (int p = 0; p < size; ++p) {
           const std::string& r = readers[static_cast<std::size_t>(p)];
-          single_copy_to_[static_cast<std::size_t>(p)] =
-              p != rank && r.size() == static_cast<std::size_t>(size) &&
-              r[static_cast<std::size_t>(rank)] == '1';
+          links_[p].single_copy_to = p != rank && r.size() == static_cast<std::size_t>(size) &&
+                                     r[static_cast<std::size_t>(rank)] == '1';
         }
         unlink_own();
       } catch (...) {
@@ -391,13 +369,7 @@ class shm_transport {
         throw;
       }
     }
-    if (size > detail::shm::usable_cpus())
-      spin_limit_ = detail::shm::oversubscribed_spin_iterations;
-    outgoing_.resize(static_cast<std::size_t>(size));
-    in_flight_.resize(static_cast<std::size_t>(size));
-    posted_.resize(static_cast<std::size_t>(size));
-    unexpected_.resize(static_cast<std::size_t>(size));
-    incoming_.resize(static_cast<std::size_t>(size));
+    if (size > kit::usable_cpus()) spin_limit_ = detail::shm::oversubscribed_spin_iterations;
   }
 
   /// The transport of the job `bootstrap::from_env()` found (chorusrun, torchrun, mpirun,
@@ -417,9 +389,7 @@ class shm_transport {
   [[nodiscard]] int size() const noexcept { return size_; }
   /// Whether large messages to `peer` go single-copy (enabled, and the kernel allowed the
   /// peer to read this process's memory at start-up).
-  [[nodiscard]] bool single_copy_to(int peer) const noexcept {
-    return single_copy_to_[static_cast<std::size_t>(peer)];
-  }
+  [[nodiscard]] bool single_copy_to(int peer) const noexcept { return links_[peer].single_copy_to; }
 
   /// Names one window of the group, as returned by `allocate_window` or `register_window`.
   struct window {
@@ -508,9 +478,9 @@ class shm_transport {
     std::byte* mapped = one_sided_target(w, peer, offset, local.size(), "get");
     if (mapped != nullptr) {
       if (!local.empty()) detail::copy_bytes(local.data(), mapped, local.size());
-    } else if (!local.empty() && !detail::shm::read_peer_memory(
-                                     pids_[static_cast<std::size_t>(peer)],
-                                     remote_address(w, peer, offset), local.data(), local.size())) {
+    } else if (!local.empty() &&
+               !detail::shm::read_peer_memory(peers_.pid(peer), remote_address(w, peer, offset),
+                                              local.data(), local.size())) {
       throw_cross_memory(peer, "read from");
     }
     return completed_request();
@@ -523,9 +493,9 @@ class shm_transport {
     std::byte* mapped = one_sided_target(w, peer, offset, src.size(), "put");
     if (mapped != nullptr) {
       if (!src.empty()) detail::copy_bytes(mapped, src.data(), src.size());
-    } else if (!src.empty() && !detail::shm::write_peer_memory(
-                                   pids_[static_cast<std::size_t>(peer)],
-                                   remote_address(w, peer, offset), src.data(), src.size())) {
+    } else if (!src.empty() &&
+               !detail::shm::write_peer_memory(peers_.pid(peer), remote_address(w, peer, offset),
+                                               src.data(), src.size())) {
       throw_cross_memory(peer, "write to");
     }
     return completed_request();
@@ -540,7 +510,7 @@ class shm_transport {
     op->tag = tag;
     op->send_data = data.data();
     op->bytes = data.size();
-    outgoing_[static_cast<std::size_t>(peer)].push_back(op);
+    links_[peer].outgoing.push_back(op);
     push(peer);
     return op;
   }
@@ -553,7 +523,7 @@ class shm_transport {
     op->tag = tag;
     op->recv_data = data.data();
     op->bytes = data.size();
-    auto& arrived = unexpected_[static_cast<std::size_t>(peer)];
+    auto& arrived = links_[peer].unexpected;
     for (auto it = arrived.begin(); it != arrived.end(); ++it) {
       detail::shm::unexpected_message& u = **it;
       if (u.tag != tag || u.waiting) continue;
@@ -566,7 +536,7 @@ class shm_transport {
       }
       return op;
     }
-    posted_[static_cast<std::size_t>(peer)].push_back(op);
+    links_[peer].posted.push_back(op);
     return op;
   }
 
@@ -576,27 +546,16 @@ class shm_transport {
   }
 
   void wait(request& req, deadline until) {
-    int spins = 0;
-    int yields = 0;
+    kit::wait_ladder ladder(spin_limit_, detail::shm::yield_iterations);
     detail::shm::inbox_header* me = inbox(rank_);
     for (;;) {
       const bool moved = progress();
       if (finished(req)) return;
       if (moved) {
-        spins = 0;
-        yields = 0;
+        ladder.reset();
         continue;
       }
-      if (spins < spin_limit_) {
-        ++spins;
-        detail::shm::cpu_relax();
-        continue;
-      }
-      if (yields < detail::shm::yield_iterations) {
-        ++yields;
-        std::this_thread::yield();
-        continue;
-      }
+      if (ladder.idle() != kit::wait_ladder::rung::sleep) continue;
       // Sleep. Announce it first, then re-check: a peer that changed something after our
       // last progress() has incremented the doorbell, so the futex returns at once.
       const auto now = clock::now();
@@ -611,7 +570,7 @@ class shm_transport {
         if (finished(req)) return;
         throw error(errc::peer_lost,
                     "rank " + std::to_string(rank_) + ": rank " + std::to_string(req->peer) +
-                        " (pid " + std::to_string(pids_[static_cast<std::size_t>(req->peer)]) +
+                        " (pid " + std::to_string(peers_.pid(req->peer)) +
                         ") exited while this rank " +
                         (req->is_send ? "was sending to it" : "waited for a message from it"));
       }
@@ -624,8 +583,7 @@ class shm_transport {
             std::min<std::chrono::nanoseconds>(left, detail::shm::liveness_period));
       }
       me->sleeping.store(0, std::memory_order_relaxed);
-      spins = 0;
-      yields = 0;
+      ladder.reset();
     }
   }
 
@@ -633,7 +591,7 @@ class shm_transport {
     if (!req || req->status == detail::shm::state::done) return;
     try {
       if (req->is_send) {
-        auto& queue = outgoing_[static_cast<std::size_t>(req->peer)];
+        auto& queue = links_[req->peer].outgoing;
         if (req->progress == 0) {
           std::erase(queue, req);
         } else {
@@ -643,12 +601,12 @@ class shm_transport {
           req->send_data = req->owned.data();
         }
       } else {
-        auto& queue = posted_[static_cast<std::size_t>(req->peer)];
+        auto& queue = links_[req->peer].posted;
         std::erase(queue, req);
-        for (auto& u : unexpected_[static_cast<std::size_t>(req->peer)]) {
+        for (auto& u : links_[req->peer].unexpected) {
           if (u->waiting == req) u->waiting.reset();
         }
-        auto& in = incoming_[static_cast<std::size_t>(req->peer)];
+        auto& in = links_[req->peer].incoming;
         if (in.target == req) in.discard = true;  // drain the rest of it into nowhere
       }
     } catch (...) {
@@ -665,15 +623,7 @@ class shm_transport {
     for (int p = 0; p < size_; ++p) {
       detail::shm::inbox_header* h = inbox(p);
       if (h == nullptr) continue;
-      std::uint32_t expected = 0;
-      if (h->abort_state.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) {
-        h->abort_rank = rank_;
-        h->abort_code = static_cast<std::int32_t>(code);
-        const std::size_t n = std::min(reason.size(), sizeof(h->abort_reason) - 1);
-        std::memcpy(h->abort_reason, reason.data(), n);
-        h->abort_reason[n] = '\0';
-        h->abort_state.store(2, std::memory_order_release);
-      }
+      h->abort.record(rank_, code, reason);
       ring(p);
     }
   }
@@ -688,36 +638,29 @@ class shm_transport {
     std::size_t received = 0;
   };
 
+  /// Everything this rank holds for one peer (itself included: its own inbox).
+  struct link {
+    detail::shm::mapping inbox;    ///< the peer's inbox segment, mapped here
+    std::deque<request> outgoing;  ///< sends to the peer, in send order
+    /// single-copy sends the peer has not finished reading, with their descriptor slot
+    std::deque<std::pair<request, std::uint64_t>> in_flight;
+    bool single_copy_to = false;  ///< whether the peer reads our memory directly
+    std::deque<request> posted;   ///< unmatched receives from the peer
+    /// messages from the peer that arrived before their receive, in arrival order
+    std::deque<std::shared_ptr<detail::shm::unexpected_message>> unexpected;
+    incoming_state incoming;  ///< the message from the peer streaming in
+  };
+
   /// The tag of the window bookkeeping messages (sequence 0, never a schedule's tag).
   static constexpr tag_t window_tag = detail::collective_tag(0, 0xfffffffeu);
 
-  /// Sends `mine` to every peer and returns every rank's record (ours at our index). Every
-  /// rank calls the window functions in the same order, and messages of one (source, tag)
-  /// are FIFO, so consecutive calls never mix.
+  /// Every rank's record of the window being set up (kit::exchange_records).
   std::vector<detail::shm::window_record> exchange_window_records(
       const detail::shm::window_record& mine, deadline until) {
-    std::vector<detail::shm::window_record> all(static_cast<std::size_t>(size_));
-    all[static_cast<std::size_t>(rank_)] = mine;
-    std::vector<request> pending;
-    for (int p = 0; p < size_; ++p) {
-      if (p == rank_) continue;
-      pending.push_back(irecv(p, window_tag,
-                              {reinterpret_cast<std::byte*>(&all[static_cast<std::size_t>(p)]),
-                               sizeof(detail::shm::window_record)}));
-    }
-    for (int p = 0; p < size_; ++p) {
-      if (p == rank_) continue;
-      pending.push_back(
-          isend(p, window_tag, {reinterpret_cast<const std::byte*>(&mine), sizeof mine}));
-    }
-    std::size_t done = 0;
-    try {
-      for (; done < pending.size(); ++done) wait(pending[done], until);
-    } catch (...) {
-      for (std::size_t i = done; i < pending.size(); ++i) cancel(pending[i]);
-      throw;
-    }
-    return all;
+    return kit::exchange_records(
+        *this, rank_, size_, mine,
+        [&](int p, std::span<std::byte> b) { return irecv(p, window_tag, b); },
+        [&](int p, std::span<const std::byte> b) { return isend(p, window_tag, b); }, until);
   }
 
   const detail::shm::window_state& window_at(window w, const char* what) const {
@@ -839,13 +782,12 @@ class shm_transport {
   }
 
   [[nodiscard]] detail::shm::inbox_header* inbox(int r) const noexcept {
-    return reinterpret_cast<detail::shm::inbox_header*>(
-        inboxes_[static_cast<std::size_t>(r)].data());
+    return reinterpret_cast<detail::shm::inbox_header*>(links_[r].inbox.data());
   }
   /// The channel in rank `owner`'s inbox that carries messages from rank `sender`.
   [[nodiscard]] detail::shm::channel_header* channel(int owner, int sender) const noexcept {
     return reinterpret_cast<detail::shm::channel_header*>(
-        inboxes_[static_cast<std::size_t>(owner)].data() + geometry_.header_bytes() +
+        links_[owner].inbox.data() + geometry_.header_bytes() +
         static_cast<std::size_t>(sender) * geometry_.channel_bytes());
   }
   [[nodiscard]] detail::shm::channel_header* channel_in(int sender) const noexcept {
@@ -878,8 +820,8 @@ class shm_transport {
   /// Producer side: writes pending sends to `peer` into free slots of its channel, and
   /// completes single-copy sends the peer has finished reading.
   bool push(int peer) {
-    auto& queue = outgoing_[static_cast<std::size_t>(peer)];
-    auto& reading = in_flight_[static_cast<std::size_t>(peer)];
+    auto& queue = links_[peer].outgoing;
+    auto& reading = links_[peer].in_flight;
     if (queue.empty() && reading.empty()) return false;
     detail::shm::channel_header* c = channel(peer, rank_);
     std::uint64_t head = c->head.load(std::memory_order_relaxed);
@@ -900,7 +842,7 @@ class shm_transport {
       hdr->total_bytes = op.bytes;
       hdr->offset = op.progress;
       if (op.progress == 0 && op.bytes >= detail::shm::single_copy_threshold &&
-          single_copy_to_[static_cast<std::size_t>(peer)] && op.owned.empty()) {
+          links_[peer].single_copy_to && op.owned.empty()) {
         hdr->bytes = 0;
         hdr->address = reinterpret_cast<std::uintptr_t>(op.send_data);
         hdr->single_copy = 1;
@@ -938,8 +880,8 @@ class shm_transport {
     std::uint64_t tail = c->tail.load(std::memory_order_relaxed);
     const std::uint64_t head = c->head.load(std::memory_order_acquire);
     if (tail == head) return false;
-    incoming_state& in = incoming_[static_cast<std::size_t>(peer)];
-    auto& arrived = unexpected_[static_cast<std::size_t>(peer)];
+    incoming_state& in = links_[peer].incoming;
+    auto& arrived = links_[peer].unexpected;
     while (tail != head) {
       const std::byte* s = slot(c, tail);
       const auto* hdr = reinterpret_cast<const detail::shm::slot_header*>(s);
@@ -951,8 +893,8 @@ class shm_transport {
       std::size_t n = hdr->bytes;
       if (hdr->single_copy != 0) {
         n = hdr->total_bytes;
-        if (into != nullptr && !detail::shm::read_peer_memory(pids_[static_cast<std::size_t>(peer)],
-                                                              hdr->address, into, n)) {
+        if (into != nullptr &&
+            !detail::shm::read_peer_memory(peers_.pid(peer), hdr->address, into, n)) {
           throw error(errno == ESRCH ? errc::peer_lost : errc::transport,
                       "rank " + std::to_string(rank_) + ": reading a message of " +
                           std::to_string(n) + " bytes from rank " + std::to_string(peer) +
@@ -974,7 +916,7 @@ class shm_transport {
     in = incoming_state{};
     in.active = true;
     in.total = total;
-    auto& posted = posted_[static_cast<std::size_t>(peer)];
+    auto& posted = links_[peer].posted;
     for (auto it = posted.begin(); it != posted.end(); ++it) {
       if ((*it)->tag != tag) continue;
       in.target = *it;
@@ -989,7 +931,7 @@ class shm_transport {
     in.buffer = std::make_shared<detail::shm::unexpected_message>();
     in.buffer->tag = tag;
     in.buffer->data.resize(total);
-    unexpected_[static_cast<std::size_t>(peer)].push_back(in.buffer);
+    links_[peer].unexpected.push_back(in.buffer);
   }
 
   void finish_message(incoming_state& in,
@@ -1038,24 +980,10 @@ class shm_transport {
     return true;
   }
 
-  void check_aborted() const {
-    detail::shm::inbox_header* h = inbox(rank_);
-    if (h->abort_state.load(std::memory_order_acquire) == 0) return;
-    while (h->abort_state.load(std::memory_order_acquire) != 2) detail::shm::cpu_relax();
-    throw error(static_cast<errc>(h->abort_code), "rank " + std::to_string(rank_) + ": rank " +
-                                                      std::to_string(h->abort_rank) +
-                                                      " aborted the group: " + h->abort_reason);
-  }
+  void check_aborted() const { inbox(rank_)->abort.throw_if_raised(rank_); }
 
-  /// Whether the process of rank `p` has exited (its pidfd is readable).
-  bool peer_gone(int p) const noexcept {
-    const int f = pidfds_[static_cast<std::size_t>(p)].get();
-    if (f >= 0) {
-      pollfd pfd{f, POLLIN, 0};
-      return ::poll(&pfd, 1, 0) > 0;
-    }
-    return ::kill(pids_[static_cast<std::size_t>(p)], 0) != 0 && errno == ESRCH;
-  }
+  /// Whether the process of rank `p` has exited.
+  bool peer_gone(int p) const noexcept { return peers_.gone(p); }
 
   void check_peer(int peer, const char* what) const {
     detail::check_transport_peer(rank_, size_, peer, what);
@@ -1066,18 +994,8 @@ class shm_transport {
   std::string job_;  ///< names this job's segments
   int spin_limit_ = detail::shm::spin_iterations;
   detail::shm::geometry geometry_;
-  std::vector<detail::shm::mapping> inboxes_;
-  std::vector<int> pids_;
-  std::vector<bootstrap::detail::unique_fd> pidfds_;
-  std::vector<std::deque<request>> outgoing_;  ///< per destination, in send order
-  /// per destination, single-copy sends the peer has not finished reading, with the index
-  /// of their descriptor slot
-  std::vector<std::deque<std::pair<request, std::uint64_t>>> in_flight_;
-  std::vector<bool> single_copy_to_;         ///< whether each peer reads our memory directly
-  std::vector<std::deque<request>> posted_;  ///< per source, unmatched receives
-  /// per source, messages that arrived before their receive, in arrival order
-  std::vector<std::deque<std::shared_ptr<detail::shm::unexpected_message>>> unexpected_;
-  std::vector<incoming_state> incoming_;            ///< per source, the message streaming in
+  kit::peer_processes peers_;
+  kit::per_peer<link> links_;
   std::vector<detail::shm::window_state> windows_;  ///< by `window::index`
 };
 

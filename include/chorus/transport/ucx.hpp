@@ -46,8 +46,13 @@
 #include <chorus/core/deadline.hpp>
 #include <chorus/core/error.hpp>
 #include <chorus/transport/contract.hpp>
+#include <chorus/transport/kit/abort_record.hpp>
+#include <chorus/transport/kit/cpus.hpp>
 #include <chorus/transport/kit/exchange.hpp>
 #include <chorus/transport/kit/hex.hpp>
+#include <chorus/transport/kit/peer_processes.hpp>
+#include <chorus/transport/kit/records.hpp>
+#include <chorus/transport/kit/wait_ladder.hpp>
 
 #include <ucp/api/ucp.h>
 
@@ -135,13 +140,6 @@ inline constexpr auto drain_period = std::chrono::milliseconds(100);
 /// How long `cancel` lets a send in flight finish on its own before it force-closes the
 /// endpoint (which fails the send, so UCX lets go of the buffer).
 inline constexpr auto cancel_grace = std::chrono::milliseconds(100);
-
-inline int usable_cpus() noexcept {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (::sched_getaffinity(0, sizeof set, &set) != 0) return 1;
-  return CPU_COUNT(&set);
-}
 
 inline std::string status_text(ucs_status_t s) { return ucs_status_string(s); }
 
@@ -236,23 +234,23 @@ struct state {
   int size = 1;
   ucp_context_h context = nullptr;
   ucp_worker_h worker = nullptr;
-  std::vector<ucp_ep_h> eps;
-  /// Per peer: the status UCX's error callback reported (UCS_OK while healthy).
-  std::vector<ucs_status_t> ep_status;
-  std::vector<bool> ep_closed;  ///< force-closed by `cancel` (or failed and closed)
-  std::vector<int> pids;
-  std::vector<bool> local_peer;  ///< same host, pid and network namespace
-  std::vector<bootstrap::detail::unique_fd> pidfds;
-  std::vector<bool> exited;
-  std::vector<std::pair<state*, int>> callback_args;  ///< (this, peer) for the error callback
+  /// Everything this rank holds for one peer.
+  struct link {
+    ucp_ep_h ep = nullptr;
+    ucs_status_t status = UCS_OK;  ///< what UCX's error callback reported (UCS_OK: healthy)
+    bool closed = false;           ///< force-closed by `cancel` (or failed and closed)
+    bool local = false;            ///< same host, pid and network namespace
+    bool exited = false;           ///< a local peer whose process has exited
+    std::pair<state*, int> callback{nullptr, 0};  ///< (state, peer) for the error callback
+  };
+  kit::per_peer<link> links;  ///< made once: the callbacks hold addresses into it
+  kit::peer_processes peers;  ///< the local peers' processes, watched
   std::vector<window_state> windows;
 
-  /// Abort record: 0 none, 1 being written, 2 complete. `abort_local` says whether this
-  /// rank must still send it to its peers (it was raised here, not received).
-  std::atomic<int> abort_state{0};
-  std::int32_t abort_rank = 0;
-  errc abort_code = errc::aborted;
-  char abort_reason[488] = {};
+  /// The group's abort record (raised here or received from a peer).
+  kit::abort_record<488> abort{};
+  /// Whether this rank must still send the record to its peers (raised here by a thread
+  /// that could not enter the worker).
   std::atomic<bool> abort_pending_send{false};
   /// Held (exchange to true) by whichever thread is inside the worker: the user's thread in
   /// any call, or a foreign thread's `abort` that sends the record itself.
@@ -279,7 +277,7 @@ struct state {
 
   static void on_error(void* arg, ucp_ep_h, ucs_status_t status) noexcept {
     auto* a = static_cast<std::pair<state*, int>*>(arg);
-    auto& s = a->first->ep_status[static_cast<std::size_t>(a->second)];
+    auto& s = a->first->links[a->second].status;
     if (s == UCS_OK) s = status;
   }
 
@@ -326,14 +324,14 @@ struct state {
   /// reach it), forced where it failed; gives up waiting after a second.
   void close_endpoints() noexcept {
     std::vector<void*> closing;
-    for (std::size_t p = 0; p < eps.size(); ++p) {
-      if (eps[p] == nullptr) continue;
+    for (link& l : links) {
+      if (l.ep == nullptr) continue;
       ucp_request_param_t param{};
       param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-      param.flags = ep_status[p] != UCS_OK || exited[p] ? UCP_EP_CLOSE_FLAG_FORCE : 0;
-      void* r = ucp_ep_close_nbx(eps[p], &param);
+      param.flags = l.status != UCS_OK || l.exited ? UCP_EP_CLOSE_FLAG_FORCE : 0;
+      void* r = ucp_ep_close_nbx(l.ep, &param);
       if (UCS_PTR_IS_PTR(r)) closing.push_back(r);
-      eps[p] = nullptr;
+      l.ep = nullptr;
     }
     const auto until = clock::now() + std::chrono::seconds(1);
     for (void* r : closing) {
@@ -386,14 +384,8 @@ class ucx_transport {
     s.rank = rank;
     s.size = size;
     const auto n = static_cast<std::size_t>(size);
-    s.eps.assign(n, nullptr);
-    s.ep_status.assign(n, UCS_OK);
-    s.ep_closed.assign(n, false);
-    s.pids.assign(n, 0);
-    s.local_peer.assign(n, false);
-    s.pidfds.resize(n);
-    s.exited.assign(n, false);
-    s.callback_args.resize(n);
+    s.links = kit::per_peer<detail::ucx::state::link>(size);
+    s.peers = kit::peer_processes(size);
     start_worker();
 
     // One exchange: "<pid> <host identity> <hex worker address>".
@@ -423,24 +415,20 @@ class ucx_transport {
                                          ": rank " + std::to_string(p) +
                                          " published no usable worker address");
       }
-      const auto i = static_cast<std::size_t>(p);
-      s.pids[i] = std::atoi(blob.substr(0, first).c_str());
-      s.local_peer[i] = blob.substr(first + 1, second - first - 1) == my_host;
-      if (s.local_peer[i]) {
-        s.pidfds[i] =
-            bootstrap::detail::unique_fd(static_cast<int>(::syscall(SYS_pidfd_open, s.pids[i], 0)));
-      }
-      s.callback_args[i] = {&s, p};
+      const int pid = std::atoi(blob.substr(0, first).c_str());
+      s.links[p].local = blob.substr(first + 1, second - first - 1) == my_host;
+      if (s.links[p].local) s.peers.watch(p, pid);
+      s.links[p].callback = {&s, p};
       ucp_ep_params_t params{};
       params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
                           UCP_EP_PARAM_FIELD_ERR_HANDLER;
       params.address = reinterpret_cast<const ucp_address_t*>(bytes.data());
       params.err_mode = UCP_ERR_HANDLING_MODE_PEER;
       params.err_handler.cb = &detail::ucx::state::on_error;
-      params.err_handler.arg = &s.callback_args[i];
-      const ucs_status_t st = ucp_ep_create(s.worker, &params, &s.eps[i]);
+      params.err_handler.arg = &s.links[p].callback;
+      const ucs_status_t st = ucp_ep_create(s.worker, &params, &s.links[p].ep);
       if (st != UCS_OK) {
-        s.eps[i] = nullptr;
+        s.links[p].ep = nullptr;
         throw error(errc::transport,
                     "chorus::ucx_transport: rank " + std::to_string(rank) + " cannot reach rank " +
                         std::to_string(p) + " through UCX (ucp_ep_create: " +
@@ -449,7 +437,7 @@ class ucx_transport {
       }
     }
     post_abort_receive();
-    if (size > detail::ucx::usable_cpus()) {
+    if (size > kit::usable_cpus()) {
       spin_limit_ = detail::ucx::oversubscribed_spin_iterations;
     }
   }
@@ -522,8 +510,7 @@ class ucx_transport {
       // UCX keeps a receive that matched a dead peer's rendezvous message until data that
       // will never come; a dead peer writes nothing more, so the buffer is safe. A live
       // peer's endpoint has just been closed: nothing more arrives from it either, but say so.
-      const auto i = static_cast<std::size_t>(req->peer);
-      if (s.ep_status[i] == UCS_OK && !s.exited[i]) {
+      if (s.links[req->peer].status == UCS_OK && !s.links[req->peer].exited) {
         std::fprintf(stderr,
                      "chorus::ucx_transport: rank %d: a request to rank %d did not finish after "
                      "its endpoint was closed; releasing it\n",
@@ -706,9 +693,7 @@ class ucx_transport {
     detail::check_transport_peer(rank(), size(), peer, what);
   }
 
-  [[nodiscard]] ucp_ep_h ep(int peer) const noexcept {
-    return state_->eps[static_cast<std::size_t>(peer)];
-  }
+  [[nodiscard]] ucp_ep_h ep(int peer) const noexcept { return state_->links[peer].ep; }
 
   /// A non-null address for zero-byte messages (UCX does not read it).
   static void* payload(const void* p) noexcept {
@@ -718,8 +703,7 @@ class ucx_transport {
 
   /// False (and `op` completed with the reason) when the endpoint to `peer` is gone.
   bool usable(int peer, detail::ucx::operation& op) {
-    const auto i = static_cast<std::size_t>(peer);
-    if (state_->eps[i] != nullptr && !state_->ep_closed[i]) return true;
+    if (state_->links[peer].ep != nullptr && !state_->links[peer].closed) return true;
     op.complete = true;
     op.failed = true;
     op.code = errc::peer_lost;
@@ -798,10 +782,9 @@ class ucx_transport {
                   mismatch_message(*req, "more than " + std::to_string(req->bytes)));
     }
     check_aborted();
-    const auto i = static_cast<std::size_t>(req->peer);
-    if (state_->ep_status[i] != UCS_OK || state_->exited[i] || state_->ep_closed[i] ||
-        st == UCS_ERR_ENDPOINT_TIMEOUT || st == UCS_ERR_CONNECTION_RESET ||
-        st == UCS_ERR_UNREACHABLE) {
+    if (state_->links[req->peer].status != UCS_OK || state_->links[req->peer].exited ||
+        state_->links[req->peer].closed || st == UCS_ERR_ENDPOINT_TIMEOUT ||
+        st == UCS_ERR_CONNECTION_RESET || st == UCS_ERR_UNREACHABLE) {
       throw error(errc::peer_lost,
                   lost_message(req->peer, *req) + " (" + detail::ucx::status_text(st) + ")");
     }
@@ -833,12 +816,12 @@ class ucx_transport {
   }
 
   std::string lost_message(int peer, const detail::ucx::operation& op) const {
-    const auto i = static_cast<std::size_t>(peer);
     std::string why;
-    if (state_->exited[i]) {
-      why = " (pid " + std::to_string(state_->pids[i]) + ") exited";
-    } else if (state_->ep_status[i] != UCS_OK) {
-      why = "'s connection failed (UCX: " + detail::ucx::status_text(state_->ep_status[i]) + ")";
+    if (state_->links[peer].exited) {
+      why = " (pid " + std::to_string(state_->peers.pid(peer)) + ") exited";
+    } else if (state_->links[peer].status != UCS_OK) {
+      why = "'s connection failed (UCX: " + detail::ucx::status_text(state_->links[peer].status) +
+            ")";
     } else {
       why = "'s endpoint was closed after an earlier failure";
     }
@@ -852,37 +835,31 @@ class ucx_transport {
   /// Marks local peers whose process has exited (pidfd readable).
   void check_local_peers() {
     detail::ucx::state& s = *state_;
-    for (std::size_t p = 0; p < s.pidfds.size(); ++p) {
-      const int f = s.pidfds[p].get();
-      if (f < 0 || s.exited[p]) continue;
-      pollfd pfd{f, POLLIN, 0};
-      if (::poll(&pfd, 1, 0) > 0) s.exited[p] = true;
+    for (int p = 0; p < s.peers.size(); ++p) {
+      if (!s.links[p].exited && s.peers.gone(p)) s.links[p].exited = true;
     }
   }
 
   [[nodiscard]] bool peer_failed(int peer) const noexcept {
-    const auto i = static_cast<std::size_t>(peer);
-    return state_->ep_status[i] != UCS_OK || state_->exited[i] || state_->ep_closed[i];
+    return state_->links[peer].status != UCS_OK || state_->links[peer].exited ||
+           state_->links[peer].closed;
   }
 
   void wait_locked(request& req, deadline until) {
-    int spins = 0;
-    clock::time_point idle_since{};  // when the spin ran out without progress
+    // Spin on progress, then yield between progress calls for `yield_window`, then sleep
+    // on the worker's event fd; peers and the deadline are checked from the yield rung on.
+    kit::wait_ladder ladder(spin_limit_, 0, detail::ucx::yield_window);
     auto next_liveness = clock::now();
     for (;;) {
       const bool moved = progress();
       if (finished(req)) return;
       if (moved) {
-        spins = 0;
-        idle_since = {};
+        ladder.reset();
         continue;
       }
-      if (spins < spin_limit_) {
-        ++spins;
-        continue;
-      }
+      const kit::wait_ladder::rung rung = ladder.idle();
+      if (rung == kit::wait_ladder::rung::spin) continue;
       const auto now = clock::now();
-      if (idle_since == clock::time_point{}) idle_since = now;
       if (now >= next_liveness) {
         check_local_peers();
         next_liveness = now + detail::ucx::liveness_period;
@@ -905,10 +882,7 @@ class ucx_transport {
                                        " rank " + std::to_string(req->peer) +
                                        " before the deadline");
       }
-      if (now - idle_since < detail::ucx::yield_window) {
-        std::this_thread::yield();
-        continue;
-      }
+      if (rung == kit::wait_ladder::rung::yield) continue;
       sleep_until_event(std::min<duration>(detail::ucx::longest_sleep, until.at - now));
     }
   }
@@ -944,17 +918,7 @@ class ucx_transport {
   /// Stores an abort record unless one is there. True if this call stored it.
   bool record_abort(int who, errc code, std::string_view reason) noexcept {
     detail::ucx::state& s = *state_;
-    int expected = 0;
-    if (!s.abort_state.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) {
-      return false;
-    }
-    s.abort_rank = who;
-    s.abort_code = code;
-    const std::size_t n = std::min(reason.size(), sizeof(s.abort_reason) - 1);
-    std::memcpy(s.abort_reason, reason.data(), n);
-    s.abort_reason[n] = '\0';
-    s.abort_state.store(2, std::memory_order_release);
-    return true;
+    return s.abort.record(who, code, reason);
   }
 
   /// Sends this rank's abort record to every reachable peer and gives the sends a moment
@@ -964,18 +928,18 @@ class ucx_transport {
     s.abort_pending_send.store(false, std::memory_order_relaxed);
     // UCX may read the record after this function returns: it lives in the state.
     detail::ucx::abort_message& m = s.abort_out;
-    m.rank = s.abort_rank;
-    m.code = static_cast<std::int32_t>(s.abort_code);
-    std::memcpy(m.reason, s.abort_reason, sizeof m.reason);
+    m.rank = s.abort.rank;
+    m.code = s.abort.code;
+    std::memcpy(m.reason, s.abort.reason, sizeof m.reason);
     std::vector<void*>& sends = s.abort_sends;
     for (int p = 0; p < s.size; ++p) {
-      const auto i = static_cast<std::size_t>(p);
-      if (p == s.rank || s.eps[i] == nullptr || s.ep_closed[i] || s.ep_status[i] != UCS_OK) {
+      if (p == s.rank || s.links[p].ep == nullptr || s.links[p].closed ||
+          s.links[p].status != UCS_OK) {
         continue;
       }
       const ucp_request_param_t param = bytes_param();
       void* r =
-          ucp_tag_send_nbx(s.eps[i], &m, sizeof m,
+          ucp_tag_send_nbx(s.links[p].ep, &m, sizeof m,
                            detail::ucx::control_tag(s.rank, detail::ucx::control_abort), &param);
       if (UCS_PTR_IS_PTR(r)) sends.push_back(r);
     }
@@ -992,12 +956,10 @@ class ucx_transport {
   /// by another thread.
   void check_aborted() {
     detail::ucx::state& s = *state_;
-    if (s.abort_state.load(std::memory_order_acquire) == 0) return;
-    while (s.abort_state.load(std::memory_order_acquire) != 2) std::this_thread::yield();
+    if (!s.abort.raised()) return;
+    s.abort.wait_complete();
     if (s.abort_pending_send.load(std::memory_order_acquire)) send_abort_records();
-    throw error(s.abort_code, "rank " + std::to_string(s.rank) + ": rank " +
-                                  std::to_string(s.abort_rank) +
-                                  " aborted the group: " + s.abort_reason);
+    throw error(s.abort.error_code(), s.abort.describe(s.rank));
   }
 
   void post_abort_receive() {
@@ -1018,9 +980,8 @@ class ucx_transport {
   /// touching their buffers. The peers have been sent this rank's abort record first.
   void force_close(int peer) noexcept {
     detail::ucx::state& s = *state_;
-    const auto i = static_cast<std::size_t>(peer);
-    if (s.eps[i] == nullptr || s.ep_closed[i]) return;
-    if (s.abort_state.load(std::memory_order_acquire) == 0) {
+    if (s.links[peer].ep == nullptr || s.links[peer].closed) return;
+    if (!s.abort.raised()) {
       const std::string why = s.last_failure.empty()
                                   ? "rank " + std::to_string(s.rank) +
                                         " cancelled an operation that its peer never completed"
@@ -1034,9 +995,9 @@ class ucx_transport {
     ucp_request_param_t param{};
     param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
     param.flags = UCP_EP_CLOSE_FLAG_FORCE;
-    void* r = ucp_ep_close_nbx(s.eps[i], &param);
-    s.eps[i] = nullptr;
-    s.ep_closed[i] = true;
+    void* r = ucp_ep_close_nbx(s.links[peer].ep, &param);
+    s.links[peer].ep = nullptr;
+    s.links[peer].closed = true;
     if (UCS_PTR_IS_PTR(r)) {
       const auto until = clock::now() + std::chrono::seconds(1);
       while (ucp_request_check_status(r) == UCS_INPROGRESS && clock::now() < until) {
@@ -1132,36 +1093,21 @@ class ucx_transport {
   }
 
   void wait_all(std::vector<request>& pending, deadline until) {
-    std::size_t done = 0;
-    try {
-      for (; done < pending.size(); ++done) wait(pending[done], until);
-    } catch (...) {
-      for (std::size_t i = done; i < pending.size(); ++i) cancel(pending[i]);
-      throw;
-    }
+    kit::wait_all_or_cancel(*this, pending, until);
   }
 
-  /// Sends `mine` to every peer and returns every rank's record (ours at our index). Every
-  /// rank calls the window functions in the same order, and messages of one (source, tag)
-  /// are FIFO, so consecutive calls never mix.
+  /// Every rank's record of the window being registered (kit::exchange_records).
   std::vector<detail::ucx::window_record> exchange_records(const detail::ucx::window_record& mine,
                                                            deadline until) {
-    std::vector<detail::ucx::window_record> all(static_cast<std::size_t>(size()));
-    all[static_cast<std::size_t>(rank())] = mine;
-    std::vector<request> pending;
-    for (int p = 0; p < size(); ++p) {
-      if (p == rank()) continue;
-      pending.push_back(control_recv(
-          p, detail::ucx::control_window,
-          {reinterpret_cast<std::byte*>(&all[static_cast<std::size_t>(p)]), sizeof mine}));
-    }
-    for (int p = 0; p < size(); ++p) {
-      if (p == rank()) continue;
-      pending.push_back(control_send(p, detail::ucx::control_window,
-                                     {reinterpret_cast<const std::byte*>(&mine), sizeof mine}));
-    }
-    wait_all(pending, until);
-    return all;
+    return kit::exchange_records(
+        *this, rank(), size(), mine,
+        [&](int p, std::span<std::byte> b) {
+          return control_recv(p, detail::ucx::control_window, b);
+        },
+        [&](int p, std::span<const std::byte> b) {
+          return control_send(p, detail::ucx::control_window, b);
+        },
+        until);
   }
 
   const detail::ucx::window_state& window_at(window w, const char* what) const {

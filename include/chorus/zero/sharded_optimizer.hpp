@@ -77,19 +77,30 @@
 namespace chorus::inline v0::zero {
 
 /// ZeRO stage N (0 = plain data parallelism, 1 = optimizer state, 2 = + gradients,
-/// 3 = + parameters sharded).
+/// 3 = + parameters sharded): the policy that says what the driver shards. Each stage is
+/// the previous one plus one more kind of model state cut into shards.
 template <int N>
 struct stage {
   static_assert(N >= 0 && N <= 3, "chorus::zero::stage<N> exists for N = 0, 1, 2 and 3 only.");
   static constexpr int value = N;
+  /// fp32 master weights and optimizer state: this rank keeps and updates its shard only.
+  static constexpr bool shards_optimizer_state = N >= 1;
+  /// Gradients: reduce-scattered bucket by bucket as backward produces them; this rank
+  /// keeps its shard only.
+  static constexpr bool shards_gradients = N >= 2;
+  /// Parameters: this rank keeps its shard; buckets are all-gathered before use.
+  static constexpr bool shards_parameters = N >= 3;
 };
 
-namespace detail {
+/// A stage policy: what the driver shards, each flag implying the one before it.
 template <class S>
-inline constexpr bool is_stage = false;
-template <int N>
-inline constexpr bool is_stage<stage<N>> = true;
-}  // namespace detail
+concept stage_policy = requires {
+  { S::shards_optimizer_state } -> std::convertible_to<bool>;
+  { S::shards_gradients } -> std::convertible_to<bool>;
+  { S::shards_parameters } -> std::convertible_to<bool>;
+}
+&&(!S::shards_gradients || S::shards_optimizer_state) &&
+    (!S::shards_parameters || S::shards_gradients);
 
 /// The compute types: parameters and gradients as the model sees them (mixed precision:
 /// half or bfloat16 compute, fp32 master weights).
@@ -113,7 +124,7 @@ struct options {
   /// parameters): how many buckets may be in flight or open at once.
   std::size_t max_live_buckets = 2;
   /// The algorithm of every reduce-scatter / all-gather / all-reduce.
-  algo::dynamic algorithm{schedule::algorithm::ring};
+  algo::dynamic algorithm = algo::as_dynamic(algo::ring{});
   /// Called on the thread that runs collectives just before each one, with its name and
   /// bucket (tests inject delays here; tracing tools record timelines).
   std::function<void(std::string_view collective, std::size_t bucket)> before_collective;
@@ -122,9 +133,10 @@ struct options {
 template <class Transport, class Stage, class Geometry = flat, class Optimizer = adamw,
           class T = float>
 class sharded_optimizer {
-  static_assert(detail::is_stage<Stage>,
+  static_assert(stage_policy<Stage>,
                 "chorus::zero::sharded_optimizer's second argument must be zero::stage<0>, "
-                "stage<1>, stage<2> or stage<3>.");
+                "stage<1>, stage<2> or stage<3> (or a policy with their three flags, each "
+                "implying the one before).");
   static_assert(compute_type<T>,
                 "chorus::zero::sharded_optimizer computes in float, chorus::half or "
                 "chorus::bfloat16 (its master weights are always float).");
@@ -136,7 +148,13 @@ class sharded_optimizer {
                 "(or provide their interface).");
 
  public:
-  static constexpr int stage_number = Stage::value;
+  /// What `Stage` shards (the driver branches on these, never on a stage number).
+  static constexpr bool shards_state = Stage::shards_optimizer_state;
+  static constexpr bool shards_grads = Stage::shards_gradients;
+  static constexpr bool shards_params = Stage::shards_parameters;
+  /// Stage 1's way: full gradients accumulate locally and are reduce-scattered once, after
+  /// the last micro-batch.
+  static constexpr bool reduces_after_accumulation = shards_state && !shards_grads;
   static constexpr std::size_t state_count = Optimizer::state_count;
   /// The paper's K: bytes of fp32 master weight and optimizer state per parameter.
   static constexpr double optimizer_bytes_per_parameter = 4.0 * (1 + state_count);
@@ -171,18 +189,18 @@ class sharded_optimizer {
       }
     }
     const std::size_t total = lay_.tensor_offset.back();
-    const std::size_t shard = stage_number == 0 ? total : part_.shard_size(comm.rank());
+    const std::size_t shard = !shards_state ? total : part_.shard_size(comm.rank());
     master_.assign(shard, 0.0f);
     for (auto& s : state_) s.assign(shard, 0.0f);
-    params_.assign(stage_number == 3 ? shard : total, T{});
-    grads_.assign(stage_number >= 2 ? shard : total, T{});
+    params_.assign(shards_params ? shard : total, T{});
+    grads_.assign(shards_grads ? shard : total, T{});
     reduced_.assign(nb, 0);
     grad_slot_.assign(nb, -1);
     param_slot_.assign(nb, -1);
     param_op_.assign(nb, nullptr);
     comm_pool_.init(o_.max_live_buckets, lay_.max_packed + lay_.max_part);
-    if constexpr (stage_number >= 2) grad_pool_.init(o_.max_live_buckets, lay_.max_natural);
-    if constexpr (stage_number == 3) param_pool_.init(o_.max_live_buckets, lay_.max_natural);
+    if constexpr (shards_grads) grad_pool_.init(o_.max_live_buckets, lay_.max_natural);
+    if constexpr (shards_params) param_pool_.init(o_.max_live_buckets, lay_.max_natural);
   }
 
   sharded_optimizer(const sharded_optimizer&) = delete;
@@ -196,7 +214,7 @@ class sharded_optimizer {
   void initialize(Fn value) {
     wait_all();
     release_all();
-    if constexpr (stage_number == 0) {
+    if constexpr (!shards_state) {
       for (std::size_t t = 0; t < part_.sizes.size(); ++t) {
         for (std::size_t i = 0; i < part_.sizes[t]; ++i) {
           master_[lay_.tensor_offset[t] + i] = static_cast<float>(value(t, i));
@@ -213,7 +231,7 @@ class sharded_optimizer {
     }
     for (auto& s : state_) std::fill(s.begin(), s.end(), 0.0f);
     step_ = 0;
-    if constexpr (stage_number == 1 || stage_number == 2) {
+    if constexpr (shards_state && !shards_params) {
       for (std::size_t t = 0; t < part_.sizes.size(); ++t) {
         for (std::size_t i = 0; i < part_.sizes[t]; ++i) {
           params_[lay_.tensor_offset[t] + i] = T(static_cast<float>(value(t, i)));
@@ -232,7 +250,7 @@ class sharded_optimizer {
   /// nothing (parameters are whole on every rank).
   void gather(std::size_t b) {
     check_bucket("gather", b);
-    if constexpr (stage_number == 3) {
+    if constexpr (shards_params) {
       if (param_slot_[b] < 0) start_gather(b, true);
       const auto pos =
           static_cast<std::size_t>(std::find(order_.begin(), order_.end(), b) - order_.begin());
@@ -248,7 +266,7 @@ class sharded_optimizer {
   /// nothing.
   void release(std::size_t b) {
     check_bucket("release", b);
-    if constexpr (stage_number == 3) {
+    if constexpr (shards_params) {
       if (param_slot_[b] < 0) return;
       finish(param_op_[b]);
       param_pool_.release(param_slot_[b]);
@@ -262,7 +280,7 @@ class sharded_optimizer {
   [[nodiscard]] std::span<const T> param(std::size_t t) {
     check_tensor("param", t);
     const std::size_t b = lay_.tensor_bucket[t];
-    if constexpr (stage_number == 3) {
+    if constexpr (shards_params) {
       if (param_slot_[b] < 0) {
         invalid("param(" + std::to_string(t) + ")",
                 "its bucket " + std::to_string(b) +
@@ -285,7 +303,7 @@ class sharded_optimizer {
   [[nodiscard]] std::span<T> grad(std::size_t t) {
     check_tensor("grad", t);
     const std::size_t b = lay_.tensor_bucket[t];
-    if constexpr (stage_number >= 2) {
+    if constexpr (shards_grads) {
       if (grad_slot_[b] < 0) open_grad(b, "grad(" + std::to_string(t) + ")");
       return {
           grad_pool_.data(grad_slot_[b]) + (lay_.tensor_offset[t] - lay_.buckets[b].natural_offset),
@@ -309,7 +327,7 @@ class sharded_optimizer {
     }
     ++reduced_[b];
     const bucket& bk = lay_.buckets[b];
-    if constexpr (stage_number == 0) {
+    if constexpr (!shards_state) {
       if (reduced_[b] < o_.micro_batches) return;
       submit(-1, [this, b, &bk] {
         hook("all_reduce", b);
@@ -317,10 +335,10 @@ class sharded_optimizer {
                    o_.algorithm);
       });
     } else {
-      if (stage_number == 1 && reduced_[b] < o_.micro_batches) return;
+      if (reduces_after_accumulation && reduced_[b] < o_.micro_batches) return;
       const int slot = comm_pool_.acquire([this] { return reclaim(); }, "reduce");
       T* packed = comm_pool_.data(slot);
-      if constexpr (stage_number == 1) {
+      if constexpr (reduces_after_accumulation) {
         pack(bk, grads_.data() + bk.natural_offset, packed);
       } else {
         if (grad_slot_[b] < 0) open_grad(b, "reduce(" + std::to_string(b) + ")");
@@ -339,7 +357,7 @@ class sharded_optimizer {
         T* part = packed + lay_.max_packed;
         reduce_scatter_v(comm_, std::span<const T>(packed, bk.packed_size),
                          std::span<T>(part, bk.counts[r]), bk.counts, plus{}, o_.algorithm);
-        if constexpr (stage_number == 1) {
+        if constexpr (reduces_after_accumulation) {
           // Keep the reduced own part where the update will read it: the natural gradient.
           for (std::size_t k = bk.run_begin[r]; k < bk.run_begin[r + 1]; ++k) {
             const bucket_run& run = bk.runs[k];
@@ -378,7 +396,7 @@ class sharded_optimizer {
     const std::size_t r = rank_index();
     for (std::size_t b : order_) {
       const bucket& bk = lay_.buckets[b];
-      if constexpr (stage_number == 0) {
+      if constexpr (!shards_state) {
         const std::size_t o = bk.natural_offset, n = bk.natural_size;
         opt_.template update<T>(step_, {master_.data() + o, n}, {grads_.data() + o, n}, scale,
                                 states(o, n));
@@ -388,7 +406,7 @@ class sharded_optimizer {
         const std::size_t so = bk.shard_offset[r], n = bk.counts[r];
         int slot = -1;
         std::span<const T> g{grads_.data() + so, n};
-        if constexpr (stage_number == 1) {
+        if constexpr (reduces_after_accumulation) {
           slot = comm_pool_.acquire([this] { return reclaim(); }, "step");
           T* own = comm_pool_.data(slot) + lay_.max_packed;
           for (std::size_t k = bk.run_begin[r]; k < bk.run_begin[r + 1]; ++k) {
@@ -403,12 +421,12 @@ class sharded_optimizer {
           g = {own, n};
         }
         opt_.template update<T>(step_, {master_.data() + so, n}, g, scale, states(so, n));
-        if constexpr (stage_number == 1) {
+        if constexpr (reduces_after_accumulation) {
           std::fill_n(grads_.data() + bk.natural_offset, bk.natural_size, T{});
         } else {
           std::fill_n(grads_.data() + so, n, T{});
         }
-        if constexpr (stage_number == 3) {
+        if constexpr (shards_params) {
           for (std::size_t i = so; i < so + n; ++i) params_[i] = T(master_[i]);
         } else {
           publish(b, slot);
@@ -428,7 +446,7 @@ class sharded_optimizer {
       invalid("full_state", "which must be 0 (master weights) .. state_count");
     wait_all();
     const std::vector<float>& mine = which == 0 ? master_ : state_[which - 1];
-    if constexpr (stage_number == 0) {
+    if constexpr (!shards_state) {
       return mine;
     } else {
       std::vector<std::size_t> counts(part_.shards.size());
@@ -468,7 +486,7 @@ class sharded_optimizer {
                         part_.sizes,
                         {}};
     std::vector<std::vector<float>> arrays;
-    if constexpr (stage_number == 0) {
+    if constexpr (!shards_state) {
       // Every rank holds everything; each saves its slice of an even flat split.
       h.geometry_id = flat::id;
       h.segments = flat{}(part_.sizes, comm_.size()).shards[rank_index()];
@@ -504,7 +522,7 @@ class sharded_optimizer {
     wait_all();
     release_all();
     std::vector<checkpoint_target> targets;
-    if constexpr (stage_number == 0) {
+    if constexpr (!shards_state) {
       for (std::size_t t = 0; t < part_.sizes.size(); ++t)
         targets.push_back({t, 0, part_.sizes[t], lay_.tensor_offset[t]});
     } else {
@@ -520,7 +538,7 @@ class sharded_optimizer {
     for (auto& s : state_) out.emplace_back(s);
     step_ = read_checkpoint(dir, part_.sizes, Optimizer::id,
                             static_cast<std::uint32_t>(state_count), targets, out);
-    if constexpr (stage_number == 1 || stage_number == 2) {
+    if constexpr (shards_state && !shards_params) {
       for (std::size_t b : order_) publish(b, -1);
       wait_all();
     } else {
@@ -666,7 +684,7 @@ class sharded_optimizer {
   }
 
   void release_all() {
-    if constexpr (stage_number == 3) {
+    if constexpr (shards_params) {
       for (std::size_t b = 0; b < lay_.buckets.size(); ++b) release(b);
     }
   }
