@@ -27,6 +27,7 @@
 /// one thread blocked in `get` never delays another's `set`.
 #include <chorus/bootstrap/posix.hpp>
 #include <chorus/bootstrap/store.hpp>
+#include <chorus/core/bytes.hpp>
 #include <chorus/core/deadline.hpp>
 #include <chorus/core/error.hpp>
 
@@ -98,11 +99,7 @@ inline std::string command_name(std::uint8_t c) {
   return "unknown command " + std::to_string(c);
 }
 
-inline std::uint64_t load_le(const std::byte* p, int n) noexcept {
-  std::uint64_t v = 0;
-  for (int i = n - 1; i >= 0; --i) v = (v << 8) | std::to_integer<std::uint64_t>(p[i]);
-  return v;
-}
+using chorus::detail::load_le;
 
 /// Builds one frame: header placeholder, fields, then `finish()` writes the length.
 class writer {
@@ -110,8 +107,8 @@ class writer {
   writer() {
     // Room for a typical frame up front: fewer reallocations, and it keeps GCC 12's
     // -Warray-bounds from misreading the first growth of an 8-byte vector at -O2.
-    buf_.reserve(256);
-    buf_.resize(header_bytes);
+    w_.bytes.reserve(256);
+    w_.bytes.resize(header_bytes);
   }
   writer& u8(std::uint8_t v) { return put(v, 1); }
   writer& u32(std::uint32_t v) { return put(v, 4); }
@@ -119,67 +116,46 @@ class writer {
   writer& i64(std::int64_t v) { return put(static_cast<std::uint64_t>(v), 8); }
   writer& blob(std::span<const std::byte> b) {
     u32(static_cast<std::uint32_t>(b.size()));
-    buf_.insert(buf_.end(), b.begin(), b.end());
+    w_.put_bytes(b);
     return *this;
   }
   writer& str(std::string_view s) { return blob(std::as_bytes(std::span(s.data(), s.size()))); }
-  [[nodiscard]] std::size_t body_size() const noexcept { return buf_.size() - header_bytes; }
+  [[nodiscard]] std::size_t body_size() const noexcept { return w_.bytes.size() - header_bytes; }
   /// The frame; the writer is left empty.
   bytes finish() {
-    const std::uint64_t n = body_size();
-    for (std::size_t i = 0; i < header_bytes; ++i) buf_[i] = std::byte((n >> (8 * i)) & 0xFF);
-    return std::move(buf_);
+    chorus::detail::store_le(w_.bytes.data(), body_size(), header_bytes);
+    return std::move(w_.bytes);
   }
 
  private:
   writer& put(std::uint64_t v, int n) {
-    for (int i = 0; i < n; ++i) buf_.push_back(std::byte((v >> (8 * i)) & 0xFF));
+    w_.put_le(v, n);
     return *this;
   }
-  bytes buf_;
+  chorus::detail::byte_writer w_;
 };
 
 /// Reads the fields of one frame body. A read past the end yields zeros/empty and marks
 /// the reader failed; callers check `complete()` once, after reading every field.
 class reader {
  public:
-  explicit reader(std::span<const std::byte> body) noexcept : data_(body) {}
-  std::uint8_t u8() noexcept { return static_cast<std::uint8_t>(take(1)); }
-  std::uint32_t u32() noexcept { return static_cast<std::uint32_t>(take(4)); }
-  std::uint64_t u64() noexcept { return take(8); }
-  std::int64_t i64() noexcept { return static_cast<std::int64_t>(take(8)); }
-  std::span<const std::byte> blob() noexcept {
-    const std::uint32_t n = u32();
-    if (failed_ || data_.size() - pos_ < n) {
-      failed_ = true;
-      return {};
-    }
-    auto out = data_.subspan(pos_, n);
-    pos_ += n;
-    return out;
-  }
+  explicit reader(std::span<const std::byte> body) noexcept : r_(body) {}
+  std::uint8_t u8() noexcept { return static_cast<std::uint8_t>(r_.take_le(1)); }
+  std::uint32_t u32() noexcept { return static_cast<std::uint32_t>(r_.take_le(4)); }
+  std::uint64_t u64() noexcept { return r_.take_le(8); }
+  std::int64_t i64() noexcept { return static_cast<std::int64_t>(r_.take_le(8)); }
+  std::span<const std::byte> blob() noexcept { return r_.take(u32()); }
   std::string_view str() noexcept {
     auto b = blob();
     return {reinterpret_cast<const char*>(b.data()), b.size()};
   }
-  [[nodiscard]] std::size_t left() const noexcept { return data_.size() - pos_; }
+  [[nodiscard]] std::size_t left() const noexcept { return r_.left(); }
   /// Every field was present and nothing is left over.
-  [[nodiscard]] bool complete() const noexcept { return !failed_ && pos_ == data_.size(); }
-  [[nodiscard]] bool failed() const noexcept { return failed_; }
+  [[nodiscard]] bool complete() const noexcept { return r_.complete(); }
+  [[nodiscard]] bool failed() const noexcept { return r_.failed(); }
 
  private:
-  std::uint64_t take(std::size_t n) noexcept {
-    if (failed_ || data_.size() - pos_ < n) {
-      failed_ = true;
-      return 0;
-    }
-    const auto v = load_le(data_.data() + pos_, static_cast<int>(n));
-    pos_ += n;
-    return v;
-  }
-  std::span<const std::byte> data_;
-  std::size_t pos_ = 0;
-  bool failed_ = false;
+  chorus::detail::byte_reader r_;
 };
 
 }  // namespace detail::wire

@@ -29,7 +29,7 @@
 ///    P pieces, adds its server-side residual (under error feedback, 1/P of the tensor),
 ///    re-encodes, and a compressed all-gather returns every block. About 2 (P - 1) / P
 ///    payloads per rank.
-///  - `automatic` (default): `sum_path` for summable codecs, PowerSGD's own two all-reduces
+///  - `auto_path` (default): `sum_path` for summable codecs, PowerSGD's own two all-reduces
 ///    for `power_sgd`, `two_stage` otherwise.
 /// reduce_scatter uses the compressed reduce-scatter (summable) or the all-to-all plus
 /// decode-and-sum (the first stage of `two_stage`) otherwise.
@@ -72,8 +72,9 @@ struct sum_path {};
 struct gather_path {};
 /// Compressed all-to-all, per-owner decode-sum-re-encode, compressed all-gather.
 struct two_stage {};
-/// The path the traits pick (the default).
-struct automatic {};
+/// The path the traits pick (the default). Not `algo::automatic`, which picks the
+/// algorithm of the collectives that move the payloads.
+struct auto_path {};
 
 /// Requirement: the result must not depend on random draws.
 struct deterministic_t {};
@@ -94,7 +95,7 @@ struct tensor {
 namespace detail {
 template <class X>
 inline constexpr bool is_path_v = std::is_same_v<X, sum_path> || std::is_same_v<X, gather_path> ||
-                                  std::is_same_v<X, two_stage> || std::is_same_v<X, automatic>;
+                                  std::is_same_v<X, two_stage> || std::is_same_v<X, auto_path>;
 template <class X>
 inline constexpr bool is_requirements_v = false;
 template <class... R>
@@ -116,7 +117,7 @@ struct call_args {
   static_assert(((is_path_v<Args> || is_requirements_v<Args> || std::is_same_v<Args, tensor> ||
                   is_ledger_v<Args> || is_algo_v<Args>)&&...),
                 "After the compression policy, chorus collectives take only a path "
-                "(compress::sum_path, gather_path, two_stage, automatic), an algorithm tag, "
+                "(compress::sum_path, gather_path, two_stage, auto_path), an algorithm tag, "
                 "compress::require(...), compress::tensor{id} and a compress::ledger&.");
   static_assert((int(is_path_v<Args>) + ... + 0) <= 1,
                 "A compressed collective takes at most one path.");
@@ -138,7 +139,7 @@ struct call_args {
   struct path_q : std::bool_constant<is_path_v<X>> {};
   template <class X>
   struct algo_q : std::bool_constant<is_algo_v<X>> {};
-  using path = decltype(first_of<path_q, automatic, Args..., automatic>());
+  using path = decltype(first_of<path_q, auto_path, Args..., auto_path>());
   using algo =
       decltype(first_of<algo_q, chorus::algo::automatic, Args..., chorus::algo::automatic>());
   static constexpr bool deterministic = (requires_deterministic_v<Args> || ...);
@@ -222,9 +223,9 @@ consteval void check_policy() {
                   "compress::sum_path adds payloads without decoding, which needs a summable "
                   "compressor (none, cast, random_k); use compress::gather_path or "
                   "compress::two_stage for this one.");
-    static_assert(!traits<C>::low_rank || std::is_same_v<Path, automatic>,
+    static_assert(!traits<C>::low_rank || std::is_same_v<Path, auto_path>,
                   "compress::power_sgd runs its own two all-reduces of small matrices; pass no "
-                  "path (or compress::automatic).");
+                  "path (or compress::auto_path).");
   }
 }
 
@@ -497,7 +498,7 @@ struct all_reduce_impl {
       for (std::size_t i = 0; i < res.size(); ++i) res[i] = x[i] - sent[i];
       st.book.add_plain(plain);
     } else if constexpr (std::is_same_v<Path, sum_path> ||
-                         (std::is_same_v<Path, automatic> && traits<Codec>::summable)) {
+                         (std::is_same_v<Path, auto_path> && traits<Codec>::summable)) {
       using W = typename Codec::template wire_t<T>;
       const std::span<W> wire =
           st.sess.template scratch<W>(wire_slot, st.codec.template wire_count<T>(n));
@@ -585,7 +586,7 @@ struct reduce_scatter_impl {
               sess,           algo_of<Algo>(args...)};
           book.begin(in.size());
           constexpr bool summed = std::is_same_v<Path, sum_path> ||
-                                  (std::is_same_v<Path, automatic> && traits<Codec>::summable);
+                                  (std::is_same_v<Path, auto_path> && traits<Codec>::summable);
           reduce_scatter_blocks(comm, st, in, out, counts, summed, true);
           finalize_sum(out, std::is_same_v<Op, chorus::average>, comm.size());
           book.end();

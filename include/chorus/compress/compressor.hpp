@@ -19,6 +19,7 @@
 /// State: every codec here is stateless between calls except where noted (PowerSGD keeps
 /// its Q matrix; `error_feedback` keeps a residual); such state is owned by the caller.
 #include <chorus/compress/rng.hpp>
+#include <chorus/core/bytes.hpp>
 #include <chorus/core/error.hpp>
 
 #include <concepts>
@@ -129,39 +130,10 @@ inline void check_index_range(const char* who, std::size_t n) {
   }
 }
 
-/// Appends trivially copyable values to a byte span (unaligned-safe).
-class wire_writer {
- public:
-  explicit wire_writer(std::span<std::byte> out) noexcept : p_(out.data()) {}
-  template <class V>
-  void put(const V& v) noexcept {
-    std::memcpy(p_, &v, sizeof(V));
-    p_ += sizeof(V);
-  }
-  [[nodiscard]] std::byte* position() noexcept { return p_; }
-  void skip(std::size_t bytes) noexcept { p_ += bytes; }
-
- private:
-  std::byte* p_;
-};
-
-/// Reads what `wire_writer` wrote.
-class wire_reader {
- public:
-  explicit wire_reader(std::span<const std::byte> in) noexcept : p_(in.data()) {}
-  template <class V>
-  V get() noexcept {
-    V v;
-    std::memcpy(&v, p_, sizeof(V));
-    p_ += sizeof(V);
-    return v;
-  }
-  [[nodiscard]] const std::byte* position() const noexcept { return p_; }
-  void skip(std::size_t bytes) noexcept { p_ += bytes; }
-
- private:
-  const std::byte* p_;
-};
+/// The payloads are written into memory sized exactly (`wire_bytes`): the unchecked
+/// cursors of core/bytes.hpp.
+using wire_writer = chorus::detail::span_writer;
+using wire_reader = chorus::detail::span_reader;
 
 /// Packs `bits`-wide codes (bits <= 8) little-endian into bytes, 64 bits at a time.
 class bit_packer {

@@ -18,6 +18,12 @@ struct fnv1a {
       value *= 1099511628211ull;  // the 64-bit FNV prime
     }
   }
+  constexpr void add(std::span<const std::byte> bytes) noexcept {
+    for (std::byte c : bytes) {
+      value ^= std::to_integer<unsigned char>(c);
+      value *= 1099511628211ull;
+    }
+  }
   /// Adds the 8 little-endian bytes of `v`.
   constexpr void add_value(std::uint64_t v) noexcept {
     for (int i = 0; i < 8; ++i) {
@@ -28,7 +34,7 @@ struct fnv1a {
 };
 
 /// The FNV-1a 64 hash of `bytes`.
-constexpr std::uint64_t fnv1a_of(std::span<const unsigned char> bytes) noexcept {
+constexpr std::uint64_t fnv1a_of(std::span<const std::byte> bytes) noexcept {
   fnv1a h;
   h.add(bytes);
   return h.value;

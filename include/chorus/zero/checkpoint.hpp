@@ -20,6 +20,7 @@
 /// saved segment's overlap with each segment the loader needs. Truncated or corrupt files,
 /// a missing rank, a different model (tensor sizes), optimizer or state count, and elements
 /// that no file (or two files) hold are errors naming the file and what to do.
+#include <chorus/core/bytes.hpp>
 #include <chorus/core/error.hpp>
 #include <chorus/core/hash.hpp>
 #include <chorus/zero/partition.hpp>
@@ -67,47 +68,47 @@ inline constexpr std::uint32_t checkpoint_float32 = 1;
   throw error(errc::invalid_argument, "chorus::zero checkpoint " + file.string() + ": " + what);
 }
 
-/// Appends fixed-width little-endian values (the hosts chorus runs on are little-endian).
-struct byte_writer {
-  std::vector<unsigned char> bytes;
-  void put_bytes(const void* p, std::size_t n) {
-    const std::size_t at = bytes.size();
-    bytes.resize(at + n);
-    if (n != 0) std::memcpy(bytes.data() + at, p, n);
-  }
-  template <class V>
-  void put(V v) {
-    put_bytes(&v, sizeof(V));
-  }
-  void put_floats(std::span<const float> v) { put_bytes(v.data(), v.size_bytes()); }
-};
-
-/// Reads what `byte_writer` wrote; running past the end is a "truncated" error.
-struct byte_reader {
-  std::span<const unsigned char> bytes;
-  std::size_t at = 0;
-  const std::filesystem::path* file = nullptr;
-  void need(std::size_t n) const {
-    if (bytes.size() - at < n) {
-      checkpoint_error(*file, "is truncated (" + std::to_string(bytes.size()) +
-                                  " bytes; it ends inside its " + (at < 64 ? "header" : "data") +
-                                  "); save it again");
-    }
-  }
+/// Reads a checkpoint's fields (`chorus::detail::byte_reader`); running past the end is a
+/// "truncated" error naming the file.
+class shard_reader {
+ public:
+  /// `bytes` starts `origin` bytes into a file of which `size` bytes are read (for the
+  /// message: the header is the first 64 bytes).
+  shard_reader(std::span<const std::byte> bytes, const std::filesystem::path& file,
+               std::size_t origin = 0, std::size_t size = 0) noexcept
+      : r_(bytes), origin_(origin), size_(size != 0 ? size : bytes.size()), file_(file) {}
   template <class V>
   V get() {
-    need(sizeof(V));
-    V v;
-    std::memcpy(&v, bytes.data() + at, sizeof(V));
-    at += sizeof(V);
+    const V v = r_.template get<V>();
+    check();
     return v;
+  }
+  std::span<const std::byte> take(std::size_t n) {
+    const auto b = r_.take(n);
+    check();
+    return b;
   }
   /// A count that must fit in what is left, `unit` bytes per item.
   std::size_t get_count(std::size_t unit) {
     const auto n = get<std::uint64_t>();
-    if (unit != 0 && n > (bytes.size() - at) / unit) need(bytes.size());  // cannot fit
+    if (unit != 0 && n > r_.left() / unit) truncated();  // cannot fit
     return static_cast<std::size_t>(n);
   }
+  [[nodiscard]] std::size_t left() const noexcept { return r_.left(); }
+
+ private:
+  void check() const {
+    if (r_.failed()) truncated();
+  }
+  [[noreturn]] void truncated() const {
+    checkpoint_error(file_,
+                     "is truncated (" + std::to_string(size_) + " bytes; it ends inside its " +
+                         (origin_ + r_.position() < 64 ? "header" : "data") + "); save it again");
+  }
+  chorus::detail::byte_reader r_;
+  std::size_t origin_;
+  std::size_t size_;
+  const std::filesystem::path& file_;
 };
 
 inline std::string checkpoint_file_name(std::uint32_t rank, std::uint32_t world) {
@@ -149,8 +150,8 @@ inline std::uint32_t checkpoint_world(const std::filesystem::path& dir) {
 inline void write_checkpoint_shard(const std::filesystem::path& dir, const checkpoint_header& h,
                                    std::span<const std::span<const float>> arrays) {
   std::filesystem::create_directories(dir);
-  detail::byte_writer w;
-  w.put_bytes(detail::checkpoint_magic, sizeof detail::checkpoint_magic);
+  chorus::detail::byte_writer w;
+  w.put_bytes(std::as_bytes(std::span(detail::checkpoint_magic)));
   w.put(detail::checkpoint_version);
   w.put(detail::checkpoint_float32);
   for (std::uint32_t v : {h.world, h.rank, h.geometry_id, h.optimizer_id, h.state_count}) w.put(v);
@@ -172,7 +173,7 @@ inline void write_checkpoint_shard(const std::filesystem::path& dir, const check
       throw std::invalid_argument(
           "chorus::zero::write_checkpoint_shard: an array's size is not the shard size");
     }
-    w.put_floats(a);
+    w.put_bytes(std::as_bytes(std::span(a)));
   }
   w.put(fnv1a_of(w.bytes));
   const std::filesystem::path file = dir / detail::checkpoint_file_name(h.rank, h.world);
@@ -194,31 +195,34 @@ inline checkpoint_header read_checkpoint_shard(const std::filesystem::path& file
   std::ifstream in(file, std::ios::binary);
   if (!in)
     detail::checkpoint_error(file, "cannot be opened (missing? every saving rank writes one file)");
-  const std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)),
-                                         std::istreambuf_iterator<char>());
-  detail::byte_reader r{bytes, 0, &file};
-  r.need(sizeof detail::checkpoint_magic);
-  if (std::memcmp(bytes.data(), detail::checkpoint_magic, sizeof detail::checkpoint_magic) != 0) {
+  const std::vector<char> text((std::istreambuf_iterator<char>(in)),
+                               std::istreambuf_iterator<char>());
+  const std::span<const std::byte> bytes = std::as_bytes(std::span(text));
+  constexpr std::size_t magic = sizeof detail::checkpoint_magic;
+  if (bytes.size() < magic ||
+      std::memcmp(bytes.data(), detail::checkpoint_magic, sizeof detail::checkpoint_magic) != 0) {
+    if (bytes.size() < magic) detail::shard_reader(bytes, file).take(magic);  // truncated
     detail::checkpoint_error(file, "is not a chorus::zero checkpoint file (wrong magic)");
   }
-  r.at = sizeof detail::checkpoint_magic;
-  if (const auto v = r.get<std::uint32_t>(); v != detail::checkpoint_version) {
+  detail::shard_reader head(bytes.subspan(magic), file, magic, bytes.size());
+  if (const auto v = head.get<std::uint32_t>(); v != detail::checkpoint_version) {
     detail::checkpoint_error(file, "has format version " + std::to_string(v) +
                                        "; this chorus reads version " +
                                        std::to_string(detail::checkpoint_version));
   }
-  if (const auto t = r.get<std::uint32_t>(); t != detail::checkpoint_float32) {
+  if (const auto t = head.get<std::uint32_t>(); t != detail::checkpoint_float32) {
     detail::checkpoint_error(file,
                              "has element type " + std::to_string(t) + "; expected 1 (float32)");
   }
-  if (bytes.size() < r.at + sizeof(std::uint64_t)) r.need(bytes.size());
+  if (head.left() < sizeof(std::uint64_t)) head.take(head.left() + 1);  // truncated
   const std::size_t body = bytes.size() - sizeof(std::uint64_t);
   std::uint64_t stored = 0;
   std::memcpy(&stored, bytes.data() + body, sizeof stored);
-  if (stored != fnv1a_of({bytes.data(), body})) {
+  if (stored != fnv1a_of(bytes.first(body))) {
     detail::checkpoint_error(file, "fails its checksum (truncated or corrupted); save it again");
   }
-  r.bytes = {bytes.data(), body};
+  // the fields after the magic, version and element type, up to the checksum
+  detail::shard_reader r(bytes.subspan(magic + 8, body - magic - 8), file, magic + 8, body);
   checkpoint_header h;
   h.world = r.get<std::uint32_t>();
   h.rank = r.get<std::uint32_t>();
@@ -247,12 +251,11 @@ inline checkpoint_header read_checkpoint_shard(const std::filesystem::path& file
     detail::checkpoint_error(file, "has a shard size that does not match its segments");
   arrays.assign(1 + h.state_count, {});
   for (auto& a : arrays) {
-    r.need(e * sizeof(float));
+    const std::span<const std::byte> data = r.take(e * sizeof(float));
     a.resize(e);
-    std::memcpy(a.data(), bytes.data() + r.at, e * sizeof(float));
-    r.at += e * sizeof(float);
+    std::memcpy(a.data(), data.data(), data.size());
   }
-  if (r.at != body) detail::checkpoint_error(file, "has trailing bytes after its data");
+  if (r.left() != 0) detail::checkpoint_error(file, "has trailing bytes after its data");
   return h;
 }
 
