@@ -28,6 +28,12 @@
 /// every get of a chunk completes before its rank goes on). The chunk counter runs on
 /// across calls, so consecutive collectives pipeline the same way.
 ///
+/// Where peers read windows with `get` (the memory stays the owner's: UCX serves a get from
+/// it, shared memory reads it with process_vm_readv), each call ends with one more
+/// zero-byte exchange, `done`, sent once this rank's last get completed: a rank returns only
+/// when no peer reads its window any more, so it may free it, or exit, right away. Mapped
+/// windows need none: each process's mapping keeps the memory alive.
+///
 /// A chunk is at most 2 MiB per rank (pieces of 256 KiB at small P), so the copies in
 /// steps 1, 3 and 5 run in cache and main memory sees each input read once and each output
 /// written once: the traffic of the memory-bandwidth floor. Every element is reduced by
@@ -63,6 +69,7 @@ inline std::size_t one_sided_piece_bytes(int ranks) noexcept {
 /// The schedule tags of the zero-byte synchronisation messages (never a schedule's tag).
 inline constexpr std::uint32_t one_sided_ready_tag = 0xfffffff0u;
 inline constexpr std::uint32_t one_sided_reduced_tag = 0xfffffff1u;
+inline constexpr std::uint32_t one_sided_done_tag = 0xfffffff2u;
 
 /// What the communicator keeps between one-sided calls.
 template <class Window>
@@ -238,6 +245,7 @@ void execute_one_sided(communicator<Transport>& comm, schedule::collective kind,
     }
     finish();
   }
+  if constexpr (!mapped) one_sided_sync(comm, collective_tag(sequence, one_sided_done_tag));
 }
 
 }  // namespace chorus::inline v0::detail

@@ -16,7 +16,7 @@
 ///     collective   bits 16..37 sequence number mod 2^22, bits 0..15 schedule tag
 ///     user, control bits 0..31 the user's tag / the control code
 ///
-/// The schedule tags are small (0, 1) plus four reserved values at the top of the 32-bit
+/// The schedule tags are small (0, 1) plus five reserved values at the top of the 32-bit
 /// range (0xfffffff0.., see transport/kit/tags.hpp, exec/one_sided.hpp), which fold onto their
 /// low 16 bits. Receives match the whole tag (mask of all ones): per (sender, tag) FIFO is
 /// UCX's per-endpoint ordering. The sequence number wraps after 2^22 collectives, harmless
