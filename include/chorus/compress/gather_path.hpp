@@ -48,8 +48,7 @@ void all_gather_blocks(communicator<Tr>& comm, call_state<T, Codec, Algo>& st,
 template <class Tr, class T, class Codec, class Algo>
 void all_reduce_gathered(communicator<Tr>& comm, call_state<T, Codec, Algo>& st, std::span<T> data,
                          std::uint64_t plain) {
-  [[maybe_unused]] const int p = comm.size();
-  [[maybe_unused]] const int r = comm.rank();
+  const int p = comm.size();
   const std::size_t n = data.size();
   const std::vector<std::size_t> counts(static_cast<std::size_t>(p), n);
   const std::span<std::uint8_t> mine =

@@ -12,8 +12,6 @@ namespace chorus::inline v0::compress::detail {
 template <class Tr, class T, class Codec, class Algo>
 void all_reduce_low_rank(communicator<Tr>& comm, call_state<T, Codec, Algo>& st, std::span<T> data,
                          std::uint64_t plain) {
-  [[maybe_unused]] const int p = comm.size();
-  [[maybe_unused]] const int r = comm.rank();
   const std::size_t n = data.size();
   std::span<T> res = st.worker_residual(n);
   const std::span<T> x = st.sess.template scratch<T>(copy_slot, n);

@@ -12,8 +12,7 @@ namespace chorus::inline v0::compress::detail {
 template <class Tr, class T, class Codec, class Algo>
 void all_reduce_summed(communicator<Tr>& comm, call_state<T, Codec, Algo>& st, std::span<T> data,
                        std::uint64_t plain) {
-  [[maybe_unused]] const int p = comm.size();
-  [[maybe_unused]] const int r = comm.rank();
+  const int r = comm.rank();
   const std::size_t n = data.size();
   using W = typename Codec::template wire_t<T>;
   const std::span<W> wire =

@@ -66,8 +66,8 @@ void reduce_scatter_blocks(communicator<Tr>& comm, call_state<T, Codec, Algo>& s
 template <class Tr, class T, class Codec, class Algo>
 void all_reduce_two_stage(communicator<Tr>& comm, call_state<T, Codec, Algo>& st, std::span<T> data,
                           std::uint64_t plain) {
-  [[maybe_unused]] const int p = comm.size();
-  [[maybe_unused]] const int r = comm.rank();
+  const int p = comm.size();
+  const int r = comm.rank();
   const std::size_t n = data.size();
   const auto counts = chorus::detail::even_split{n, static_cast<std::size_t>(p)}.sizes();
   const auto mine = static_cast<std::size_t>(r);

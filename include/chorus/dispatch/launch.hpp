@@ -65,6 +65,29 @@ void with_call_context(Comm& comm, const collective_call& call, const fingerprin
   }
 }
 
+/// What a call settles before it moves a byte: its algorithm, sequence number and
+/// fingerprint.
+struct call_start {
+  schedule::algorithm algorithm;
+  std::uint32_t sequence;
+  fingerprint fp;
+};
+
+/// Starts `call` on `comm`, host or stream path alike: fails at once on a poisoned
+/// communicator, starts the traffic count, fills the rank and size, settles the algorithm
+/// (an `invalid_argument` here leaves the communicator usable: no sequence number was
+/// taken) and takes the next sequence number.
+template <class Transport>
+call_start begin_call(communicator<Transport>& comm, collective_call& call) {
+  comm.throw_if_poisoned();
+  comm.start_traffic();
+  call.rank = comm.rank();
+  call.size = comm.size();
+  const schedule::algorithm a = resolve_algorithm(comm, call);
+  const std::uint32_t sequence = comm.next_sequence();
+  return {a, sequence, make_fingerprint(call, a, sequence)};
+}
+
 /// Runs `call` one-sidedly (`exec/one_sided.hpp`); all-reduce splits the vector into P
 /// near-equal blocks.
 template <one_sided_transport Transport>
@@ -82,16 +105,12 @@ void run_one_sided(communicator<Transport>& comm, const collective_call& call,
 /// Runs one collective on a host transport: the single path every host entry point ends in.
 template <transport Transport>
 void run_collective(communicator<Transport>& comm, collective_call& call) {
-  comm.throw_if_poisoned();
-  comm.start_traffic();
   const int p = comm.size();
-  call.rank = comm.rank();
-  call.size = p;
-  const schedule::algorithm a = resolve_algorithm(comm, call);
-  const std::uint32_t sequence = comm.next_sequence();
-  const fingerprint fp = make_fingerprint(call, a, sequence);
-  with_call_context(comm, call, fp, [&] {
-    if (comm.options().check) check_fingerprint(comm, fp);
+  const call_start start = begin_call(comm, call);
+  const schedule::algorithm a = start.algorithm;
+  const std::uint32_t sequence = start.sequence;
+  with_call_context(comm, call, start.fp, [&] {
+    if (comm.options().check) check_fingerprint(comm, start.fp);
     if constexpr (one_sided_transport<Transport>) {
       if (a == schedule::algorithm::one_sided && p > 1) {
         run_one_sided(comm, call, sequence);
@@ -139,14 +158,10 @@ template <stream_ordered_transport Transport>
 void run_stream_collective(communicator<Transport>& comm,
                            stream_call<typename Transport::stream_type>& sc) {
   collective_call& call = sc.call;
-  comm.throw_if_poisoned();
-  comm.start_traffic();
   const int p = comm.size();
-  call.rank = comm.rank();
-  call.size = p;
-  const schedule::algorithm a = resolve_algorithm(comm, call);
-  const fingerprint fp = make_fingerprint(call, a, comm.next_sequence());
-  with_call_context(comm, call, fp, [&] {
+  const call_start start = begin_call(comm, call);
+  const schedule::algorithm a = start.algorithm;
+  with_call_context(comm, call, start.fp, [&] {
     Transport& t = comm.transport();
     t.poll_error();
     if (sc.native) {
