@@ -99,24 +99,27 @@ class communicator {
   }
 
   /// What this rank moved since the communicator was made.
-  [[nodiscard]] const struct traffic& traffic() const noexcept { return traffic_; }
+  [[nodiscard]] struct traffic traffic() const noexcept {
+    struct traffic all = finished_traffic_;
+    all += last_traffic_;
+    return all;
+  }
   /// What this rank moved in the most recent collective (or point-to-point call).
   [[nodiscard]] const struct traffic& last_traffic() const noexcept { return last_traffic_; }
   /// Called by the executors for every operation they hand to the transport.
   void count_sent(std::size_t bytes) noexcept {
-    for (struct traffic* t : {&traffic_, &last_traffic_}) {
-      t->sent_bytes += bytes;
-      ++t->messages_sent;
-    }
+    last_traffic_.sent_bytes += bytes;
+    ++last_traffic_.messages_sent;
   }
   void count_received(std::size_t bytes) noexcept {
-    for (struct traffic* t : {&traffic_, &last_traffic_}) {
-      t->received_bytes += bytes;
-      ++t->messages_received;
-    }
+    last_traffic_.received_bytes += bytes;
+    ++last_traffic_.messages_received;
   }
   /// Starts the count of `last_traffic()` afresh (dispatch, at the start of each call).
-  void start_traffic() noexcept { last_traffic_ = {}; }
+  void start_traffic() noexcept {
+    finished_traffic_ += last_traffic_;
+    last_traffic_ = {};
+  }
 
   /// Sequence number of the most recent collective (0 before the first).
   [[nodiscard]] std::uint32_t sequence() const noexcept { return sequence_; }
@@ -196,7 +199,7 @@ class communicator {
   Transport transport_;
   communicator_options options_;
   std::uint32_t sequence_ = 0;
-  struct traffic traffic_ {};
+  struct traffic finished_traffic_ {};  ///< every call before the most recent one
   struct traffic last_traffic_ {};
   std::unique_ptr<std::byte[], aligned_delete> scratch_;
   std::size_t scratch_bytes_ = 0;

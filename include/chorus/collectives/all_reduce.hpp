@@ -63,8 +63,7 @@ struct all_reduce_fn {
     check_reduction_op<Op, T>();
     const auto i = as_const_span(in);
     const auto o = as_span(out);
-    check_count("all_reduce", "the output", o.size(), i.size(), "the same count as the input");
-    check_alias("all_reduce", i, o, std::ptrdiff_t{0}, "input == output");
+    check_in_out(i, o);
     if (o.data() != i.data()) std::copy(i.begin(), i.end(), o.begin());
     collective_policy_traits<Policy>::all_reduce(comm, o, op, policy, extra...);
   }
@@ -102,12 +101,18 @@ struct all_reduce_fn {
   }
 
  private:
+  /// The same count, and the same memory or none shared.
+  template <class T>
+  static void check_in_out(std::span<const T> in, std::span<T> out) {
+    check_count("all_reduce", "the output", out.size(), in.size(), "the same count as the input");
+    check_alias("all_reduce", in, out, std::ptrdiff_t{0}, "input == output");
+  }
+
   template <class Transport, class T, class Op, class Algo, class... Stream>
   static void run(communicator<Transport>& comm, std::span<const T> in, std::span<T> out,
                   const Op& op, const Algo& a, Stream... stream) {
     algo::require_can_run<Algo, schedule::collective::all_reduce>();
-    check_count("all_reduce", "the output", out.size(), in.size(), "the same count as the input");
-    check_alias("all_reduce", in, out, std::ptrdiff_t{0}, "input == output");
+    check_in_out(in, out);
     collective_call call = make_call(schedule::collective::all_reduce, "all_reduce", in, out);
     call.count = in.size();
     launch<T>(comm, call, op, a, stream...);

@@ -22,21 +22,31 @@
 #include <chorus/transport/kit/tags.hpp>
 
 #include <cstdint>
+#include <span>
 #include <string>
+#include <type_traits>
 
 namespace chorus::inline v0 {
 
 namespace detail {
-template <class Transport, class Post>
+/// One blocking send (`bytes` read-only) or receive (`bytes` writable) of user traffic.
+template <class Transport, class Byte>
 void point_to_point(communicator<Transport>& comm, const char* api, int peer, std::uint32_t tag,
-                    Post post) {
+                    std::span<Byte> bytes) {
   comm.throw_if_poisoned();
   check_peer(api, peer, comm.rank(), comm.size());
   comm.start_traffic();
   try {
-    request_set<Transport> pending(comm.transport());
-    pending.push(post(comm.transport(), user_tag(tag)));
-    comm.transport().wait(pending[0], comm.make_deadline());
+    Transport& t = comm.transport();
+    request_set<Transport> pending(t);
+    if constexpr (std::is_const_v<Byte>) {
+      pending.push(t.isend(peer, user_tag(tag), bytes));
+      comm.count_sent(bytes.size());
+    } else {
+      pending.push(t.irecv(peer, user_tag(tag), bytes));
+      comm.count_received(bytes.size());
+    }
+    t.wait(pending[0], comm.make_deadline());
     pending.completed_below(1);
   } catch (const error& e) {
     error wrapped(e.value(), "chorus: rank " + std::to_string(comm.rank()) + ": " + api +
@@ -50,24 +60,14 @@ void point_to_point(communicator<Transport>& comm, const char* api, int peer, st
 struct send_fn {
   template <transport Transport, buffer In>
   void operator()(communicator<Transport>& comm, In&& in, int peer, std::uint32_t tag = 0) const {
-    const auto s = as_const_span(in);
-    point_to_point(comm, "send", peer, tag, [&](Transport& t, tag_t wire) {
-      auto request = t.isend(peer, wire, std::as_bytes(s));
-      comm.count_sent(s.size_bytes());
-      return request;
-    });
+    point_to_point(comm, "send", peer, tag, std::as_bytes(as_const_span(in)));
   }
 };
 
 struct recv_fn {
   template <transport Transport, buffer Out>
   void operator()(communicator<Transport>& comm, Out&& out, int peer, std::uint32_t tag = 0) const {
-    const auto s = as_span(out);
-    point_to_point(comm, "recv", peer, tag, [&](Transport& t, tag_t wire) {
-      auto request = t.irecv(peer, wire, std::as_writable_bytes(s));
-      comm.count_received(s.size_bytes());
-      return request;
-    });
+    point_to_point(comm, "recv", peer, tag, std::as_writable_bytes(as_span(out)));
   }
 };
 }  // namespace detail

@@ -102,40 +102,32 @@ struct call_args {
   static constexpr bool deterministic = (requires_deterministic_v<Args> || ...);
 };
 
-/// The tensor id among `args` (0 if none).
-template <class... Args>
-std::uint64_t tensor_id_of(const Args&... args) {
-  std::uint64_t id = 0;
-  (
-      [&](const auto& a) {
-        if constexpr (std::is_same_v<std::remove_cvref_t<decltype(a)>, tensor>) id = a.id;
-      }(args),
-      ...);
-  return id;
-}
-
-/// The ledger among `args`, or null.
-template <class... Args>
-ledger* ledger_of(Args&... args) {
-  ledger* found = nullptr;
+/// The argument of type `X` (cv aside) among `args`, the last if several, or null.
+template <class X, class... Args>
+X* find_arg(Args&... args) noexcept {
+  X* found = nullptr;
   (
       [&](auto& a) {
-        if constexpr (std::is_same_v<std::remove_cvref_t<decltype(a)>, ledger>) found = &a;
+        if constexpr (std::is_same_v<std::remove_cvref_t<decltype(a)>, std::remove_cv_t<X>>) {
+          found = &a;
+        }
       }(args),
       ...);
   return found;
+}
+
+/// The tensor id among `args` (0 if none).
+template <class... Args>
+std::uint64_t tensor_id_of(Args&... args) noexcept {
+  const tensor* t = find_arg<const tensor>(args...);
+  return t != nullptr ? t->id : 0;
 }
 
 /// The algorithm tag among `args` (a default `Algo` if none).
 template <class Algo, class... Args>
-Algo algo_of(const Args&... args) {
-  Algo found{};
-  (
-      [&](const auto& a) {
-        if constexpr (std::is_same_v<std::remove_cvref_t<decltype(a)>, Algo>) found = a;
-      }(args),
-      ...);
-  return found;
+Algo algo_of(Args&... args) noexcept {
+  const Algo* a = find_arg<const Algo>(args...);
+  return a != nullptr ? *a : Algo{};
 }
 
 /// The codec inside a policy, and the error-feedback residual store if any.
@@ -285,7 +277,7 @@ context make_context(communicator<Tr>& comm, session& sess, std::uint64_t tensor
 /// Runs `body(book)` with the caller's ledger among `args`, or a fresh one.
 template <class Body, class... Args>
 void with_ledger(Body&& body, Args&... args) {
-  if (ledger* observer = ledger_of(args...)) {
+  if (ledger* observer = find_arg<ledger>(args...)) {
     body(*observer);
   } else {
     ledger unobserved;

@@ -110,7 +110,6 @@ class span_writer {
     p_ += sizeof(V);
   }
   [[nodiscard]] std::byte* position() noexcept { return p_; }
-  void skip(std::size_t bytes) noexcept { p_ += bytes; }
 
  private:
   std::byte* p_;
@@ -128,7 +127,6 @@ class span_reader {
     return v;
   }
   [[nodiscard]] const std::byte* position() const noexcept { return p_; }
-  void skip(std::size_t bytes) noexcept { p_ += bytes; }
 
  private:
   const std::byte* p_;

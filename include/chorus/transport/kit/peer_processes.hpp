@@ -33,11 +33,6 @@ class peer_processes {
     pidfds_[i] = bootstrap::detail::unique_fd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
   }
 
-  /// Whether rank `peer` is watched.
-  [[nodiscard]] bool watched(int peer) const noexcept {
-    return pids_[static_cast<std::size_t>(peer)] > 0;
-  }
-
   /// Whether the process of watched rank `peer` has exited. Never blocks.
   [[nodiscard]] bool gone(int peer) const noexcept {
     const auto i = static_cast<std::size_t>(peer);
