@@ -3,7 +3,7 @@
 #   cmake -DINCLUDE_DIR=<repo>/include -P cmake/check_layering.cmake
 #
 # The layers, lowest first. A header may include its own layer's headers and any lower
-# layer's; two layers on the same rank (compress and zero) may not include each other.
+# layer's; layers on the same rank (compress, zero, group) may not include each other.
 # Fails naming every offending file, line and include, with both layers.
 cmake_minimum_required(VERSION 3.20)
 
@@ -25,6 +25,7 @@ set(layers
   "collectives|9|collectives/"
   "compress|10|compress/"
   "zero|10|zero/"
+  "group|10|group/"
   "device|11|device/"
   "umbrella headers|12|chorus.hpp,compress/compress.hpp,zero/zero.hpp")
 

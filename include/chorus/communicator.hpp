@@ -23,10 +23,14 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 namespace chorus::inline v0 {
+
+/// The color of a rank that joins no group in `communicator::split` (MPI_UNDEFINED).
+inline constexpr int undefined = -32766;
 
 /// Settings of a communicator; `from_env()` reads `CHORUS_TIMEOUT` and `CHORUS_CHECK`.
 struct communicator_options {
@@ -76,18 +80,53 @@ class communicator {
 
   communicator(const communicator&) = delete;
   communicator& operator=(const communicator&) = delete;
+  /// Moving hands the group over; the moved-from communicator may only be destroyed.
+  communicator(communicator&& other) noexcept(std::is_nothrow_move_constructible_v<Transport>)
+      : transport_(std::move(other.transport_)),
+        options_(std::move(other.options_)),
+        sequence_(other.sequence_),
+        finished_traffic_(other.finished_traffic_),
+        last_traffic_(other.last_traffic_),
+        scratch_(std::move(other.scratch_)),
+        scratch_bytes_(std::exchange(other.scratch_bytes_, 0)),
+        algorithm_state_(std::move(other.algorithm_state_)),
+        extensions_(std::move(other.extensions_)),
+        poison_(std::move(other.poison_)),
+        uncaught_at_construction_(other.uncaught_at_construction_),
+        owns_(std::exchange(other.owns_, false)) {}
+  communicator& operator=(communicator&&) = delete;
 
   /// If the communicator is destroyed because an exception propagates through its owner,
   /// the group is aborted: the peers would otherwise wait for this rank until their
   /// deadlines.
   ~communicator() {
-    if (std::uncaught_exceptions() > uncaught_at_construction_) {
+    if (owns_ && std::uncaught_exceptions() > uncaught_at_construction_) {
       transport_.abort("its communicator was destroyed while an exception propagated");
     }
   }
 
   [[nodiscard]] int rank() const noexcept { return transport_.rank(); }
   [[nodiscard]] int size() const noexcept { return transport_.size(); }
+  /// This rank in the job's world: `rank()` for a communicator that is not a subgroup.
+  [[nodiscard]] int world_rank() const noexcept {
+    if constexpr (requires { transport_.world_rank(); }) {
+      return transport_.world_rank();
+    } else {
+      return transport_.rank();
+    }
+  }
+
+  /// Splits this communicator's ranks into groups (MPI_Comm_split, ncclCommSplit): the
+  /// ranks that pass the same `color` (>= 0) form a group, ordered by `key`, then by rank
+  /// here; `chorus::undefined` joins none (nullopt). Collective over this communicator.
+  /// The group shares this communicator's channels (no new segment or connection), has
+  /// its own sequence numbers and `CHORUS_CHECK` fingerprints, and starts with this
+  /// communicator's options. Defined in <chorus/group/split.hpp> (in chorus.hpp).
+  [[nodiscard]] std::optional<communicator> split(int color, int key = 0);
+  /// The group of `ranks` (ranks of this communicator; group rank i is `ranks[i]`), like
+  /// torch's `new_group`: collective over this communicator, every rank passing the same
+  /// list; nullopt on ranks not in it. Different lists fail with `errc::mismatch`.
+  [[nodiscard]] std::optional<communicator> subgroup(std::span<const int> ranks);
   [[nodiscard]] Transport& transport() noexcept { return transport_; }
   [[nodiscard]] const communicator_options& options() const noexcept { return options_; }
   void set_timeout(duration timeout) noexcept { options_.timeout = timeout; }
@@ -207,6 +246,7 @@ class communicator {
   std::vector<std::pair<const void*, std::shared_ptr<void>>> extensions_;
   std::optional<std::pair<errc, std::string>> poison_;
   int uncaught_at_construction_;
+  bool owns_ = true;  ///< false once moved from
 };
 
 }  // namespace chorus::inline v0

@@ -43,8 +43,10 @@ void with_call_context(Comm& comm, const collective_call& call, const fingerprin
   // call as its fingerprint describes it. Built only on failure: not on the hot path.
   auto context = [&] {
     const std::string described = describe(fp);
-    return "chorus: rank " + std::to_string(comm.rank()) + ": " + call.api + " " +
-           described.substr(described.find('#'));
+    std::string who = "chorus: rank " + std::to_string(comm.rank());
+    if (comm.world_rank() != comm.rank())
+      who += " (world rank " + std::to_string(comm.world_rank()) + ")";
+    return who + ": " + call.api + " " + described.substr(described.find('#'));
   };
   try {
     body();

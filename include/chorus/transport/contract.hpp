@@ -14,6 +14,7 @@
 ///     stream_ordered_transport     group_start/enqueue_send/recv/        nccl
 ///                                  group_end, copy, allocate, poll_error
 ///     native_collective_transport  native(native_call, stream)          nccl
+///     splittable_transport         split(group_spec), used_contexts()   inproc, shm
 ///     any_transport                transport or stream_ordered_transport
 ///
 /// A transport moves bytes between the ranks of one group, point to point, without
@@ -42,6 +43,7 @@
 #include <chorus/core/ops.hpp>
 #include <chorus/core/types.hpp>
 #include <chorus/schedule/schedule.hpp>
+#include <chorus/transport/kit/group_view.hpp>
 
 #include <concepts>
 #include <cstddef>
@@ -49,12 +51,9 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace chorus::inline v0 {
-
-/// A message tag. The executor packs (collective sequence number, schedule tag) into it;
-/// user point-to-point messages use a separate range (see `transport/kit/tags.hpp`).
-using tag_t = std::uint64_t;
 
 namespace detail {
 /// Throws `invalid_argument` unless `peer` is another rank of a group of `size`: what every
@@ -191,6 +190,28 @@ template <class T>
 concept native_collective_transport = stream_ordered_transport<T> &&
     requires(T& t, const native_call& call, typename T::stream_type stream) {
   { t.native(call, stream) } -> std::same_as<void>;
+};
+
+/// A group of a transport's ranks, as every rank of the parent agreed on it
+/// (`communicator::split` / `subgroup`, group/split.hpp).
+struct group_spec {
+  std::vector<int> members;   ///< the parent's ranks that form the group, in group rank order
+  int rank = 0;               ///< this rank's place in `members`
+  std::uint32_t context = 0;  ///< free on every member: keeps the group's messages apart
+  int color = 0;              ///< as passed to `split` (for transports that split natively)
+  int key = 0;
+};
+
+/// A transport that serves groups of its ranks over its own channels: `split(spec)` returns
+/// a transport for the group (sharing this one's channels; collective only in that every
+/// member calls it after the same agreement), and `used_contexts()` the contexts this rank
+/// uses (kit/group_view.hpp). Adding it to a transport is a `kit::group_view` member that
+/// maps group ranks to world ranks and puts the context into tags.
+template <class T>
+concept splittable_transport = transport<T> && requires(T& t, const T& ct, const group_spec& g) {
+  { t.split(g) } -> std::same_as<T>;
+  { ct.used_contexts() } -> std::same_as<kit::context_mask>;
+  { ct.world_rank() } -> std::convertible_to<int>;
 };
 
 /// What a communicator can be built on: a host transport or a stream-ordered one.

@@ -22,6 +22,7 @@
 #include <chorus/transport/contract.hpp>
 #include <chorus/transport/kit/abort_record.hpp>
 #include <chorus/transport/kit/copy.hpp>
+#include <chorus/transport/kit/group_view.hpp>
 
 #include <atomic>
 #include <condition_variable>
@@ -101,12 +102,14 @@ struct group {
       : size(n),
         boxes(std::make_unique<mailbox[]>(static_cast<std::size_t>(n))),
         bells(std::make_unique<doorbell[]>(static_cast<std::size_t>(n))),
-        exited(std::make_unique<std::atomic<bool>[]>(static_cast<std::size_t>(n))) {}
+        exited(std::make_unique<std::atomic<bool>[]>(static_cast<std::size_t>(n))),
+        contexts(std::make_unique<kit::context_pool[]>(static_cast<std::size_t>(n))) {}
 
   const int size;
   std::unique_ptr<mailbox[]> boxes;
   std::unique_ptr<doorbell[]> bells;
-  std::unique_ptr<std::atomic<bool>[]> exited;  ///< release-stored after a rank's last op
+  std::unique_ptr<std::atomic<bool>[]> exited;    ///< release-stored after a rank's last op
+  std::unique_ptr<kit::context_pool[]> contexts;  ///< the group contexts each rank uses
 
   /// The group's abort record (first writer wins; see transport/kit/abort_record.hpp).
   kit::abort_record<1024> aborted{};
@@ -152,7 +155,8 @@ inline void deliver(group& g, operation& send, operation& recv) {
 
 /// Point-to-point transport between threads of one process. Create a group with
 /// `inproc_transport::create_group(n)` and one transport per rank with
-/// `inproc_transport(group, rank)`, or let `chorus::inproc::run` do both.
+/// `inproc_transport(group, rank)`, or let `chorus::inproc::run` do both. Subgroups
+/// (`communicator::split`) share the group's mailboxes; in messages, ranks are the world's.
 class inproc_transport {
   using operation = detail::inproc::operation;
 
@@ -171,20 +175,37 @@ class inproc_transport {
     return std::make_shared<detail::inproc::group>(ranks);
   }
 
-  inproc_transport(group_handle group, int rank) : group_(std::move(group)), rank_(rank) {
+  inproc_transport(group_handle group, int rank)
+      : group_(std::move(group)), view_(kit::group_view::world(rank, group_ ? group_->size : 0)) {
     if (!group_ || rank < 0 || rank >= group_->size) {
       throw error(errc::invalid_argument, "chorus::inproc_transport: rank " + std::to_string(rank) +
                                               " is outside the group of " +
                                               std::to_string(group_ ? group_->size : 0) + " ranks");
     }
+    rank_ = rank;
   }
 
-  [[nodiscard]] int rank() const noexcept { return rank_; }
-  [[nodiscard]] int size() const noexcept { return group_->size; }
+  [[nodiscard]] int rank() const noexcept { return view_.rank; }
+  [[nodiscard]] int size() const noexcept { return view_.size; }
+  /// This rank in the world the transport's group belongs to.
+  [[nodiscard]] int world_rank() const noexcept { return rank_; }
 
-  request isend(int peer, tag_t tag, std::span<const std::byte> data) {
-    check_peer(peer, "send to");
+  /// The transport of a group of this one's ranks, on the same mailboxes (group/split.hpp).
+  [[nodiscard]] inproc_transport split(const group_spec& g) const {
+    inproc_transport t(*this);
+    t.view_ = view_.subgroup(g.members, g.rank, g.context,
+                             group_->contexts[static_cast<std::size_t>(rank_)], group_);
+    return t;
+  }
+  [[nodiscard]] kit::context_mask used_contexts() const {
+    return group_->contexts[static_cast<std::size_t>(rank_)].used();
+  }
+
+  request isend(int group_peer, tag_t group_tag, std::span<const std::byte> data) {
+    check_peer(group_peer, "send to");
     check_aborted();
+    const int peer = view_.world(group_peer);
+    const tag_t tag = view_.tag(group_tag);
     auto op = std::make_shared<detail::inproc::operation>();
     op->is_send = true;
     op->owner = rank_;
@@ -213,9 +234,11 @@ class inproc_transport {
     return op;
   }
 
-  request irecv(int peer, tag_t tag, std::span<std::byte> data) {
-    check_peer(peer, "receive from");
+  request irecv(int group_peer, tag_t group_tag, std::span<std::byte> data) {
+    check_peer(group_peer, "receive from");
     check_aborted();
+    const int peer = view_.world(group_peer);
+    const tag_t tag = view_.tag(group_tag);
     auto op = std::make_shared<detail::inproc::operation>();
     op->owner = rank_;
     op->peer = peer;
@@ -318,13 +341,14 @@ class inproc_transport {
   }
 
   void check_peer(int peer, const char* what) const {
-    detail::check_transport_peer(rank_, group_->size, peer, what);
+    detail::check_transport_peer(view_.rank, view_.size, peer, what);
   }
 
   void check_aborted() { group_->aborted.throw_if_raised(rank_); }
 
   group_handle group_;
-  int rank_;
+  kit::group_view view_;
+  int rank_ = 0;  ///< in the world
 };
 
 static_assert(transport<inproc_transport>);

@@ -106,7 +106,7 @@ inline ucp_tag_t encode(int sender, tag_t tag) {
     return rank | (kind_user << kind_shift) | (tag & 0xffffffffu);
   }
   const auto op = static_cast<std::uint32_t>(tag & 0xffffffffu);
-  const auto sequence = (tag >> 32) & 0x3fffffu;
+  const auto sequence = (tag >> 32) & 0x7ffffu;  // kit/tags.hpp: 19 bits
   if (op >= 0x10000u && op < 0xffff0000u) {
     throw error(errc::invalid_argument,
                 "chorus::ucx_transport: schedule tag " + std::to_string(op) +
