@@ -76,7 +76,9 @@ class communicator {
                         communicator_options options = communicator_options::from_env())
       : transport_(std::move(transport)),
         options_(options),
-        uncaught_at_construction_(std::uncaught_exceptions()) {}
+        uncaught_at_construction_(std::uncaught_exceptions()) {
+    describe_hosts();
+  }
 
   communicator(const communicator&) = delete;
   communicator& operator=(const communicator&) = delete;
@@ -93,6 +95,8 @@ class communicator {
         extensions_(std::move(other.extensions_)),
         poison_(std::move(other.poison_)),
         uncaught_at_construction_(other.uncaught_at_construction_),
+        host_count_(other.host_count_),
+        min_ranks_per_host_(other.min_ranks_per_host_),
         owns_(std::exchange(other.owns_, false)) {}
   communicator& operator=(communicator&&) = delete;
 
@@ -115,6 +119,23 @@ class communicator {
       return transport_.rank();
     }
   }
+
+  /// The host of each rank (`hosts()[r]`: 0 for the host of rank 0, then numbered in order
+  /// of first appearance), as the transport found it at start-up (UCX: the same kernel and
+  /// network namespace); empty when the transport has every rank on one host (inproc, shm,
+  /// NCCL). The hierarchical algorithms read it (`algo::hierarchical`).
+  [[nodiscard]] std::span<const int> hosts() const noexcept {
+    if constexpr (requires { transport_.hosts(); }) {
+      return transport_.hosts();
+    } else {
+      return {};
+    }
+  }
+
+  /// How many hosts the ranks are on (1 when `hosts()` is empty).
+  [[nodiscard]] int host_count() const noexcept { return host_count_; }
+  /// The fewest ranks any one host has (`size()` on one host).
+  [[nodiscard]] int min_ranks_per_host() const noexcept { return min_ranks_per_host_; }
 
   /// Splits this communicator's ranks into groups (MPI_Comm_split, ncclCommSplit): the
   /// ranks that pass the same `color` (>= 0) form a group, ordered by `key`, then by rank
@@ -231,6 +252,23 @@ class communicator {
   void abort(std::string_view reason = "abort() was called") noexcept { transport_.abort(reason); }
 
  private:
+  /// Sets `host_count_` and `min_ranks_per_host_` from `hosts()` (numbered from 0), once:
+  /// the tuner reads them on every automatic call.
+  void describe_hosts() {
+    const std::span<const int> hosts = this->hosts();
+    host_count_ = 1;
+    min_ranks_per_host_ = size();
+    if (hosts.empty()) return;
+    std::vector<int> ranks_on(static_cast<std::size_t>(std::ranges::max(hosts)) + 1, 0);
+    for (int h : hosts) ++ranks_on[static_cast<std::size_t>(h)];
+    host_count_ = 0;
+    for (int n : ranks_on) {
+      if (n == 0) continue;
+      ++host_count_;
+      min_ranks_per_host_ = std::min(min_ranks_per_host_, n);
+    }
+  }
+
   struct aligned_delete {
     void operator()(std::byte* p) const noexcept { ::operator delete[](p, std::align_val_t{64}); }
   };
@@ -246,6 +284,8 @@ class communicator {
   std::vector<std::pair<const void*, std::shared_ptr<void>>> extensions_;
   std::optional<std::pair<errc, std::string>> poison_;
   int uncaught_at_construction_;
+  int host_count_ = 1;
+  int min_ranks_per_host_ = 1;
   bool owns_ = true;  ///< false once moved from
 };
 

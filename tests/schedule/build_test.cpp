@@ -31,9 +31,9 @@ TEST_CASE("build rejects unsupported pairs and inconsistent params", "[schedule]
   p.size = 4;
   CHECK_THAT(build_error(algorithm::tree, p),
              Contains("algorithm 'tree' does not support collective 'all_to_all'"));
-  for (algorithm a :
-       {algorithm::ring, algorithm::tree, algorithm::double_binary_tree,
-        algorithm::recursive_doubling, algorithm::halving_doubling, algorithm::direct}) {
+  for (algorithm a : {algorithm::ring, algorithm::tree, algorithm::double_binary_tree,
+                      algorithm::recursive_doubling, algorithm::halving_doubling, algorithm::direct,
+                      algorithm::hierarchical}) {
     for (collective c : sched_test::all_collectives) {
       p.kind = c;
       if (!supports(a, c)) {
@@ -68,6 +68,25 @@ TEST_CASE("build rejects unsupported pairs and inconsistent params", "[schedule]
   p.recv_offsets = o4;
   CHECK_THAT(build_error(algorithm::direct, p),
              Contains("sends 1 elements to itself but receives 2"));
+}
+
+TEST_CASE("build rejects a hosts list that does not fit the ranks", "[schedule][build]") {
+  params p;
+  p.kind = collective::all_reduce;
+  p.size = 4;
+  p.count = 8;
+  const std::vector<int> three{0, 0, 1}, negative{0, 0, -1, 1}, fine{0, 0, 1, 1};
+  p.hosts = three;
+  CHECK_THAT(build_error(algorithm::hierarchical, p),
+             Contains("hosts needs one host per rank (4), got 3"));
+  CHECK_THAT(build_error(algorithm::ring, p), Contains("hosts needs one host per rank (4), got 3"));
+  p.hosts = negative;
+  CHECK_THAT(build_error(algorithm::hierarchical, p),
+             Contains("the host of rank 2 is -1; hosts are numbered from 0"));
+  p.hosts = fine;
+  CHECK(build_error(algorithm::hierarchical, p) == "no exception");
+  p.hosts = {};
+  CHECK(build_error(algorithm::hierarchical, p) == "no exception");
 }
 
 TEST_CASE("build is deterministic", "[schedule][build]") {

@@ -39,7 +39,7 @@ inline bool rooted(collective c) {
 
 /// Whether `chunk_count` changes the schedule of (a, c).
 inline bool pipelined(algorithm a, collective c) {
-  if (a == algorithm::ring) return c != collective::barrier;
+  if (a == algorithm::ring || a == algorithm::hierarchical) return c != collective::barrier;
   if (a == algorithm::tree) {
     return c == collective::all_reduce || c == collective::broadcast || c == collective::reduce;
   }
@@ -60,12 +60,18 @@ struct call {
   std::size_t count = 0;            // all_reduce, broadcast, reduce
   std::vector<std::size_t> counts;  // reduce_scatter, all_gather, gather, scatter
   std::size_t chunk = 0;
-  int a2a_pattern = 0;  // all_to_all
+  int a2a_pattern = 0;     // all_to_all
+  std::vector<int> hosts;  // params::hosts (empty: one host)
 
   [[nodiscard]] std::string describe() const {
     std::ostringstream s;
-    s << name(alg) << " " << name(kind) << " P=" << size << " root=" << root
-      << (in_place ? " in place" : " out of place") << " chunk=" << chunk;
+    s << name(alg) << " " << name(kind) << " P=" << size;
+    if (!hosts.empty()) {
+      s << " hosts={";
+      for (std::size_t i = 0; i < hosts.size(); ++i) s << (i ? "," : "") << hosts[i];
+      s << "}";
+    }
+    s << " root=" << root << (in_place ? " in place" : " out of place") << " chunk=" << chunk;
     if (uses_counts(kind)) {
       s << " counts={";
       for (std::size_t i = 0; i < counts.size(); ++i) s << (i ? "," : "") << counts[i];
@@ -135,6 +141,7 @@ inline simulation_result run(const call& c, const simulate_options& base = {}) {
   common.root = c.root;
   common.count = c.count;
   common.chunk_count = c.chunk;
+  common.hosts = c.hosts;
   if (uses_counts(c.kind)) common.counts = c.counts;
   std::vector<params> ps = params_for_all_ranks(common);
   a2a_layout l;

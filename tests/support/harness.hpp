@@ -238,7 +238,7 @@ void expect_all(failures& f, const std::string& what, std::span<const T> got, Wa
 using all_algos =
     std::tuple<chorus::algo::ring, chorus::algo::tree, chorus::algo::double_binary_tree,
                chorus::algo::recursive_doubling, chorus::algo::halving_doubling,
-               chorus::algo::direct, chorus::algo::automatic>;
+               chorus::algo::direct, chorus::algo::hierarchical, chorus::algo::automatic>;
 
 template <class Algo>
 Algo small_pieces() {

@@ -118,6 +118,7 @@ std::uint64_t plain_sent_bytes(const communicator<Transport>& comm, schedule::co
   call.elem_size = elem;
   call.rank = comm.rank();
   call.size = comm.size();
+  call.hosts = comm.hosts();
   call.count = count;
   call.counts = counts;
   call.send_counts = send_counts;

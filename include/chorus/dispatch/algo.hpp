@@ -71,6 +71,21 @@ struct one_sided {
   static constexpr schedule::algorithm id = schedule::algorithm::one_sided;
 };
 
+/// Hierarchical: two levels, within each host, then across hosts, so that the links
+/// between hosts carry as little as the collective allows. Reads the host of every rank
+/// from `communicator::hosts()` (UCX finds it; inproc, shm and NCCL put every rank on one
+/// host, where this is the ring). With L ranks on each of H hosts: all-reduce runs a ring
+/// reduce-scatter within the host, a ring all-reduce of the own block across hosts and a
+/// ring all-gather within the host (each rank sends 2(H-1)/(H L) of the vector off its
+/// host); reduce-scatter and all-gather run the within-host and across-host rings on a
+/// packed copy; broadcast goes across hosts first, reduce last. Hosts of different sizes
+/// go through one rank per host (schedule/hierarchical.hpp has every phase).
+struct hierarchical {
+  static constexpr schedule::algorithm id = schedule::algorithm::hierarchical;
+  /// Pipeline piece size of every ring phase (see `ring`).
+  std::size_t chunk_bytes = std::size_t{1} << 20;
+};
+
 /// Let chorus choose by message size and rank count (the default).
 struct automatic {};
 
@@ -162,22 +177,23 @@ constexpr void require_can_run() noexcept {
     CHORUS_ALGO_SENTENCE(all_reduce,
                          "algo::ring, algo::tree, algo::double_binary_tree, "
                          "algo::recursive_doubling, algo::halving_doubling, algo::direct, "
-                         "algo::one_sided");
+                         "algo::one_sided, algo::hierarchical");
   } else if constexpr (C == reduce_scatter) {
     CHORUS_ALGO_SENTENCE(reduce_scatter,
-                         "algo::ring, algo::halving_doubling, algo::direct, algo::one_sided");
+                         "algo::ring, algo::halving_doubling, algo::direct, algo::one_sided, "
+                         "algo::hierarchical");
   } else if constexpr (C == all_gather) {
     CHORUS_ALGO_SENTENCE(all_gather,
                          "algo::ring, algo::recursive_doubling, algo::halving_doubling, "
-                         "algo::direct, algo::one_sided");
+                         "algo::direct, algo::one_sided, algo::hierarchical");
   } else if constexpr (C == broadcast) {
     CHORUS_ALGO_SENTENCE(broadcast,
                          "algo::ring, algo::tree, algo::recursive_doubling, "
-                         "algo::halving_doubling, algo::direct");
+                         "algo::halving_doubling, algo::direct, algo::hierarchical");
   } else if constexpr (C == reduce) {
     CHORUS_ALGO_SENTENCE(reduce,
                          "algo::ring, algo::tree, algo::recursive_doubling, "
-                         "algo::halving_doubling, algo::direct");
+                         "algo::halving_doubling, algo::direct, algo::hierarchical");
   } else if constexpr (C == barrier) {
     CHORUS_ALGO_SENTENCE(barrier, "algo::ring, algo::tree, algo::recursive_doubling, algo::direct");
   } else if constexpr (C == all_to_all) {

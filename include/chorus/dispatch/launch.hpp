@@ -85,6 +85,7 @@ call_start begin_call(communicator<Transport>& comm, collective_call& call) {
   comm.start_traffic();
   call.rank = comm.rank();
   call.size = comm.size();
+  call.hosts = comm.hosts();
   const schedule::algorithm a = resolve_algorithm(comm, call);
   const std::uint32_t sequence = comm.next_sequence();
   return {a, sequence, make_fingerprint(call, a, sequence)};

@@ -25,6 +25,8 @@ inline std::size_t default_chunk_bytes(schedule::algorithm a) noexcept {
       return algo::tree{}.chunk_bytes;
     case schedule::algorithm::double_binary_tree:
       return algo::double_binary_tree{}.chunk_bytes;
+    case schedule::algorithm::hierarchical:
+      return algo::hierarchical{}.chunk_bytes;
     default:
       return 0;
   }
@@ -38,6 +40,8 @@ schedule::tuning_choice tune(const communicator<Transport>& comm, const collecti
   q.bytes = call_bytes(call);
   q.ranks = comm.size();
   q.mapped_windows = mapped_window_transport<Transport>;
+  q.hosts = comm.host_count();
+  q.min_ranks_per_host = comm.min_ranks_per_host();
   const schedule::tuner& tuner = comm.options().tuner;
   return tuner ? tuner(q) : schedule::default_tuning(q);
 }

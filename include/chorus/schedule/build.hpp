@@ -20,6 +20,7 @@
 #include <chorus/schedule/direct.hpp>
 #include <chorus/schedule/double_binary_tree.hpp>
 #include <chorus/schedule/halving_doubling.hpp>
+#include <chorus/schedule/hierarchical.hpp>
 #include <chorus/schedule/recursive_doubling.hpp>
 #include <chorus/schedule/ring.hpp>
 #include <chorus/schedule/schedule.hpp>
@@ -64,6 +65,18 @@ inline void validate(algorithm a, const params& p) {
                                 std::to_string(size) + "), got " + std::to_string(p.counts.size()) +
                                 ".");
   }
+  if (!p.hosts.empty()) {
+    if (p.hosts.size() != size) {
+      throw std::invalid_argument(what + "hosts needs one host per rank (" + std::to_string(size) +
+                                  "), got " + std::to_string(p.hosts.size()) + ".");
+    }
+    for (std::size_t r = 0; r < size; ++r) {
+      if (p.hosts[r] < 0) {
+        throw std::invalid_argument(what + "the host of rank " + std::to_string(r) + " is " +
+                                    std::to_string(p.hosts[r]) + "; hosts are numbered from 0.");
+      }
+    }
+  }
   if (p.kind == collective::all_to_all) {
     if (p.send_counts.size() != size || p.send_offsets.size() != size ||
         p.recv_counts.size() != size || p.recv_offsets.size() != size) {
@@ -86,7 +99,8 @@ inline void validate(algorithm a, const params& p) {
 
 /// Rank `p.rank`'s schedule of collective `p.kind` under algorithm `a`.
 /// Throws `std::invalid_argument` when `supports(a, p.kind)` is false or when the
-/// parameters are inconsistent (rank or root out of range, counts of the wrong size).
+/// parameters are inconsistent (rank or root out of range, counts or hosts of the wrong
+/// size, a negative host).
 inline schedule build(algorithm a, const params& p) {
   detail::validate(a, p);
   switch (a) {
@@ -102,6 +116,8 @@ inline schedule build(algorithm a, const params& p) {
       return detail::build_halving_doubling(p);
     case algorithm::direct:
       return detail::build_direct(p);
+    case algorithm::hierarchical:
+      return detail::build_hierarchical(p);
     case algorithm::one_sided:
       throw std::invalid_argument(
           "chorus schedule: one_sided is no message schedule; the one-sided executor runs it.");

@@ -67,7 +67,8 @@ enum class collective : std::uint8_t {
 
 /// The algorithm families. One generator per family serves every transport, except
 /// `one_sided`, which is no schedule of messages: the one-sided executor
-/// (`exec/one_sided.hpp`) runs it over windows.
+/// (`exec/one_sided.hpp`) runs it over windows. `hierarchical` composes ring schedules
+/// (and a direct gather / scatter) over the hosts of `params::hosts`.
 enum class algorithm : std::uint8_t {
   ring,                ///< ring: reduce-scatter + all-gather around a ring; chains for rooted ops
   tree,                ///< pipelined binary tree (binomial tree for gather/scatter)
@@ -76,10 +77,11 @@ enum class algorithm : std::uint8_t {
   halving_doubling,    ///< Rabenseifner: recursive halving reduce-scatter + doubling all-gather
   direct,              ///< every rank talks to every rank (or to the root) directly
   one_sided,           ///< ranks read peers' windows (transports with windows only)
+  hierarchical,        ///< within each host, then across hosts (`params::hosts`)
 };
 
 inline constexpr std::size_t collective_count = 9;
-inline constexpr std::size_t algorithm_count = 7;
+inline constexpr std::size_t algorithm_count = 8;
 
 inline constexpr std::string_view name(collective c) noexcept {
   constexpr std::string_view names[collective_count] = {
@@ -90,8 +92,8 @@ inline constexpr std::string_view name(collective c) noexcept {
 
 inline constexpr std::string_view name(algorithm a) noexcept {
   constexpr std::string_view names[algorithm_count] = {
-      "ring",   "tree",     "double_binary_tree", "recursive_doubling", "halving_doubling",
-      "direct", "one_sided"};
+      "ring",   "tree",      "double_binary_tree", "recursive_doubling", "halving_doubling",
+      "direct", "one_sided", "hierarchical"};
   return names[static_cast<std::size_t>(a)];
 }
 
@@ -102,7 +104,8 @@ inline constexpr algorithm all_algorithms[algorithm_count] = {algorithm::ring,
                                                               algorithm::recursive_doubling,
                                                               algorithm::halving_doubling,
                                                               algorithm::direct,
-                                                              algorithm::one_sided};
+                                                              algorithm::one_sided,
+                                                              algorithm::hierarchical};
 
 /// Whether `a` is a family of message schedules that `build` generates (all but
 /// `one_sided`, which the one-sided executor runs over windows).
@@ -155,6 +158,8 @@ inline constexpr std::array<std::uint16_t, algorithm_count> support_table = [] {
   t[std::size_t(algorithm::direct)] = runs(all_reduce, reduce_scatter, all_gather, broadcast,
                                            reduce, barrier, all_to_all, gather, scatter);
   t[std::size_t(algorithm::one_sided)] = runs(all_reduce, reduce_scatter, all_gather);
+  t[std::size_t(algorithm::hierarchical)] =
+      runs(all_reduce, reduce_scatter, all_gather, broadcast, reduce);
   return t;
 }();
 
@@ -263,6 +268,10 @@ struct params {
   /// than this is split into pieces of at most this many elements so that the transfer of
   /// one piece overlaps the reduction of the previous. 0 means "do not split".
   std::size_t chunk_count = 0;
+  /// The host of each rank (`hosts[r]` for r in 0..size-1), numbered 0, 1, 2, ... in order
+  /// of first appearance; empty means every rank is on one host. Only `hierarchical` reads
+  /// it; every rank must pass the same list.
+  std::span<const int> hosts{};
 };
 
 }  // namespace chorus::inline v0::schedule

@@ -244,7 +244,8 @@ class simulator {
         fail("params of rank " + std::to_string(a) + " name rank " + std::to_string(p.rank));
       }
       if (p.kind != p0.kind || p.size != p0.size || p.root != p0.root || p.count != p0.count ||
-          p.chunk_count != p0.chunk_count || !same(p.counts, p0.counts)) {
+          p.chunk_count != p0.chunk_count || !same(p.counts, p0.counts) ||
+          !std::equal(p.hosts.begin(), p.hosts.end(), p0.hosts.begin(), p0.hosts.end())) {
         fail("params of rank " + std::to_string(a) + " disagree with rank 0's");
       }
     }
@@ -911,7 +912,7 @@ class simulator {
 }  // namespace detail
 
 /// Runs the given schedules, one per rank, with `rank_params[r]` describing rank r's call
-/// (all ranks must agree on kind, size, root, count, counts and chunk_count; all_to_all
+/// (all ranks must agree on kind, size, root, count, counts, chunk_count and hosts; all_to_all
 /// counts must be consistent across ranks). Never throws except for allocation failure.
 inline simulation_result simulate(std::span<const schedule> schedules,
                                   std::span<const params> rank_params,

@@ -4,11 +4,12 @@
 /// the caller says `algo::automatic`.
 ///
 /// A tuner is a pure function of what every rank knows alike -- the collective, one rank's
-/// full vector in bytes, the rank count, what the transport can do -- so that every rank
-/// picks the same algorithm without talking. Dispatch asks the communicator's tuner
-/// (`communicator_options::tuner`; empty means `default_tuning`), checks the answer against
-/// `supports` and what the transport can run, and runs it. A measured tuner replaces the
-/// rule below by setting that option; nothing in dispatch changes.
+/// full vector in bytes, the rank count, how the ranks sit on hosts, what the transport can
+/// do -- so that every rank picks the same algorithm without talking. Dispatch asks the
+/// communicator's tuner (`communicator_options::tuner`; empty means `default_tuning`),
+/// checks the answer against `supports` and what the transport can run, and runs it. A
+/// measured tuner replaces the rule below by setting that option; nothing in dispatch
+/// changes.
 #include <chorus/schedule/schedule.hpp>
 
 #include <cstddef>
@@ -26,6 +27,11 @@ struct tuning_query {
   /// `one_sided` when named, but a tuner should not pick it there: it trails the two-sided
   /// schedules over UCX at every size measured.)
   bool mapped_windows = false;
+  /// The number of hosts the ranks are on (`communicator::hosts()`; 1 when the transport
+  /// puts every rank on one host: inproc, shm, NCCL).
+  int hosts = 1;
+  /// The fewest ranks any one host has (`ranks` on one host).
+  int min_ranks_per_host = 1;
 };
 
 /// What a tuner answers. `chunk_bytes` 0: the family's default piece size.
@@ -41,13 +47,22 @@ using tuner = std::function<tuning_choice(const tuning_query&)>;
 /// bandwidth-bound sizes take the ones that move the least data per rank. The thresholds
 /// are the classic MPICH/Open MPI ones for a host interconnect; the measured tuner (a later
 /// issue) replaces them. With mapped windows, all-reduce, reduce-scatter and all-gather run
-/// one-sided where that beats every two-sided schedule (docs/performance.md).
+/// one-sided where that beats every two-sided schedule (docs/performance.md). Before all
+/// that: ranks on several hosts, each host with at least two of them, run the five
+/// collectives of `hierarchical` hierarchically, whatever the size.
 inline tuning_choice default_tuning(const tuning_query& q) noexcept {
   using enum collective;
   constexpr std::size_t small = 16 * 1024;
   constexpr std::size_t medium = 512 * 1024;
   const collective c = q.kind;
   const std::size_t bytes = q.bytes;
+  // Several hosts with several ranks each: the links between hosts are the slow ones, and
+  // the hierarchical schedules send the least over them (with L ranks on each of H hosts,
+  // an all-reduce sends 2(H-1)/(H L) of the vector per rank off its host). Not measured
+  // yet against the flat schedules; with one rank per host there is nothing to gain.
+  if (q.hosts > 1 && q.min_ranks_per_host > 1 && supports(algorithm::hierarchical, c)) {
+    return {algorithm::hierarchical};
+  }
   // One-sided (mapped windows): at 2 ranks the two-sided exchange is as fast up to 64 KiB;
   // from 3 ranks on, the one-sided path wins from 4 KiB for reduce-scatter and all-gather
   // and above 16 KiB for all-reduce (docs/performance.md, 4 ranks on 2 cores).
