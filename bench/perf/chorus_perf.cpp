@@ -27,10 +27,13 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -110,6 +113,32 @@ run_info base_info(const options& o, std::string transport, std::string launcher
   return info;
 }
 
+/// "2 hosts x 2 ranks" or "2 hosts: 3,1 ranks" for ranks on more than one host (`hosts` as
+/// the transport found them), else empty. Throws `usage_error` when `ranks_per_host` (> 0)
+/// disagrees with it.
+std::string host_layout(std::span<const int> hosts, int ranks, int ranks_per_host) {
+  std::vector<int> per_host;
+  for (int h : hosts) {
+    if (static_cast<std::size_t>(h) >= per_host.size())
+      per_host.resize(static_cast<std::size_t>(h) + 1);
+    ++per_host[static_cast<std::size_t>(h)];
+  }
+  if (per_host.empty()) per_host.push_back(ranks);  // the transport has one host
+  const bool uniform = std::ranges::count(per_host, per_host.front()) ==
+                       static_cast<std::ptrdiff_t>(per_host.size());
+  std::string counts;
+  for (int n : per_host) counts += (counts.empty() ? "" : ",") + std::to_string(n);
+  const std::string text =
+      std::to_string(per_host.size()) + " hosts" +
+      (uniform ? " x " + std::to_string(per_host.front()) + " ranks" : ": " + counts + " ranks");
+  if (ranks_per_host > 0 && (!uniform || per_host.front() != ranks_per_host)) {
+    throw usage_error("--ranks-per-host " + std::to_string(ranks_per_host) +
+                      " but the transport found the ranks on " + text +
+                      " (ranks share a host when they share a kernel and network namespace)");
+  }
+  return per_host.size() > 1 ? text : std::string();
+}
+
 /// Ranks as threads of this process.
 int run_threads(const options& o, const launch_context&) {
   if (launch_context::under_launcher()) {
@@ -123,6 +152,7 @@ int run_threads(const options& o, const launch_context&) {
                       " ranks");
   }
   int status = 0;
+  (void)host_layout({}, np, o.ranks_per_host);  // one host: only --ranks-per-host N=np passes
   chorus::inproc::run(np, [&](chorus::inproc_communicator& comm) {
     const int s = sweep_on(comm, o, base_info(o, "inproc", "threads"));
     if (comm.rank() == 0) status = s;
@@ -160,7 +190,9 @@ int run_processes(const options& o, const launch_context& ctx) {
   if (!launch_context::under_launcher() && o.np > 1) return ctx.relaunch_under_chorusrun(o);
   const chorus::bootstrap::world world = join_world(o);
   chorus::communicator<Transport> comm{Transport{world}};
-  const int status = sweep_on(comm, o, base_info(o, o.transport, launcher_name(world)));
+  run_info info = base_info(o, o.transport, launcher_name(world));
+  info.hosts = host_layout(comm.hosts(), comm.size(), o.ranks_per_host);
+  const int status = sweep_on(comm, o, info);
   chorus::barrier(comm);  // rank 0 serves the store: nobody leaves before everyone is done
   return status;
 }

@@ -309,6 +309,10 @@ std::optional<options> parse_options(int argc, char** argv, tool which) {
         ->delimiter(',')
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
     app.add_option("--np", o.np, "ranks to start: threads (inproc) or processes via chorusrun");
+    app.add_option("--ranks-per-host", o.ranks_per_host,
+                   "fail unless every host has this many ranks (hosts as the transport finds "
+                   "them: UCX tells hosts and network namespaces apart)")
+        ->check(CLI::PositiveNumber);
     app.add_option("--plot", o.plot, "draw busbw against size into this PNG (needs gnuplot)");
     app.add_option("--compare", o.compare, "mpi: run chorus-mpi-perf interleaved, add ratios");
     app.add_option("--rounds", o.rounds, "--compare: interleaved rounds, medians; default 3");

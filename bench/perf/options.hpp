@@ -78,6 +78,9 @@ struct options {
   int warmup = 5;
   bool check = true;
   int np = 0;  ///< --np; 0 when not given
+  /// --ranks-per-host: the layout the run must have (every host this many ranks; hosts as
+  /// the transport finds them); 0 when not given.
+  int ranks_per_host = 0;
   bool percentiles = false;
   std::string json, csv, plot;
   bool floor = false;

@@ -100,7 +100,7 @@ nlohmann::json environment_json(const run_info& info) {
       {"cpu", cpu_model()},      {"cores", std::thread::hardware_concurrency()},
       {"compiler", compiler()},  {"chorus_version", CHORUS_VERSION_STRING},
       {"library", info.library}, {"launcher", info.launcher},
-      {"date", utc_now()},
+      {"date", utc_now()},       {"hosts", info.hosts.empty() ? "1" : info.hosts},
   };
 }
 
@@ -116,6 +116,7 @@ void reporter::print_header() const {
   std::printf("# %s; host %s, %s, %u cores; %s\n", info_.library.c_str(),
               env["host"].get<std::string>().c_str(), env["cpu"].get<std::string>().c_str(),
               env["cores"].get<unsigned>(), env["compiler"].get<std::string>().c_str());
+  if (!info_.hosts.empty()) std::printf("# ranks on %s\n", info_.hosts.c_str());
   std::printf("# sizes %s to %s, %d iterations after %d warm-up, check %s; time = slowest rank\n",
               format_bytes(o_.min_bytes).c_str(), format_bytes(o_.max_bytes).c_str(), o_.iters,
               o_.warmup, o_.check ? "on" : "off");

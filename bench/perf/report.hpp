@@ -42,6 +42,8 @@ struct run_info {
   std::string library;    ///< "chorus 0.1.0", or the MPI library's version line
   std::string launcher;   ///< chorusrun, Open MPI, threads, none
   int ranks = 1;
+  /// "2 hosts x 2 ranks", "2 hosts: 3,1 ranks"; empty for one host.
+  std::string hosts;
   std::vector<std::string> algorithms;
   std::optional<double> copy_gbs;  ///< --floor: STREAM copy GB/s of all ranks together
 };

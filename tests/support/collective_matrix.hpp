@@ -70,6 +70,39 @@ void check_every_collective(Comm& comm, failures& f, std::size_t large_pieces = 
   for (const auto& a : dynamic_algos(collective::barrier)) chorus::barrier(comm, a);
 }
 
+/// The collectives the hierarchical algorithm runs, named (small pipeline pieces) and
+/// chosen by `automatic`, against the serial reference: the counts and roots of
+/// `check_every_collective`, for communicators whose ranks span hosts.
+template <class Comm>
+void check_hierarchical(Comm& comm, failures& f, std::size_t large_pieces = 24) {
+  const int ranks = comm.size();
+  const std::vector<std::size_t> counts{0, 1, 7, 13 * static_cast<std::size_t>(ranks) + 5, 100003};
+  const std::vector<chorus::algo::dynamic> algos{{chorus::schedule::algorithm::hierarchical, 24},
+                                                 {std::nullopt, 0}};
+  auto large = [large_pieces](chorus::algo::dynamic a) {
+    if (a.id) a.chunk_bytes = large_pieces;
+    return a;
+  };
+  for (const auto& a : algos) {
+    for (std::size_t c : counts) {
+      const auto algo = c > 10000 ? large(a) : a;
+      check_all_reduce<float, chorus::plus>(comm, f, algo, c, c % 2 == 0);
+      check_all_reduce<std::int32_t, chorus::maximum>(comm, f, algo, c, c % 2 == 1);
+    }
+    for (std::size_t b : {std::size_t{0}, std::size_t{3}, std::size_t{20000}}) {
+      const auto algo = b > 1000 ? large(a) : a;
+      check_reduce_scatter<double, chorus::plus>(comm, f, algo, b, false, b == 3);
+      check_reduce_scatter<std::int64_t, chorus::minimum>(comm, f, algo, b, true, false);
+      check_all_gather<float>(comm, f, algo, b, false, b == 3);
+      check_all_gather<std::uint8_t>(comm, f, algo, b, true, false);
+    }
+    for (int root = 0; root < ranks; ++root) {
+      check_broadcast<float>(comm, f, large(a), 70001, root, root % 2 == 0);
+      check_reduce<float, chorus::plus>(comm, f, large(a), 70001, root, root % 2 == 1);
+    }
+  }
+}
+
 /// Large vectors (4 MiB of floats per rank) through the bandwidth algorithms: messages far
 /// past every eager threshold, so transports take their rendezvous paths.
 template <class Comm>

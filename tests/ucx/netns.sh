@@ -56,47 +56,6 @@ netns_shape
 run_matrix shaped
 
 # --- fault: kill the last rank mid-all-reduce
-victim=$((ranks - 1))
 netns_start_job fault "${prog}" fault
-pids=("${netns_pids[@]}")
-start=${SECONDS}
-for ((i = 0; i < ranks; ++i)); do
-  until grep -q "^rank ${i}: running" "${netns_workdir}/fault.${i}" 2>/dev/null; do
-    if ((SECONDS - start > 60)) || ! kill -0 "${pids[i]}" 2>/dev/null; then
-      echo "netns fault: rank ${i} did not start its all-reduces"
-      netns_show_outputs fault
-      exit 1
-    fi
-    sleep 0.05
-  done
-done
-sleep 0.3
-disown "${pids[victim]}"  # its death is the point: no job-control notice about it
-kill -KILL "${pids[victim]}"
-killed_at="$(date +%s.%N)"
-failed=0
-for ((i = 0; i < ranks; ++i)); do
-  ((i == victim)) && continue
-  while kill -0 "${pids[i]}" 2>/dev/null && ((SECONDS - start < job_seconds)); do sleep 0.02; done
-  exited_at="$(date +%s.%N)"
-  code=0
-  if kill -0 "${pids[i]}" 2>/dev/null; then
-    kill -KILL "${pids[i]}" 2>/dev/null || true
-    code=137
-  fi
-  wait "${pids[i]}" || code=$?
-  took="$(awk -v a="${killed_at}" -v b="${exited_at}" 'BEGIN { printf "%.2f", b - a }')"
-  if ((code != 2)) || ! grep -q "chorus::error\[peer_lost\].*rank ${victim}" "${netns_workdir}/fault.${i}" ||
-    awk -v t="${took}" 'BEGIN { exit !(t >= 10) }'; then
-    echo "netns fault: rank ${i}: exit ${code} after ${took} s; expected peer_lost naming rank ${victim} within 10 s"
-    failed=1
-  else
-    echo "netns fault: rank ${i} reported peer_lost naming rank ${victim} after ${took} s"
-  fi
-done
-netns_pids=()
-if ((failed)); then
-  netns_show_outputs fault
-  exit 1
-fi
+netns_kill_last fault "${ranks}" 10 "${job_seconds}"
 echo "netns: all jobs passed on ${ranks} hosts"

@@ -37,11 +37,23 @@
 #       One rank of COMMAND per host (torchrun-style RANK/WORLD_SIZE, the tcp_store that rank
 #       0 serves on SUBNET.1:29500, CHORUS_JOB_ID, CHORUS_TIMEOUT=60); rank i's output in
 #       netns_workdir/LABEL.i, the pids in netns_pids (replacing what was there).
+#   netns_start_layout_job LABEL HOSTS COMMAND...
+#       Like netns_start_job, but HOSTS (comma-separated, one entry per rank: "0,0,1,1",
+#       "0,1,0,1", "0,0,0,1") says on which host each rank runs, so that hosts hold several
+#       ranks; each rank also gets LOCAL_RANK and LOCAL_WORLD_SIZE (torchrun's names) and
+#       CHORUS_TEST_HOSTS=HOSTS. Sets netns_ranks.
+#   netns_kill_last LABEL RANKS LIMIT JOB_SECONDS
+#       For a job just started (pids in netns_pids) whose ranks print "rank i: running" once
+#       they work: waits (60 s at most) until every rank does, kills the last rank with
+#       SIGKILL, and checks that every other rank exits with status 2 and
+#       chorus::error[peer_lost] naming it within LIMIT seconds (waiting JOB_SECONDS at most),
+#       printing a line per rank. Returns 1 (after the ranks' outputs) if one did not.
 #   netns_wait_job LABEL SECONDS
 #       Waits for every pid in netns_pids, killing those still running SECONDS after the
 #       call (with a line saying so); their exit statuses in netns_codes; empties netns_pids.
 #   netns_show_outputs LABEL
-#       Prints the last 20 lines of each rank's output of job LABEL (without UCX warnings).
+#       Prints the last 20 lines of each rank's output of job LABEL (without UCX warnings);
+#       netns_ranks ranks (netns_hosts unless a layout job set it).
 #   netns_failed LABEL
 #       After netns_wait_job: prints "LABEL: rank i failed (exit c)" for every rank whose
 #       exit status was not 0; returns 1 when there was one, 0 otherwise.
@@ -55,7 +67,7 @@
 #       (netns_require ucx_perftest:ucx-utils) and 2 hosts or more.
 #
 # Variables for the caller: netns_prefix (namespace names: PREFIX-sw, PREFIX-h0...),
-# netns_suffix, netns_hosts, netns_subnet, netns_workdir (a temporary directory, deleted on
+# netns_suffix, netns_hosts, netns_ranks, netns_subnet, netns_workdir (a temporary directory, deleted on
 # exit), netns_pids, netns_codes, netns_shaping, netns_link_gbs.
 
 # shellcheck disable=SC2034  # netns_arg_*: the caller's variables
@@ -197,6 +209,81 @@ netns_start_job() {
   done
 }
 
+netns_start_layout_job() {
+  local label="$1" layout="$2" i j h local_rank local_size
+  shift 2
+  local -a host_of
+  IFS=, read -r -a host_of <<<"${layout}"
+  netns_ranks=${#host_of[@]}
+  netns_pids=()
+  for ((i = 0; i < netns_ranks; ++i)); do
+    h="${host_of[i]}"
+    if ! [[ "${h}" =~ ^[0-9]+$ ]] || ((h >= netns_hosts)); then
+      echo "netns_start_layout_job: host '${h}' of rank ${i} is not one of 0..$((netns_hosts - 1))"
+      exit 2
+    fi
+    local_rank=0
+    local_size=0
+    for ((j = 0; j < netns_ranks; ++j)); do
+      if ((host_of[j] == h)); then
+        ((j < i)) && ((++local_rank))
+        ((++local_size))
+      fi
+    done
+    netns_spawn "${h}" "${netns_workdir}/${label}.${i}" \
+      RANK="${i}" WORLD_SIZE="${netns_ranks}" LOCAL_RANK="${local_rank}" \
+      LOCAL_WORLD_SIZE="${local_size}" CHORUS_TEST_HOSTS="${layout}" \
+      CHORUS_STORE="${netns_subnet}.$((host_of[0] + 1)):29500" \
+      CHORUS_JOB_ID="netns-${netns_suffix}-${label}" CHORUS_TIMEOUT=60 "$@"
+  done
+}
+
+netns_kill_last() {
+  local label="$1" ranks="$2" limit="$3" job_seconds="$4" i code took exited_at failed=0
+  local victim=$((ranks - 1)) start=${SECONDS} killed_at
+  local -a pids=("${netns_pids[@]}")
+  for ((i = 0; i < ranks; ++i)); do
+    until grep -q "^rank ${i}: running" "${netns_workdir}/${label}.${i}" 2>/dev/null; do
+      if ((SECONDS - start > 60)) || ! kill -0 "${pids[i]}" 2>/dev/null; then
+        echo "netns ${label}: rank ${i} did not start its all-reduces"
+        netns_show_outputs "${label}"
+        return 1
+      fi
+      sleep 0.05
+    done
+  done
+  sleep 0.3
+  disown "${pids[victim]}"  # its death is the point: no job-control notice about it
+  kill -KILL "${pids[victim]}"
+  killed_at="$(date +%s.%N)"
+  for ((i = 0; i < ranks; ++i)); do
+    ((i == victim)) && continue
+    while kill -0 "${pids[i]}" 2>/dev/null && ((SECONDS - start < job_seconds)); do sleep 0.02; done
+    exited_at="$(date +%s.%N)"
+    code=0
+    if kill -0 "${pids[i]}" 2>/dev/null; then
+      kill -KILL "${pids[i]}" 2>/dev/null || true
+      code=137
+    fi
+    wait "${pids[i]}" || code=$?
+    took="$(awk -v a="${killed_at}" -v b="${exited_at}" 'BEGIN { printf "%.2f", b - a }')"
+    if ((code != 2)) ||
+      ! grep -q "chorus::error\[peer_lost\].*rank ${victim}\b" "${netns_workdir}/${label}.${i}" ||
+      awk -v t="${took}" -v l="${limit}" 'BEGIN { exit !(t >= l) }'; then
+      echo "netns ${label}: rank ${i}: exit ${code} after ${took} s; expected peer_lost naming" \
+        "rank ${victim} within ${limit} s"
+      failed=1
+    else
+      echo "netns ${label}: rank ${i} reported peer_lost naming rank ${victim} after ${took} s"
+    fi
+  done
+  netns_pids=()
+  if ((failed)); then
+    netns_show_outputs "${label}"
+    return 1
+  fi
+}
+
 netns_wait_job() {
   local label="$1" seconds="$2" start=${SECONDS} i code
   netns_codes=()
@@ -217,7 +304,7 @@ netns_wait_job() {
 
 netns_show_outputs() {
   local label="$1" i
-  for ((i = 0; i < netns_hosts; ++i)); do
+  for ((i = 0; i < ${netns_ranks:-${netns_hosts}}; ++i)); do
     echo "--- rank ${i}:"
     grep -v "UCX  WARN" "${netns_workdir}/${label}.${i}" | tail -n 20 || true
   done

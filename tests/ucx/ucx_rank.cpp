@@ -6,6 +6,11 @@
 //   chorus-ucx-rank fault    all-reduces forever (prints "rank R: running" once the first
 //                            has completed), for a test that kills one rank: survivors
 //                            print their chorus::error and exit 2
+//   chorus-ucx-rank groups   groups and hierarchical collectives across hosts
+//                            (ucx_tests::check_groups), the launcher's layout read from
+//                            CHORUS_TEST_HOSTS ("0,0,1,1"); "rank R: ok" and exit 0
+//   chorus-ucx-rank group-fault
+//                            like fault, in the group of the ranks of this rank's parity
 //
 // Any chorus::error is printed as "rank R: chorus::error[<code>]: <message>", exit 2.
 #include "matrix.hpp"
@@ -14,15 +19,17 @@
 #include <chorus/transport/ucx.hpp>
 
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
 
 int main(int argc, char** argv) {
   const std::string_view mode = argc > 1 ? argv[1] : "";
-  if (mode != "matrix" && mode != "fault") {
-    std::fprintf(stderr, "usage: chorus-ucx-rank matrix|fault\n");
+  if (mode != "matrix" && mode != "fault" && mode != "groups" && mode != "group-fault") {
+    std::fprintf(stderr, "usage: chorus-ucx-rank matrix|fault|groups|group-fault\n");
     return 64;
   }
   int rank = -1;
@@ -37,8 +44,25 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
       for (;;) chorus::all_reduce(comm, v, chorus::plus{}, chorus::algo::ring{});
     }
+    if (mode == "group-fault") {
+      auto g = comm.split(rank % 2);
+      std::vector<float> v(1 << 16, 1.0f);
+      chorus::all_reduce(*g, v, chorus::plus{});
+      std::printf("rank %d: running\n", rank);
+      std::fflush(stdout);
+      for (;;) chorus::all_reduce(*g, v, chorus::plus{}, chorus::algo::ring{});
+    }
     harness::failures f;
-    ucx_tests::check_collectives(comm, f);
+    if (mode == "groups") {
+      std::vector<int> hosts;
+      if (const char* h = std::getenv("CHORUS_TEST_HOSTS")) {
+        std::istringstream in(h);
+        for (std::string item; std::getline(in, item, ',');) hosts.push_back(std::stoi(item));
+      }
+      ucx_tests::check_groups(comm, hosts, f);
+    } else {
+      ucx_tests::check_collectives(comm, f);
+    }
     chorus::barrier(comm);  // rank 0 serves the store: nobody leaves before everyone is done
     if (f.count() != 0) {
       std::printf("rank %d: %s\n", rank, f.report().c_str());

@@ -111,6 +111,28 @@ class mesh {
     }
     return r;
   }
+  /// Whether every group along axis `name` lies inside one host, on the hosts the
+  /// transport found (`communicator::hosts()`; a transport with every rank on one host
+  /// always says yes): ask it of the axis that must stay on a host's fast links (tensor
+  /// parallelism), e.g. `if (!m.within_host("tp")) throw ...`. No communication.
+  [[nodiscard]] bool within_host(std::string_view name) const {
+    const std::span<const int> hosts = parent_->hosts();
+    if (hosts.empty()) return true;
+    const std::size_t axis = index_of(name);
+    std::vector<int> c(shape_.size());
+    for (int r = 0; r < parent_->size(); ++r) {
+      int rest = r;
+      for (std::size_t i = shape_.size(); i-- > 0;) {
+        c[i] = rest % shape_[i].size;
+        rest /= shape_[i].size;
+      }
+      c[axis] = 0;  // the first rank of r's group along the axis
+      if (hosts[static_cast<std::size_t>(r)] != hosts[static_cast<std::size_t>(rank_at(c))]) {
+        return false;
+      }
+    }
+    return true;
+  }
   /// The communicator the mesh was made over.
   [[nodiscard]] communicator_type& parent() noexcept { return *parent_; }
 

@@ -43,7 +43,7 @@ std::optional<communicator<Transport>> make(communicator<Transport>& comm, const
                                             int color, int key, std::uint64_t kind,
                                             std::uint64_t digest) {
   static_assert(splittable_transport<Transport>,
-                "chorus: this transport cannot make groups yet (inproc and shm can; UCX and "
+                "chorus: this transport cannot make groups yet (inproc, shm and UCX can; "
                 "NCCL groups are on the way, see docs/groups.md)");
   const int p = comm.size();
   std::vector<std::uint64_t> mine(record_words);

@@ -14,7 +14,7 @@
 ///     stream_ordered_transport     group_start/enqueue_send/recv/        nccl
 ///                                  group_end, copy, allocate, poll_error
 ///     native_collective_transport  native(native_call, stream)          nccl
-///     splittable_transport         split(group_spec), used_contexts()   inproc, shm
+///     splittable_transport         split(group_spec), used_contexts()   inproc, shm, ucx
 ///     any_transport                transport or stream_ordered_transport
 ///
 /// A transport moves bytes between the ranks of one group, point to point, without

@@ -9,18 +9,26 @@
 /// callback, so a peer whose connection fails (its process died, its host went away) is
 /// reported as `errc::peer_lost` naming it instead of a hang.
 ///
-/// Tags: UCX matches on one 64-bit tag per worker, so the sender's rank must be inside it.
+/// Tags: UCX matches on one 64-bit tag per worker, so the sender's world rank and the
+/// group's context must be inside it.
 ///
-///     bits 40..63  sender rank (up to 2^24 ranks)
-///     bits 38..39  kind: 0 collective, 1 user point-to-point, 2 control (abort, windows)
-///     collective   bits 16..37 sequence number mod 2^22, bits 0..15 schedule tag
+///     bits 46..63  sender's world rank (up to 2^18 ranks)
+///     bits 34..45  the group's context (0 for the world; kit/group_view.hpp)
+///     bits 32..33  kind: 0 collective, 1 user point-to-point, 2 control (abort, windows)
+///     collective   bits 16..31 sequence number mod 2^16, bits 0..15 schedule tag
 ///     user, control bits 0..31 the user's tag / the control code
 ///
 /// The schedule tags are small (0, 1) plus five reserved values at the top of the 32-bit
 /// range (0xfffffff0.., see transport/kit/tags.hpp, exec/one_sided.hpp), which fold onto their
 /// low 16 bits. Receives match the whole tag (mask of all ones): per (sender, tag) FIFO is
-/// UCX's per-endpoint ordering. The sequence number wraps after 2^22 collectives, harmless
-/// unless that many are in flight at once (the rule of transport/kit/tags.hpp).
+/// UCX's per-endpoint ordering. The sequence number wraps after 2^16 collectives of one
+/// group, harmless unless that many are in flight at once (the rule of transport/kit/tags.hpp).
+///
+/// Groups (`communicator::split`, `subgroup`): a group's transport shares the world's UCP
+/// worker and endpoints (no new connection); only its context in the tags and its windows
+/// are its own. An abort, from any group, reaches every rank of the job and fails every
+/// group: they share the connections that a failure breaks. Peers in transport errors are
+/// named by their world rank.
 ///
 /// Progress is driven by the caller: `test` and `wait` call `ucp_worker_progress`. `wait`
 /// spins on progress for a while, yields between progress calls for up to 5 ms, then arms
@@ -49,6 +57,7 @@
 #include <chorus/transport/kit/abort_record.hpp>
 #include <chorus/transport/kit/cpus.hpp>
 #include <chorus/transport/kit/exchange.hpp>
+#include <chorus/transport/kit/group_view.hpp>
 #include <chorus/transport/kit/hex.hpp>
 #include <chorus/transport/kit/peer_processes.hpp>
 #include <chorus/transport/kit/records.hpp>
@@ -85,28 +94,32 @@ namespace chorus::inline v0 {
 
 namespace detail::ucx {
 
-inline constexpr int rank_shift = 40;
-inline constexpr int kind_shift = 38;
+inline constexpr int rank_shift = 46;
+inline constexpr int context_shift = 34;
+inline constexpr int kind_shift = 32;
 inline constexpr std::uint64_t kind_collective = 0;
 inline constexpr std::uint64_t kind_user = 1;
 inline constexpr std::uint64_t kind_control = 2;
-inline constexpr int max_ranks = 1 << 24;
+inline constexpr int max_ranks = 1 << 18;
 /// Control codes (kind 2).
 inline constexpr std::uint32_t control_abort = 1;
 inline constexpr std::uint32_t control_window = 2;
 inline constexpr std::uint32_t control_rkey = 3;
-/// Matches every tag bit except the sender's rank: the abort receive takes any sender.
+/// Matches every tag bit except the sender's rank: the abort receive takes any sender (abort
+/// records travel on context 0, whichever group raised them).
 inline constexpr ucp_tag_t any_sender_mask = (std::uint64_t{1} << rank_shift) - 1;
 
 /// The UCX tag of chorus tag `tag` sent by rank `sender`; throws for a schedule tag that
 /// does not fit (no schedule makes one today).
 inline ucp_tag_t encode(int sender, tag_t tag) {
-  const auto rank = static_cast<std::uint64_t>(sender) << rank_shift;
-  if ((tag & (tag_t{1} << 63)) != 0) {
+  const std::uint64_t context =
+      (tag >> chorus::detail::context_shift) & (chorus::detail::context_count - 1);
+  const auto rank = (static_cast<std::uint64_t>(sender) << rank_shift) | (context << context_shift);
+  if ((tag & chorus::detail::user_tag_bit) != 0) {
     return rank | (kind_user << kind_shift) | (tag & 0xffffffffu);
   }
   const auto op = static_cast<std::uint32_t>(tag & 0xffffffffu);
-  const auto sequence = (tag >> 32) & 0x7ffffu;  // kit/tags.hpp: 19 bits
+  const auto sequence = (tag >> 32) & 0xffffu;  // the low 16 of kit/tags.hpp's 19 bits
   if (op >= 0x10000u && op < 0xffff0000u) {
     throw error(errc::invalid_argument,
                 "chorus::ucx_transport: schedule tag " + std::to_string(op) +
@@ -115,8 +128,10 @@ inline ucp_tag_t encode(int sender, tag_t tag) {
   return rank | (kind_collective << kind_shift) | (sequence << 16) | (op & 0xffffu);
 }
 
-inline ucp_tag_t control_tag(int sender, std::uint32_t code) {
-  return (static_cast<std::uint64_t>(sender) << rank_shift) | (kind_control << kind_shift) | code;
+inline ucp_tag_t control_tag(int sender, std::uint32_t code, std::uint32_t context = 0) {
+  return (static_cast<std::uint64_t>(sender) << rank_shift) |
+         (static_cast<std::uint64_t>(context) << context_shift) | (kind_control << kind_shift) |
+         code;
 }
 
 /// How long a waiting rank sleeps on the worker's event fd at most before it progresses
@@ -245,7 +260,9 @@ struct state {
   };
   kit::per_peer<link> links;  ///< made once: the callbacks hold addresses into it
   kit::peer_processes peers;  ///< the local peers' processes, watched
-  std::vector<window_state> windows;
+  /// The host of each world rank, numbered in order of first appearance.
+  std::vector<int> hosts;
+  kit::context_pool contexts;  ///< the group contexts this process uses
 
   /// The group's abort record (raised here or received from a peer).
   kit::abort_record<488> abort{};
@@ -292,12 +309,6 @@ struct state {
         ucp_request_free(abort_request);
         abort_request = nullptr;
       }
-      for (auto& w : windows) {
-        for (ucp_rkey_h k : w.rkeys) {
-          if (k != nullptr) ucp_rkey_destroy(k);
-        }
-        w.rkeys.clear();
-      }
       // A failed rank exits right after its abort: give the records a few seconds to
       // reach peers that are alive but not progressing yet.
       const auto until = clock::now() + std::chrono::seconds(5);
@@ -309,10 +320,6 @@ struct state {
       }
       abort_sends.clear();
       close_endpoints();
-    }
-    for (auto& w : windows) {
-      if (w.memh != nullptr && context != nullptr) ucp_mem_unmap(context, w.memh);
-      w.memh = nullptr;
     }
     if (worker != nullptr) ucp_worker_destroy(worker);
     worker = nullptr;
@@ -357,9 +364,52 @@ class worker_guard {
   state& s_;
 };
 
+/// One transport's windows (a group's windows are its own): their registrations and remote
+/// keys are released with the transport, before the state they were made with.
+class window_list {
+ public:
+  window_list() = default;
+  explicit window_list(state* owner) noexcept : owner_(owner) {}
+  window_list(window_list&& o) noexcept
+      : owner_(std::exchange(o.owner_, nullptr)), list_(std::move(o.list_)) {}
+  window_list& operator=(window_list&& o) noexcept {
+    if (this != &o) {
+      release();
+      owner_ = std::exchange(o.owner_, nullptr);
+      list_ = std::move(o.list_);
+    }
+    return *this;
+  }
+  ~window_list() { release(); }
+
+  [[nodiscard]] std::vector<window_state>& list() noexcept { return list_; }
+  [[nodiscard]] const std::vector<window_state>& list() const noexcept { return list_; }
+
+  void release() noexcept {
+    if (owner_ != nullptr && !list_.empty()) {
+      worker_guard guard(*owner_);
+      for (window_state& w : list_) {
+        for (ucp_rkey_h k : w.rkeys) {
+          if (k != nullptr) ucp_rkey_destroy(k);
+        }
+        if (w.memh != nullptr && owner_->context != nullptr) ucp_mem_unmap(owner_->context, w.memh);
+      }
+    }
+    list_.clear();
+  }
+
+ private:
+  state* owner_ = nullptr;
+  std::vector<window_state> list_;
+};
+
 }  // namespace detail::ucx
 
 /// Point-to-point (and one-sided) transport over UCX between processes on any hosts.
+///
+/// A group of the job's ranks (`communicator::split`, `subgroup`) is another
+/// `ucx_transport` over the same worker and endpoints: no new connection, its own context
+/// in the tags, its own windows.
 class ucx_transport {
  public:
   using request = detail::ucx::operation_ptr;
@@ -374,11 +424,13 @@ class ucx_transport {
   /// `errc::transport` in one line when UCX cannot start with the environment's UCX_*
   /// settings or cannot reach a peer.
   ucx_transport(int rank, int size, const blob_exchange& exchange)
-      : state_(std::make_unique<detail::ucx::state>()) {
+      : state_(std::make_shared<detail::ucx::state>()),
+        view_(kit::group_view::world(rank, size)),
+        windows_(state_.get()) {
     if (size < 1 || rank < 0 || rank >= size || size > detail::ucx::max_ranks) {
       throw error(errc::invalid_argument, "chorus::ucx_transport: rank " + std::to_string(rank) +
                                               " is outside a group of " + std::to_string(size) +
-                                              " (at most 2^24 ranks)");
+                                              " (at most 2^18 ranks)");
     }
     detail::ucx::state& s = *state_;
     s.rank = rank;
@@ -402,11 +454,23 @@ class ucx_transport {
                                        std::to_string(size) + " ranks");
     }
     const std::string my_host = detail::ucx::host_identity();
+    std::vector<std::string> host_names;
+    auto host_index = [&](const std::string& name) {
+      const auto at = std::find(host_names.begin(), host_names.end(), name);
+      if (at != host_names.end()) return static_cast<int>(at - host_names.begin());
+      host_names.push_back(name);
+      return static_cast<int>(host_names.size() - 1);
+    };
+    s.hosts.assign(n, 0);
     for (int p = 0; p < size; ++p) {
-      if (p == rank) continue;
       const std::string& blob = blobs[static_cast<std::size_t>(p)];
       const auto first = blob.find(' ');
       const auto second = first == std::string::npos ? first : blob.find(' ', first + 1);
+      s.hosts[static_cast<std::size_t>(p)] =
+          host_index(p == rank || second == std::string::npos
+                         ? (p == rank ? my_host : std::string("?") + std::to_string(p))
+                         : blob.substr(first + 1, second - first - 1));
+      if (p == rank) continue;
       const auto bytes = second == std::string::npos
                              ? std::vector<unsigned char>{}
                              : chorus::detail::from_hex(std::string_view(blob).substr(second + 1));
@@ -440,6 +504,7 @@ class ucx_transport {
     if (size > kit::usable_cpus()) {
       spin_limit_ = detail::ucx::oversubscribed_spin_iterations;
     }
+    hosts_ = std::make_shared<const std::vector<int>>(s.hosts);
   }
 
   /// The transport of the job `bootstrap::from_env()` found (chorusrun, torchrun, mpirun,
@@ -452,22 +517,49 @@ class ucx_transport {
                            world.rank, world.size, world.timeout)) {}
 
   ucx_transport(ucx_transport&&) noexcept = default;
-  ucx_transport& operator=(ucx_transport&&) noexcept = default;
+  ucx_transport& operator=(ucx_transport&& o) noexcept {
+    if (this != &o) {
+      windows_.release();  // while the state they were made with is surely alive
+      windows_ = std::move(o.windows_);
+      view_ = std::move(o.view_);
+      hosts_ = std::move(o.hosts_);
+      spin_limit_ = o.spin_limit_;
+      state_ = std::move(o.state_);
+    }
+    return *this;
+  }
   ~ucx_transport() = default;
 
-  [[nodiscard]] int rank() const noexcept { return state_->rank; }
-  [[nodiscard]] int size() const noexcept { return state_->size; }
+  [[nodiscard]] int rank() const noexcept { return view_.rank; }
+  [[nodiscard]] int size() const noexcept { return view_.size; }
+  /// This rank in the job's world.
+  [[nodiscard]] int world_rank() const noexcept { return state_->rank; }
+
+  /// The host of each rank of this group, numbered in order of first appearance: ranks on
+  /// one host share a kernel and a network namespace (so namespace "hosts" count as hosts).
+  [[nodiscard]] std::span<const int> hosts() const noexcept {
+    return hosts_ ? std::span<const int>(*hosts_) : std::span<const int>();
+  }
+
+  /// The transport of a group of this one's ranks, on the same worker and endpoints
+  /// (group/split.hpp).
+  [[nodiscard]] ucx_transport split(const group_spec& g) const {
+    return ucx_transport(*this,
+                         view_.subgroup(g.members, g.rank, g.context, state_->contexts, state_));
+  }
+  [[nodiscard]] kit::context_mask used_contexts() const { return state_->contexts.used(); }
 
   request isend(int peer, tag_t tag, std::span<const std::byte> data) {
     detail::ucx::worker_guard guard(*state_);
     check_peer(peer, "send to");
-    return post_send(peer, detail::ucx::encode(rank(), tag), data);
+    return post_send(view_.world(peer), detail::ucx::encode(world_rank(), view_.tag(tag)), data);
   }
 
   request irecv(int peer, tag_t tag, std::span<std::byte> data) {
     detail::ucx::worker_guard guard(*state_);
     check_peer(peer, "receive from");
-    return post_recv(peer, detail::ucx::encode(peer, tag), data);
+    const int w = view_.world(peer);
+    return post_recv(w, detail::ucx::encode(w, view_.tag(tag)), data);
   }
 
   bool test(request& req) {
@@ -572,8 +664,8 @@ class ucx_transport {
       }
     }
     // From here the window is ours to clean up with the transport, whatever happens.
-    s.windows.push_back(std::move(w));
-    detail::ucx::window_state& mine = s.windows.back();
+    windows_.list().push_back(std::move(w));
+    detail::ucx::window_state& mine = windows_.list().back();
     std::string rkey(static_cast<const char*>(packed), packed_bytes);
     if (packed != nullptr) ucp_rkey_buffer_release(packed);
     detail::ucx::window_record record{reinterpret_cast<std::uintptr_t>(local.data()), local.size(),
@@ -604,9 +696,10 @@ class ucx_transport {
     for (int p = 0; p < size(); ++p) {
       const auto i = static_cast<std::size_t>(p);
       if (keys[i].empty()) continue;
-      check(ucp_ep_rkey_unpack(ep(p), keys[i].data(), &mine.rkeys[i]), "ucp_ep_rkey_unpack");
+      check(ucp_ep_rkey_unpack(ep(view_.world(p)), keys[i].data(), &mine.rkeys[i]),
+            "ucp_ep_rkey_unpack");
     }
-    return window{s.windows.size() - 1};
+    return window{windows_.list().size() - 1};
   }
 
   /// This rank's memory of window `w`.
@@ -635,6 +728,24 @@ class ucx_transport {
   }
 
  private:
+  /// A group of `parent`'s ranks, on its state.
+  ucx_transport(const ucx_transport& parent, kit::group_view view)
+      : state_(parent.state_),
+        view_(std::move(view)),
+        windows_(state_.get()),
+        spin_limit_(parent.spin_limit_) {
+    std::vector<int> mine(static_cast<std::size_t>(view_.size));
+    std::vector<int> renumbered(state_->hosts.size(), -1);
+    int next = 0;
+    for (int r = 0; r < view_.size; ++r) {
+      int& h = renumbered[static_cast<std::size_t>(
+          state_->hosts[static_cast<std::size_t>(view_.world(r))])];
+      if (h < 0) h = next++;
+      mine[static_cast<std::size_t>(r)] = h;
+    }
+    hosts_ = std::make_shared<const std::vector<int>>(std::move(mine));
+  }
+
   void start_worker() {
     detail::ucx::state& s = *state_;
     ucp_config_t* config = nullptr;
@@ -788,9 +899,14 @@ class ucx_transport {
       throw error(errc::peer_lost,
                   lost_message(req->peer, *req) + " (" + detail::ucx::status_text(st) + ")");
     }
-    throw error(errc::transport, "rank " + std::to_string(rank()) + ": UCX failed a " +
-                                     kind_name(*req) + " rank " + std::to_string(req->peer) + ": " +
-                                     detail::ucx::status_text(st));
+    throw error(errc::transport, who(world_rank()) + ": UCX failed a " + kind_name(*req) + " " +
+                                     who(req->peer) + ": " + detail::ucx::status_text(st));
+  }
+
+  /// "rank 3" in the world's transport, "world rank 3" in a group's: transport errors name
+  /// peers by their world rank (the communicator adds the group rank of the caller).
+  [[nodiscard]] std::string who(int world) const {
+    return (view_.members ? "world rank " : "rank ") + std::to_string(world);
   }
 
   static const char* kind_name(const detail::ucx::operation& op) noexcept {
@@ -810,8 +926,8 @@ class ucx_transport {
   }
 
   std::string mismatch_message(const detail::ucx::operation& op, const std::string& sent) const {
-    return "rank " + std::to_string(rank()) + " posted a receive of " + std::to_string(op.bytes) +
-           " bytes from rank " + std::to_string(op.peer) + " but that rank sent " + sent +
+    return who(world_rank()) + " posted a receive of " + std::to_string(op.bytes) + " bytes from " +
+           who(op.peer) + " but that rank sent " + sent +
            " bytes with the same tag: the ranks called with different counts or types";
   }
 
@@ -825,8 +941,7 @@ class ucx_transport {
     } else {
       why = "'s endpoint was closed after an earlier failure";
     }
-    return "rank " + std::to_string(rank()) + ": rank " + std::to_string(peer) + why +
-           " while this rank " +
+    return who(world_rank()) + ": " + who(peer) + why + " while this rank " +
            (op.kind == detail::ucx::op_kind::recv
                 ? "waited for a message from it"
                 : std::string("was in a ") + kind_name(op) + " it");
@@ -875,12 +990,11 @@ class ucx_transport {
         throw error(errc::peer_lost, lost_message(req->peer, *req));
       }
       if (now >= until.at) {
-        throw error(errc::timeout, "rank " + std::to_string(rank()) + ": no " +
+        throw error(errc::timeout, who(world_rank()) + ": no " +
                                        (req->kind == detail::ucx::op_kind::recv
                                             ? "message from"
                                             : std::string("completion of a ") + kind_name(*req)) +
-                                       " rank " + std::to_string(req->peer) +
-                                       " before the deadline");
+                                       " " + who(req->peer) + " before the deadline");
       }
       if (rung == kit::wait_ladder::rung::yield) continue;
       sleep_until_event(std::min<duration>(detail::ucx::longest_sleep, until.at - now));
@@ -1007,14 +1121,17 @@ class ucx_transport {
     }
   }
 
+  /// A control message to group rank `peer`, on this group's context.
   request control_send(int peer, std::uint32_t code, std::span<const std::byte> data) {
     detail::ucx::worker_guard guard(*state_);
-    return post_send(peer, detail::ucx::control_tag(rank(), code), data);
+    return post_send(view_.world(peer), detail::ucx::control_tag(world_rank(), code, view_.context),
+                     data);
   }
 
   request control_recv(int peer, std::uint32_t code, std::span<std::byte> data) {
     detail::ucx::worker_guard guard(*state_);
-    return post_recv(peer, detail::ucx::control_tag(peer, code), data);
+    const int w = view_.world(peer);
+    return post_recv(w, detail::ucx::control_tag(w, code, view_.context), data);
   }
 
   static std::shared_ptr<detail::ucx::operation> new_op(detail::ucx::op_kind kind, int peer,
@@ -1070,19 +1187,21 @@ class ucx_transport {
       op->complete = true;
       return op;
     }
-    if (!usable(peer, *op)) return op;
+    const int world = view_.world(peer);
+    op->peer = world;
+    if (!usable(world, *op)) return op;
     const ucp_request_param_t param = bytes_param();
-    ucp_rkey_h rkey = state_->windows[w.index].rkeys[static_cast<std::size_t>(peer)];
+    ucp_rkey_h rkey = windows_.list()[w.index].rkeys[static_cast<std::size_t>(peer)];
     if (is_get) {
-      start(*op, ucp_get_nbx(ep(peer), local, bytes, remote, rkey, &param));
+      start(*op, ucp_get_nbx(ep(world), local, bytes, remote, rkey, &param));
       return op;
     }
-    start(*op, ucp_put_nbx(ep(peer), local, bytes, remote, rkey, &param));
+    start(*op, ucp_put_nbx(ep(world), local, bytes, remote, rkey, &param));
     if (op->complete && op->status != UCS_OK) return op;
     // A put completes locally (the source may be reused); the flush completes once it has
     // reached the peer's memory.
     const ucp_request_param_t flush{};
-    void* f = ucp_ep_flush_nbx(ep(peer), &flush);
+    void* f = ucp_ep_flush_nbx(ep(world), &flush);
     if (UCS_PTR_IS_ERR(f)) {
       op->status = UCS_PTR_STATUS(f);
     } else if (f != nullptr) {
@@ -1111,13 +1230,13 @@ class ucx_transport {
   }
 
   const detail::ucx::window_state& window_at(window w, const char* what) const {
-    if (w.index >= state_->windows.size()) {
+    if (w.index >= windows_.list().size()) {
       throw error(errc::invalid_argument,
                   std::string("chorus::ucx_transport::") + what + ": rank " +
                       std::to_string(rank()) +
                       ": not a window of this transport; use the value register_window returned");
     }
-    return state_->windows[w.index];
+    return windows_.list()[w.index];
   }
 
   void check_window_rank(int peer, const char* what) const {
@@ -1144,11 +1263,17 @@ class ucx_transport {
     return r.address + offset;
   }
 
-  std::unique_ptr<detail::ucx::state> state_;
+  /// Shared by the world's transport and its groups' (the worker, the endpoints, the abort
+  /// record); a group's keeps it alive.
+  std::shared_ptr<detail::ucx::state> state_;
+  kit::group_view view_;
+  detail::ucx::window_list windows_;  ///< released before `state_` (declared after it)
   int spin_limit_ = detail::ucx::spin_iterations;
+  std::shared_ptr<const std::vector<int>> hosts_;  ///< per rank of this group
 };
 
 static_assert(transport<ucx_transport>);
 static_assert(rma_transport<ucx_transport>);
+static_assert(splittable_transport<ucx_transport>);
 
 }  // namespace chorus::inline v0
