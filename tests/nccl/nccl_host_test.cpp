@@ -3,6 +3,7 @@
 // the stream executor relies on, and a clear error where no GPU can be used.
 #include <chorus/device/runtime.hpp>
 #include <chorus/exec/stream_executor.hpp>
+#include <chorus/group/split.hpp>
 #include <chorus/transport/nccl.hpp>
 
 #include <catch2/catch.hpp>
@@ -17,6 +18,15 @@ namespace nccl = chorus::detail::nccl;
 static_assert(chorus::stream_ordered_transport<chorus::nccl_transport>);
 static_assert(chorus::native_collective_transport<chorus::nccl_transport>);
 static_assert(!chorus::transport<chorus::nccl_transport>);
+static_assert(chorus::native_split_transport<chorus::nccl_transport>);
+static_assert(!chorus::splittable_transport<chorus::nccl_transport>);
+
+// communicator<nccl_transport>::split and subgroup compile (they were a static_assert until
+// NCCL groups came): taking their addresses instantiates both, the ncclCommSplit path
+// included. They run in nccl.groups, on a GPU.
+using nccl_comm = chorus::communicator<chorus::nccl_transport>;
+[[maybe_unused]] const auto split_compiles = &nccl_comm::split;
+[[maybe_unused]] const auto subgroup_compiles = &nccl_comm::subgroup;
 
 TEST_CASE("nccl: chorus types map to NCCL's, and 16-bit integers to none", "[nccl]") {
   using chorus::dtype;
@@ -47,6 +57,22 @@ TEST_CASE("nccl: chorus ops map to NCCL's; bitwise and user ops have no native f
   CHECK(nccl::code_of(ncclInvalidArgument) == chorus::errc::invalid_argument);
   CHECK(nccl::code_of(ncclRemoteError) == chorus::errc::peer_lost);
   CHECK(nccl::code_of(ncclSystemError) == chorus::errc::transport);
+}
+
+TEST_CASE("nccl: a subgroup's color is its list's, never negative, and lists are checked",
+          "[nccl]") {
+  namespace group = chorus::detail::group;
+  const std::vector<int> a{0, 2, 1}, b{0, 1, 2}, c{0, 2};
+  CHECK(group::list_color(a) == group::list_color(std::vector<int>{0, 2, 1}));
+  CHECK(group::list_color(a) != group::list_color(b));
+  CHECK(group::list_color(a) != group::list_color(c));
+  for (const auto& l : {a, b, c}) CHECK(group::list_color(l) >= 0);
+  CHECK(group::list_problem(a, 3).empty());
+  CHECK(group::list_problem({}, 3) == "the list of ranks is empty");
+  CHECK_THAT(group::list_problem(std::vector<int>{0, 3}, 3),
+             Catch::Contains("rank 3 is not a rank of this communicator (0..2)"));
+  CHECK_THAT(group::list_problem(std::vector<int>{1, 0, 1}, 3),
+             Catch::Contains("rank 1 is listed twice"));
 }
 
 TEST_CASE("nccl: the unique id survives the store as text; damaged text is refused", "[nccl]") {

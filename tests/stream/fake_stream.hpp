@@ -6,7 +6,10 @@
 // that lists a pair's messages in different orders on the two sides delivers the wrong
 // bytes or sizes here -- which the tests see. It counts what the executor does with it:
 // groups, enqueues outside a group (must stay 0), live scratch allocations (must return
-// to 0), and calls of `native`.
+// to 0), and calls of `native`. `split` makes groups as NCCL's `ncclCommSplit` does (a
+// collective over the group's ranks, ordered by key then rank, a negative color joining
+// none); a group and the group it was split from share their abort, as NCCL's do in
+// `nccl_transport`.
 #include <chorus/communicator.hpp>
 #include <chorus/core/deadline.hpp>
 #include <chorus/core/error.hpp>
@@ -14,6 +17,7 @@
 #include <chorus/dispatch/launch.hpp>
 #include <chorus/exec/stream_executor.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -22,6 +26,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -39,14 +44,38 @@ struct stream {
   }
 };
 
-/// What the ranks of one group share: one FIFO of messages per (source, destination).
-struct group {
-  explicit group(int n) : size(n) {}
-  int size;
+/// What a group and every group split from it share: one lock, one abort.
+struct family {
   std::mutex mutex;
   std::condition_variable changed;
-  std::map<std::pair<int, int>, std::deque<std::vector<std::byte>>> fifo;
   std::string aborted;  // empty: not aborted
+};
+
+struct group;
+
+/// One `split` of a group: each rank's (color, key), and the groups made of them.
+struct split_round {
+  std::vector<std::optional<std::pair<int, int>>> entries;
+  int arrived = 0;
+  int left = 0;
+  std::map<int, std::shared_ptr<group>> made;  // by color
+};
+
+/// What the ranks of one group share: one FIFO of messages per (source, destination).
+struct group {
+  explicit group(int n, std::shared_ptr<family> f = std::make_shared<family>())
+      : size(n),
+        fam(std::move(f)),
+        mutex(fam->mutex),
+        changed(fam->changed),
+        aborted(fam->aborted) {}
+  int size;
+  std::shared_ptr<family> fam;
+  std::mutex& mutex;
+  std::condition_variable& changed;
+  std::string& aborted;
+  std::map<std::pair<int, int>, std::deque<std::vector<std::byte>>> fifo;
+  std::map<int, split_round> splits;  // by the split's number
 };
 
 class transport {
@@ -140,6 +169,47 @@ class transport {
     }
   }
 
+  /// NCCL's split on the fake: collective over this group, `until` for the others to come.
+  std::optional<transport> split(int color, int key, chorus::deadline until) {
+    poll_error();
+    std::unique_lock lock(group_->mutex);
+    const int n = splits_++;
+    split_round& round = group_->splits[n];
+    round.entries.resize(static_cast<std::size_t>(size()));
+    round.entries[static_cast<std::size_t>(rank_)] = std::pair{color, key};
+    ++round.arrived;
+    group_->changed.notify_all();
+    while (round.arrived < size() && group_->aborted.empty()) {
+      if (group_->changed.wait_until(lock, until.at) == std::cv_status::timeout) {
+        const std::string why = "fake: split #" + std::to_string(n) + " timed out on rank " +
+                                std::to_string(rank_) + " (a rank never called it)";
+        group_->aborted = why;
+        group_->changed.notify_all();
+        throw chorus::error(chorus::errc::timeout, why);
+      }
+    }
+    if (!group_->aborted.empty()) throw chorus::error(chorus::errc::aborted, group_->aborted);
+    std::optional<transport> out;
+    if (color >= 0) {
+      std::vector<int> members;
+      for (int r = 0; r < size(); ++r) {
+        if (round.entries[static_cast<std::size_t>(r)]->first == color) members.push_back(r);
+      }
+      std::stable_sort(members.begin(), members.end(), [&](int a, int b) {
+        return round.entries[static_cast<std::size_t>(a)]->second <
+               round.entries[static_cast<std::size_t>(b)]->second;
+      });
+      auto& g = round.made[color];
+      if (!g) g = std::make_shared<group>(static_cast<int>(members.size()), group_->fam);
+      const auto at = std::find(members.begin(), members.end(), rank_) - members.begin();
+      out.emplace(g, static_cast<int>(at));
+      out->world_rank_ = world_rank_;
+    }
+    if (++round.left == size()) group_->splits.erase(n);
+    return out;
+  }
+  [[nodiscard]] int world_rank() const noexcept { return world_rank_; }
+
   int groups = 0;
   int outside_group = 0;
   int live_allocations = 0;
@@ -147,6 +217,8 @@ class transport {
  private:
   std::shared_ptr<group> group_;
   int rank_;
+  int world_rank_ = rank_;
+  int splits_ = 0;
   bool in_group_ = false;
   std::vector<std::pair<int, std::vector<std::byte>>> sends_;
   std::vector<std::pair<int, std::span<std::byte>>> recvs_;

@@ -8,6 +8,7 @@
 // results or sizes.
 #include "fake_stream.hpp"
 #include "support/harness.hpp"
+#include "support/locked.hpp"
 
 #include <chorus/chorus.hpp>
 
@@ -22,14 +23,6 @@ namespace {
 
 using chorus::schedule::collective;
 using harness::failures;
-
-// Catch2's assertions are not thread-safe; the ranks of these tests are threads.
-std::mutex catch_mutex;
-#define LOCKED(...)                          \
-  do {                                       \
-    std::lock_guard catch_lock(catch_mutex); \
-    __VA_ARGS__;                             \
-  } while (false)
 
 // ---- results through every algorithm
 

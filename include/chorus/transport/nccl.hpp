@@ -22,6 +22,11 @@
 ///   call waits on peers: `poll_error` asks `ncclCommGetAsyncError`, and `synchronize(stream,
 ///   deadline)` waits for a stream while polling it, aborting the communicator
 ///   (`ncclCommAbort`) when the deadline passes. `abort` may be called from any thread.
+/// - **Groups.** `split(color, key, until)` is `ncclCommSplit` on the non-blocking
+///   communicator, polled under `until` like the join (`communicator::split` and `subgroup`,
+///   group/split.hpp). A communicator and the groups split from it (and from those) form a
+///   family on each rank that shares one abort record and aborts every member's NCCL
+///   communicator when any of them is aborted or fails.
 /// - **Memory.** Buffers are device memory of the communicator's device. Scratch comes from
 ///   the stream-ordered allocator (`cudaMallocAsync` / `cudaFreeAsync`), which CUDA graphs
 ///   capture.
@@ -116,14 +121,67 @@ inline errc code_of(ncclResult_t r) noexcept {
   }
 }
 
-/// What the transport shares with `abort`, which any thread may call.
-struct state {
+/// One NCCL communicator of a family, as the family's `abort` reaches it. Guarded by
+/// `family::mutex`.
+struct handle {
   ncclComm_t comm = nullptr;
+  bool aborted = false;  ///< ncclCommAbort was called on it (it is freed: never touch again)
+};
+
+/// What a world communicator and every group split from it (`ncclCommSplit`) share on this
+/// rank: the first abort's cause, and every live NCCL communicator of the family, so that
+/// an abort of any of them (this rank's, or a failure NCCL reported) aborts them all -- a
+/// failed parent poisons its groups and a failed group its parent, as on the host
+/// transports. `abort` may be called from any thread.
+struct family_state {
+  std::atomic<bool> aborted{false};  ///< set once every registered communicator is aborted
+  kit::abort_record<1024> cause{};   ///< why: the first abort's world rank, code and reason
+  std::mutex mutex;
+  std::vector<handle*> members;  ///< the live communicators (guarded by `mutex`)
+  /// Where `ncclCommSplit` may still write after a failed split (see `split`); kept until
+  /// the family goes, so that a late write never lands in freed memory.
+  std::vector<std::unique_ptr<ncclComm_t>> parked;
+
+  /// Records the cause (the first one wins) and aborts every communicator of the family.
+  /// Blocks only while another thread aborts or registers a communicator; never on peers.
+  void abort(int world_rank, errc code, std::string_view reason) noexcept {
+    cause.record(world_rank, code, reason);
+    std::lock_guard lock(mutex);
+    for (handle* h : members) abort_one(*h);
+    aborted.store(true);
+  }
+
+  /// Adds `h` to the family; aborts it at once when the family already is. The caller
+  /// then sees `aborted`.
+  void join(handle& h) {
+    std::lock_guard lock(mutex);
+    members.push_back(&h);
+    if (aborted.load()) abort_one(h);
+  }
+
+  /// Removes `h`; true when its communicator is still to be destroyed (it was not aborted).
+  bool leave(handle& h) noexcept {
+    std::lock_guard lock(mutex);
+    std::erase(members, &h);
+    return h.comm != nullptr && !h.aborted;
+  }
+
+  static void abort_one(handle& h) noexcept {
+    if (h.aborted || h.comm == nullptr) return;
+    h.aborted = true;
+    ncclCommAbort(h.comm);
+  }
+};
+
+/// One communicator's state: its handle in the family, where it stands, and the family.
+struct state {
+  handle self;
   int rank = 0;
   int size = 1;
   int device = 0;
-  std::atomic<bool> aborted{false};  ///< ncclCommAbort was called (exactly once)
-  kit::abort_record<1024> cause{};   ///< why: the first abort's rank, code and reason
+  int world_rank = 0;  ///< this rank in the world communicator the family started from
+  bool group = false;  ///< made by `split` (errors name the world rank)
+  std::shared_ptr<family_state> family = std::make_shared<family_state>();
 };
 
 }  // namespace detail::nccl
@@ -146,6 +204,7 @@ class nccl_transport {
     }
     s.rank = rank;
     s.size = size;
+    s.world_rank = rank;
     cuda_check(cudaGetDevice(&s.device), "cudaGetDevice (is there a usable CUDA device?)");
     ncclUniqueId id{};
     std::string mine = "-";
@@ -164,11 +223,12 @@ class nccl_transport {
     std::memcpy(id.internal, root_id.data(), root_id.size());
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;
-    const ncclResult_t r = ncclCommInitRankConfig(&s.comm, size, id, rank, &config);
+    const ncclResult_t r = ncclCommInitRankConfig(&s.self.comm, size, id, rank, &config);
     if (r != ncclSuccess && r != ncclInProgress) {
-      s.comm = nullptr;
+      s.self.comm = nullptr;
       nccl_check(r, "ncclCommInitRankConfig");
     }
+    s.family->join(s.self);
     wait_ready(deadline::after(timeout), "joining the NCCL communicator of " +
                                              std::to_string(size) +
                                              " ranks (a rank that never "
@@ -190,17 +250,82 @@ class nccl_transport {
 
   /// Destroys the communicator; after an abort there is nothing left to destroy.
   ~nccl_transport() {
-    if (state_ && state_->comm != nullptr && !state_->aborted.load()) {
-      ncclCommDestroy(state_->comm);
-    }
+    if (state_ && state_->family->leave(state_->self)) ncclCommDestroy(state_->self.comm);
   }
 
   [[nodiscard]] int rank() const noexcept { return state_->rank; }
   [[nodiscard]] int size() const noexcept { return state_->size; }
+  /// This rank in the world communicator its family was split from (`rank()` there).
+  [[nodiscard]] int world_rank() const noexcept { return state_->world_rank; }
   /// The CUDA device of the communicator.
   [[nodiscard]] int device() const noexcept { return state_->device; }
   /// NCCL's communicator, for calling NCCL directly alongside chorus.
-  [[nodiscard]] ncclComm_t native_handle() const noexcept { return state_->comm; }
+  [[nodiscard]] ncclComm_t native_handle() const noexcept { return state_->self.comm; }
+
+  /// Splits this communicator's ranks with `ncclCommSplit` (collective over them): the ranks
+  /// that pass the same `color` (>= 0) form a group, ordered by `key`, then by rank here; a
+  /// negative color (`NCCL_SPLIT_NOCOLOR`) joins none and gets nullopt. The group is a
+  /// non-blocking NCCL communicator of its own (no resources shared with this one, so it
+  /// may outlive it) on the same device, in this one's family: an abort of either aborts
+  /// both. Polled under `until`: a rank that never calls it fails the others with
+  /// `errc::timeout`; any failure once NCCL has the call aborts the family (this
+  /// communicator and its groups), since NCCL's state of the split is then unknown.
+  std::optional<nccl_transport> split(int color, int key, deadline until) {
+    detail::nccl::state& s = *state_;
+    poll_error();  // a failed communicator cannot split: its cause is thrown
+    const int nccl_color = color < 0 ? NCCL_SPLIT_NOCOLOR : color;
+    const std::string what = "ncclCommSplit (color " +
+                             (color < 0 ? std::string("none") : std::to_string(color)) + ", key " +
+                             std::to_string(key) + ") of the NCCL communicator of " +
+                             std::to_string(s.size) + " ranks";
+    // NCCL writes the new communicator here from its own thread, possibly after
+    // ncclCommSplit returned: it lives on the heap, and in the family if the split fails.
+    auto slot = std::make_unique<ncclComm_t>(nullptr);
+    bool joined = false;
+    try {
+      ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+      config.blocking = 0;
+      config.splitShare = 0;  // its own resources: a group may outlive its parent
+      const ncclResult_t r = ncclCommSplit(s.self.comm, nccl_color, key, slot.get(), &config);
+      if (r != ncclSuccess && r != ncclInProgress) nccl_check(r, what.c_str());
+      // The parent stays in ncclInProgress until NCCL is done with the split.
+      wait_ready(until, what +
+                            ": every rank of the communicator must call split or subgroup, "
+                            "in the same order relative to its other calls (a rank that "
+                            "never calls it, or threw before calling it for a bad color "
+                            "or list, keeps the others waiting)");
+      if (nccl_color == NCCL_SPLIT_NOCOLOR) return std::nullopt;
+      ncclComm_t made = nullptr;
+      poll_until(
+          until,
+          [&] {
+            throw_if_aborted();
+            made = std::atomic_ref<ncclComm_t>(*slot).load(std::memory_order_acquire);
+            return made != nullptr;
+          },
+          what + ": NCCL did not hand over the new communicator");
+      auto child = std::make_unique<detail::nccl::state>();
+      child->self.comm = made;
+      child->device = s.device;
+      child->world_rank = s.world_rank;
+      child->group = true;
+      child->family = s.family;
+      s.family->join(child->self);
+      joined = true;
+      nccl_transport group(std::move(child));
+      group.wait_ready(until, "joining the group made by " + what);
+      detail::nccl::state& g = *group.state_;
+      group.nccl_check(ncclCommUserRank(g.self.comm, &g.rank), "ncclCommUserRank");
+      group.nccl_check(ncclCommCount(g.self.comm, &g.size), "ncclCommCount");
+      return std::optional<nccl_transport>(std::move(group));
+    } catch (const error& e) {
+      end_failed_split(std::move(slot), joined, e.value(), e.what());
+      throw;
+    } catch (...) {
+      end_failed_split(std::move(slot), joined, errc::transport, what + " failed");
+      throw;
+    }
+  }
 
   void group_start() {
     throw_if_aborted();
@@ -208,12 +333,12 @@ class nccl_transport {
   }
   void enqueue_send(int peer, std::span<const std::byte> bytes, cudaStream_t stream) {
     detail::check_transport_peer(rank(), size(), peer, "send to");
-    nccl_check(ncclSend(bytes.data(), bytes.size(), ncclUint8, peer, state_->comm, stream),
+    nccl_check(ncclSend(bytes.data(), bytes.size(), ncclUint8, peer, state_->self.comm, stream),
                "ncclSend");
   }
   void enqueue_recv(int peer, std::span<std::byte> bytes, cudaStream_t stream) {
     detail::check_transport_peer(rank(), size(), peer, "receive from");
-    nccl_check(ncclRecv(bytes.data(), bytes.size(), ncclUint8, peer, state_->comm, stream),
+    nccl_check(ncclRecv(bytes.data(), bytes.size(), ncclUint8, peer, state_->self.comm, stream),
                "ncclRecv");
   }
   /// Closes the group. On a non-blocking communicator NCCL may still be launching it
@@ -249,7 +374,7 @@ class nccl_transport {
   void poll_error() {
     throw_if_aborted();
     ncclResult_t async = ncclSuccess;
-    nccl_check(ncclCommGetAsyncError(state_->comm, &async), "ncclCommGetAsyncError");
+    nccl_check(ncclCommGetAsyncError(state_->self.comm, &async), "ncclCommGetAsyncError");
     if (async != ncclSuccess && async != ncclInProgress) {
       const std::string what = "NCCL reported an asynchronous error: " + text(async);
       abort(detail::nccl::code_of(async), what);
@@ -274,13 +399,13 @@ class nccl_transport {
         "(a peer may not be calling the same collectives, or may be stuck)");
   }
 
-  /// Aborts the group: the NCCL communicator is aborted, so this rank's pending work ends
-  /// and peers waiting on it see a remote error. Any thread; never blocks on peers.
+  /// Aborts the group and its family (the communicator it was split from and every group
+  /// split from either): their NCCL communicators are aborted, so this rank's pending work
+  /// ends and peers waiting on it see a remote error. Any thread; never blocks on peers.
   void abort(std::string_view reason) noexcept { abort(errc::aborted, reason); }
   void abort(errc code, std::string_view reason) noexcept {
     detail::nccl::state& s = *state_;
-    s.cause.record(s.rank, code, reason);
-    if (!s.aborted.exchange(true) && s.comm != nullptr) ncclCommAbort(s.comm);
+    s.family->abort(s.world_rank, code, reason);
   }
 
   /// NCCL's own collective for `call` (`algo::native`), enqueued on `stream`.
@@ -294,7 +419,7 @@ class nccl_transport {
                       " type; use one of chorus's algorithms, or a 32-bit integer type");
     }
     ncclResult_t r = ncclSuccess;
-    ncclComm_t comm = state_->comm;
+    ncclComm_t comm = state_->self.comm;
     switch (call.kind) {
       case all_reduce:
         r = ncclAllReduce(call.input, call.output, call.count, *type, reduce_op(call), comm,
@@ -330,11 +455,37 @@ class nccl_transport {
   /// A launch does not wait for peers, so only a broken NCCL reaches this.
   static constexpr duration launch_timeout = std::chrono::seconds(60);
 
-  std::string rank_prefix() const { return "rank " + std::to_string(rank()) + ": "; }
+  /// A group's transport, made by `split` around a communicator NCCL is still starting.
+  explicit nccl_transport(std::unique_ptr<detail::nccl::state> s) noexcept : state_(std::move(s)) {}
+
+  /// "rank 2: " for the world's communicator, "rank 1 (world rank 3): " for a group's.
+  std::string rank_prefix() const {
+    if (!state_->group) return "rank " + std::to_string(rank()) + ": ";
+    return "rank " + std::to_string(rank()) + " (world rank " + std::to_string(world_rank()) +
+           "): ";
+  }
+
+  /// After a failed split: aborts the family (the parent's abort ends NCCL's work on the
+  /// split), aborts a new communicator NCCL handed over but the family never held, and
+  /// parks the slot NCCL writes into, so that a late write lands in live memory.
+  void end_failed_split(std::unique_ptr<ncclComm_t> slot, bool joined, errc code,
+                        std::string_view why) noexcept {
+    detail::nccl::state& s = *state_;
+    s.family->abort(s.world_rank, code, why);
+    const ncclComm_t late = std::atomic_ref<ncclComm_t>(*slot).load(std::memory_order_acquire);
+    if (late != nullptr && !joined) ncclCommAbort(late);
+    try {
+      std::lock_guard lock(s.family->mutex);
+      s.family->parked.push_back(std::move(slot));
+    } catch (...) {
+      (void)slot.release();  // never freed rather than freed under NCCL's feet
+    }
+  }
 
   std::string text(ncclResult_t r) const {
     std::string s = ncclGetErrorString(r);
-    const char* last = state_->comm != nullptr ? ncclGetLastError(state_->comm) : nullptr;
+    const ncclComm_t comm = state_->self.comm;
+    const char* last = comm != nullptr ? ncclGetLastError(comm) : nullptr;
     if (last != nullptr && *last != '\0') s += std::string(" (") + last + ")";
     return s;
   }
@@ -361,11 +512,15 @@ class nccl_transport {
   }
 
   void throw_if_aborted() const {
-    detail::nccl::state& s = *state_;
-    if (!s.aborted.load()) return;
-    s.cause.wait_complete();
-    throw error(s.cause.error_code(), rank_prefix() + "the NCCL communicator was aborted: " +
-                                          std::string(s.cause.text()));
+    const detail::nccl::family_state& f = *state_->family;
+    if (!f.aborted.load()) return;
+    f.cause.wait_complete();
+    throw error(f.cause.error_code(),
+                rank_prefix() +
+                    (state_->group ? "the NCCL communicators of this group's family (its parent "
+                                     "and every group split from it) were aborted: "
+                                   : "the NCCL communicator was aborted: ") +
+                    std::string(f.cause.text()));
   }
 
   /// Polls the non-blocking communicator until its last operation left `ncclInProgress`.
@@ -373,8 +528,9 @@ class nccl_transport {
     poll_until(
         until,
         [&] {
+          throw_if_aborted();  // an aborted communicator is freed: never poll it
           ncclResult_t r = ncclSuccess;
-          nccl_check(ncclCommGetAsyncError(state_->comm, &r), "ncclCommGetAsyncError");
+          nccl_check(ncclCommGetAsyncError(state_->self.comm, &r), "ncclCommGetAsyncError");
           if (r != ncclSuccess && r != ncclInProgress) {
             abort(detail::nccl::code_of(r), doing + ": " + text(r));
             throw error(detail::nccl::code_of(r), rank_prefix() + doing + " failed: " + text(r));
