@@ -68,6 +68,10 @@ decltype(auto) with_type(chorus::dtype t, F&& f) {
       return f.template operator()<float>();
     case dtype::float64:
       return f.template operator()<double>();
+    case dtype::byte:
+      return f.template operator()<std::uint8_t>();
+    case dtype::user:
+      break;  // chorus-perf never names one (its -d takes the built-in types)
   }
   return f.template operator()<float>();
 }

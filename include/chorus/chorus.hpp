@@ -23,6 +23,7 @@
 #include <chorus/core/error.hpp>
 #include <chorus/core/hash.hpp>
 #include <chorus/core/ops.hpp>
+#include <chorus/core/request.hpp>
 #include <chorus/core/types.hpp>
 
 #include <chorus/communicator.hpp>
@@ -38,6 +39,7 @@
 #include <chorus/collectives/barrier.hpp>
 #include <chorus/collectives/broadcast.hpp>
 #include <chorus/collectives/gather.hpp>
+#include <chorus/collectives/nonblocking.hpp>
 #include <chorus/collectives/reduce.hpp>
 #include <chorus/collectives/reduce_scatter.hpp>
 #include <chorus/collectives/scatter.hpp>

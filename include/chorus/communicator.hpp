@@ -10,12 +10,15 @@
 /// with the original cause instead of hanging on a group that can no longer make progress.
 #include <chorus/core/deadline.hpp>
 #include <chorus/core/error.hpp>
+#include <chorus/core/request.hpp>
 #include <chorus/schedule/tuning.hpp>
 #include <chorus/transport/contract.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <exception>
 #include <memory>
 #include <new>
@@ -32,6 +35,54 @@ namespace chorus::inline v0 {
 /// The color of a rank that joins no group in `communicator::split` (MPI_UNDEFINED).
 inline constexpr int undefined = -32766;
 
+/// Who moves the bytes of nonblocking operations (`docs/collectives.md`).
+enum class progress_mode {
+  /// A progress thread per communicator, started by its first nonblocking call: requests
+  /// advance while the caller computes or sleeps. The default.
+  thread,
+  /// Only the caller's `request::test()` / `wait()` (and blocking calls) advance requests,
+  /// as in MPI without asynchronous progress: no extra thread.
+  caller,
+};
+
+/// The progress mode from `CHORUS_PROGRESS` (`thread` or `caller`; unset: `thread`).
+inline progress_mode progress_from_env() {
+  const char* value = std::getenv("CHORUS_PROGRESS");
+  if (value == nullptr || std::string_view(value).empty()) return progress_mode::thread;
+  const std::string_view v(value);
+  if (v == "thread") return progress_mode::thread;
+  if (v == "caller") return progress_mode::caller;
+  throw error(errc::invalid_argument, std::string("chorus: CHORUS_PROGRESS='") + value +
+                                          "' is not a progress mode; use thread or caller");
+}
+
+namespace detail {
+/// The requests in flight on one communicator, seen from the communicator (the engine is
+/// `dispatch/progress.hpp`'s `engine<Transport>`).
+class async_engine {
+ public:
+  virtual ~async_engine() = default;
+  /// The communicator moved: the engine's pointer to it follows.
+  virtual void rebind(void* comm) noexcept = 0;
+  /// Whether any operation is in flight.
+  [[nodiscard]] virtual bool busy() const noexcept = 0;
+  /// Completes every operation in flight (driving them if no thread does); failures stay
+  /// with their requests.
+  virtual void drain() = 0;
+  /// Stops the progress thread; operations still in flight are cancelled and fail, and the
+  /// group is aborted (peers would otherwise wait for their messages).
+  virtual void shut_down() noexcept = 0;
+};
+
+/// Set by a nonblocking entry point around the blocking one it reuses: dispatch posts the
+/// call as a request instead of running it (`dispatch/progress.hpp`).
+struct posting {
+  int priority = 0;
+  std::shared_ptr<void> keep;             ///< a copy of the op object the call points to
+  std::shared_ptr<pending_operation> op;  ///< the posted operation, once posted
+};
+}  // namespace detail
+
 /// Settings of a communicator; `from_env()` reads `CHORUS_TIMEOUT` and `CHORUS_CHECK`.
 struct communicator_options {
   /// How long any single wait may block before failing with `errc::timeout`.
@@ -43,9 +94,13 @@ struct communicator_options {
   /// Picks the algorithm of every call made with `algo::automatic`; empty: the default rule
   /// (`schedule::default_tuning`). Every rank must use the same tuner.
   schedule::tuner tuner{};
+  /// Who advances nonblocking operations: a progress thread (default) or the caller.
+  progress_mode progress = progress_mode::thread;
 
   /// The settings from the environment (throws `errc::invalid_argument` for bad values).
-  static communicator_options from_env() { return {timeout_from_env(), check_from_env(), {}}; }
+  static communicator_options from_env() {
+    return {timeout_from_env(), check_from_env(), {}, progress_from_env()};
+  }
 };
 
 /// Bytes and messages one rank moved through its transport, counted by the executors as
@@ -94,16 +149,23 @@ class communicator {
         algorithm_state_(std::move(other.algorithm_state_)),
         extensions_(std::move(other.extensions_)),
         poison_(std::move(other.poison_)),
+        poison_state_(other.poison_state_.load(std::memory_order_acquire)),
         uncaught_at_construction_(other.uncaught_at_construction_),
         host_count_(other.host_count_),
         min_ranks_per_host_(other.min_ranks_per_host_),
-        owns_(std::exchange(other.owns_, false)) {}
+        owns_(std::exchange(other.owns_, false)),
+        engine_(std::move(other.engine_)) {
+    if (engine_) engine_->rebind(this);
+  }
   communicator& operator=(communicator&&) = delete;
 
   /// If the communicator is destroyed because an exception propagates through its owner,
   /// the group is aborted: the peers would otherwise wait for this rank until their
   /// deadlines.
   ~communicator() {
+    // Requests in flight end first (cancelled, the group aborted), while the transport
+    // they use is still here.
+    if (engine_) engine_->shut_down();
     if (owns_ && std::uncaught_exceptions() > uncaught_at_construction_) {
       transport_.abort("its communicator was destroyed while an exception propagated");
     }
@@ -152,6 +214,10 @@ class communicator {
   [[nodiscard]] const communicator_options& options() const noexcept { return options_; }
   void set_timeout(duration timeout) noexcept { options_.timeout = timeout; }
   void set_check(bool check) noexcept { options_.check = check; }
+  /// Who advances nonblocking operations; takes effect only before the first one is posted.
+  void set_progress(progress_mode mode) noexcept {
+    if (!engine_) options_.progress = mode;
+  }
 
   /// A deadline `options().timeout` from now.
   [[nodiscard]] deadline make_deadline() const noexcept {
@@ -217,26 +283,49 @@ class communicator {
     return result;
   }
 
+  /// The engine of this communicator's nonblocking operations (null before the first).
+  [[nodiscard]] detail::async_engine* engine() const noexcept { return engine_.get(); }
+  void set_engine(std::shared_ptr<detail::async_engine> e) noexcept { engine_ = std::move(e); }
+  [[nodiscard]] const std::shared_ptr<detail::async_engine>& engine_handle() const noexcept {
+    return engine_;
+  }
+  /// Non-null while a nonblocking entry point is posting a call (dispatch reads it).
+  [[nodiscard]] detail::posting* posting() const noexcept { return posting_; }
+  void set_posting(detail::posting* p) noexcept { posting_ = p; }
+  /// Completes every nonblocking operation in flight: what a blocking call, `split` or a
+  /// one-sided collective does first, so that issue order holds and one thread at a time
+  /// uses the transport.
+  void drain_requests() {
+    if (engine_ && engine_->busy()) engine_->drain();
+  }
+
   /// Whether an earlier failure made this communicator unusable.
-  [[nodiscard]] bool poisoned() const noexcept { return poison_.has_value(); }
+  [[nodiscard]] bool poisoned() const noexcept {
+    return poison_state_.load(std::memory_order_acquire) == poison_set;
+  }
 
   /// Throws the poisoning error if there is one.
   void throw_if_poisoned() const {
-    if (poison_) {
-      throw error(poison_->first,
-                  "rank " + std::to_string(rank()) +
-                      ": this communicator is unusable after an earlier failure (" +
-                      poison_->second +
-                      "); create a new group (chorus cannot resynchronise a failed one)");
-    }
+    if (!poisoned()) return;
+    const errc code = poison_ ? poison_->first : errc::aborted;
+    throw error(code, "rank " + std::to_string(rank()) +
+                          ": this communicator is unusable after an earlier failure (" +
+                          (poison_ ? poison_->second : std::string("cause unknown")) +
+                          "); create a new group (chorus cannot resynchronise a failed one)");
   }
 
   /// Records `e` as the cause that makes this communicator unusable and aborts the group
-  /// so that the peers stop waiting for this rank.
+  /// so that the peers stop waiting for this rank. The first cause wins; safe from the
+  /// progress thread while the caller's thread checks `poisoned()`.
   void fail(const error& e) noexcept {
-    try {
-      if (!poison_) poison_.emplace(e.value(), e.what());
-    } catch (...) {
+    int expected = poison_none;
+    if (poison_state_.compare_exchange_strong(expected, poison_writing,
+                                              std::memory_order_acq_rel)) {
+      try {
+        poison_.emplace(e.value(), e.what());
+      } catch (...) {
+      }
+      poison_state_.store(poison_set, std::memory_order_release);
     }
     // A transport that can carry the cause's code lets every peer fail with it too (a
     // dead rank is `peer_lost` everywhere, not `aborted` for all but one).
@@ -282,11 +371,15 @@ class communicator {
   std::size_t scratch_bytes_ = 0;
   std::shared_ptr<void> algorithm_state_;
   std::vector<std::pair<const void*, std::shared_ptr<void>>> extensions_;
-  std::optional<std::pair<errc, std::string>> poison_;
+  std::optional<std::pair<errc, std::string>> poison_;  ///< written once, before poison_set
+  static constexpr int poison_none = 0, poison_writing = 1, poison_set = 2;
+  std::atomic<int> poison_state_{poison_none};
   int uncaught_at_construction_;
   int host_count_ = 1;
   int min_ranks_per_host_ = 1;
   bool owns_ = true;  ///< false once moved from
+  detail::posting* posting_ = nullptr;
+  std::shared_ptr<detail::async_engine> engine_;  ///< last: shut down before the rest goes
 };
 
 }  // namespace chorus::inline v0

@@ -4,6 +4,7 @@
 // another thread, a deadline, a size mismatch, a UCX configuration that cannot work.
 #include "../support/point_to_point.hpp"
 #include "../support/processes.hpp"
+#include "../support/requests.hpp"
 #include "../support/windows.hpp"
 
 #include <chorus/transport/ucx.hpp>
@@ -65,6 +66,26 @@ TEST_CASE("ucx: point-to-point FIFO per tag, early sends, zero bytes, large mess
   auto results =
       run_ucx(3, [](ucx_communicator& comm, failures& f) { check_point_to_point(comm, f); });
   require_all_ok(results);
+}
+
+TEST_CASE("ucx: requests: many in flight, priorities, 64 MiB exchanges in both directions") {
+  INFO("UCX_TLS=" << tls());
+  for (auto mode : {chorus::progress_mode::thread, chorus::progress_mode::caller}) {
+    process_options o;
+    o.deadline = std::chrono::seconds{300};
+    o.comm.timeout = std::chrono::seconds{60};
+    o.comm.progress = mode;
+    auto results = run_ucx(
+        3,
+        [mode](ucx_communicator& comm, failures& f) {
+          check_many_requests(comm, f);
+          if (mode == chorus::progress_mode::caller) check_priority_order(comm, f);
+          check_exchanges(comm, 64u << 20, f);
+        },
+        o);
+    INFO("caller-driven = " << (mode == chorus::progress_mode::caller));
+    require_all_ok(results);
+  }
 }
 
 TEST_CASE("ucx: every collective and algorithm, against the reference") {

@@ -425,31 +425,29 @@ TEST_CASE("empty and tiny tensors, more ranks than elements: exact results, no h
   CHECK(f.count() == 0);
 }
 
-TEST_CASE("with overlap on, reduce() returns while its reduce-scatter is still queued") {
-  // The hook holds the communication thread until the caller says reduce() has returned; if
-  // reduce() waited for its collective, the hook would give up after 30 s and report it.
+TEST_CASE("with overlap on, reduce() returns while its reduce-scatter is still in flight") {
+  // Rank 1 posts its reduce-scatter only after rank 0's reduce() has returned: if reduce()
+  // waited for its collective, rank 0 could not return and rank 1 gives up after 30 s.
   harness::failures f;
+  std::atomic<bool> returned{false};
   harness::run_ranks(3, [&](chorus::inproc_communicator& comm) {
-    std::atomic<bool> returned{false};
     zero::options o;
     o.bucket_bytes = 0;
-    o.before_collective = [&](std::string_view name, std::size_t) {
-      if (name != "reduce_scatter_v") return;
-      const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-      while (!returned.load(std::memory_order_acquire)) {
-        if (std::chrono::steady_clock::now() > give_up) {
-          f.add("rank " + std::to_string(comm.rank()) +
-                ": reduce() did not return before its collective ran");
-          return;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      }
-    };
     zero::sharded_optimizer<chorus::inproc_transport, zero::stage<2>> d(comm, {5, 6}, {}, o);
     d.initialize([](std::size_t, std::size_t) { return 1.0f; });
     d.grad(0)[0] = 1.0f;
+    if (comm.rank() == 1) {
+      const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+      while (!returned.load(std::memory_order_acquire)) {
+        if (std::chrono::steady_clock::now() > give_up) {
+          f.add("rank 0's reduce() did not return before rank 1 posted its collective");
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    }
     d.reduce(0);
-    returned.store(true, std::memory_order_release);
+    if (comm.rank() == 0) returned.store(true, std::memory_order_release);
     d.step();
   });
   INFO(f.report());

@@ -54,6 +54,14 @@ struct all_gather_fn : all_gather_base {
     run("all_gather", comm, i, as_span(out), counts, a);
   }
 
+  /// Pointer and count: `count` elements from each rank; `out` holds `comm.size() * count`.
+  template <transport Transport, transferable T, algo::tag Algo = algo::automatic>
+  void operator()(communicator<Transport>& comm, const T* in, T* out, std::size_t count,
+                  Algo a = {}) const {
+    (*this)(comm, std::span<const T>(in, count),
+            std::span<T>(out, count * static_cast<std::size_t>(comm.size())), a);
+  }
+
   /// Equal blocks with a policy (compression: every rank's block encoded, all decoded);
   /// `extra`: the policy's trailing arguments.
   template <transport Transport, buffer In, buffer Out, collective_policy Policy, class... Extra>

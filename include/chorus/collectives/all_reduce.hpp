@@ -51,6 +51,20 @@ struct all_reduce_fn {
     run(comm, std::span<const T>(s), s, op, a);
   }
 
+  /// Pointer and count (as MPI and NCCL): `count` elements of `in` reduced into `out`.
+  template <transport Transport, transferable T, class Op, algo::tag Algo = algo::automatic>
+  void operator()(communicator<Transport>& comm, const T* in, T* out, std::size_t count, Op op,
+                  Algo a = {}) const {
+    (*this)(comm, std::span<const T>(in, count), std::span<T>(out, count), op, a);
+  }
+
+  /// In place with pointer and count.
+  template <transport Transport, transferable T, class Op, algo::tag Algo = algo::automatic>
+  void operator()(communicator<Transport>& comm, T* inout, std::size_t count, Op op,
+                  Algo a = {}) const {
+    (*this)(comm, std::span<T>(inout, count), op, a);
+  }
+
   /// Out of place with a policy (compression: `compress/collectives.hpp`): `out` gets a
   /// copy of `in`, then the in-place policy call runs on it. `extra`: the policy's own
   /// trailing arguments (an algorithm tag, a path, a ledger, ...).

@@ -52,6 +52,15 @@ struct all_to_all_base {
 };
 
 struct all_to_all_fn : all_to_all_base {
+  /// Pointer and count: `count` elements to and from each rank (`comm.size() * count` in
+  /// `in` and in `out`).
+  template <transport Transport, transferable T, algo::tag Algo = algo::automatic>
+  void operator()(communicator<Transport>& comm, const T* in, T* out, std::size_t count,
+                  Algo a = {}) const {
+    const std::size_t n = count * static_cast<std::size_t>(comm.size());
+    (*this)(comm, std::span<const T>(in, n), std::span<T>(out, n), a);
+  }
+
   template <transport Transport, buffer In, buffer Out, algo::tag Algo = algo::automatic>
   void operator()(communicator<Transport>& comm, In&& in, Out&& out, Algo a = {}) const {
     check_buffers<In, Out>();

@@ -29,6 +29,13 @@ struct broadcast_fn {
     run(comm, as_const_span(in), as_span(out), root, a);
   }
 
+  /// Pointer and count, in place: the root's `count` elements at `data` go to every rank.
+  template <transport Transport, transferable T, algo::tag Algo = algo::automatic>
+  void operator()(communicator<Transport>& comm, T* data, std::size_t count, int root,
+                  Algo a = {}) const {
+    (*this)(comm, std::span<T>(data, count), root, a);
+  }
+
   /// In place: the root's `inout` is copied into every other rank's `inout`.
   template <transport Transport, buffer InOut, algo::tag Algo = algo::automatic>
   void operator()(communicator<Transport>& comm, InOut&& inout, int root, Algo a = {}) const {

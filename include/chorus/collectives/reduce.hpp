@@ -34,6 +34,14 @@ struct reduce_fn {
     run(comm, as_const_span(in), as_span(out), op, root, a);
   }
 
+  /// Pointer and count: `count` elements of `in` reduced into the root's `out`.
+  template <transport Transport, transferable T, class Op, algo::tag Algo = algo::automatic>
+  void operator()(communicator<Transport>& comm, const T* in, T* out, std::size_t count, Op op,
+                  int root, Algo a = {}) const {
+    (*this)(comm, std::span<const T>(in, count), std::span<T>(out, comm.rank() == root ? count : 0),
+            op, root, a);
+  }
+
   /// In place: on the root, `inout` is replaced by the reduction.
   template <transport Transport, buffer InOut, class Op, algo::tag Algo = algo::automatic>
   requires(!buffer<Op>) void operator()(communicator<Transport>& comm, InOut&& inout, Op op,

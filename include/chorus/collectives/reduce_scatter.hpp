@@ -69,6 +69,14 @@ struct reduce_scatter_fn : reduce_scatter_base {
     equal(comm, std::forward<In>(in), std::forward<Out>(out), op, a);
   }
 
+  /// Pointer and count: `in` holds `comm.size() * count` elements, `out` receives `count`.
+  template <transport Transport, transferable T, class Op, algo::tag Algo = algo::automatic>
+  void operator()(communicator<Transport>& comm, const T* in, T* out, std::size_t count, Op op,
+                  Algo a = {}) const {
+    (*this)(comm, std::span<const T>(in, count * static_cast<std::size_t>(comm.size())),
+            std::span<T>(out, count), op, a);
+  }
+
   /// Equal blocks with a policy (compression); `extra`: the policy's trailing arguments.
   template <transport Transport, buffer In, buffer Out, class Op, collective_policy Policy,
             class... Extra>

@@ -24,6 +24,15 @@ namespace chorus::inline v0 {
 
 namespace detail {
 struct scatter_fn {
+  /// Pointer and count: `count` elements per rank; the root's `in` holds `comm.size() * count`.
+  template <transport Transport, transferable T, algo::tag Algo = algo::automatic>
+  void operator()(communicator<Transport>& comm, const T* in, T* out, std::size_t count, int root,
+                  Algo a = {}) const {
+    const auto p = static_cast<std::size_t>(comm.size());
+    (*this)(comm, std::span<const T>(in, comm.rank() == root ? count * p : 0),
+            std::span<T>(out, count), root, a);
+  }
+
   template <transport Transport, buffer In, buffer Out, algo::tag Algo = algo::automatic>
   void operator()(communicator<Transport>& comm, In&& in, Out&& out, int root, Algo a = {}) const {
     check_buffers<In, Out>();

@@ -11,13 +11,16 @@
 /// **Completion.** `send` returns once the buffer may be reused: small messages are
 /// buffered (like MPI's eager protocol), large ones wait until the receiver has taken them,
 /// so two ranks that both send a large message to each other before receiving deadlock --
-/// and fail with `timeout` at the deadline instead of hanging. `recv` returns once the data
-/// is in the buffer.
+/// and fail with `timeout` at the deadline instead of hanging; `sendrecv`, or `isend` /
+/// `irecv` / `batch_isend_irecv` (collectives/nonblocking.hpp) exchange without that risk.
+/// `recv` returns once the data is in the buffer.
 ///
 /// **Errors.** `invalid_argument` for a peer that is not another rank; `mismatch` when the
 /// sizes differ; `timeout`, `peer_lost`, `aborted`. A failure poisons the communicator.
 #include <chorus/communicator.hpp>
 #include <chorus/core/buffer.hpp>
+#include <chorus/core/request.hpp>
+#include <chorus/dispatch/progress.hpp>
 #include <chorus/exec/executor.hpp>
 #include <chorus/transport/kit/tags.hpp>
 
@@ -35,6 +38,18 @@ void point_to_point(communicator<Transport>& comm, const char* api, int peer, st
                     std::span<Byte> bytes) {
   comm.throw_if_poisoned();
   check_peer(api, peer, comm.rank(), comm.size());
+  if (comm.engine() != nullptr && comm.engine()->busy()) {
+    // Requests are in flight (the progress thread may be in the transport): this transfer
+    // goes through the engine too, in order with the isend/irecv posted before it.
+    transfer x;
+    x.send = std::is_const_v<Byte>;
+    x.peer = peer;
+    x.tag = tag;
+    x.data = const_cast<std::byte*>(reinterpret_cast<const std::byte*>(bytes.data()));
+    x.bytes = bytes.size();
+    request(post_transfers(comm, api, {x})).wait();
+    return;
+  }
   comm.start_traffic();
   try {
     Transport& t = comm.transport();
@@ -62,12 +77,24 @@ struct send_fn {
   void operator()(communicator<Transport>& comm, In&& in, int peer, std::uint32_t tag = 0) const {
     point_to_point(comm, "send", peer, tag, std::as_bytes(as_const_span(in)));
   }
+  /// Pointer and count.
+  template <transport Transport, transferable T>
+  void operator()(communicator<Transport>& comm, const T* data, std::size_t count, int peer,
+                  std::uint32_t tag = 0) const {
+    (*this)(comm, std::span<const T>(data, count), peer, tag);
+  }
 };
 
 struct recv_fn {
   template <transport Transport, buffer Out>
   void operator()(communicator<Transport>& comm, Out&& out, int peer, std::uint32_t tag = 0) const {
     point_to_point(comm, "recv", peer, tag, std::as_writable_bytes(as_span(out)));
+  }
+  /// Pointer and count.
+  template <transport Transport, transferable T>
+  void operator()(communicator<Transport>& comm, T* data, std::size_t count, int peer,
+                  std::uint32_t tag = 0) const {
+    (*this)(comm, std::span<T>(data, count), peer, tag);
   }
 };
 }  // namespace detail

@@ -2,10 +2,11 @@
 /// \file
 /// What entry points accept as buffers, and the argument checks they share.
 ///
-/// A buffer is any contiguous, sized range of a chorus element type: `std::span`,
-/// `std::vector`, `std::array`, a C array. Output buffers must be writable. All checks here
-/// run before any byte moves and throw `errc::invalid_argument` naming the collective and
-/// the argument.
+/// A buffer is any contiguous, sized range of a trivially copyable type (`transferable`):
+/// `std::span`, `std::vector`, `std::array`, a C array, `std::string`. Output buffers must be
+/// writable. Reducing collectives need an op for the element type; the others move bytes. All
+/// checks here run before any byte moves and throw `errc::invalid_argument` naming the collective
+/// and the argument.
 #include <chorus/core/error.hpp>
 #include <chorus/core/types.hpp>
 
@@ -22,10 +23,10 @@
 
 namespace chorus::inline v0 {
 
-/// A contiguous, sized range of chorus elements.
+/// A contiguous, sized range. Its elements must be `transferable` (trivially copyable): the
+/// entry points check that with a sentence of their own rather than by overload failure.
 template <class R>
-concept buffer = std::ranges::contiguous_range<R> && std::ranges::sized_range<R> &&
-    element_type<std::ranges::range_value_t<R>>;
+concept buffer = std::ranges::contiguous_range<R> && std::ranges::sized_range<R>;
 
 /// A contiguous, sized range of counts (`std::size_t` or any integer).
 template <class R>
@@ -37,6 +38,15 @@ namespace detail {
 template <class R>
 using element_t = std::remove_cv_t<std::ranges::range_value_t<R>>;
 
+/// One readable sentence when a buffer's elements cannot be moved as bytes.
+template <class T>
+consteval void check_transferable() {
+  static_assert(transferable<T>,
+                "chorus: the buffer's element type must be trivially copyable (chorus moves "
+                "elements as bytes); use a struct of plain values, not one that owns memory "
+                "(std::string, std::vector, pointers to the heap)");
+}
+
 template <class R>
 inline constexpr bool writable_v =
     !std::is_const_v<std::remove_reference_t<std::ranges::range_reference_t<R>>>;
@@ -44,6 +54,7 @@ inline constexpr bool writable_v =
 /// Compile-time checks shared by every entry point taking an output buffer.
 template <class In, class Out>
 consteval void check_buffers() {
+  check_transferable<element_t<In>>();
   static_assert(std::is_same_v<element_t<In>, element_t<Out>>,
                 "chorus: the input and output buffers must have the same element type.");
   static_assert(writable_v<Out>,
@@ -52,11 +63,13 @@ consteval void check_buffers() {
 
 template <class R>
 std::span<const element_t<R>> as_const_span(R&& r) {
+  check_transferable<element_t<R>>();
   return {std::ranges::data(r), std::ranges::size(r)};
 }
 
 template <class R>
 std::span<element_t<R>> as_span(R&& r) {
+  check_transferable<element_t<R>>();
   static_assert(writable_v<R>,
                 "chorus: the output buffer is read-only (const); pass a writable range.");
   return {std::ranges::data(r), std::ranges::size(r)};

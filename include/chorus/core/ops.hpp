@@ -76,48 +76,70 @@ CHORUS_HOST_DEVICE constexpr bool is_nan(T v) noexcept {
 }
 }  // namespace detail
 
-/// Sum. Integers wrap on overflow; 16-bit floats add in float and round.
+namespace detail {
+/// A user element type with the operator a built-in op needs.
+template <class T>
+concept user_addable = !element_type<T> && requires(T a, T b) {
+  { a + b } -> std::convertible_to<T>;
+};
+template <class T>
+concept user_multipliable = !element_type<T> && requires(T a, T b) {
+  { a* b } -> std::convertible_to<T>;
+};
+template <class T>
+concept user_ordered = !element_type<T> && requires(T a, T b) {
+  { a < b } -> std::convertible_to<bool>;
+};
+}  // namespace detail
+
+/// Sum. Integers wrap on overflow; 16-bit floats add in float and round. A user type with
+/// `operator+` sums with it.
 struct plus {
   static constexpr op_kind kind = op_kind::sum;
-  template <element_type T>
-  CHORUS_HOST_DEVICE constexpr T operator()(T a, T b) const noexcept {
+  template <class T>
+  requires(element_type<T> || detail::user_addable<T>) CHORUS_HOST_DEVICE constexpr T operator()(
+      T a, T b) const noexcept(element_type<T>) {
     if constexpr (std::is_integral_v<T>) {
       return detail::wrapping_add(a, b);
     } else {
-      return a + b;
+      return static_cast<T>(a + b);
     }
   }
 };
 
-/// Product. Integers wrap on overflow.
+/// Product. Integers wrap on overflow. A user type with `operator*` multiplies with it.
 struct multiplies {
   static constexpr op_kind kind = op_kind::product;
-  template <element_type T>
-  CHORUS_HOST_DEVICE constexpr T operator()(T a, T b) const noexcept {
+  template <class T>
+  requires(element_type<T> || detail::user_multipliable<T>) CHORUS_HOST_DEVICE constexpr T
+  operator()(T a, T b) const noexcept(element_type<T>) {
     if constexpr (std::is_integral_v<T>) {
       return detail::wrapping_mul(a, b);
     } else {
-      return a * b;
+      return static_cast<T>(a * b);
     }
   }
 };
 
-/// Minimum. A NaN operand gives NaN (the result does not depend on operand order).
+/// Minimum. A NaN operand gives NaN (the result does not depend on operand order). A user
+/// type with `operator<` compares with it.
 struct minimum {
   static constexpr op_kind kind = op_kind::min;
-  template <element_type T>
-  CHORUS_HOST_DEVICE constexpr T operator()(T a, T b) const noexcept {
+  template <class T>
+  requires(element_type<T> || detail::user_ordered<T>) CHORUS_HOST_DEVICE constexpr T operator()(
+      T a, T b) const noexcept(element_type<T>) {
     if (detail::is_nan(a)) return a;
     if (detail::is_nan(b)) return b;
     return b < a ? b : a;
   }
 };
 
-/// Maximum. A NaN operand gives NaN.
+/// Maximum. A NaN operand gives NaN. A user type with `operator<` compares with it.
 struct maximum {
   static constexpr op_kind kind = op_kind::max;
-  template <element_type T>
-  CHORUS_HOST_DEVICE constexpr T operator()(T a, T b) const noexcept {
+  template <class T>
+  requires(element_type<T> || detail::user_ordered<T>) CHORUS_HOST_DEVICE constexpr T operator()(
+      T a, T b) const noexcept(element_type<T>) {
     if (detail::is_nan(a)) return a;
     if (detail::is_nan(b)) return b;
     return a < b ? b : a;
@@ -192,7 +214,7 @@ inline constexpr bool is_bitwise_op_v =
 /// to `T`.
 template <class Op, class T>
 concept reduction_op =
-    element_type<T> && std::copy_constructible<Op> && std::is_invocable_v<const Op&, T, T> &&
+    transferable<T> && std::copy_constructible<Op> && std::is_invocable_v<const Op&, T, T> &&
     std::convertible_to<std::invoke_result_t<const Op&, T, T>, T>;
 
 /// `Op` needs a final step after the reduction (only `average` among the built-ins).
@@ -205,13 +227,19 @@ namespace detail {
 /// Fails compilation with one readable sentence when `Op` cannot reduce `T`.
 template <class Op, class T>
 consteval void check_reduction_op() {
-  static_assert(element_type<T>,
-                "chorus: the element type must be a fixed-width integer, float, double, "
-                "chorus::half or chorus::bfloat16.");
+  static_assert(transferable<T>,
+                "chorus: the element type must be trivially copyable (chorus moves elements "
+                "as bytes); use a struct of plain values.");
   if constexpr (is_bitwise_op_v<Op>) {
     static_assert(std::is_integral_v<T>,
                   "chorus: bit_and, bit_or and bit_xor reduce integer element types only; "
                   "use plus, minimum, maximum or a custom op for floating-point data.");
+  } else if constexpr (!element_type<T> && op_kind_v<Op> != op_kind::custom) {
+    static_assert(reduction_op<Op, T>,
+                  "chorus: a built-in op reduces a user element type only through the "
+                  "operator it needs (plus: +, multiplies: *, minimum and maximum: <; average "
+                  "none), and this type lacks it; define the operator or pass your own op, "
+                  "e.g. [](T a, T b) { ... }.");
   } else {
     static_assert(reduction_op<Op, T>,
                   "chorus: the reduction op must be callable as op(T, T) with the element "

@@ -178,17 +178,19 @@ enum class dtype : std::uint8_t {
   bfloat16,
   float32,
   float64,
+  byte,  ///< `std::byte` and `char`: moved, not reduced by the built-in ops
+  user,  ///< any other trivially copyable type (a fingerprint adds its size)
 };
 
 inline constexpr std::string_view name(dtype t) noexcept {
-  constexpr std::string_view names[] = {"int8",    "uint8",    "int16",   "uint16",
-                                        "int32",   "uint32",   "int64",   "uint64",
-                                        "float16", "bfloat16", "float32", "float64"};
+  constexpr std::string_view names[] = {"int8",    "uint8",   "int16",  "uint16",   "int32",
+                                        "uint32",  "int64",   "uint64", "float16",  "bfloat16",
+                                        "float32", "float64", "byte",   "user type"};
   return names[static_cast<std::size_t>(t)];
 }
 
 inline constexpr std::size_t size_of(dtype t) noexcept {
-  constexpr std::size_t sizes[] = {1, 1, 2, 2, 4, 4, 8, 8, 2, 2, 4, 8};
+  constexpr std::size_t sizes[] = {1, 1, 2, 2, 4, 4, 8, 8, 2, 2, 4, 8, 1, 0};  // user: varies
   return sizes[static_cast<std::size_t>(t)];
 }
 
@@ -239,13 +241,36 @@ concept has_dtype = requires {
 };
 }  // namespace detail
 
-/// The element types chorus can reduce and move.
+/// The built-in element types: what the built-in ops reduce with their own kernels, and
+/// what NCCL and the device kernels know.
 template <class T>
 concept element_type = detail::has_dtype<std::remove_cv_t<T>>;
+
+/// What chorus can move: any trivially copyable object type (its bytes are its value) --
+/// the built-in element types, `std::byte`, `char`, and user structs such as a
+/// (value, index) pair for MAXLOC. Reducing a user type needs an op for it.
+template <class T>
+concept transferable =
+    std::is_object_v<T> && !std::is_array_v<T> && std::is_trivially_copyable_v<std::remove_cv_t<T>>;
 
 /// The run-time tag of element type `T`.
 template <element_type T>
 inline constexpr dtype dtype_of = detail::dtype_of_impl<std::remove_cv_t<T>>::value;
+
+namespace detail {
+/// The run-time tag of any transferable `T`: its own, `byte`, or `user`.
+template <transferable T>
+constexpr dtype dtype_for() noexcept {
+  using U = std::remove_cv_t<T>;
+  if constexpr (element_type<U>) {
+    return dtype_of<U>;
+  } else if constexpr (std::is_same_v<U, std::byte> || std::is_same_v<U, char>) {
+    return dtype::byte;
+  } else {
+    return dtype::user;
+  }
+}
+}  // namespace detail
 
 /// True for `half` and `bfloat16`.
 template <class T>

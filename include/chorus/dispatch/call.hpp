@@ -95,7 +95,7 @@ collective_call make_call(schedule::collective kind, const char* api, std::span<
   collective_call call;
   call.kind = kind;
   call.api = api;
-  call.type = dtype_of<T>;
+  call.type = dtype_for<T>();
   call.elem_size = sizeof(T);
   call.input = reinterpret_cast<const std::byte*>(in.data());
   call.output = reinterpret_cast<std::byte*>(out.data());

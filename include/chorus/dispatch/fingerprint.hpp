@@ -28,7 +28,7 @@ struct fingerprint {
   std::uint8_t op = 0;
   std::uint8_t algorithm = 0;
   std::int32_t root = 0;
-  std::uint32_t reserved = 0;
+  std::uint32_t elem_size = 0;  ///< bytes per element (user types of one dtype differ in it)
   std::uint64_t count = 0;
   std::uint64_t counts_hash = 0;
   friend bool operator==(const fingerprint&, const fingerprint&) = default;
@@ -50,6 +50,8 @@ inline std::string describe(const fingerprint& f) {
   if (kind != schedule::collective::barrier) {
     s += ", ";
     s += name(static_cast<dtype>(f.type));
+    if (static_cast<dtype>(f.type) == dtype::user)
+      s += " of " + std::to_string(f.elem_size) + " bytes";
     if (kind != schedule::collective::all_to_all) s += ", count " + std::to_string(f.count);
   }
   if (schedule::is_reducing(kind)) {
@@ -70,6 +72,7 @@ inline fingerprint make_fingerprint(const collective_call& call, schedule::algor
   f.op = static_cast<std::uint8_t>(call.has_op ? call.op : op_kind::custom);
   f.algorithm = static_cast<std::uint8_t>(a);
   f.root = schedule::is_rooted(call.kind) ? call.root : 0;
+  f.elem_size = static_cast<std::uint32_t>(call.elem_size);
   if (!call.counts.empty()) {
     f.count = std::accumulate(call.counts.begin(), call.counts.end(), std::uint64_t{0});
     f.counts_hash = hash_counts(call.counts);
@@ -77,6 +80,17 @@ inline fingerprint make_fingerprint(const collective_call& call, schedule::algor
     f.count = call.count;
   }
   return f;
+}
+
+/// Throws `errc::mismatch` naming both calls when the left neighbour's fingerprint differs
+/// from this rank's.
+inline void throw_if_mismatched(int r, int p, const fingerprint& theirs, const fingerprint& mine) {
+  if (theirs == mine) return;
+  throw error(errc::mismatch, "collective mismatch: rank " + std::to_string((r + p - 1) % p) +
+                                  " called " + describe(theirs) + " but rank " + std::to_string(r) +
+                                  " called " + describe(mine) +
+                                  "; every rank must call the same collectives in the same "
+                                  "order with matching arguments");
 }
 
 /// Exchanges fingerprints around the ring (send to rank+1, receive from rank-1) and throws
@@ -100,13 +114,7 @@ void check_fingerprint(communicator<Transport>& comm, const fingerprint& mine) {
   pending.completed_below(1);
   t.wait(pending[1], comm.make_deadline());
   pending.completed_below(2);
-  if (!(theirs == mine)) {
-    throw error(errc::mismatch, "collective mismatch: rank " + std::to_string((r + p - 1) % p) +
-                                    " called " + describe(theirs) + " but rank " +
-                                    std::to_string(r) + " called " + describe(mine) +
-                                    "; every rank must call the same collectives in the same "
-                                    "order with matching arguments");
-  }
+  throw_if_mismatched(r, p, theirs, mine);
 }
 
 }  // namespace chorus::inline v0::detail

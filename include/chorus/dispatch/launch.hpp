@@ -14,7 +14,9 @@
 #include <chorus/core/split.hpp>
 #include <chorus/dispatch/algo.hpp>
 #include <chorus/dispatch/call.hpp>
+#include <chorus/dispatch/context.hpp>
 #include <chorus/dispatch/fingerprint.hpp>
+#include <chorus/dispatch/progress.hpp>
 #include <chorus/dispatch/tuner.hpp>
 #include <chorus/exec/executor.hpp>
 #include <chorus/exec/one_sided.hpp>
@@ -27,69 +29,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
 namespace chorus::inline v0::detail {
-
-/// Runs `body()`, the work of one collective described by `fp`; a failure becomes a
-/// `chorus::error` that names the rank, the call and (for a timeout) what to check, and it
-/// poisons the communicator (which aborts the group) before it propagates.
-template <class Comm, class Body>
-void with_call_context(Comm& comm, const collective_call& call, const fingerprint& fp,
-                       Body&& body) {
-  // "chorus: rank 2: all_gather_v #7 (ring, float32, count 96)": the public name, then the
-  // call as its fingerprint describes it. Built only on failure: not on the hot path.
-  auto context = [&] {
-    const std::string described = describe(fp);
-    std::string who = "chorus: rank " + std::to_string(comm.rank());
-    if (comm.world_rank() != comm.rank())
-      who += " (world rank " + std::to_string(comm.world_rank()) + ")";
-    return who + ": " + call.api + " " + described.substr(described.find('#'));
-  };
-  try {
-    body();
-  } catch (const error& e) {
-    std::string message = context() + ": " + e.what();
-    if (e.value() == errc::timeout) {
-      message += " (waited " + to_string(comm.options().timeout) +
-                 "); the peer may be stuck or may not be calling the same collective "
-                 "(CHORUS_CHECK=1 verifies that), or raise CHORUS_TIMEOUT if it is only slow";
-    }
-    error wrapped(e.value(), std::move(message));
-    comm.fail(wrapped);
-    throw wrapped;
-  } catch (const std::exception& e) {
-    error wrapped(errc::transport, context() + ": internal failure: " + e.what());
-    comm.fail(wrapped);
-    throw wrapped;
-  }
-}
-
-/// What a call settles before it moves a byte: its algorithm, sequence number and
-/// fingerprint.
-struct call_start {
-  schedule::algorithm algorithm;
-  std::uint32_t sequence;
-  fingerprint fp;
-};
-
-/// Starts `call` on `comm`, host or stream path alike: fails at once on a poisoned
-/// communicator, starts the traffic count, fills the rank and size, settles the algorithm
-/// (an `invalid_argument` here leaves the communicator usable: no sequence number was
-/// taken) and takes the next sequence number.
-template <class Transport>
-call_start begin_call(communicator<Transport>& comm, collective_call& call) {
-  comm.throw_if_poisoned();
-  comm.start_traffic();
-  call.rank = comm.rank();
-  call.size = comm.size();
-  call.hosts = comm.hosts();
-  const schedule::algorithm a = resolve_algorithm(comm, call);
-  const std::uint32_t sequence = comm.next_sequence();
-  return {a, sequence, make_fingerprint(call, a, sequence)};
-}
 
 /// Runs `call` one-sidedly (`exec/one_sided.hpp`); all-reduce splits the vector into P
 /// near-equal blocks.
@@ -105,9 +50,42 @@ void run_one_sided(communicator<Transport>& comm, const collective_call& call,
   execute_one_sided(comm, call.kind, call, counts, sequence);
 }
 
+/// Posts `call` as a request into `slot` (a nonblocking entry point, or a blocking call
+/// made while requests are in flight).
+template <transport Transport>
+void post_call(communicator<Transport>& comm, collective_call& call, posting& slot) {
+  const call_start start = begin_call(comm, call);
+  slot.op = post_collective(comm, call, start, slot.priority, std::move(slot.keep));
+}
+
 /// Runs one collective on a host transport: the single path every host entry point ends in.
+/// A nonblocking entry point has set `comm.posting()`: the call is posted instead. While
+/// requests are in flight, a blocking call is posted behind them and waited for (issue
+/// order; one thread at a time in the transport), except a named `one_sided` call, which
+/// first completes them and then runs alone.
 template <transport Transport>
 void run_collective(communicator<Transport>& comm, collective_call& call) {
+  if (posting* slot = comm.posting(); slot != nullptr) {
+    post_call(comm, call, *slot);
+    return;
+  }
+  if (comm.engine() != nullptr && comm.engine()->busy()) {
+    if (call.algorithm == schedule::algorithm::one_sided) {
+      comm.drain_requests();
+    } else {
+      posting own;
+      comm.set_posting(&own);
+      try {
+        post_call(comm, call, own);
+      } catch (...) {
+        comm.set_posting(nullptr);
+        throw;
+      }
+      comm.set_posting(nullptr);
+      request(own.op).wait();
+      return;
+    }
+  }
   const int p = comm.size();
   const call_start start = begin_call(comm, call);
   const schedule::algorithm a = start.algorithm;
@@ -140,6 +118,14 @@ void launch(communicator<Transport>& comm, collective_call& call, const Op& op, 
   }
   if constexpr (!std::same_as<Op, no_reduction>) set_op<T>(call, op);
   set_algorithm(call, a);
+  if constexpr (!std::same_as<Op, no_reduction>) {
+    // A posted call outlives this frame: it reduces with its own copy of the op.
+    if (posting* slot = comm.posting(); slot != nullptr) {
+      auto copy = std::make_shared<Op>(op);
+      call.op_object = copy.get();
+      slot->keep = std::move(copy);
+    }
+  }
   run_collective(comm, call);
 }
 

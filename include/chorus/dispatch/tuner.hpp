@@ -39,7 +39,9 @@ schedule::tuning_choice tune(const communicator<Transport>& comm, const collecti
   q.kind = call.kind;
   q.bytes = call_bytes(call);
   q.ranks = comm.size();
-  q.mapped_windows = mapped_window_transport<Transport>;
+  // A call posted as a request runs two-sided: the one-sided path keeps its staging window
+  // with the communicator and cannot interleave with other operations.
+  q.mapped_windows = mapped_window_transport<Transport> && comm.posting() == nullptr;
   q.hosts = comm.host_count();
   q.min_ranks_per_host = comm.min_ranks_per_host();
   const schedule::tuner& tuner = comm.options().tuner;

@@ -88,6 +88,82 @@ class request_set {
   std::size_t completed_ = 0;
 };
 
+/// Where a schedule's regions are in memory for one call: the caller's input and output,
+/// and scratch, with the staging area for `recv_reduce` payloads after it.
+struct call_memory {
+  const exec_buffers* b = nullptr;
+  std::byte* scratch = nullptr;
+  std::byte* staging = nullptr;
+
+  /// Bytes of scratch (64-byte aligned) plus staging that `s` needs.
+  static std::size_t bytes_for(const schedule::schedule& s, std::size_t es) noexcept {
+    return scratch_bytes(s, es) + staging_count(s) * es;
+  }
+  static std::size_t scratch_bytes(const schedule::schedule& s, std::size_t es) noexcept {
+    return (s.scratch_count * es + 63) / 64 * 64;
+  }
+  /// Lays out scratch and staging in `area` (at least `bytes_for` bytes).
+  call_memory(const exec_buffers& buffers, const schedule::schedule& s, std::byte* area) noexcept
+      : b(&buffers), scratch(area), staging(area + scratch_bytes(s, buffers.elem_size)) {}
+
+  [[nodiscard]] std::byte* address(const schedule::region& r) const noexcept {
+    const std::size_t es = b->elem_size;
+    switch (r.buf) {
+      case schedule::buffer::input:
+        // The schedule contract says input regions are only read.
+        return const_cast<std::byte*>(b->input) + r.offset * es;
+      case schedule::buffer::output:
+        return b->output + r.offset * es;
+      case schedule::buffer::scratch:
+        return scratch + r.offset * es;
+    }
+    return nullptr;
+  }
+};
+
+/// Steps 1-3 of a schedule step: posts its receives in op order (`recv_reduce` payloads
+/// land in staging, one after another), then its sends, handing each request to `push`
+/// and counting it into `comm`; then does its local copies.
+template <transport Transport, class Push>
+void post_step(communicator<Transport>& comm, std::span<const schedule::op> step,
+               const call_memory& m, std::uint32_t sequence, Push&& push) {
+  Transport& t = comm.transport();
+  const std::size_t es = m.b->elem_size;
+  std::size_t staged = 0;
+  for (const schedule::op& o : step) {
+    if (o.code == schedule::op_code::recv) {
+      push(t.irecv(o.peer, collective_tag(sequence, o.tag), {m.address(o.dst), o.dst.count * es}));
+      comm.count_received(o.dst.count * es);
+    } else if (o.code == schedule::op_code::recv_reduce) {
+      push(
+          t.irecv(o.peer, collective_tag(sequence, o.tag), {m.staging + staged, o.dst.count * es}));
+      comm.count_received(o.dst.count * es);
+      staged += o.dst.count * es;
+    }
+  }
+  for (const schedule::op& o : step) {
+    if (o.code == schedule::op_code::send) {
+      push(t.isend(o.peer, collective_tag(sequence, o.tag), {m.address(o.src), o.src.count * es}));
+      comm.count_sent(o.src.count * es);
+    }
+  }
+  // local copies (a copy onto itself is the in-place case: nothing to do)
+  for (const schedule::op& o : step) {
+    if (o.code == schedule::op_code::copy) {
+      std::byte* dst = m.address(o.dst);
+      const std::byte* src = m.address(o.src);
+      if (dst != src && o.dst.count != 0) copy_bytes(dst, src, o.dst.count * es);
+    }
+  }
+}
+
+/// Applies the reduction of a `recv_reduce` op whose payload is at `payload`.
+inline void reduce_received(const call_memory& m, const schedule::op& o, const std::byte* payload) {
+  if (o.dst.count != 0) {
+    m.b->reduce(m.address(o.dst), m.address(o.src), payload, o.dst.count, m.b->op_object);
+  }
+}
+
 /// Runs `s` for one collective with sequence number `sequence`, counting every byte it
 /// hands to the transport into `comm.traffic()`. Throws the transport's `chorus::error`
 /// unchanged; the caller adds the collective's context and poisons the communicator.
@@ -95,72 +171,25 @@ template <transport Transport>
 void execute(communicator<Transport>& comm, const schedule::schedule& s, const exec_buffers& b,
              std::uint32_t sequence) {
   const std::size_t es = b.elem_size;
-  // Scratch first, then the staging area for recv_reduce payloads, 64-byte aligned.
-  const std::size_t scratch_bytes = (s.scratch_count * es + 63) / 64 * 64;
-  const std::size_t staging_bytes = staging_count(s) * es;
-  std::byte* const scratch = comm.scratch(scratch_bytes + staging_bytes).data();
-  std::byte* const staging = scratch + scratch_bytes;
-
-  auto address = [&](const schedule::region& r) -> std::byte* {
-    switch (r.buf) {
-      case schedule::buffer::input:
-        // The schedule contract says input regions are only read.
-        return const_cast<std::byte*>(b.input) + r.offset * es;
-      case schedule::buffer::output:
-        return b.output + r.offset * es;
-      case schedule::buffer::scratch:
-        return scratch + r.offset * es;
-    }
-    return nullptr;
-  };
+  const call_memory m(b, s, comm.scratch(call_memory::bytes_for(s, es)).data());
 
   Transport& t = comm.transport();
   request_set<Transport> requests(t);
   for (std::size_t k = 0; k < s.steps(); ++k) {
     const std::span<const schedule::op> step = s.step(k);
     requests.clear();
-    // 1. receives, in op order (recv_reduce payloads land in staging)
-    std::size_t staged = 0;
-    for (const schedule::op& o : step) {
-      if (o.code == schedule::op_code::recv) {
-        requests.push(
-            t.irecv(o.peer, collective_tag(sequence, o.tag), {address(o.dst), o.dst.count * es}));
-        comm.count_received(o.dst.count * es);
-      } else if (o.code == schedule::op_code::recv_reduce) {
-        requests.push(
-            t.irecv(o.peer, collective_tag(sequence, o.tag), {staging + staged, o.dst.count * es}));
-        comm.count_received(o.dst.count * es);
-        staged += o.dst.count * es;
-      }
-    }
-    // 2. sends
-    for (const schedule::op& o : step) {
-      if (o.code == schedule::op_code::send) {
-        requests.push(
-            t.isend(o.peer, collective_tag(sequence, o.tag), {address(o.src), o.src.count * es}));
-        comm.count_sent(o.src.count * es);
-      }
-    }
-    // 3. local copies (a copy onto itself is the in-place case: nothing to do)
-    for (const schedule::op& o : step) {
-      if (o.code == schedule::op_code::copy) {
-        std::byte* dst = address(o.dst);
-        const std::byte* src = address(o.src);
-        if (dst != src && o.dst.count != 0) copy_bytes(dst, src, o.dst.count * es);
-      }
-    }
+    post_step(comm, step, m, sequence,
+              [&](typename Transport::request r) { requests.push(std::move(r)); });
     // 4. complete receives in op order; reduce each payload as soon as it is in, while the
     //    later transfers of this step are still moving
     std::size_t index = 0;
-    staged = 0;
+    std::size_t staged = 0;
     for (const schedule::op& o : step) {
       if (o.code != schedule::op_code::recv && o.code != schedule::op_code::recv_reduce) continue;
       t.wait(requests[index], comm.make_deadline());
       requests.completed_below(++index);
       if (o.code == schedule::op_code::recv_reduce) {
-        if (o.dst.count != 0) {
-          b.reduce(address(o.dst), address(o.src), staging + staged, o.dst.count, b.op_object);
-        }
+        reduce_received(m, o, m.staging + staged);
         staged += o.dst.count * es;
       }
     }

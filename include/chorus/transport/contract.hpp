@@ -15,6 +15,7 @@
 ///                                  group_end, copy, allocate, poll_error
 ///     native_collective_transport  native(native_call, stream)          nccl
 ///     splittable_transport         split(group_spec), used_contexts()   inproc, shm, ucx
+///     native_split_transport       split(color, key, deadline)          nccl
 ///     any_transport                transport or stream_ordered_transport
 ///
 /// A transport moves bytes between the ranks of one group, point to point, without
@@ -48,6 +49,7 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -77,6 +79,11 @@ inline void check_transport_peer(int rank, int size, int peer, const char* what)
 /// completed (used when a collective unwinds after an error) and returns only once the
 /// transport no longer touches the operation's buffer; it never throws. `abort` poisons the
 /// whole group with a reason; it never blocks and may be called from any thread.
+///
+/// Optional: `bool try_wait(request&, deadline)`, a `wait` that returns false at the
+/// deadline instead of failing (nothing is reported to peers; a lost peer or an abort still
+/// throw). The progress engine of nonblocking calls sleeps in it between rounds that moved
+/// nothing (dispatch/progress.hpp); without it, the engine polls `test`.
 template <class T>
 concept transport = std::movable<T> &&
     requires(T& t, const T& ct, typename T::request& req, int peer, tag_t tag,
@@ -211,6 +218,21 @@ template <class T>
 concept splittable_transport = transport<T> && requires(T& t, const T& ct, const group_spec& g) {
   { t.split(g) } -> std::same_as<T>;
   { ct.used_contexts() } -> std::same_as<kit::context_mask>;
+  { ct.world_rank() } -> std::convertible_to<int>;
+};
+
+/// A transport that makes groups of its ranks itself (NCCL: `ncclCommSplit`) instead of
+/// serving them over its own channels: `split(color, key, until)` is collective over this
+/// transport's ranks; the ranks that pass the same `color` (>= 0) form a group ordered by
+/// `key`, then by rank here, returned as a new transport; a negative color joins none
+/// (nullopt). Ranks cannot check each other's arguments on the way (a different list in a
+/// subgroup shows as a group of another size, group/split.hpp); a rank that never calls it
+/// fails the others at `until` with `errc::timeout`. A failure of the new transport and of
+/// this one (an abort, a timeout) aborts both, as a group's does on the other transports.
+template <class T>
+concept native_split_transport = std::movable<T> &&
+    requires(T& t, const T& ct, int color, int key, deadline until) {
+  { t.split(color, key, until) } -> std::same_as<std::optional<T>>;
   { ct.world_rank() } -> std::convertible_to<int>;
 };
 

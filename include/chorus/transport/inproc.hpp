@@ -275,9 +275,18 @@ class inproc_transport {
   }
 
   void wait(request& req, deadline until) {
+    if (try_wait(req, until)) return;
+    throw error(errc::timeout, "rank " + std::to_string(rank_) + ": no " +
+                                   (req->is_send ? "receive posted by" : "message from") +
+                                   " rank " + std::to_string(req->peer) + " before the deadline");
+  }
+
+  /// Like `wait`, but returns false at the deadline instead of failing (the request stays
+  /// posted); a lost peer or an abort still throws.
+  bool try_wait(request& req, deadline until) {
     detail::inproc::doorbell& bell = group_->bells[static_cast<std::size_t>(rank_)];
     for (;;) {
-      if (test(req)) return;
+      if (test(req)) return true;
       std::unique_lock lock(bell.mutex);
       const bool woken = bell.cv.wait_until(lock, until.at, [&] {
         return req->progress.load(std::memory_order_acquire) == detail::inproc::state::done ||
@@ -286,11 +295,7 @@ class inproc_transport {
       });
       if (!woken) {
         lock.unlock();
-        if (test(req)) return;
-        throw error(errc::timeout, "rank " + std::to_string(rank_) + ": no " +
-                                       (req->is_send ? "receive posted by" : "message from") +
-                                       " rank " + std::to_string(req->peer) +
-                                       " before the deadline");
+        return test(req);
       }
     }
   }

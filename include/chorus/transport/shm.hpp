@@ -427,11 +427,20 @@ class endpoint {
   }
 
   void wait(request& req, deadline until) {
+    if (try_wait(req, until)) return;
+    throw error(errc::timeout, "rank " + std::to_string(rank_) + ": no " +
+                                   (req->is_send ? "room at" : "message from") + " rank " +
+                                   std::to_string(req->peer) + " before the deadline");
+  }
+
+  /// Like `wait`, but returns false at the deadline instead of failing (the request stays
+  /// posted); a lost peer or an abort still throws.
+  bool try_wait(request& req, deadline until) {
     kit::wait_ladder ladder(spin_limit_, detail::shm::yield_iterations);
     detail::shm::inbox_header* me = inbox(rank_);
     for (;;) {
       const bool moved = progress();
-      if (finished(req)) return;
+      if (finished(req)) return true;
       if (moved) {
         ladder.reset();
         continue;
@@ -440,21 +449,17 @@ class endpoint {
       // Sleep. Announce it first, then re-check: a peer that changed something after our
       // last progress() has incremented the doorbell, so the futex returns at once.
       const auto now = clock::now();
-      if (now >= until.at) {
-        throw error(errc::timeout, "rank " + std::to_string(rank_) + ": no " +
-                                       (req->is_send ? "room at" : "message from") + " rank " +
-                                       std::to_string(req->peer) + " before the deadline");
-      }
       if (peer_gone(req->peer)) {
         // Whatever it sent before exiting is in our inbox already: take it, then decide.
         progress();
-        if (finished(req)) return;
+        if (finished(req)) return true;
         throw error(errc::peer_lost,
                     "rank " + std::to_string(rank_) + ": rank " + std::to_string(req->peer) +
                         " (pid " + std::to_string(peers_.pid(req->peer)) +
                         ") exited while this rank " +
                         (req->is_send ? "was sending to it" : "waited for a message from it"));
       }
+      if (now >= until.at) return false;
       me->sleeping.store(1, std::memory_order_seq_cst);
       const std::uint32_t bell = me->doorbell.load(std::memory_order_seq_cst);
       if (!progress() && !finished(req)) {
@@ -983,6 +988,7 @@ class shm_transport {
 
   bool test(request& req) { return ep_->test(req); }
   void wait(request& req, deadline until) { ep_->wait(req, until); }
+  bool try_wait(request& req, deadline until) { return ep_->try_wait(req, until); }
   void cancel(request& req) noexcept { ep_->cancel(req); }
 
   /// Aborts the job's shared-memory group: every group on it fails.

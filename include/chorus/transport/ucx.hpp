@@ -571,10 +571,28 @@ class ucx_transport {
   void wait(request& req, deadline until) {
     detail::ucx::worker_guard guard(*state_);
     try {
-      wait_locked(req, until);
+      if (!wait_locked(req, until)) {
+        throw error(errc::timeout, who(world_rank()) + ": no " +
+                                       (req->kind == detail::ucx::op_kind::recv
+                                            ? "message from"
+                                            : std::string("completion of a ") + kind_name(*req)) +
+                                       " " + who(req->peer) + " before the deadline");
+      }
     } catch (const error& e) {
       // Tell the peers now, before the caller's unwinding cancels (and maybe force-closes)
       // anything: they learn the real cause, not a broken connection.
+      remember_failure(e);
+      throw;
+    }
+  }
+
+  /// Like `wait`, but returns false at the deadline instead of failing (the request stays
+  /// posted and nobody is told); a lost peer or an abort still throws.
+  bool try_wait(request& req, deadline until) {
+    detail::ucx::worker_guard guard(*state_);
+    try {
+      return wait_locked(req, until);
+    } catch (const error& e) {
       remember_failure(e);
       throw;
     }
@@ -960,14 +978,15 @@ class ucx_transport {
            state_->links[peer].closed;
   }
 
-  void wait_locked(request& req, deadline until) {
+  /// Waits for `req` until `until`; false at the deadline.
+  bool wait_locked(request& req, deadline until) {
     // Spin on progress, then yield between progress calls for `yield_window`, then sleep
     // on the worker's event fd; peers and the deadline are checked from the yield rung on.
     kit::wait_ladder ladder(spin_limit_, 0, detail::ucx::yield_window);
     auto next_liveness = clock::now();
     for (;;) {
       const bool moved = progress();
-      if (finished(req)) return;
+      if (finished(req)) return true;
       if (moved) {
         ladder.reset();
         continue;
@@ -985,17 +1004,11 @@ class ucx_transport {
         const auto drain_until = clock::now() + detail::ucx::drain_period;
         do {
           progress();
-          if (finished(req)) return;
+          if (finished(req)) return true;
         } while (clock::now() < drain_until);
         throw error(errc::peer_lost, lost_message(req->peer, *req));
       }
-      if (now >= until.at) {
-        throw error(errc::timeout, who(world_rank()) + ": no " +
-                                       (req->kind == detail::ucx::op_kind::recv
-                                            ? "message from"
-                                            : std::string("completion of a ") + kind_name(*req)) +
-                                       " " + who(req->peer) + " before the deadline");
-      }
+      if (now >= until.at) return false;
       if (rung == kit::wait_ladder::rung::yield) continue;
       sleep_until_event(std::min<duration>(detail::ucx::longest_sleep, until.at - now));
     }

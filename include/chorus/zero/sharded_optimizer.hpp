@@ -30,10 +30,12 @@
 /// **Collective.** Every rank constructs it with the same sizes and options and calls
 /// `reduce`, `gather`, `step`, `save`, `load`, `full_state` in the same order.
 ///
-/// **Overlap.** With `overlap` on, collectives run in order on a communication thread (the
-/// communicator is used only from there), so the reduce-scatter of one bucket overlaps the
-/// backward of the next, and the all-gather of one bucket the update of the next. Off, the
-/// same calls run inline. The result is bitwise the same either way.
+/// **Overlap.** With `overlap` on, collectives are posted as requests
+/// (collectives/nonblocking.hpp) and waited for when their result is needed, so the
+/// reduce-scatter of one bucket overlaps the backward of the next, the all-gather of one
+/// bucket the update of the next, and stage 3's prefetch the current layer. Stage 3's
+/// parameter all-gathers go at a higher priority than gradient reductions (what the next
+/// layer needs first). Off, the same calls block. The result is bitwise the same either way.
 ///
 /// **Determinism.** Each element's gradient is summed in the order fixed by the collective's
 /// algorithm (`options::algorithm`) and its owner rank; see docs/zero.md for which
@@ -45,6 +47,7 @@
 #include <chorus/collectives/all_gather.hpp>
 #include <chorus/collectives/all_reduce.hpp>
 #include <chorus/collectives/barrier.hpp>
+#include <chorus/collectives/nonblocking.hpp>
 #include <chorus/collectives/reduce_scatter.hpp>
 #include <chorus/communicator.hpp>
 #include <chorus/core/error.hpp>
@@ -53,7 +56,6 @@
 #include <chorus/dispatch/algo.hpp>
 #include <chorus/zero/buckets.hpp>
 #include <chorus/zero/checkpoint.hpp>
-#include <chorus/zero/comm_queue.hpp>
 #include <chorus/zero/memory.hpp>
 #include <chorus/zero/optimizers.hpp>
 #include <chorus/zero/partition.hpp>
@@ -65,7 +67,6 @@
 #include <deque>
 #include <filesystem>
 #include <functional>
-#include <future>
 #include <memory>
 #include <numeric>
 #include <span>
@@ -112,7 +113,8 @@ struct options {
   /// Buckets hold whole tensors, at least this many bytes of the compute type each (the
   /// last may be smaller). 0: one bucket. 25 MB, as torch DDP's default.
   std::size_t bucket_bytes = std::size_t{25} * 1000 * 1000;
-  /// Run collectives on a communication thread, overlapping the caller's computation.
+  /// Post collectives as requests that overlap the caller's computation (who moves them:
+  /// the communicator's progress mode); off: blocking calls.
   bool overlap = true;
   /// The order in which `step` updates and all-gathers buckets, and in which stage 3
   /// prefetches (a permutation of 0..buckets-1; empty: 0, 1, ...). Put first what the next
@@ -125,8 +127,8 @@ struct options {
   std::size_t max_live_buckets = 2;
   /// The algorithm of every reduce-scatter / all-gather / all-reduce.
   algo::dynamic algorithm = algo::as_dynamic(algo::ring{});
-  /// Called on the thread that runs collectives just before each one, with its name and
-  /// bucket (tests inject delays here; tracing tools record timelines).
+  /// Called on the caller's thread just before each collective is posted (or run), with its
+  /// name and bucket (tests inject delays here; tracing tools record timelines).
   std::function<void(std::string_view collective, std::size_t bucket)> before_collective;
 };
 
@@ -166,8 +168,7 @@ class sharded_optimizer {
         opt_(opt),
         o_(std::move(o)),
         part_(geometry(sizes, comm.size())),
-        lay_(make_buckets(part_, o_.bucket_bytes / sizeof(T))),
-        queue_(o_.overlap) {
+        lay_(make_buckets(part_, o_.bucket_bytes / sizeof(T))) {
     if (o_.micro_batches < 1)
       invalid("the constructor", "options::micro_batches must be at least 1");
     if (o_.max_live_buckets < 1)
@@ -205,6 +206,16 @@ class sharded_optimizer {
 
   sharded_optimizer(const sharded_optimizer&) = delete;
   sharded_optimizer& operator=(const sharded_optimizer&) = delete;
+  /// Waits for the collectives still in flight (they use this driver's buffers); their
+  /// errors, if any, are dropped here (the communicator is poisoned by them anyway).
+  ~sharded_optimizer() {
+    for (const auto& op : pending_) {
+      try {
+        op->req.wait();
+      } catch (...) {
+      }
+    }
+  }
 
   /// Sets every parameter: `value(t, i)` is element i of tensor t (the same function on
   /// every rank; each rank evaluates only what it stores, so no rank materialises the whole
@@ -329,11 +340,10 @@ class sharded_optimizer {
     const bucket& bk = lay_.buckets[b];
     if constexpr (!shards_state) {
       if (reduced_[b] < o_.micro_batches) return;
-      submit(-1, [this, b, &bk] {
-        hook("all_reduce", b);
-        all_reduce(comm_, std::span<T>(grads_.data() + bk.natural_offset, bk.natural_size), plus{},
-                   o_.algorithm);
-      });
+      hook("all_reduce", b);
+      submit(-1, issue(iall_reduce, reduction_priority,
+                       std::span<T>(grads_.data() + bk.natural_offset, bk.natural_size), plus{},
+                       o_.algorithm));
     } else {
       if (reduces_after_accumulation && reduced_[b] < o_.micro_batches) return;
       const int slot = comm_pool_.acquire([this] { return reclaim(); }, "reduce");
@@ -351,12 +361,13 @@ class sharded_optimizer {
       // The first micro-batch's sum is stored as is (not added to zero, which would turn
       // -0 into +0): with one micro-batch, stages 1, 2 and 3 see the very same bits.
       const bool first = reduced_[b] == 1;
-      submit(slot, [this, b, &bk, packed, first] {
-        hook("reduce_scatter_v", b);
-        const std::size_t r = rank_index();
-        T* part = packed + lay_.max_packed;
-        reduce_scatter_v(comm_, std::span<const T>(packed, bk.packed_size),
-                         std::span<T>(part, bk.counts[r]), bk.counts, plus{}, o_.algorithm);
+      hook("reduce_scatter_v", b);
+      const std::size_t r = rank_index();
+      T* part = packed + lay_.max_packed;
+      request rq =
+          issue(ireduce_scatter_v, reduction_priority, std::span<const T>(packed, bk.packed_size),
+                std::span<T>(part, bk.counts[r]), bk.counts, plus{}, o_.algorithm);
+      submit(slot, std::move(rq), [this, &bk, part, first, r] {
         if constexpr (reduces_after_accumulation) {
           // Keep the reduced own part where the update will read it: the natural gradient.
           for (std::size_t k = bk.run_begin[r]; k < bk.run_begin[r + 1]; ++k) {
@@ -453,12 +464,8 @@ class sharded_optimizer {
       for (std::size_t r = 0; r < counts.size(); ++r)
         counts[r] = part_.shard_size(static_cast<int>(r));
       std::vector<float> all(std::accumulate(counts.begin(), counts.end(), std::size_t{0}));
-      queue_
-          .submit([&] {
-            hook("all_gather_v", 0);
-            all_gather_v(comm_, mine, all, counts, o_.algorithm);
-          })
-          .get();
+      hook("all_gather_v", 0);
+      all_gather_v(comm_, mine, all, counts, o_.algorithm);
       std::vector<float> out(lay_.tensor_offset.back());
       std::size_t at = 0;
       for (const auto& shard : part_.shards) {
@@ -507,12 +514,8 @@ class sharded_optimizer {
     }
     const std::vector<std::span<const float>> views(arrays.begin(), arrays.end());
     write_checkpoint_shard(dir, h, views);
-    queue_
-        .submit([&] {
-          hook("barrier", 0);
-          barrier(comm_);
-        })
-        .get();
+    hook("barrier", 0);
+    barrier(comm_);
   }
 
   /// Loads what `save` wrote, from any number of ranks, into this driver's partition
@@ -612,12 +615,18 @@ class sharded_optimizer {
     }
   };
 
-  /// A queued collective and the communication buffer it holds until it is finished.
+  /// A collective in flight, what to do with its result, and the communication buffer it
+  /// holds until it is finished.
   struct pending_op {
-    std::shared_future<void> done;
+    request req;
+    std::function<void()> then;  ///< runs on the caller's thread once the collective is done
     int slot = -1;
     bool finished = false;
   };
+
+  /// Priorities: parameters the next layer needs before gradients wanted only at step().
+  static constexpr int reduction_priority = 0;
+  static constexpr int gather_priority = 1;
 
   [[noreturn]] static void invalid(const std::string& call, const std::string& what) {
     throw error(errc::invalid_argument, "chorus::zero::sharded_optimizer::" + call + ": " + what);
@@ -648,21 +657,36 @@ class sharded_optimizer {
     if (o_.before_collective) o_.before_collective(what, b);
   }
 
-  std::shared_ptr<pending_op> submit(int slot, std::function<void()> work) {
+  /// Posts the nonblocking collective `post` (overlap on) or runs its blocking form (off).
+  template <class Blocking, class... Args>
+  request issue(const chorus::detail::nonblocking_fn<Blocking>& post, int priority_value,
+                Args&&... args) {
+    if (o_.overlap) return post(comm_, std::forward<Args>(args)..., priority{priority_value});
+    Blocking{}(comm_, std::forward<Args>(args)...);
+    return {};
+  }
+
+  std::shared_ptr<pending_op> submit(int slot, request req, std::function<void()> then = {}) {
     auto op = std::make_shared<pending_op>();
     op->slot = slot;
-    op->done = queue_.submit(std::move(work));
+    op->req = std::move(req);
+    op->then = std::move(then);
     pending_.push_back(op);
     return op;
   }
 
-  /// Waits for `op`, frees its buffer, and rethrows its failure.
+  /// Waits for `op`, applies its result, frees its buffer; rethrows its failure.
   void finish(const std::shared_ptr<pending_op>& op) {
     if (!op || op->finished) return;
-    op->done.wait();
     op->finished = true;
+    try {
+      op->req.wait();
+      if (op->then) op->then();
+    } catch (...) {
+      if (op->slot >= 0) comm_pool_.release(op->slot);
+      throw;
+    }
     if (op->slot >= 0) comm_pool_.release(op->slot);
-    op->done.get();
   }
 
   /// Finishes the oldest queued collective; false if none is queued.
@@ -736,12 +760,12 @@ class sharded_optimizer {
     for (std::size_t i = 0; i < bk.counts[r]; ++i) {
       packed[bk.rank_offset[r] + i] = T(master_[bk.shard_offset[r] + i]);
     }
-    submit(slot, [this, b, &bk, packed, r] {
-      hook("all_gather_v", b);
-      all_gather_v(comm_, std::span<const T>(packed + bk.rank_offset[r], bk.counts[r]),
-                   std::span<T>(packed, bk.packed_size), bk.counts, o_.algorithm);
-      unpack(bk, packed, params_.data() + bk.natural_offset);
-    });
+    hook("all_gather_v", b);
+    request rq = issue(iall_gather_v, reduction_priority,
+                       std::span<const T>(packed + bk.rank_offset[r], bk.counts[r]),
+                       std::span<T>(packed, bk.packed_size), bk.counts, o_.algorithm);
+    submit(slot, std::move(rq),
+           [this, &bk, packed] { unpack(bk, packed, params_.data() + bk.natural_offset); });
   }
 
   /// Stage 3: queues the all-gather of bucket b's parameters into a parameter buffer.
@@ -758,13 +782,13 @@ class sharded_optimizer {
     const bucket& bk = lay_.buckets[b];
     T* packed = comm_pool_.data(cs);
     T* natural = param_pool_.data(ps);
-    param_op_[b] = submit(cs, [this, b, &bk, packed, natural] {
-      hook("all_gather_v", b);
-      const std::size_t r = rank_index();
-      all_gather_v(comm_, std::span<const T>(params_.data() + bk.shard_offset[r], bk.counts[r]),
-                   std::span<T>(packed, bk.packed_size), bk.counts, o_.algorithm);
-      unpack(bk, packed, natural);
-    });
+    hook("all_gather_v", b);
+    const std::size_t r = rank_index();
+    request rq = issue(iall_gather_v, gather_priority,
+                       std::span<const T>(params_.data() + bk.shard_offset[r], bk.counts[r]),
+                       std::span<T>(packed, bk.packed_size), bk.counts, o_.algorithm);
+    param_op_[b] =
+        submit(cs, std::move(rq), [&bk, packed, natural] { unpack(bk, packed, natural); });
   }
 
   communicator<Transport>& comm_;
@@ -783,7 +807,6 @@ class sharded_optimizer {
   std::vector<int> grad_slot_, param_slot_;
   std::vector<std::shared_ptr<pending_op>> param_op_;
   std::uint64_t step_ = 0;
-  comm_queue queue_;  // last: destroyed first, so queued work ends before the buffers go
 };
 
 }  // namespace chorus::inline v0::zero

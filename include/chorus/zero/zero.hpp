@@ -4,7 +4,6 @@
 /// memory accounting and resharding checkpoints. See docs/zero.md.
 #include <chorus/zero/buckets.hpp>
 #include <chorus/zero/checkpoint.hpp>
-#include <chorus/zero/comm_queue.hpp>
 #include <chorus/zero/memory.hpp>
 #include <chorus/zero/optimizers.hpp>
 #include <chorus/zero/partition.hpp>
