@@ -54,6 +54,57 @@ TEST_CASE("shm: point-to-point FIFO per tag, early sends, messages larger than t
   REQUIRE(shm_leftovers(job).empty());
 }
 
+TEST_CASE("shm: a receive posted while its message streams in takes the rest over") {
+  // Rank 0 starts a 4 MiB send (one ring's worth goes out at once) and then stays away from
+  // the transport; rank 1, waiting for rank 2 meanwhile, drains that part as unexpected. Its
+  // receive, posted next, must get the part already buffered and the rest streamed in; a
+  // receive of the wrong size fails with `mismatch` and the stream goes on.
+  const std::string job = unique_job("takeover");
+  auto results = run_processes(3, job, [](shm_communicator& comm, failures& f) {
+    auto& t = comm.transport();
+    const chorus::tag_t tag = chorus::detail::user_tag_bit | 41;
+    const std::size_t count = (4u << 20) / sizeof(std::uint32_t);
+    const auto value = [](std::size_t i, int round) {
+      return static_cast<std::uint32_t>(i * 2654435761u + static_cast<std::size_t>(round));
+    };
+    for (int round = 0; round < 2; ++round) {
+      if (comm.rank() == 0) {
+        std::vector<std::uint32_t> out(count);
+        for (std::size_t i = 0; i < count; ++i) out[i] = value(i, round);
+        auto req = t.isend(1, tag, std::as_bytes(std::span(out)));
+        std::this_thread::sleep_for(std::chrono::milliseconds(150));
+        t.wait(req, chorus::deadline::after(std::chrono::seconds(20)));
+      } else if (comm.rank() == 1) {
+        std::vector<int> ping(1);
+        chorus::recv(comm, ping, 2, 7);  // progresses every peer: rank 0's first slots land
+        // round 0: the right size; round 1: one element short
+        std::vector<std::uint32_t> in(round == 0 ? count : count - 1);
+        auto req = t.irecv(0, tag, std::as_writable_bytes(std::span(in)));
+        try {
+          t.wait(req, chorus::deadline::after(std::chrono::seconds(20)));
+          if (round == 1) f.add("a receive of the wrong size completed");
+          for (std::size_t i = 0; i < in.size(); ++i) {
+            if (in[i] != value(i, round)) {
+              f.add("byte " + std::to_string(i * 4) + " wrong after the take-over");
+              break;
+            }
+          }
+        } catch (const chorus::error& e) {
+          if (round == 0 || e.value() != chorus::errc::mismatch) {
+            f.add(std::string("unexpected failure: ") + e.what());
+          }
+        }
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        chorus::send(comm, std::vector<int>{1}, 1, 7);
+      }
+      chorus::barrier(comm);  // the stream after a mismatch is usable
+    }
+  });
+  require_all_ok(results);
+  REQUIRE(shm_leftovers(job).empty());
+}
+
 TEST_CASE("shm: every collective and algorithm, against the reference") {
   for (int ranks : {1, 2, 3, 4, 8}) {
     const std::string job = unique_job("coll");

@@ -279,13 +279,16 @@ struct operation {
 
 using operation_ptr = std::shared_ptr<operation>;
 
-/// A message that arrived before its receive was posted (or is streaming in).
+/// A message that arrived before its receive was posted. Its storage is not initialised:
+/// only the pages the message's bytes are written to are touched (a page fault each), so a
+/// large message whose receive is posted while it streams in (which then takes the rest
+/// over, see `endpoint::irecv`) costs only what had arrived.
 struct unexpected_message {
   tag_t tag = 0;
-  std::vector<std::byte> data;
+  std::unique_ptr<std::byte[]> data;
+  std::size_t bytes = 0;
   std::size_t received = 0;
-  operation_ptr waiting;  ///< a receive posted while the message was still streaming in
-  [[nodiscard]] bool complete() const noexcept { return received == data.size(); }
+  [[nodiscard]] bool complete() const noexcept { return received == bytes; }
 };
 
 /// One process's end of the shared-memory channels of a job: the inboxes, the rings to
@@ -353,8 +356,10 @@ class endpoint {
                                             reinterpret_cast<std::byte*>(&probe), sizeof probe) &&
               probe == detail::shm::single_copy_probe) {
             readable[static_cast<std::size_t>(p)] = '1';
+            links_[p].single_copy_from = true;
           }
           links_[p].inbox = open_segment(peer_name, bytes, p);
+          check_inbox(p, pid);
         }
         // Round 2: everybody has mapped everything, so the names can go; and each rank says
         // which peers it can read single-copy, so that senders know whom to offer it.
@@ -407,14 +412,13 @@ class endpoint {
     auto& arrived = links_[peer].unexpected;
     for (auto it = arrived.begin(); it != arrived.end(); ++it) {
       detail::shm::unexpected_message& u = **it;
-      if (u.tag != tag || u.waiting) continue;
+      if (u.tag != tag) continue;
       if (u.complete()) {
         deliver_buffered(u, *op);
-        arrived.erase(it);
       } else {
-        u.waiting = op;  // completes when the rest of the message has streamed in
-        op->status = detail::shm::state::active;
+        take_over(links_[peer].incoming, u, op);
       }
+      arrived.erase(it);
       return op;
     }
     links_[peer].posted.push_back(op);
@@ -489,9 +493,6 @@ class endpoint {
       } else {
         auto& queue = links_[req->peer].posted;
         std::erase(queue, req);
-        for (auto& u : links_[req->peer].unexpected) {
-          if (u->waiting == req) u->waiting.reset();
-        }
         auto& in = links_[req->peer].incoming;
         if (in.target == req) in.discard = true;  // drain the rest of it into nowhere
       }
@@ -530,8 +531,9 @@ class endpoint {
     std::deque<request> outgoing;  ///< sends to the peer, in send order
     /// single-copy sends the peer has not finished reading, with their descriptor slot
     std::deque<std::pair<request, std::uint64_t>> in_flight;
-    bool single_copy_to = false;  ///< whether the peer reads our memory directly
-    std::deque<request> posted;   ///< unmatched receives from the peer
+    bool single_copy_to = false;    ///< whether the peer reads our memory directly
+    bool single_copy_from = false;  ///< whether we read the peer's (we told it so)
+    std::deque<request> posted;     ///< unmatched receives from the peer
     /// messages from the peer that arrived before their receive, in arrival order
     std::deque<std::shared_ptr<detail::shm::unexpected_message>> unexpected;
     incoming_state incoming;  ///< the message from the peer streaming in
@@ -574,11 +576,58 @@ class endpoint {
     }
   }
 
-  /// Maps rank `owner`'s segment `name` of `bytes` bytes.
+  /// Rank `p`'s inbox, just mapped, must carry what its owner wrote before announcing it:
+  /// its pid and this job's geometry.
+  void check_inbox(int p, int pid) const {
+    const detail::shm::inbox_header* h = inbox(p);
+    if (h->pid != pid || h->ranks != static_cast<std::uint32_t>(size_) ||
+        h->slot_bytes != geometry_.slot_bytes ||
+        h->slots != static_cast<std::uint32_t>(geometry_.slots)) {
+      throw error(errc::transport,
+                  "chorus::shm_transport: rank " + std::to_string(rank_) + ": the inbox of rank " +
+                      std::to_string(p) + " says pid " + std::to_string(h->pid) + ", " +
+                      std::to_string(h->ranks) + " ranks, slots of " +
+                      std::to_string(h->slot_bytes) + " bytes, where rank " + std::to_string(p) +
+                      " announced pid " + std::to_string(pid) + " in a job of " +
+                      std::to_string(size_) +
+                      " ranks: it is not that rank's inbox (a forged or stale segment)");
+    }
+  }
+
+  /// Maps rank `owner`'s segment `name` of `bytes` bytes, after checking that it is what
+  /// that rank made: a regular object of this user, unreadable to anybody else (0600), of
+  /// exactly that size. A segment that fails a check was not made by a rank of this job (a
+  /// name another user forged, or planted under a guessed name) -- or a shorter one, which
+  /// would make this process die of SIGBUS at the first access beyond its end.
   detail::shm::mapping open_segment(const std::string& name, std::size_t bytes, int owner) const {
-    bootstrap::detail::unique_fd f(::shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0600));
+    bootstrap::detail::unique_fd f(::shm_open(name.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600));
     if (f.get() < 0) {
       detail::shm::throw_errno(rank_, "shm_open(" + name + ") of rank " + std::to_string(owner));
+    }
+    struct stat st {};
+    if (::fstat(f.get(), &st) != 0) {
+      detail::shm::throw_errno(rank_, "fstat of " + name + " of rank " + std::to_string(owner));
+    }
+    const auto refuse = [&](const std::string& why) {
+      throw error(errc::transport,
+                  "chorus::shm_transport: rank " + std::to_string(rank_) + ": the segment " + name +
+                      " that rank " + std::to_string(owner) + " announced " + why +
+                      "; it was not made by a rank of this job (another user's, or a stale "
+                      "or forged name), so it is not used");
+    };
+    if (!S_ISREG(st.st_mode)) refuse("is not a regular shared-memory object");
+    if (st.st_uid != ::geteuid()) {
+      refuse("belongs to uid " + std::to_string(st.st_uid) + ", not to this process's uid " +
+             std::to_string(::geteuid()));
+    }
+    if ((st.st_mode & 077) != 0) {
+      char mode[8];
+      std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+      refuse(std::string("has mode ") + mode + " (a rank makes its segments 0600)");
+    }
+    if (static_cast<std::uint64_t>(st.st_size) != bytes) {
+      refuse("has " + std::to_string(st.st_size) + " bytes, not the " + std::to_string(bytes) +
+             " expected");
     }
     return map(f.get(), bytes, name);
   }
@@ -697,35 +746,64 @@ class endpoint {
     const std::uint64_t head = c->head.load(std::memory_order_acquire);
     if (tail == head) return false;
     incoming_state& in = links_[peer].incoming;
-    auto& arrived = links_[peer].unexpected;
+    if (head - tail > geometry_.slots) corrupt_slot(peer, "head", head - tail);
     while (tail != head) {
       const std::byte* s = slot(c, tail);
-      const auto* hdr = reinterpret_cast<const detail::shm::slot_header*>(s);
+      // One read of the header: the checks below hold for the values used after them even
+      // if the peer writes the slot meanwhile.
+      const detail::shm::slot_header h = *reinterpret_cast<const detail::shm::slot_header*>(s);
       const std::byte* payload = s + detail::shm::slot_header_bytes;
-      if (!in.active) start_message(peer, hdr->tag, hdr->total_bytes, in);
+      if (!in.active) start_message(peer, h.tag, h.total_bytes, in);
+      check_slot(peer, h, in);
       std::byte* const into = in.discard  ? nullptr
                               : in.target ? in.target->recv_data
-                                          : in.buffer->data.data();
-      std::size_t n = hdr->bytes;
-      if (hdr->single_copy != 0) {
-        n = hdr->total_bytes;
+                                          : in.buffer->data.get();
+      std::size_t n = h.bytes;
+      if (h.single_copy != 0) {
+        n = h.total_bytes;
         if (into != nullptr &&
-            !detail::shm::read_peer_memory(peers_.pid(peer), hdr->address, into, n)) {
+            !detail::shm::read_peer_memory(peers_.pid(peer), h.address, into, n)) {
           throw error(errno == ESRCH ? errc::peer_lost : errc::transport,
                       "rank " + std::to_string(rank_) + ": reading a message of " +
                           std::to_string(n) + " bytes from rank " + std::to_string(peer) +
                           "'s memory failed: " + std::strerror(errno));
         }
       } else if (into != nullptr && n != 0) {
-        detail::copy_bytes(into + hdr->offset, payload, n);
+        detail::copy_bytes(into + h.offset, payload, n);
       }
       in.received += n;
       ++tail;
-      if (in.received == in.total) finish_message(in, arrived);
+      if (in.received == in.total) finish_message(in);
     }
     c->tail.store(tail, std::memory_order_release);  // the slots may be reused
     ring(peer);
     return true;
+  }
+
+  /// A slot must continue the message streaming in from `peer` exactly where it stands and
+  /// stay inside it and inside the slot; anything else would make this rank read or write
+  /// out of bounds, so it is refused before any copy.
+  void check_slot(int peer, const detail::shm::slot_header& h, const incoming_state& in) const {
+    if (h.total_bytes != in.total) corrupt_slot(peer, "total_bytes", h.total_bytes);
+    if (h.offset != in.received) corrupt_slot(peer, "offset", h.offset);
+    if (h.single_copy != 0) {
+      if (h.single_copy != 1 || in.received != 0 || !links_[peer].single_copy_from) {
+        corrupt_slot(peer, "single_copy", h.single_copy);
+      }
+      return;
+    }
+    if (h.bytes > geometry_.payload_bytes() || h.bytes > in.total - in.received ||
+        (h.bytes == 0 && in.total != 0)) {
+      corrupt_slot(peer, "bytes", h.bytes);
+    }
+  }
+
+  [[noreturn]] void corrupt_slot(int peer, const char* field, std::uint64_t value) const {
+    throw error(errc::transport,
+                "rank " + std::to_string(rank_) + ": a corrupt slot in the channel from rank " +
+                    std::to_string(peer) + " (" + field + " = " + std::to_string(value) +
+                    "): that process wrote outside chorus's protocol (damaged memory, or not a "
+                    "chorus rank of this job); nothing was copied");
   }
 
   void start_message(int peer, tag_t tag, std::size_t total, incoming_state& in) {
@@ -746,33 +824,43 @@ class endpoint {
     }
     in.buffer = std::make_shared<detail::shm::unexpected_message>();
     in.buffer->tag = tag;
-    in.buffer->data.resize(total);
+    in.buffer->data.reset(new std::byte[total]);  // not value-initialised: see the struct
+    in.buffer->bytes = total;
     links_[peer].unexpected.push_back(in.buffer);
   }
 
-  void finish_message(incoming_state& in,
-                      std::deque<std::shared_ptr<detail::shm::unexpected_message>>& arrived) {
+  void finish_message(incoming_state& in) {
     if (in.target) {
       if (in.target->status != detail::shm::state::done) {  // not cancelled, no mismatch
         in.target->progress = in.total;
         in.target->status = detail::shm::state::done;
       }
     } else if (in.buffer) {
-      in.buffer->received = in.buffer->data.size();
-      if (in.buffer->waiting) {
-        request w = std::move(in.buffer->waiting);
-        deliver_buffered(*in.buffer, *w);
-        std::erase(arrived, in.buffer);
-      }
+      in.buffer->received = in.buffer->bytes;
     }
     in = incoming_state{};
   }
 
+  /// A receive `op` matches `u`, the message from this peer that is still streaming in
+  /// (`in`, the only one that can be incomplete): what has arrived is copied and the rest
+  /// streams straight into the receive. A size mismatch fails `op` and drops the rest.
+  void take_over(incoming_state& in, detail::shm::unexpected_message& u, const request& op) {
+    in.buffer.reset();  // `u` stays alive in the caller's list until it is erased
+    if (op->bytes != u.bytes) {
+      mismatch(*op, u.bytes);
+      in.discard = true;
+      return;
+    }
+    if (in.received != 0) detail::copy_bytes(op->recv_data, u.data.get(), in.received);
+    in.target = op;
+    op->status = detail::shm::state::active;
+  }
+
   void deliver_buffered(const detail::shm::unexpected_message& u, detail::shm::operation& op) {
-    if (op.bytes != u.data.size()) {
-      mismatch(op, u.data.size());
-    } else if (!u.data.empty()) {
-      detail::copy_bytes(op.recv_data, u.data.data(), u.data.size());
+    if (op.bytes != u.bytes) {
+      mismatch(op, u.bytes);
+    } else if (u.bytes != 0) {
+      detail::copy_bytes(op.recv_data, u.data.get(), u.bytes);
     }
     op.progress = op.bytes;
     op.status = detail::shm::state::done;
