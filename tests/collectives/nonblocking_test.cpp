@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <thread>
@@ -240,4 +241,30 @@ TEST_CASE("requests: wait_any returns a completed request; empty requests are co
     none.wait();
     REQUIRE(chorus::wait_any(std::vector<chorus::request>{}) == 0);
   });
+}
+
+TEST_CASE("requests: the engine reuses finished collectives' scratch, keeping the 4 largest") {
+  chorus::detail::scratch_pool pool;
+  auto a = pool.take(1000);
+  std::byte* const first = a.memory.get();
+  REQUIRE(a.bytes == 1000);
+  pool.give(std::move(a));
+  auto b = pool.take(800);  // fits in the kept area: the same memory, no new allocation
+  REQUIRE(b.memory.get() == first);
+  REQUIRE(b.bytes == 1000);
+  auto c = pool.take(2000);  // nothing kept fits: new
+  REQUIRE(c.memory.get() != first);
+  REQUIRE(reinterpret_cast<std::uintptr_t>(c.memory.get()) % 64 == 0);
+  pool.give(std::move(b));
+  pool.give(std::move(c));
+  // smallest fitting first
+  auto d = pool.take(900);
+  REQUIRE(d.bytes == 1000);
+  pool.give(std::move(d));
+  // five areas given: the smallest (1000) is dropped, the four largest stay
+  for (std::size_t bytes : {3000u, 4000u, 5000u}) pool.give(pool.take(bytes));
+  std::vector<std::size_t> kept;
+  for (int i = 0; i < 4; ++i) kept.push_back(pool.take(1).bytes);
+  REQUIRE(kept == std::vector<std::size_t>{2000, 3000, 4000, 5000});
+  REQUIRE(pool.take(1).bytes == 1);  // the pool is empty now
 }
