@@ -13,7 +13,10 @@
 //   pid           prints "pid <pid>"
 //   store         from_env(), all_gather_blob of its rank, a barrier; prints "gathered ..."
 //   tail          prints a line without a newline, then exits
+//   shm           from_env(), then a shared-memory transport (its start-up exchange);
+//                 prints "shm up"
 #include <chorus/bootstrap/from_env.hpp>
+#include <chorus/transport/shm.hpp>
 
 #include <signal.h>
 #include <unistd.h>
@@ -104,6 +107,9 @@ int main(int argc, char** argv) {
       chorus::bootstrap::barrier(world.store, "chorus/" + world.job_id + "/probe/done", world.rank,
                                  world.size, d);
       put(1, text + "\n");
+    } else if (verb == "shm") {
+      chorus::shm_transport t{chorus::bootstrap::from_env()};
+      put(1, "shm up\n");
     } else if (verb == "tail") {
       put(1, "no newline at the end");
     } else {

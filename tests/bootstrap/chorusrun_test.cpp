@@ -8,6 +8,7 @@
 
 #include "bootstrap/process.hpp"
 
+#include <filesystem>
 #include <map>
 #include <regex>
 #include <set>
@@ -246,4 +247,27 @@ TEST_CASE("chorusrun: SIGINT or SIGTERM to chorusrun stops every rank") {
   const auto pids = pids_in(r.out);
   CHECK(pids.size() == 3);
   for (const pid_t p : pids) CHECK_FALSE(proc::alive(p));
+}
+
+TEST_CASE("chorusrun: ranks stopped during the shared-memory start-up leave nothing in /dev/shm") {
+  // Ranks 0-2 create their segments and wait in the name exchange for rank 3, which fails
+  // first: chorusrun stops them there (SIGTERM), where they cannot unlink their segments.
+  const auto r = run({"-n", "4", "--grace", "2"}, {"env", "3:sleep=2", "3:exit=3", "shm"});
+  REQUIRE_FALSE(r.timed_out);
+  CHECK(r.exit_code() == 3);
+  const std::regex job_re(R"(job=([0-9a-f]+))");
+  std::smatch m;
+  REQUIRE(std::regex_search(r.out, m, job_re));
+  const std::string prefix = "chorus-" + m[1].str() + "-";
+  std::vector<std::string> left;
+  for (const auto& e : std::filesystem::directory_iterator("/dev/shm")) {
+    if (e.path().filename().string().starts_with(prefix)) left.push_back(e.path());
+  }
+  CHECK(left.empty());
+  const auto mine = own_lines(r.err);
+  REQUIRE(mine.size() == 2);
+  CHECK(mine[0] == "chorusrun: rank 3 exited with status 3; stopped the other 3 ranks");
+  // normally 3; fewer only if a rank had not created its segment within the 2 s
+  CHECK(std::regex_match(mine[1], std::regex("chorusrun: removed [1-3] shared-memory segments? "
+                                             "of this job left in /dev/shm by stopped ranks")));
 }

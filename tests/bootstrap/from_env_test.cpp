@@ -201,8 +201,9 @@ TEST_CASE("from_env: every missing or malformed variable is named") {
   check({{"RANK", " 1"}, {"WORLD_SIZE", "2"}}, "RANK=' 1' is not an integer");
   check({{"RANK", "-1"}, {"WORLD_SIZE", "2"}}, "RANK='-1' is out of range");
   check({{"RANK", "0"}, {"WORLD_SIZE", "0"}},
-        "WORLD_SIZE='0' is out of range: it must be 1 or more");
-  check({{"RANK", "0"}, {"WORLD_SIZE", "99999999999"}}, "WORLD_SIZE='99999999999' is out of range");
+        "WORLD_SIZE='0' is out of range: it must be from 1 to 2147483647");
+  check({{"RANK", "0"}, {"WORLD_SIZE", "99999999999"}},
+        "WORLD_SIZE='99999999999' is out of range: it must be from 1 to 2147483647");
   check({{"RANK", "4"}, {"WORLD_SIZE", "4"}}, "RANK=4 is not below WORLD_SIZE=4 (torchrun)");
   check({{"RANK", "0"},
          {"WORLD_SIZE", "2"},
@@ -230,7 +231,8 @@ TEST_CASE("from_env: every missing or malformed variable is named") {
         "MASTER_PORT='http' is not a port from 1 to 65534");
   check({{"PMI_RANK", "0"}, {"PMI_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "65535"}},
         "MASTER_PORT='65535' is not a port");
-  for (const std::string bad : {"localhost", "host:0", "host:65536", ":80", "host:", "host:8x"}) {
+  for (const std::string bad : {"localhost", "host:0", "host:65536", ":80", "host:", "host:8x",
+                                "[::1", "[::1:80", "::1]:80", "::1:80", "[]:80", "[a]b]:80"}) {
     check({{"CHORUS_RANK", "0"}, {"CHORUS_SIZE", "2"}, {"CHORUS_STORE", bad}},
           "CHORUS_STORE='" + bad + "' is not host:port");
   }
@@ -238,6 +240,17 @@ TEST_CASE("from_env: every missing or malformed variable is named") {
         "CHORUS_JOB_ID='a/b' must be 1 to 64 letters");
   check({{"CHORUS_RANK", "0"}, {"CHORUS_SIZE", "1"}, {"CHORUS_TIMEOUT", "soon"}},
         "CHORUS_TIMEOUT='soon' is not a positive duration");
+  // read later by the communicator, but checked before any store is reached
+  check({{"CHORUS_RANK", "0"},
+         {"CHORUS_SIZE", "2"},
+         {"CHORUS_STORE", "127.0.0.1:1"},
+         {"CHORUS_CHECK", "2"}},
+        "CHORUS_CHECK='2' is not a switch; use 1 or 0");
+  check({{"CHORUS_RANK", "0"},
+         {"CHORUS_SIZE", "2"},
+         {"CHORUS_STORE", "127.0.0.1:1"},
+         {"CHORUS_PROGRESS", "async"}},
+        "CHORUS_PROGRESS='async' is not a progress mode; use thread or caller");
 }
 
 TEST_CASE("from_env: the real environment is read through process_environment") {

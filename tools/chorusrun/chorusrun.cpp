@@ -16,7 +16,9 @@
 //  5. when a rank fails (non-zero exit, or killed by a signal), sends SIGTERM to the other
 //     ranks' process groups, SIGKILL after --grace seconds, and reports the first failure
 //     in one line; SIGINT/SIGTERM/SIGHUP to chorusrun are forwarded the same way (a second
-//     one kills at once).
+//     one kills at once);
+//  6. once every rank has exited, removes the job's shared-memory segments that ranks
+//     stopped by a signal during start-up left in /dev/shm (saying how many).
 //
 // Exit status: 0 when every rank exits 0; the first failing rank's exit status, or 128 +
 // its signal number; 128 + the signal when chorusrun itself was interrupted (130 for
@@ -33,9 +35,11 @@
 
 #include <CLI/CLI.hpp>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -186,7 +190,7 @@ class launcher {
     if (!sigfd_) return fail("signalfd", errno);
 
     chorus::bootstrap::tcp_store_server server;  // 127.0.0.1, a free port
-    const std::string job_id = chorus::bootstrap::detail::random_hex(16);
+    job_id_ = chorus::bootstrap::detail::random_hex(16);
 
     unique_fd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     if (!devnull) return fail("open /dev/null", errno);
@@ -201,7 +205,7 @@ class launcher {
     base_env.push_back("CHORUS_SIZE=" + std::to_string(s_.np));
     base_env.push_back("CHORUS_LOCAL_SIZE=" + std::to_string(s_.np));
     base_env.push_back("CHORUS_STORE=" + server.address());
-    base_env.push_back("CHORUS_JOB_ID=" + job_id);
+    base_env.push_back("CHORUS_JOB_ID=" + job_id_);
     if (!s_.timeout.empty()) base_env.push_back("CHORUS_TIMEOUT=" + s_.timeout);
     if (s_.check) base_env.push_back("CHORUS_CHECK=1");
 
@@ -214,6 +218,8 @@ class launcher {
       if (const int code = start(r, prog.path, argv, base_env, devnull.get()); code != 0) {
         stop_all(SIGTERM);
         loop();
+        reap_all();
+        sweep_segments();
         return code;
       }
       // A signal or a rank that already failed stops the start-up: the ranks started so
@@ -473,13 +479,51 @@ class launcher {
     }
   }
 
-  int finish() {
-    // Reap anything left (a rank that ignored SIGTERM was SIGKILLed in loop()).
+  /// Reaps anything left (a rank that ignored SIGTERM was SIGKILLed in loop()).
+  void reap_all() {
     while (running_count() > 0) {
       stop_all(SIGKILL);
       ::usleep(1000);
       reap();
     }
+  }
+
+  /// Removes the job's shared-memory segments that its ranks left behind. A rank unlinks
+  /// its segments once every peer has mapped them, or when it fails; one stopped by a signal
+  /// while the ranks still exchanged their names (a peer failed at start-up, or chorusrun
+  /// was interrupted) could not. The names start with "chorus-<job id>-" (shm.hpp).
+  void sweep_segments() {
+    const int removed = remove_segments();
+    if (removed != 0) {
+      say("removed " + std::to_string(removed) + " shared-memory segment" +
+          (removed == 1 ? "" : "s") + " of this job left in /dev/shm by stopped ranks");
+    }
+  }
+
+  int remove_segments() const {
+    const std::string prefix = "chorus-" + job_id_ + "-";
+    int removed = 0;
+    if (DIR* d = ::opendir("/dev/shm")) {
+      while (const dirent* e = ::readdir(d)) {
+        const std::string_view name(e->d_name);
+        if (name.starts_with(prefix) && ::shm_unlink(("/" + std::string(name)).c_str()) == 0) {
+          ++removed;
+        }
+      }
+      ::closedir(d);
+    }
+    return removed;
+  }
+
+  int finish() {
+    reap_all();
+    const int code = report();
+    sweep_segments();  // after the report: the first line says what failed
+    return code;
+  }
+
+  /// The one-line report of how the job ended; its exit status.
+  int report() {
     const auto others = [](int n, bool all) {
       if (n == 0) return std::string();
       const std::string noun = n == 1 ? "rank" : "ranks";
@@ -517,6 +561,7 @@ class launcher {
   }
 
   settings s_;
+  std::string job_id_;  ///< CHORUS_JOB_ID: names the job's shared-memory segments
   unique_fd sigfd_;
   std::vector<rank_process> ranks_;
   std::optional<steady::time_point> kill_at_;  ///< when the stopped ranks get SIGKILL

@@ -171,8 +171,8 @@ inline int parse_count(std::string_view var, const std::string& value, long long
     fail(std::string(var) + "='" + value + "' is not an integer (" + std::string(name(l)) + ")");
   }
   if (*v < min || *v > 0x7FFF'FFFF) {
-    fail(std::string(var) + "='" + value + "' is out of range: it must be " +
-         (min == 0 ? "0 or more" : "1 or more") + " (" + std::string(name(l)) + ")");
+    fail(std::string(var) + "='" + value + "' is out of range: it must be from " +
+         std::to_string(min) + " to 2147483647 (" + std::string(name(l)) + ")");
   }
   return static_cast<int>(*v);
 }
@@ -204,13 +204,19 @@ inline std::pair<std::string, std::uint16_t> parse_address(std::string_view var,
                                                            const std::string& value) {
   const auto colon = value.rfind(':');
   std::string host = colon == std::string::npos ? "" : value.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
+  // An IPv6 host is in brackets, both of them; a host without brackets has no ':'.
+  bool valid_host = !host.empty();
+  if (!host.empty() && (host.front() == '[' || host.back() == ']')) {
+    valid_host = host.size() > 2 && host.front() == '[' && host.back() == ']' &&
+                 host.find_first_of("[]", 1) == host.size() - 1;
+    host = valid_host ? host.substr(1, host.size() - 2) : "";
+  } else if (host.find(':') != std::string::npos) {
+    valid_host = false;
   }
   const auto port = colon == std::string::npos
                         ? std::nullopt
                         : parse_int(std::string_view(value).substr(colon + 1));
-  if (host.empty() || !port || *port < 1 || *port > 65535) {
+  if (!valid_host || !port || *port < 1 || *port > 65535) {
     fail(std::string(var) + "='" + value + "' is not host:port (e.g. 127.0.0.1:29400 or " +
          "[::1]:29400)");
   }
@@ -350,6 +356,16 @@ inline world detect_world(const environment& env = process_environment()) {
            "500ms, 30s or 5m");
     }
     w.timeout = *d;
+  }
+  // Settings the communicator reads later are checked here too, before any store is
+  // reached or transport built, so a typo fails at once on every rank.
+  if (auto c = lookup(env, "CHORUS_CHECK")) {
+    if (!parse_switch(*c)) fail("CHORUS_CHECK='" + *c + "' is not a switch; use 1 or 0");
+  }
+  if (auto m = lookup(env, "CHORUS_PROGRESS")) {
+    if (*m != "thread" && *m != "caller") {
+      fail("CHORUS_PROGRESS='" + *m + "' is not a progress mode; use thread or caller");
+    }
   }
   return w;
 }

@@ -73,14 +73,19 @@ inline duration timeout_from_env() {
                   "such as 500ms, 30s or 5m");
 }
 
+/// A switch's value: "1", "true", "on", "yes" or "0", "false", "off", "no"; else nothing.
+inline std::optional<bool> parse_switch(std::string_view v) {
+  if (v == "1" || v == "true" || v == "on" || v == "yes") return true;
+  if (v == "0" || v == "false" || v == "off" || v == "no") return false;
+  return std::nullopt;
+}
+
 /// Whether `CHORUS_CHECK` asks for collective fingerprint checking ("1", "true", "on",
 /// "yes"; "0", "false", "off", "no" or unset disable it). Anything else is an error.
 inline bool check_from_env() {
   const char* value = std::getenv("CHORUS_CHECK");
   if (value == nullptr || *value == '\0') return false;
-  const std::string_view v(value);
-  if (v == "1" || v == "true" || v == "on" || v == "yes") return true;
-  if (v == "0" || v == "false" || v == "off" || v == "no") return false;
+  if (auto on = parse_switch(value)) return *on;
   throw error(errc::invalid_argument, std::string("chorus: CHORUS_CHECK='") + value +
                                           "' is not a switch; use 1 to enable checking or 0 "
                                           "to disable it");
