@@ -153,6 +153,7 @@ TEST_CASE("stream groups: an abort of the parent fails its groups, and a group's
           "[stream][group]") {
   for (bool parent_aborts : {true, false}) {
     std::latch ready(4);
+    std::latch abort_done(4);
     fake::run(4, [&](fake_comm& comm, fake::stream& s) {
       auto half = comm.split(comm.rank() % 2, 0);
       ready.arrive_and_wait();
@@ -163,6 +164,10 @@ TEST_CASE("stream groups: an abort of the parent fails its groups, and a group's
           half->abort("rank 1 gave up on its group");
         }
       }
+      // No rank starts its collective before the abort is in: ranks 0 and 2 share neither
+      // the aborting rank nor its communicator, and a collective they finished first would
+      // rightly have succeeded.
+      abort_done.arrive_and_wait();
       fake_comm& other = parent_aborts ? *half : comm;
       try {
         (void)sum_all_reduce(other, s, 1.0f);
