@@ -11,6 +11,7 @@
 #include <chrono>
 #include <fstream>
 #include <thread>
+#include <vector>
 
 using namespace harness;
 using chorus::schedule::collective;
@@ -106,10 +107,13 @@ TEST_CASE("shm: a receive posted while its message streams in takes the rest ove
 }
 
 TEST_CASE("shm: every collective and algorithm, against the reference") {
-  for (int ranks : {1, 2, 3, 4, 8}) {
+  // Under AddressSanitizer 8 ranks on 2 cores took most of this case's 100 s; 5 keeps a
+  // rank count that is neither a power of two nor small.
+  const std::vector<int> rank_counts =
+      address_sanitizer ? std::vector<int>{1, 2, 3, 5} : std::vector<int>{1, 2, 3, 4, 8};
+  for (int ranks : rank_counts) {
     const std::string job = unique_job("coll");
-    // The whole sweep at 8 ranks on 2 cores under the sanitizers takes ~40 s alone and
-    // several times that on a loaded machine; the ranks' own deadlines catch a hang.
+    // The ranks' own deadlines catch a hang.
     process_options o;
     o.deadline = std::chrono::seconds{600};
     auto results = run_processes(

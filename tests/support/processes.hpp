@@ -12,6 +12,7 @@
 #include <chorus/transport/shm.hpp>
 
 #include "harness.hpp"
+#include "sanitizers.hpp"
 
 #include <dirent.h>
 #include <poll.h>
@@ -27,24 +28,11 @@
 #include <utility>
 #include <vector>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define CHORUS_TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define CHORUS_TEST_ASAN 1
-#endif
-#endif
-#ifndef CHORUS_TEST_ASAN
-#define CHORUS_TEST_ASAN 0
-#endif
 #if CHORUS_TEST_ASAN
 #include <sanitizer/lsan_interface.h>
 #endif
 
 namespace harness {
-
-/// Whether this build runs under AddressSanitizer.
-inline constexpr bool address_sanitizer = CHORUS_TEST_ASAN != 0;
 
 using shm_communicator = chorus::communicator<chorus::shm_transport>;
 
