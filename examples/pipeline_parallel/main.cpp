@@ -1,10 +1,13 @@
 /// \file
 /// pipeline_parallel: a small network cut into one stage per rank and trained with the GPipe
-/// and the 1F1B (PipeDream-flush) schedules, over shared memory between processes started by
-/// chorusrun.
+/// and the 1F1B (PipeDream-flush) schedules, over shared memory (or UCX) between processes
+/// started by chorusrun.
 ///
 ///     chorusrun -n 4 pipeline_parallel [--schedule gpipe|1f1b|both] [--micro-batches M]
-///                                      [--steps N] [--stage-ms T]
+///                                      [--steps N] [--stage-ms T] [--transport shm|ucx]
+///
+/// --transport ucx runs the same program over UCX (when chorus's ucx component was found at
+/// build time), e.g. one stage per host.
 ///
 /// The model is 2P dense layers of width 16 (tanh, the last one linear) under a squared
 /// error; rank r holds layers 2r and 2r+1. A step splits its batch into M micro-batches.
@@ -35,6 +38,9 @@
 /// stashed other than M (GPipe) or min(M, P-r) (1F1B) micro-batches, or if a schedule's
 /// bubble, averaged over the steps, is more than 10 % off (p-1)/(m+p-1).
 #include <chorus/chorus.hpp>
+#if CHORUS_EXAMPLE_UCX
+#include <chorus/transport/ucx.hpp>
+#endif
 
 #include <algorithm>
 #include <chrono>
@@ -53,7 +59,6 @@
 namespace {
 
 using clock_type = std::chrono::steady_clock;
-using comm_type = chorus::communicator<chorus::shm_transport>;
 using matrix = std::vector<float>;  // rows x width, row-major
 
 constexpr std::size_t width = 16;  // every layer is width x width
@@ -66,12 +71,14 @@ struct settings {
   int micro_batches = 8;
   int steps = 3;
   int stage_ms = 20;
+  std::string transport = "shm";
 };
 
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
                "pipeline_parallel: %s\nusage: chorusrun -n P pipeline_parallel [--schedule "
-               "gpipe|1f1b|both] [--micro-batches M] [--steps N] [--stage-ms T]\n",
+               "gpipe|1f1b|both] [--micro-batches M] [--steps N] [--stage-ms T] [--transport "
+               "shm|ucx]\n",
                why);
   std::exit(2);
 }
@@ -85,6 +92,11 @@ settings parse(int argc, char** argv) {
       s.schedule = argv[i + 1];
       if (s.schedule == "gpipe" || s.schedule == "1f1b" || s.schedule == "both") continue;
       usage("--schedule is gpipe, 1f1b or both");
+    }
+    if (flag == "--transport") {
+      s.transport = argv[i + 1];
+      if (s.transport == "shm" || s.transport == "ucx") continue;
+      usage("--transport is shm or ucx");
     }
     char* end = nullptr;
     const int v = static_cast<int>(std::strtol(argv[i + 1], &end, 10));
@@ -224,7 +236,8 @@ constexpr std::size_t peak_at = 0, loss_at = 1, equal_at = 2, slots_at = 3;
 std::size_t report_size(std::size_t actions) { return slots_at + 2 * actions; }
 
 /// Runs one step of stage `comm.rank()` on its layers `mine` following `actions`.
-std::vector<double> pipeline_step(comm_type& comm, std::vector<layer>& mine,
+template <class Comm>
+std::vector<double> pipeline_step(Comm& comm, std::vector<layer>& mine,
                                   const std::vector<action>& actions, int step, const settings& s) {
   const int r = comm.rank(), p = comm.size(), m = s.micro_batches;
   std::vector<double> report(report_size(actions.size()));
@@ -303,7 +316,8 @@ std::vector<double> pipeline_step(comm_type& comm, std::vector<layer>& mine,
 /// One untimed exchange with both neighbours (tag 2^30, apart from the steps' 2 micro + 0|1):
 /// it starts the progress thread and warms the channels, which otherwise costs the first
 /// pipelined step about 15 ms.
-void warm_up(comm_type& comm) {
+template <class Comm>
+void warm_up(Comm& comm) {
   const int r = comm.rank(), p = comm.size();
   std::vector<float> out(rows * width), in(rows * width);
   if (p > 1) chorus::sendrecv(comm, out, (r + 1) % p, in, (r + p - 1) % p, 1u << 30);
@@ -340,7 +354,8 @@ void print_timeline(const std::vector<double>& all, const std::vector<std::vecto
 
 /// Trains from scratch with one schedule; rank 0 prints every step and the last step's
 /// timeline. Returns the bubble averaged over steps (on rank 0), or -1 if a check failed.
-double train(comm_type& comm, const std::string& schedule, const settings& s) {
+template <class Comm>
+double train(Comm& comm, const std::string& schedule, const settings& s) {
   const int r = comm.rank(), p = comm.size(), m = s.micro_batches;
   const std::size_t n_layers = layers_per_stage * static_cast<std::size_t>(p);
   std::vector<layer> net, mine;
@@ -395,12 +410,8 @@ double train(comm_type& comm, const std::string& schedule, const settings& s) {
   return ok ? bubble_sum / s.steps : -1;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) try {
-  const settings s = parse(argc, argv);
-  const chorus::bootstrap::world world = chorus::bootstrap::from_env();
-  comm_type comm{chorus::shm_transport{world}};
+template <class Comm>
+int run(Comm& comm, const settings& s, const char* over) {
   const int p = comm.size(), m = s.micro_batches;
   const double theory = double(p - 1) / (m + p - 1);
   std::string line = "pipeline_parallel: p=" + std::to_string(p) + " m=" + std::to_string(m);
@@ -418,11 +429,31 @@ int main(int argc, char** argv) try {
     line += part;
   }
   // Rank 0 decides, and prints before any rank can exit (chorusrun then stops the others).
-  if (comm.rank() == 0) std::printf("%s %s\n", line.c_str(), ok ? "OK" : "FAILED");
+  if (comm.rank() == 0) std::printf("%s %s (over %s)\n", line.c_str(), ok ? "OK" : "FAILED", over);
   std::fflush(stdout);
   std::vector<int> verdict{ok ? 1 : 0};
   chorus::broadcast(comm, verdict, 0);
   return verdict[0] ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  const settings s = parse(argc, argv);
+  const chorus::bootstrap::world world = chorus::bootstrap::from_env();
+  if (s.transport == "ucx") {
+#if CHORUS_EXAMPLE_UCX
+    chorus::communicator<chorus::ucx_transport> comm{chorus::ucx_transport{world}};
+    return run(comm, s, "UCX");
+#else
+    std::fprintf(stderr,
+                 "pipeline_parallel: built without UCX (chorus::ucx was not found at "
+                 "build time); use --transport shm\n");
+    return 2;
+#endif
+  }
+  chorus::communicator<chorus::shm_transport> comm{chorus::shm_transport{world}};
+  return run(comm, s, "shared memory");
 } catch (const std::exception& e) {
   std::fprintf(stderr, "pipeline_parallel: %s\n", e.what());
   return 1;

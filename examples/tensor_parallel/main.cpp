@@ -1,8 +1,11 @@
 /// \file
 /// tensor_parallel: Megatron-style tensor parallelism of one transformer layer over shared
-/// memory, between processes started by chorusrun, checked against the unsplit layer.
+/// memory (or UCX), between processes started by chorusrun, checked against the unsplit layer.
 ///
-///     chorusrun -n TP tensor_parallel [--steps N]
+///     chorusrun -n TP tensor_parallel [--steps N] [--transport shm|ucx]
+///
+/// --transport ucx runs the same program over UCX (when chorus's ucx component was found at
+/// build time), e.g. one rank per host.
 ///
 /// The layer (layer.hpp) is causal self-attention with 4 heads, then the MLP GeLU(h A) B,
 /// each with a residual. TP (1, 2 or 4) ranks split the heads and the MLP's hidden units: a
@@ -36,6 +39,9 @@
 
 #include <chorus/bootstrap/from_env.hpp>
 #include <chorus/chorus.hpp>
+#if CHORUS_EXAMPLE_UCX
+#include <chorus/transport/ucx.hpp>
+#endif
 
 #include <algorithm>
 #include <array>
@@ -44,33 +50,47 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <string>
 #include <string_view>
 #include <vector>
 
 namespace {
 
 using namespace tp_example;
-using shm_communicator = chorus::communicator<chorus::shm_transport>;
-
 constexpr dims shape{.seq = 8, .model = 32, .heads = 4, .ffn = 128};
 constexpr std::uint64_t seed = 2024;
 constexpr float lr = 0.1f;
 
-int parse_steps(int argc, char** argv) {
-  if (argc == 1) return 8;
-  char* end = nullptr;
-  const bool flag = argc == 3 && std::string_view(argv[1]) == "--steps";
-  const long steps = flag ? std::strtol(argv[2], &end, 10) : 0;
-  if (steps < 1 || *end != '\0' || steps > 100000) {
-    std::fprintf(stderr, "usage: chorusrun -n TP tensor_parallel [--steps N]\n");
-    std::exit(2);
+struct options {
+  int steps = 8;
+  std::string transport = "shm";
+};
+
+options parse(int argc, char** argv) {
+  options o;
+  for (int i = 1; i < argc; i += 2) {
+    const std::string_view flag = argv[i];
+    const char* value = i + 1 < argc ? argv[i + 1] : nullptr;
+    char* end = nullptr;
+    const long steps = flag == "--steps" && value ? std::strtol(value, &end, 10) : 0;
+    if (flag == "--steps" && value && steps >= 1 && steps <= 100000 && *end == '\0') {
+      o.steps = static_cast<int>(steps);
+    } else if (flag == "--transport" && value &&
+               (std::string_view(value) == "shm" || std::string_view(value) == "ucx")) {
+      o.transport = value;
+    } else {
+      std::fprintf(stderr,
+                   "usage: chorusrun -n TP tensor_parallel [--steps N] [--transport shm|ucx]\n");
+      std::exit(2);
+    }
   }
-  return static_cast<int>(steps);
+  return o;
 }
 
 /// The whole tensor from every rank's slice: the slices side by side (a column split) or
 /// one under another (a row split).
-matrix gather(shm_communicator& comm, const matrix& slice, bool by_columns) {
+template <class Comm>
+matrix gather(Comm& comm, const matrix& slice, bool by_columns) {
   const std::size_t ranks = static_cast<std::size_t>(comm.size()), n = slice.v.size();
   std::vector<float> all(n * ranks);
   chorus::all_gather(comm, slice.v, all);
@@ -83,12 +103,8 @@ matrix gather(shm_communicator& comm, const matrix& slice, bool by_columns) {
   return whole;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) try {
-  const int steps = parse_steps(argc, argv);
-  const chorus::bootstrap::world world = chorus::bootstrap::from_env();
-  shm_communicator comm{chorus::shm_transport{world}};
+template <class Comm>
+int run(Comm& comm, int steps, const char* over) {
   const auto tp = static_cast<std::size_t>(comm.size());
   const auto rank = static_cast<std::size_t>(comm.rank());
   if (shape.heads % tp != 0 || shape.ffn % tp != 0) {
@@ -132,11 +148,11 @@ int main(int argc, char** argv) try {
 
   if (rank == 0) {
     std::printf(
-        "tensor_parallel: tp=%zu over shared memory; one layer (seq %zu, model %zu, %zu "
+        "tensor_parallel: tp=%zu over %s; one layer (seq %zu, model %zu, %zu "
         "heads, ffn %zu); per rank %zu of %zu heads, %zu of %zu hidden units; %d SGD "
         "steps, lr %g\n",
-        tp, S, D, shape.heads, shape.ffn, mine.heads, shape.heads, mine.hidden, shape.ffn, steps,
-        static_cast<double>(lr));
+        tp, over, S, D, shape.heads, shape.ffn, mine.heads, shape.heads, mine.hidden, shape.ffn,
+        steps, static_cast<double>(lr));
     std::printf(
         "bound per all-reduced element: 2 gamma_(n-1) sum|terms|, gamma_m = m u / (1 - "
         "m u), u = 2^-24; n = %zu attn fwd, %zu mlp fwd and bwd, %zu attn bwd\n",
@@ -199,6 +215,26 @@ int main(int argc, char** argv) try {
   std::fflush(stdout);
   chorus::barrier(comm);
   return failed[0] == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  const options o = parse(argc, argv);
+  const chorus::bootstrap::world world = chorus::bootstrap::from_env();
+  if (o.transport == "ucx") {
+#if CHORUS_EXAMPLE_UCX
+    chorus::communicator<chorus::ucx_transport> comm{chorus::ucx_transport{world}};
+    return run(comm, o.steps, "UCX");
+#else
+    std::fprintf(stderr,
+                 "tensor_parallel: built without UCX (chorus::ucx was not found at "
+                 "build time); use --transport shm\n");
+    return 2;
+#endif
+  }
+  chorus::communicator<chorus::shm_transport> comm{chorus::shm_transport{world}};
+  return run(comm, o.steps, "shared memory");
 } catch (const std::exception& e) {
   std::fprintf(stderr, "tensor_parallel: %s\n", e.what());
   return 1;
