@@ -11,6 +11,9 @@
 //   ignore-term   ignores SIGTERM from now on (chorusrun must use SIGKILL)
 //   fds           prints "fds ..." with the descriptors open in this process
 //   pid           prints "pid <pid>"
+//   pause-parent=S  stops its parent (chorusrun) with SIGSTOP and leaves a child that
+//                 continues it S seconds later: whatever the ranks do meanwhile, chorusrun
+//                 sees all at once when it wakes up
 //   store         from_env(), all_gather_blob of its rank, a barrier; prints "gathered ..."
 //   tail          prints a line without a newline, then exits
 //   shm           from_env(), then a shared-memory transport (its start-up exchange);
@@ -94,6 +97,15 @@ int main(int argc, char** argv) {
         list += " " + std::to_string(fd);
       }
       put(1, list + "\n");
+    } else if (verb == "pause-parent") {
+      const pid_t parent = ::getppid();
+      const double seconds = std::stod(arg);
+      if (::fork() == 0) {
+        std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+        ::kill(parent, SIGCONT);
+        ::_exit(0);
+      }
+      ::kill(parent, SIGSTOP);
     } else if (verb == "pid") {
       put(1, "pid " + std::to_string(::getpid()) + "\n");
     } else if (verb == "store") {

@@ -137,6 +137,20 @@ TEST_CASE("chorusrun: a rank killed by a signal is named with the signal") {
   for (const pid_t p : pids_in(r.out)) CHECK_FALSE(proc::alive(p));
 }
 
+TEST_CASE("chorusrun: the rank killed is named, not a rank that failed because of it") {
+  // Rank 1 pauses chorusrun and is killed; rank 0 then fails (as a survivor that sees its
+  // peer gone does) before chorusrun wakes up and reaps both at once. waitpid returns them
+  // in no particular order (oldest first, here): the report must name the killed rank.
+  const auto r =
+      run({"-n", "3"}, {"1:pause-parent=1.5", "1:signal=9", "0:sleep=0.5", "0:exit=2", "sleep=60"});
+  REQUIRE_FALSE(r.timed_out);
+  CHECK(r.exit_code() == 128 + 9);
+  const auto mine = own_lines(r.err);
+  REQUIRE(mine.size() == 1);
+  CHECK(mine[0] ==
+        "chorusrun: rank 1 was killed by signal 9 (SIGKILL); stopped 1 other rank still running");
+}
+
 TEST_CASE("chorusrun: ranks that ignore SIGTERM are killed after the grace period") {
   const auto r = run({"-n", "3", "--grace", "0.5"},
                      {"ignore-term", "pid", "0:sleep=1", "0:exit=1", "sleep=60"});

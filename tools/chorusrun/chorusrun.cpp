@@ -348,21 +348,35 @@ class launcher {
     }
   }
 
+  /// Collects every rank that has exited. When several failed since the last call, the one
+  /// to name is the cause: a rank killed by a signal is the one that took the others down
+  /// (they exit with an error naming it, often before this process wakes up, and waitpid
+  /// returns them in no particular order); between equals, the lowest rank.
   void reap() {
+    std::optional<int> failed_now;
     for (;;) {
       int st = 0;
       const pid_t pid = ::waitpid(-1, &st, WNOHANG);
-      if (pid <= 0) return;
+      if (pid <= 0) break;
       auto it = std::find_if(ranks_.begin(), ranks_.end(), [&](auto& r) { return r.pid == pid; });
       if (it == ranks_.end()) continue;
       it->running = false;
       it->status = st;
       const bool failed = WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) != 0);
-      if (failed && !first_failure_ && interrupted_ == 0 && !exec_failed_) {
-        first_failure_ = static_cast<int>(it - ranks_.begin());
-        others_stopped_ = running_count();
-        stop_all(SIGTERM);
+      if (!failed) continue;
+      const int r = static_cast<int>(it - ranks_.begin());
+      const auto signaled = [&](int q) {
+        return WIFSIGNALED(ranks_[static_cast<std::size_t>(q)].status);
+      };
+      if (!failed_now || (signaled(r) && !signaled(*failed_now)) ||
+          (signaled(r) == signaled(*failed_now) && r < *failed_now)) {
+        failed_now = r;
       }
+    }
+    if (failed_now && !first_failure_ && interrupted_ == 0 && !exec_failed_) {
+      first_failure_ = failed_now;
+      others_stopped_ = running_count();
+      stop_all(SIGTERM);
     }
   }
 
