@@ -278,7 +278,7 @@ struct state {
   void* abort_request = nullptr;
   /// Abort records on their way to peers: kept until UCX has delivered them (a peer that is
   /// busy elsewhere may take a while to progress its side), and waited for at shutdown.
-  std::vector<void*> abort_sends;
+  std::vector<std::pair<void*, int>> abort_sends;  ///< (request, peer)
   abort_message abort_in{};
   abort_message abort_out{};  ///< what `abort_sends` carry
   /// The error the last failed wait threw: what `cancel` sends ahead when it must
@@ -309,11 +309,16 @@ struct state {
         ucp_request_free(abort_request);
         abort_request = nullptr;
       }
-      // A failed rank exits right after its abort: give the records a few seconds to
-      // reach peers that are alive but not progressing yet.
-      const auto until = clock::now() + std::chrono::seconds(5);
-      for (void* r : abort_sends) {
+      // A failed rank exits right after its abort: give the records half a second to reach
+      // peers that are alive but not progressing yet. A record to a peer that is gone never
+      // completes: stop waiting for it as soon as that is known (its process exited, or UCX
+      // reported its endpoint), so that a survivor exits at once (it waited 5 s for those).
+      const auto until = clock::now() + std::chrono::milliseconds(500);
+      for (const auto& [r, peer] : abort_sends) {
+        link& l = links[peer];
         while (ucp_request_check_status(r) == UCS_INPROGRESS && clock::now() < until) {
+          if (!l.exited) l.exited = peers.gone(peer);
+          if (l.status != UCS_OK || l.exited) break;
           ucp_worker_progress(worker);
         }
         ucp_request_free(r);  // released now, or by UCX when it completes
@@ -1058,7 +1063,7 @@ class ucx_transport {
     m.rank = s.abort.rank;
     m.code = s.abort.code;
     std::memcpy(m.reason, s.abort.reason, sizeof m.reason);
-    std::vector<void*>& sends = s.abort_sends;
+    std::vector<std::pair<void*, int>>& sends = s.abort_sends;
     for (int p = 0; p < s.size; ++p) {
       if (p == s.rank || s.links[p].ep == nullptr || s.links[p].closed ||
           s.links[p].status != UCS_OK) {
@@ -1068,11 +1073,11 @@ class ucx_transport {
       void* r =
           ucp_tag_send_nbx(s.links[p].ep, &m, sizeof m,
                            detail::ucx::control_tag(s.rank, detail::ucx::control_abort), &param);
-      if (UCS_PTR_IS_PTR(r)) sends.push_back(r);
+      if (UCS_PTR_IS_PTR(r)) sends.emplace_back(r, p);
     }
     // Usually they leave at once; a peer that is not progressing gets them at shutdown.
     const auto until = clock::now() + std::chrono::milliseconds(100);
-    for (void* r : sends) {
+    for (const auto& [r, peer] : sends) {
       while (ucp_request_check_status(r) == UCS_INPROGRESS && clock::now() < until) {
         ucp_worker_progress(s.worker);
       }
