@@ -695,14 +695,10 @@ int run(chorus::communicator<Transport>& world, const options& o, const char* ov
 int main(int argc, char** argv) try {
   const options o = parse(argc, argv);
   const chorus::bootstrap::world world = chorus::bootstrap::from_env();
-  // No progress threads. The mesh's axis communicators are views of one transport endpoint
-  // per process; with threads, pp's progress thread (the isends), dp's (ZeRO's requests) and
-  // this thread's tp all-reduces would be inside it at once. UCX serialises that (its
-  // worker's busy flag); the shared-memory endpoint does not, and aborts or reports a
-  // corrupt slot within the first step. In caller mode every request advances inside this
-  // thread's waits and blocking calls: one thread in the transport, on either.
-  chorus::communicator_options settings = chorus::communicator_options::from_env();
-  settings.progress = chorus::progress_mode::caller;
+  // The default progress (a thread per communicator): pp's thread runs the isends, dp's
+  // thread ZeRO's requests, and this thread the tp all-reduces, all inside the one
+  // transport endpoint the mesh's axis communicators share per process (it serialises them).
+  const chorus::communicator_options settings = chorus::communicator_options::from_env();
   if (o.transport == "ucx") {
 #if CHORUS_EXAMPLE_UCX
     chorus::communicator<chorus::ucx_transport> comm{chorus::ucx_transport{world}, settings};

@@ -4,7 +4,9 @@
 #include "../support/checks.hpp"
 #include "../support/collective_matrix.hpp"
 #include "../support/processes.hpp"
+#include "../support/sanitizers.hpp"
 
+#include <chorus/collectives/nonblocking.hpp>
 #include <chorus/group/mesh.hpp>
 #include <chorus/group/split.hpp>
 
@@ -56,6 +58,64 @@ TEST_CASE("shm groups: every collective in split groups and mesh axes; no new se
     require_all_ok(results);
     REQUIRE(shm_leftovers(job).empty());
   }
+}
+
+TEST_CASE(
+    "shm groups: several groups' requests in flight at once, each group's progress thread "
+    "and the caller inside the shared endpoint") {
+  // A mesh's axes share one endpoint per process. Here dp's progress thread runs an
+  // all-reduce, tp's a reduce-scatter, the world's the ring of isends and irecvs, and the
+  // caller a blocking all-reduce on a split group, all at the same time: before the endpoint
+  // had its lock, this failed within a few rounds (a corrupt slot, an empty queue popped).
+  const int ranks = 4;
+  const std::string job = unique_job("groupthreads");
+  process_options o;
+  o.deadline = std::chrono::seconds{300};
+  o.comm.progress = chorus::progress_mode::thread;
+  auto results = run_processes(
+      ranks, job,
+      [](shm_communicator& comm, failures& f) {
+        chorus::mesh m(comm, {{"dp", 2}, {"tp", 2}});
+        auto& dp = m["dp"];
+        auto& tp = m["tp"];
+        auto odd = comm.split(comm.rank() % 2);
+        const int r = comm.rank();
+        const int n = comm.size();
+        const bool sanitized = address_sanitizer;
+        const std::size_t big = sanitized ? 1 << 14 : 1 << 17;  // past the eager size
+        for (int round = 0; round < (sanitized ? 8 : 40); ++round) {
+          const auto base = static_cast<float>(round);
+          std::vector<float> a(big + static_cast<std::size_t>(round), base + static_cast<float>(r));
+          std::vector<float> rs_in(2 * 1000, static_cast<float>(r + 1));
+          std::vector<float> rs_out(1000);
+          std::vector<int> out(4096 + round, r * 1000 + round);
+          std::vector<int> in(out.size(), -1);
+          std::vector<double> c(300 + static_cast<std::size_t>(round), static_cast<double>(r));
+          std::vector<chorus::request> reqs;
+          reqs.push_back(chorus::iall_reduce(dp, a, chorus::plus{}));
+          reqs.push_back(chorus::ireduce_scatter(tp, rs_in, rs_out, chorus::plus{}));
+          reqs.push_back(chorus::irecv(comm, in, (r + n - 1) % n, 7));
+          reqs.push_back(chorus::isend(comm, out, (r + 1) % n, 7));
+          chorus::all_reduce(*odd, c, chorus::plus{});
+          chorus::wait_all(reqs);
+          // dp pairs ranks {r, r ^ 2}; tp pairs {r, r ^ 1}; odd groups {0, 2} and {1, 3}.
+          const float dp_sum = 2 * base + static_cast<float>(r + (r ^ 2));
+          if (a.front() != dp_sum || a.back() != dp_sum)
+            f.add("dp all_reduce, round " + std::to_string(round));
+          const auto tp_sum = static_cast<float>(r + 1 + (r ^ 1) + 1);
+          if (rs_out.front() != tp_sum || rs_out.back() != tp_sum)
+            f.add("tp reduce_scatter, round " + std::to_string(round));
+          const int from = (r + n - 1) % n;
+          if (in.front() != from * 1000 + round || in.back() != from * 1000 + round)
+            f.add("ring isend/irecv, round " + std::to_string(round));
+          const double odd_sum = r % 2 == 0 ? 0 + 2 : 1 + 3;
+          if (c.front() != odd_sum || c.back() != odd_sum)
+            f.add("caller's all_reduce, round " + std::to_string(round));
+        }
+      },
+      o);
+  require_all_ok(results);
+  REQUIRE(shm_leftovers(job).empty());
 }
 
 TEST_CASE("shm groups: a rank killed in a subgroup fails every rank of the job with peer_lost") {

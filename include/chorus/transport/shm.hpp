@@ -49,6 +49,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <string>
 #include <string_view>
@@ -104,7 +105,8 @@ struct inbox_header {
   /// Incremented (seq_cst) by whoever changes something this rank may wait for; the futex
   /// word this rank sleeps on.
   alignas(cache_line) std::atomic<std::uint32_t> doorbell;
-  /// 1 while this rank is (about to be) asleep: peers only pay for FUTEX_WAKE then.
+  /// How many of this rank's threads are (about to be) asleep: peers only pay for
+  /// FUTEX_WAKE when it is not zero.
   std::atomic<std::uint32_t> sleeping;
   /// The group's abort record as this rank sees it (any rank writes it; zero bytes: none).
   alignas(cache_line) kit::abort_record<480> abort;
@@ -294,7 +296,8 @@ struct unexpected_message {
 /// One process's end of the shared-memory channels of a job: the inboxes, the rings to
 /// every peer, matching and progress, in world ranks and with the groups' contexts
 /// already in the tags. `shm_transport` (below) is one group's view of it; every group of
-/// the job made by `split` shares the endpoint of the world.
+/// the job made by `split` shares the endpoint of the world. Thread-safe: each group's
+/// progress thread and callers may use it at once (`lock_`).
 class endpoint {
  public:
   using request = detail::shm::operation_ptr;
@@ -391,6 +394,7 @@ class endpoint {
     check_peer(peer, "send to");
     check_aborted();
     auto op = std::make_shared<detail::shm::operation>();
+    std::lock_guard g(lock_);
     op->is_send = true;
     op->peer = peer;
     op->tag = tag;
@@ -405,6 +409,7 @@ class endpoint {
     check_peer(peer, "receive from");
     check_aborted();
     auto op = std::make_shared<detail::shm::operation>();
+    std::lock_guard g(lock_);
     op->peer = peer;
     op->tag = tag;
     op->recv_data = data.data();
@@ -426,6 +431,7 @@ class endpoint {
   }
 
   bool test(request& req) {
+    std::lock_guard g(lock_);
     progress();
     return finished(req);
   }
@@ -440,21 +446,26 @@ class endpoint {
   /// Like `wait`, but returns false at the deadline instead of failing (the request stays
   /// posted); a lost peer or an abort still throws.
   bool try_wait(request& req, deadline until) {
+    // The endpoint's lock is held for each pass of progress and never while spinning,
+    // yielding or sleeping: another thread (another group's progress thread, or a caller)
+    // then moves its own work, and whichever thread polls moves everybody's bytes.
     kit::wait_ladder ladder(spin_limit_, detail::shm::yield_iterations);
     detail::shm::inbox_header* me = inbox(rank_);
     for (;;) {
-      const bool moved = progress();
-      if (finished(req)) return true;
-      if (moved) {
-        ladder.reset();
-        continue;
+      {
+        std::lock_guard g(lock_);
+        const bool moved = progress();
+        if (finished(req)) return true;
+        if (moved) {
+          ladder.reset();
+          continue;
+        }
       }
       if (ladder.idle() != kit::wait_ladder::rung::sleep) continue;
-      // Sleep. Announce it first, then re-check: a peer that changed something after our
-      // last progress() has incremented the doorbell, so the futex returns at once.
       const auto now = clock::now();
       if (peer_gone(req->peer)) {
         // Whatever it sent before exiting is in our inbox already: take it, then decide.
+        std::lock_guard g(lock_);
         progress();
         if (finished(req)) return true;
         throw error(errc::peer_lost,
@@ -464,20 +475,36 @@ class endpoint {
                         (req->is_send ? "was sending to it" : "waited for a message from it"));
       }
       if (now >= until.at) return false;
-      me->sleeping.store(1, std::memory_order_seq_cst);
+      // Sleep. Announce it first (a count: several threads of this process may sleep), then
+      // re-check: a peer that changed something after our last progress() has incremented
+      // the doorbell, so the futex returns at once.
+      struct sleeper {
+        std::atomic<std::uint32_t>& count;
+        explicit sleeper(std::atomic<std::uint32_t>& c) : count(c) {
+          count.fetch_add(1, std::memory_order_seq_cst);
+        }
+        sleeper(const sleeper&) = delete;
+        sleeper& operator=(const sleeper&) = delete;
+        ~sleeper() { count.fetch_sub(1, std::memory_order_relaxed); }
+      } announced(me->sleeping);
       const std::uint32_t bell = me->doorbell.load(std::memory_order_seq_cst);
-      if (!progress() && !finished(req)) {
+      bool idle = false;
+      {
+        std::lock_guard g(lock_);
+        idle = !progress() && !finished(req);
+      }
+      if (idle) {
         const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(until.at - now);
         detail::shm::futex_wait(
             &me->doorbell, bell,
             std::min<std::chrono::nanoseconds>(left, detail::shm::liveness_period));
       }
-      me->sleeping.store(0, std::memory_order_relaxed);
       ladder.reset();
     }
   }
 
   void cancel(request& req) noexcept {
+    std::lock_guard g(lock_);
     if (!req || req->status == detail::shm::state::done) return;
     try {
       if (req->is_send) {
@@ -901,6 +928,10 @@ class endpoint {
   kit::peer_processes peers_;
   kit::per_peer<link> links_;
   kit::context_pool contexts;  ///< the group contexts this process uses
+  /// Every group of the job shares this endpoint, and each may be driven by its own thread
+  /// (a communicator's progress thread, or its caller): posting, progress, completion and
+  /// cancellation all hold this lock. Aborts do not (they only touch the shared memory).
+  std::mutex lock_;
 };
 
 }  // namespace detail::shm

@@ -1019,18 +1019,27 @@ class ucx_transport {
     }
   }
 
-  /// Sleeps until the worker has an event, `abort` rings, or `most` has passed.
+  /// Sleeps until the worker has an event, `abort` rings, or `most` has passed. The caller
+  /// holds `busy`; it is let go for the sleep itself, so that another thread of the process
+  /// (another group's progress thread, or a caller) can post and progress meanwhile: a
+  /// thread that slept holding it could stall, across processes, the very peer it waits
+  /// for. A thread that progresses the worker meanwhile may take the event, and this sleep
+  /// then ends at `most` (at most `longest_sleep`).
   void sleep_until_event(duration most) {
     detail::ucx::state& s = *state_;
     const ucs_status_t st = ucp_worker_arm(s.worker);
     if (st == UCS_ERR_BUSY) return;  // events are pending: progress them
+    s.busy.store(false, std::memory_order_release);
+    bool woken = false;
     if (st != UCS_OK || s.efd < 0) {
       std::this_thread::sleep_for(most);
-      return;
+    } else {
+      pollfd fds[2] = {{s.efd, POLLIN, 0}, {s.wake.get(), POLLIN, 0}};
+      const auto ms = std::chrono::ceil<std::chrono::milliseconds>(most).count();
+      woken = ::poll(fds, 2, static_cast<int>(ms)) > 0 && (fds[1].revents & POLLIN) != 0;
     }
-    pollfd fds[2] = {{s.efd, POLLIN, 0}, {s.wake.get(), POLLIN, 0}};
-    const auto ms = std::chrono::ceil<std::chrono::milliseconds>(most).count();
-    if (::poll(fds, 2, static_cast<int>(ms)) > 0 && (fds[1].revents & POLLIN) != 0) {
+    while (s.busy.exchange(true, std::memory_order_acquire)) std::this_thread::yield();
+    if (woken) {
       std::uint64_t count = 0;
       (void)!::read(s.wake.get(), &count, sizeof count);
     }
