@@ -13,6 +13,8 @@
 /// **Errors.** `invalid_argument` before any byte moves for a root out of range, a root
 /// input whose size differs from the output's, or a partial overlap; then as for every
 /// collective.
+/// A root-only error (the root's buffers) also fails the group: every rank then fails
+/// with the root's `invalid_argument`, in this call or its next (`check_at_root`).
 #include <chorus/communicator.hpp>
 #include <chorus/core/buffer.hpp>
 #include <chorus/dispatch/algo.hpp>
@@ -70,9 +72,11 @@ struct broadcast_fn {
     algo::require_can_run<Algo, schedule::collective::broadcast>();
     check_root("broadcast", root, comm.size());
     if (comm.rank() == root) {
-      check_count("broadcast", "the root's input", in.size(), out.size(),
-                  "the same count as the output");
-      check_alias("broadcast", in, out, std::ptrdiff_t{0}, "input == output");
+      check_at_root(comm, [&] {
+        check_count("broadcast", "the root's input", in.size(), out.size(),
+                    "the same count as the output");
+        check_alias("broadcast", in, out, std::ptrdiff_t{0}, "input == output");
+      });
     } else {
       in = {};
     }

@@ -14,6 +14,8 @@
 /// **Errors.** `invalid_argument` before any byte moves for a root out of range, a root
 /// output whose size differs from the input's, or a partial overlap; then as for every
 /// collective.
+/// A root-only error (the root's buffers) also fails the group: every rank then fails
+/// with the root's `invalid_argument`, in this call or its next (`check_at_root`).
 #include <chorus/communicator.hpp>
 #include <chorus/core/buffer.hpp>
 #include <chorus/core/ops.hpp>
@@ -83,9 +85,11 @@ struct reduce_fn {
     algo::require_can_run<Algo, schedule::collective::reduce>();
     check_root("reduce", root, comm.size());
     if (comm.rank() == root) {
-      check_count("reduce", "the root's output", out.size(), in.size(),
-                  "the same count as the input");
-      check_alias("reduce", in, out, std::ptrdiff_t{0}, "input == output");
+      check_at_root(comm, [&] {
+        check_count("reduce", "the root's output", out.size(), in.size(),
+                    "the same count as the input");
+        check_alias("reduce", in, out, std::ptrdiff_t{0}, "input == output");
+      });
     } else {
       out = {};
     }

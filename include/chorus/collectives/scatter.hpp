@@ -13,6 +13,8 @@
 ///
 /// **Errors.** `invalid_argument` before any byte moves for a root out of range, a root
 /// input of the wrong size or a partial overlap; then as for every collective.
+/// A root-only error (the root's buffers) also fails the group: every rank then fails
+/// with the root's `invalid_argument`, in this call or its next (`check_at_root`).
 #include <chorus/communicator.hpp>
 #include <chorus/core/buffer.hpp>
 #include <chorus/dispatch/algo.hpp>
@@ -42,9 +44,12 @@ struct scatter_fn {
     auto o = as_span(out);
     const std::vector<std::size_t> counts(static_cast<std::size_t>(comm.size()), o.size());
     if (comm.rank() == root) {
-      check_count("scatter", "the root's input", i.size(), sum(counts), "ranks x output elements");
-      check_alias("scatter", i, o, -static_cast<std::ptrdiff_t>(offset_of(counts, root)),
-                  "output == input + root x output size");
+      check_at_root(comm, [&] {
+        check_count("scatter", "the root's input", i.size(), sum(counts),
+                    "ranks x output elements");
+        check_alias("scatter", i, o, -static_cast<std::ptrdiff_t>(offset_of(counts, root)),
+                    "output == input + root x output size");
+      });
     } else {
       i = {};
     }

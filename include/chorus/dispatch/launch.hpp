@@ -50,6 +50,22 @@ void run_one_sided(communicator<Transport>& comm, const collective_call& call,
   execute_one_sided(comm, call.kind, call, counts, sequence);
 }
 
+/// Runs `checks`: the root's checks of its own buffers, which the other ranks cannot see.
+/// When one fails, the others would go ahead without the root: those that only send to it
+/// (gather, reduce) return, and their next collective fails with a misleading count
+/// mismatch; those that wait for it (scatter, broadcast) wait until the deadline. So the
+/// root fails the group with its `invalid_argument` (`communicator::fail`, which poisons
+/// it) before throwing: every rank fails with the root's error, in this call or its next.
+template <transport Transport, class Checks>
+void check_at_root(communicator<Transport>& comm, Checks checks) {
+  try {
+    checks();
+  } catch (const error& e) {
+    comm.fail(e);
+    throw;
+  }
+}
+
 /// Posts `call` as a request into `slot` (a nonblocking entry point, or a blocking call
 /// made while requests are in flight).
 template <transport Transport>
