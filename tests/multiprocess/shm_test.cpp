@@ -10,6 +10,8 @@
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <iterator>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -340,6 +342,61 @@ TEST_CASE("shm: a rank killed mid-all-reduce makes every survivor fail with peer
                               "ranks " + std::to_string(ranks) + " round " + std::to_string(round));
       REQUIRE(shm_leftovers(job).empty());
     }
+  }
+}
+
+namespace {
+/// The state letter of process `pid` in /proc ('Z' once it exited and awaits its parent).
+char process_state(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto close = stat.rfind(')');
+  return close == std::string::npos || close + 2 >= stat.size() ? '?' : stat[close + 2];
+}
+}  // namespace
+
+TEST_CASE("shm: a stopped rank is named in every survivor's timeout, not a rank that waits too") {
+  // A rank stopped with SIGSTOP (a debugger, a ^Z) blocks its neighbours, which block
+  // theirs: each survivor times out on some peer, often one that is itself waiting. The
+  // error must name the stopped rank. Before, a survivor could report "no message from
+  // rank X" for a healthy X.
+  const int ranks = 4;
+  for (int round = 0; round < 4; ++round) {
+    const std::string job = unique_job("stop");
+    const int victim = (round * 3 + 2) % ranks;
+    process_options options;
+    options.deadline = std::chrono::seconds(120);
+    options.comm.timeout = std::chrono::seconds(2);
+    options.while_running = [&](const std::vector<pid_t>& pids) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200 + 30 * round));
+      ::kill(pids[static_cast<std::size_t>(victim)], SIGSTOP);
+      // Wait (a hang guard, not a timing) until every survivor has exited, then end it.
+      for (int i = 0; i < 1000; ++i) {
+        bool all = true;
+        for (int r = 0; r < ranks; ++r) {
+          if (r != victim && process_state(pids[static_cast<std::size_t>(r)]) != 'Z') all = false;
+        }
+        if (all) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      ::kill(pids[static_cast<std::size_t>(victim)], SIGKILL);
+    };
+    auto results = run_processes(
+        ranks, job,
+        [](shm_communicator& comm, failures&) {
+          std::vector<float> v(1 << 14, 1.0f);
+          for (;;) chorus::all_reduce(comm, v, chorus::plus{}, chorus::algo::ring{});
+        },
+        options);
+    const std::string stopped = "rank " + std::to_string(victim) + " (pid ";
+    for (const auto& r : results) {
+      if (r.rank == victim) continue;
+      INFO("round " << round << ", victim " << victim << ", rank " << r.rank << ": " << r.report);
+      CHECK(r.exit_code == 2);
+      CHECK_THAT(r.report, Catch::Contains("[timeout]") && Catch::Contains(stopped) &&
+                               Catch::Contains("is stopped"));
+    }
+    REQUIRE(shm_leftovers(job).empty());
   }
 }
 

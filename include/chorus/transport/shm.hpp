@@ -108,6 +108,9 @@ struct inbox_header {
   /// How many of this rank's threads are (about to be) asleep: peers only pay for
   /// FUTEX_WAKE when it is not zero.
   std::atomic<std::uint32_t> sleeping;
+  /// 1 + the rank this rank's sleeping wait is for; 0 while it is not waiting. Peers read
+  /// it to explain a timeout (`endpoint::holdup`); a diagnosis, never used for matching.
+  std::atomic<std::int32_t> waiting_for;
   /// The group's abort record as this rank sees it (any rank writes it; zero bytes: none).
   alignas(cache_line) kit::abort_record<480> abort;
   alignas(cache_line) std::int32_t pid;
@@ -437,20 +440,57 @@ class endpoint {
   }
 
   void wait(request& req, deadline until) {
-    if (try_wait(req, until)) return;
+    if (wait_until(req, until, true)) return;
     throw error(errc::timeout, "rank " + std::to_string(rank_) + ": no " +
                                    (req->is_send ? "room at" : "message from") + " rank " +
-                                   std::to_string(req->peer) + " before the deadline");
+                                   std::to_string(req->peer) + " before the deadline" +
+                                   holdup(req->peer));
+  }
+
+  /// Why rank `peer` may have been silent, from what this host shows: the chain of ranks
+  /// each waiting for the next (`inbox_header::waiting_for`), to the first that does not
+  /// wait, named when its process is stopped. Empty when `peer` itself is not waiting and
+  /// not stopped: then it is the rank to look at.
+  [[nodiscard]] std::string holdup(int peer) const {
+    std::string why;
+    std::vector<bool> seen(static_cast<std::size_t>(size_), false);
+    seen[static_cast<std::size_t>(rank_)] = true;
+    for (int r = peer;;) {
+      seen[static_cast<std::size_t>(r)] = true;
+      if (std::string stopped = peers_.stopped_clause(r); !stopped.empty()) {
+        return why + stopped;
+      }
+      const int next = inbox(r)->waiting_for.load(std::memory_order_relaxed) - 1;
+      if (next < 0 || next >= size_ || next == r) return why;
+      why += "; rank " + std::to_string(r) + " is itself waiting for rank " + std::to_string(next);
+      if (seen[static_cast<std::size_t>(next)]) return why + " (a cycle of waits)";
+      r = next;
+    }
   }
 
   /// Like `wait`, but returns false at the deadline instead of failing (the request stays
   /// posted); a lost peer or an abort still throws.
-  bool try_wait(request& req, deadline until) {
+  bool try_wait(request& req, deadline until) { return wait_until(req, until, false); }
+
+  /// `try_wait`; with `failing`, a deadline is the end of this rank's part in the group.
+  bool wait_until(request& req, deadline until, bool failing) {
     // The endpoint's lock is held for each pass of progress and never while spinning,
     // yielding or sleeping: another thread (another group's progress thread, or a caller)
     // then moves its own work, and whichever thread polls moves everybody's bytes.
     kit::wait_ladder ladder(spin_limit_, detail::shm::yield_iterations);
     detail::shm::inbox_header* me = inbox(rank_);
+    // Says whom this rank waits for once it sleeps (peers' timeouts read it), until it
+    // returns; or for good when it fails at its deadline (`failing`): a peer that times out
+    // a moment later on this rank must still see whom this rank waited for.
+    struct waiting_mark {
+      std::atomic<std::int32_t>* word = nullptr;
+      waiting_mark() = default;
+      waiting_mark(const waiting_mark&) = delete;
+      waiting_mark& operator=(const waiting_mark&) = delete;
+      ~waiting_mark() {
+        if (word != nullptr) word->store(0, std::memory_order_relaxed);
+      }
+    } mark;
     for (;;) {
       {
         std::lock_guard g(lock_);
@@ -474,7 +514,10 @@ class endpoint {
                         ") exited while this rank " +
                         (req->is_send ? "was sending to it" : "waited for a message from it"));
       }
-      if (now >= until.at) return false;
+      if (now >= until.at) {
+        if (failing) mark.word = nullptr;
+        return false;
+      }
       // Sleep. Announce it first (a count: several threads of this process may sleep), then
       // re-check: a peer that changed something after our last progress() has incremented
       // the doorbell, so the futex returns at once.
@@ -487,6 +530,8 @@ class endpoint {
         sleeper& operator=(const sleeper&) = delete;
         ~sleeper() { count.fetch_sub(1, std::memory_order_relaxed); }
       } announced(me->sleeping);
+      mark.word = &me->waiting_for;
+      me->waiting_for.store(req->peer + 1, std::memory_order_relaxed);
       const std::uint32_t bell = me->doorbell.load(std::memory_order_seq_cst);
       bool idle = false;
       {

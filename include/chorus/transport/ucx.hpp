@@ -581,7 +581,8 @@ class ucx_transport {
                                        (req->kind == detail::ucx::op_kind::recv
                                             ? "message from"
                                             : std::string("completion of a ") + kind_name(*req)) +
-                                       " " + who(req->peer) + " before the deadline");
+                                       " " + who(req->peer) + " before the deadline" +
+                                       stopped_peers());
       }
     } catch (const error& e) {
       // Tell the peers now, before the caller's unwinding cancels (and maybe force-closes)
@@ -971,6 +972,17 @@ class ucx_transport {
   }
 
   /// Marks local peers whose process has exited (pidfd readable).
+  /// The local peers (same host and pid namespace) whose processes are stopped, as clauses
+  /// for a timeout's message (`kit::peer_processes::stopped_clause`).
+  [[nodiscard]] std::string stopped_peers() const {
+    const detail::ucx::state& s = *state_;
+    std::string why;
+    for (int p = 0; p < s.size; ++p) {
+      if (p != s.rank) why += s.peers.stopped_clause(p);
+    }
+    return why;
+  }
+
   void check_local_peers() {
     detail::ucx::state& s = *state_;
     for (int p = 0; p < s.peers.size(); ++p) {
