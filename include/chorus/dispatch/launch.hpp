@@ -56,7 +56,7 @@ void run_one_sided(communicator<Transport>& comm, const collective_call& call,
 /// mismatch; those that wait for it (scatter, broadcast) wait until the deadline. So the
 /// root fails the group with its `invalid_argument` (`communicator::fail`, which poisons
 /// it) before throwing: every rank fails with the root's error, in this call or its next.
-template <transport Transport, class Checks>
+template <class Transport, class Checks>
 void check_at_root(communicator<Transport>& comm, Checks checks) {
   try {
     checks();
