@@ -79,9 +79,17 @@ class raw_client {
   /// Says hello and reads the reply (status ok).
   void hello() {
     send(wire::writer().u8(1).u32(wire::magic).u32(wire::version).finish());
-    std::byte reply[9];
-    REQUIRE(read_exact(reply, sizeof reply));
-    CHECK(reply[8] == std::byte{0});
+    const bs::bytes reply = read_frame();
+    REQUIRE(!reply.empty());
+    CHECK(reply[0] == std::byte{0});
+  }
+  /// The body of the next frame from the server; empty when none comes within 10 s.
+  bs::bytes read_frame() {
+    std::byte header[wire::header_bytes];
+    if (!read_exact(header, sizeof header)) return {};
+    bs::bytes body(static_cast<std::size_t>(wire::load_le(header, wire::header_bytes)));
+    if (!read_exact(body.data(), body.size())) return {};
+    return body;
   }
   bool read_exact(std::byte* p, std::size_t n) {
     std::size_t done = 0;
