@@ -40,6 +40,7 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -50,6 +51,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -336,8 +338,8 @@ struct tcp_store_limits {
   /// Bytes of one value (CHORUS_STORE_MAX_VALUE_BYTES).
   std::size_t max_value_bytes = std::size_t{16} << 20;
   /// Bytes the store holds for every client together (CHORUS_STORE_MAX_TOTAL_BYTES): keys
-  /// and values stored, plus the keys of parked get/wait requests, each entry counted with
-  /// 64 bytes of bookkeeping.
+  /// and values stored (each entry counted with 128 bytes of bookkeeping), plus the keys of
+  /// parked get/wait requests (192 bytes each, besides the key).
   std::size_t max_total_bytes = std::size_t{32} << 20;
   /// Bytes one connection may have outstanding (CHORUS_STORE_MAX_CONNECTION_BYTES): replies
   /// queued that the client has not read (past this, the server reads no further request
@@ -372,9 +374,12 @@ namespace detail::wire {
 
 /// Frames a client may send before it is authenticated: hello and auth are far smaller.
 inline constexpr std::size_t handshake_frame_bytes = 256;
-/// Bookkeeping counted per stored entry and per parked key (hash node, string and vector
-/// headers), so that many tiny entries cannot hide behind a byte count.
-inline constexpr std::size_t entry_overhead_bytes = 64;
+/// Bookkeeping counted per stored entry (hash node, key and value headers, allocator
+/// overhead) and per key of a parked request (its copy, its node in the index of waiters),
+/// close to what they cost in memory, so that many tiny entries cannot hide behind a byte
+/// count.
+inline constexpr std::size_t entry_overhead_bytes = 128;
+inline constexpr std::size_t parked_key_overhead_bytes = 192;
 
 /// The proof of the job secret for `nonce` (the server's challenge) and `client_nonce`,
 /// by the client (`role` "client") or the server ("server").
@@ -467,8 +472,11 @@ class tcp_store_server {
     std::string peer;
     bytes in;  ///< received bytes; those before `in_pos` are consumed
     std::size_t in_pos = 0;
-    bytes out;  ///< replies not yet written; those before `out_pos` are sent
+    /// Replies not yet written, in order; a get's value is shared with the store, not
+    /// copied. Of the first, the bytes before `out_pos` are sent.
+    std::deque<std::shared_ptr<const bytes>> out;
     std::size_t out_pos = 0;
+    std::size_t out_bytes = 0;   ///< bytes in `out` not yet sent
     bool greeted = false;        ///< `hello` was accepted
     bool authenticated = false;  ///< it proved the secret (or the server has none)
     std::string nonce;           ///< the challenge sent with the hello reply
@@ -485,9 +493,7 @@ class tcp_store_server {
     bool dead = false;
   };
 
-  [[nodiscard]] std::size_t queued(const connection& c) const noexcept {
-    return c.out.size() - c.out_pos;
-  }
+  [[nodiscard]] std::size_t queued(const connection& c) const noexcept { return c.out_bytes; }
   /// Whether the server reads requests from `c` now (not while its replies pile up).
   [[nodiscard]] bool reading(const connection& c) const noexcept {
     return !c.dead && !c.closing && queued(c) < options_.limits.max_connection_bytes;
@@ -818,7 +824,16 @@ class tcp_store_server {
                           limit_name("max_value_bytes", "CHORUS_STORE_MAX_VALUE_BYTES");
         continue;
       }
-      if (avail - detail::wire::header_bytes < len) break;
+      if (avail - detail::wire::header_bytes < len) {
+        // A large frame gets room for exactly itself once, not a vector's doublings.
+        const std::size_t frame = detail::wire::header_bytes + static_cast<std::size_t>(len);
+        if (frame > (std::size_t{1} << 16) && c.in.capacity() < frame) {
+          c.in.erase(c.in.begin(), c.in.begin() + static_cast<std::ptrdiff_t>(c.in_pos));
+          c.in_pos = 0;
+          c.in.reserve(frame);
+        }
+        break;
+      }
       const std::span<const std::byte> body(c.in.data() + c.in_pos + detail::wire::header_bytes,
                                             static_cast<std::size_t>(len));
       c.last_active = clock::now();
@@ -871,16 +886,18 @@ class tcp_store_server {
     const std::size_t cost = key.size() + value.size() + detail::wire::entry_overhead_bytes;
     const auto it = data_.find(std::string(key));
     const std::size_t freed =
-        it == data_.end() ? 0 : key.size() + it->second.size() + detail::wire::entry_overhead_bytes;
+        it == data_.end() ? 0
+                          : key.size() + it->second->size() + detail::wire::entry_overhead_bytes;
     if (cost > freed && !total_fits(c, cost - freed, "storing '" + std::string(key) + "'")) {
       return false;
     }
     stored_bytes_ = stored_bytes_ - freed + cost;
+    auto shared = std::make_shared<const bytes>(std::move(value));
     if (it != data_.end()) {
-      it->second = std::move(value);
+      it->second = std::move(shared);
       return true;
     }
-    data_.emplace(std::string(key), std::move(value));
+    data_.emplace(std::string(key), std::move(shared));
     on_new_key(key);
     return true;
   }
@@ -977,6 +994,13 @@ class tcp_store_server {
         // Each key takes at least 4 bytes, so a count the frame cannot hold is malformed;
         // checked before reserving anything.
         if (r.failed() || n > r.left() / 4) return malformed();
+        // A wait for more keys than a connection may park is refused before they are
+        // parsed: parsing alone would cost several times the frame.
+        if (static_cast<command>(cmd) == command::wait &&
+            !parked_fits(c, std::size_t{n} * detail::wire::parked_key_overhead_bytes,
+                         "a wait for " + std::to_string(n) + " keys")) {
+          return;
+        }
         std::vector<std::string_view> keys;
         keys.reserve(n);
         for (std::uint32_t i = 0; i < n; ++i) keys.push_back(r.str());
@@ -1006,7 +1030,7 @@ class tcp_store_server {
         try {
           auto it = data_.find(std::string(key));
           const std::int64_t current =
-              it == data_.end() ? 0 : detail::parse_counter(it->second, key, "tcp_store");
+              it == data_.end() ? 0 : detail::parse_counter(*it->second, key, "tcp_store");
           value = detail::add_counter(current, delta, key, "tcp_store");
         } catch (const error& e) {
           return reply_error(c, e.value(), e.what());
@@ -1024,7 +1048,7 @@ class tcp_store_server {
   void park(connection& c, std::vector<std::string> keys, bool get) {
     if (get) {
       if (const auto it = data_.find(keys.front()); it != data_.end()) {
-        return reply_ok(c, detail::wire::writer().u8(0).blob(it->second));
+        return reply_value(c, it->second);
       }
     } else {
       std::sort(keys.begin(), keys.end());
@@ -1034,24 +1058,28 @@ class tcp_store_server {
     }
     c.pending_get = get;
     std::size_t cost = 0;
-    for (const auto& k : keys) cost += k.size() + detail::wire::entry_overhead_bytes;
+    for (const auto& k : keys) cost += k.size() + detail::wire::parked_key_overhead_bytes;
     const std::string what = get ? "get('" + keys.front() + "')"
                                  : "a wait for " + std::to_string(keys.size()) + " missing keys";
-    if (cost + queued(c) > options_.limits.max_connection_bytes) {
-      return reply_error(
-          c, errc::transport,
-          what + " pins " + std::to_string(cost) +
-              " bytes while parked, over one connection's limit of " +
-              std::to_string(options_.limits.max_connection_bytes) + " bytes " +
-              limit_name("max_connection_bytes", "CHORUS_STORE_MAX_CONNECTION_BYTES"));
-    }
-    if (!total_fits(c, cost, what)) return;
+    if (!parked_fits(c, cost, what) || !total_fits(c, cost, what)) return;
     for (const auto& k : keys) waiters_[k].push_back(&c);
     c.pending = true;
     c.missing = keys.size();
     c.parked_bytes = cost;
     parked_bytes_ += cost;
     c.pending_keys = std::move(keys);
+  }
+
+  /// Checks that a request pinning `cost` bytes while parked fits one connection's
+  /// allowance; answers the error and returns false when it does not.
+  bool parked_fits(connection& c, std::size_t cost, const std::string& what) {
+    if (cost + queued(c) <= options_.limits.max_connection_bytes) return true;
+    reply_error(c, errc::transport,
+                what + " would pin " + std::to_string(cost) +
+                    " bytes while parked, over one connection's limit of " +
+                    std::to_string(options_.limits.max_connection_bytes) + " bytes " +
+                    limit_name("max_connection_bytes", "CHORUS_STORE_MAX_CONNECTION_BYTES"));
+    return false;
   }
 
   /// Answers `c`'s get or wait, whose keys all exist now.
@@ -1061,7 +1089,7 @@ class tcp_store_server {
     c.pending = false;
     c.missing = 0;
     if (get) {
-      reply_ok(c, detail::wire::writer().u8(0).blob(data_.at(c.pending_keys.front())));
+      reply_value(c, data_.at(c.pending_keys.front()));
     } else {
       reply_ok(c, detail::wire::writer().u8(0));
     }
@@ -1103,29 +1131,64 @@ class tcp_store_server {
                 .finish());
   }
 
+  /// The reply to a get: a small frame head, then the stored value itself (shared).
+  void reply_value(connection& c, const std::shared_ptr<const bytes>& value) {
+    detail::wire::writer head;
+    head.u8(0).u32(static_cast<std::uint32_t>(value->size()));
+    bytes frame = head.finish();
+    // The frame's length covers the value that follows it.
+    chorus::detail::store_le(frame.data(),
+                             frame.size() - detail::wire::header_bytes + value->size(),
+                             detail::wire::header_bytes);
+    enqueue(c, std::make_shared<const bytes>(std::move(frame)));
+    if (!value->empty()) enqueue(c, value);
+    flush(c);
+  }
+
+  void enqueue(connection& c, std::shared_ptr<const bytes> chunk) {
+    c.out_bytes += chunk->size();
+    c.out.push_back(std::move(chunk));
+  }
+
   void send(connection& c, bytes frame) {
-    if (c.out_pos == c.out.size()) {
-      c.out = std::move(frame);
-      c.out_pos = 0;
-    } else {
-      c.out.insert(c.out.end(), frame.begin(), frame.end());
-    }
+    enqueue(c, std::make_shared<const bytes>(std::move(frame)));
     flush(c);
   }
 
   void flush(connection& c) {
-    while (c.out_pos < c.out.size()) {
-      const ssize_t n = ::send(c.fd.get(), c.out.data() + c.out_pos, c.out.size() - c.out_pos,
-                               MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (n >= 0) {
-        c.out_pos += static_cast<std::size_t>(n);
-        continue;
+    while (!c.out.empty()) {
+      iovec iov[16];
+      int n_iov = 0;
+      std::size_t skip = c.out_pos;
+      for (const auto& chunk : c.out) {
+        if (n_iov == 16) break;
+        iov[n_iov].iov_base = const_cast<std::byte*>(chunk->data() + skip);
+        iov[n_iov].iov_len = chunk->size() - skip;
+        ++n_iov;
+        skip = 0;
       }
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) c.dead = true;  // the client went away
-      return;
+      msghdr msg{};
+      msg.msg_iov = iov;
+      msg.msg_iovlen = static_cast<std::size_t>(n_iov);
+      const ssize_t n = ::sendmsg(c.fd.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) c.dead = true;  // the client went away
+        return;
+      }
+      auto sent = static_cast<std::size_t>(n);
+      c.out_bytes -= sent;
+      while (sent > 0) {
+        const std::size_t left = c.out.front()->size() - c.out_pos;
+        if (sent < left) {
+          c.out_pos += sent;
+          break;
+        }
+        sent -= left;
+        c.out.pop_front();
+        c.out_pos = 0;
+      }
     }
-    bytes().swap(c.out);  // gives back a large reply's memory
     c.out_pos = 0;
     if (c.closing) ::shutdown(c.fd.get(), SHUT_WR);
   }
@@ -1141,7 +1204,8 @@ class tcp_store_server {
   std::condition_variable idle_changed_;  // notified when connected_ changes
   std::size_t connected_ = 0;             // conns_.size() as last published by the thread
   // Owned by the server thread alone after construction: no locks.
-  std::unordered_map<std::string, bytes> data_;
+  /// Values are shared with the replies that carry them, so unread replies cost no copies.
+  std::unordered_map<std::string, std::shared_ptr<const bytes>> data_;
   std::size_t stored_bytes_ = 0;  ///< keys, values and their bookkeeping in data_
   std::size_t parked_bytes_ = 0;  ///< keys of parked requests and their bookkeeping
   /// Parked requests by the key they wait for (each connection once per missing key).
@@ -1516,10 +1580,14 @@ class tcp_store {
       // connection (one attempt: a server that is gone must not turn into a timeout).
       std::string why;
       fd = detail::net::connect_once(state_->options.host, state_->port, d, why);
-      if (fd) {
-        hello(fd.get(), d);
-        io = detail::net::send_all(fd.get(), frame, d, err);
-        if (io == detail::net::io::ok) io = receive(fd.get(), d, err, reply);
+      try {
+        if (fd) {
+          hello(fd.get(), d);
+          io = detail::net::send_all(fd.get(), frame, d, err);
+          if (io == detail::net::io::ok) io = receive(fd.get(), d, err, reply);
+        }
+      } catch (const error&) {
+        io = detail::net::io::closed;  // reported as the loss it is, below
       }
     }
     if (io == detail::net::io::closed) throw_lost(what, err);
