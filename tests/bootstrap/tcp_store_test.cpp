@@ -486,7 +486,12 @@ std::string thrown(F&& f) {
   return "";
 }
 
-constexpr double rss_limit_mib = 64;
+/// The server's resident set is under 64 MiB (the bound the limits' defaults promise).
+void check_rss(const forked_server& server, std::string_view after) {
+  const double rss = server.rss_mib();
+  INFO("server RSS " << rss << " MiB " << after);
+  CHECK(rss < 64);
+}
 
 }  // namespace
 
@@ -510,9 +515,7 @@ TEST_CASE("tcp_store limits: pipelined gets never read hold one reply, not all o
   CHECK(got.size() == big.size());
   CHECK(std::count(got.begin(), got.end(), std::byte{7}) ==
         static_cast<std::ptrdiff_t>(big.size()));
-  const double rss = server.rss_mib();
-  INFO("server RSS " << rss << " MiB after 40 unread gets of a 16 MiB value");
-  CHECK(rss < rss_limit_mib);
+  check_rss(server, "after 40 unread gets of a 16 MiB value");
 }
 
 TEST_CASE("tcp_store limits: parked waits are bounded per connection and in total") {
@@ -546,9 +549,7 @@ TEST_CASE("tcp_store limits: parked waits are bounded per connection and in tota
   for (int i = 0; i < 200; ++i) good.set("k" + std::to_string(i), bs::to_bytes("v"));
   CHECK(bs::as_string(good.get("k199", soon())) == "v");
   CHECK(good.check(std::vector<std::string>{"present"}));
-  const double rss = server.rss_mib();
-  INFO("server RSS " << rss << " MiB with the parked waits");
-  CHECK(rss < rss_limit_mib);
+  check_rss(server, "with the parked waits");
 }
 
 TEST_CASE("tcp_store limits: one client cannot store beyond the total") {
@@ -566,9 +567,7 @@ TEST_CASE("tcp_store limits: one client cannot store beyond the total") {
   // The hog's connection still works (an error reply, not a drop), and so does the good one.
   CHECK(hog.check(std::vector<std::string>{"hog/0"}));
   CHECK(bs::as_string(good.get("mine", soon())) == "kept");
-  const double rss = server.rss_mib();
-  INFO("server RSS " << rss << " MiB with the store full");
-  CHECK(rss < rss_limit_mib);
+  check_rss(server, "with the store full");
 }
 
 TEST_CASE("tcp_store limits: keys and values over their limits get an error, not a drop") {
