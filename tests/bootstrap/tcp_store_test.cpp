@@ -486,11 +486,24 @@ std::string thrown(F&& f) {
   return "";
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool measuring_rss = false;  // ASan's quarantine and shadow memory dwarf the store's
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool measuring_rss = false;
+#else
+constexpr bool measuring_rss = true;
+#endif
+#else
+constexpr bool measuring_rss = true;
+#endif
+
 /// The server's resident set is under 64 MiB (the bound the limits' defaults promise).
+/// Not checked under AddressSanitizer, whose allocator keeps freed memory on purpose.
 void check_rss(const forked_server& server, std::string_view after) {
   const double rss = server.rss_mib();
   INFO("server RSS " << rss << " MiB " << after);
-  CHECK(rss < 64);
+  if (measuring_rss) CHECK(rss < 64);
 }
 
 }  // namespace
@@ -535,7 +548,7 @@ TEST_CASE("tcp_store limits: parked waits are bounded per connection and in tota
     waiters.back()->hello();
     waiters.back()->send(wait_frame(conn, 15000));
   }
-  // About 11 such waits fit in the default 32 MiB; the last one cannot, and is told why
+  // About 11 such waits fit in the default 32 MiB; the 20th cannot, and is told why
   // (the parked ones get no reply).
   CHECK_THAT(error_message(waiters.back()->read_frame()),
              Catch::Contains("CHORUS_STORE_MAX_TOTAL_BYTES"));

@@ -20,6 +20,14 @@
 /// `get`/`wait` is still pending make it drop THAT connection with one log line; it keeps
 /// serving the others, and buffers only the bytes that actually arrived.
 ///
+/// With a job secret (`secret`, CHORUS_JOB_SECRET), a client proves it after `hello` with
+/// an HMAC-SHA256 over the server's challenge and its own nonce, and the server proves it
+/// back; nothing else is served before. The server enforces `tcp_store_limits`
+/// (connections, key, value and total bytes, bytes outstanding per connection, idle and
+/// handshake timeouts): a request over one gets an error reply naming the limit and the
+/// variable that raises it; unread replies stop the server reading from that connection
+/// (back-pressure). See docs/security.md.
+///
 /// Blocking `get`/`wait` are answered by the server when the key appears (the request is
 /// parked, nothing polls); the client enforces its deadline with `poll()`, and on timeout
 /// closes that connection, so a late answer can never be mistaken for the next call's.
