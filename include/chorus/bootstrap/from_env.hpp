@@ -163,6 +163,11 @@ inline std::string looked_for() {
   throw error(errc::invalid_argument, "chorus: from_env: " + what + "; " + looked_for());
 }
 
+/// For a malformed setting, where the launchers looked for are beside the point.
+[[noreturn]] inline void fail_setting(const std::string& what) {
+  throw error(errc::invalid_argument, "chorus: from_env: " + what);
+}
+
 /// The variable's value; an empty value counts as unset.
 inline std::optional<std::string> lookup(const environment& env, std::string_view var) {
   auto v = env(var);
@@ -270,9 +275,10 @@ inline tcp_store_limits store_limits_from(const environment& env) {
     if (auto v = lookup(env, var)) {
       const auto n = parse_byte_count(*v);
       if (!n) {
-        fail(std::string(var) + "='" + *v +
-             "' is not a positive count; use a number, optionally with k, m or g (e.g. 4096, "
-             "64m)");
+        fail_setting(
+            std::string(var) + "='" + *v +
+            "' is not a positive count; use a number, optionally with k, m or g (e.g. 4096, "
+            "64m)");
       }
       field = *n;
     }
@@ -285,8 +291,8 @@ inline tcp_store_limits store_limits_from(const environment& env) {
       }
       const auto d = parse_duration(*v);
       if (!d) {
-        fail(std::string(var) + "='" + *v + "' is not a positive duration (e.g. 30s, 10m" +
-             (zero_ok ? "; 0 for never)" : ")"));
+        fail_setting(std::string(var) + "='" + *v + "' is not a positive duration (e.g. 30s, 10m" +
+                     (zero_ok ? "; 0 for never)" : ")"));
       }
       field = *d;
     }
@@ -306,25 +312,28 @@ inline tcp_store_limits store_limits_from(const environment& env) {
 inline std::string job_secret_from(const environment& env) {
   const auto direct = lookup(env, "CHORUS_JOB_SECRET");
   const auto file = lookup(env, "CHORUS_JOB_SECRET_FILE");
-  if (direct && file) fail("both CHORUS_JOB_SECRET and CHORUS_JOB_SECRET_FILE are set; set one");
+  if (direct && file)
+    fail_setting("both CHORUS_JOB_SECRET and CHORUS_JOB_SECRET_FILE are set; set one");
   std::string secret;
   if (direct) {
     secret = *direct;
   } else if (file) {
     const std::string where = "CHORUS_JOB_SECRET_FILE='" + *file + "'";
     unique_fd fd(::open(file->c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-    if (!fd) fail(where + " cannot be opened: " + errno_text(errno));
+    if (!fd) fail_setting(where + " cannot be opened: " + errno_text(errno));
     struct stat st {};
-    if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) fail(where + " is not a regular file");
+    if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
+      fail_setting(where + " is not a regular file");
     if (st.st_uid != ::geteuid()) {
-      fail(where + " belongs to uid " + std::to_string(st.st_uid) + ", not to this user (" +
-           std::to_string(::geteuid()) + ")");
+      fail_setting(where + " belongs to uid " + std::to_string(st.st_uid) + ", not to this user (" +
+                   std::to_string(::geteuid()) + ")");
     }
     if ((st.st_mode & 077) != 0) {
       char mode[8];
       std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-      fail(where + " has mode " + mode +
-           ": group or others may access it; make it readable by its owner alone (chmod 600)");
+      fail_setting(
+          where + " has mode " + mode +
+          ": group or others may access it; make it readable by its owner alone (chmod 600)");
     }
     char buf[1024];
     ssize_t n = 0;
@@ -337,9 +346,10 @@ inline std::string job_secret_from(const environment& env) {
     }
   }
   if (!secret.empty() && (secret.size() < 16 || secret.size() > 1024)) {
-    fail(std::string(direct ? "CHORUS_JOB_SECRET" : "the file CHORUS_JOB_SECRET_FILE names") +
-         " holds " + std::to_string(secret.size()) +
-         " bytes; a job secret has 16 to 1024 (e.g. `openssl rand -hex 32`)");
+    fail_setting(
+        std::string(direct ? "CHORUS_JOB_SECRET" : "the file CHORUS_JOB_SECRET_FILE names") +
+        " holds " + std::to_string(secret.size()) +
+        " bytes; a job secret has 16 to 1024 (e.g. `openssl rand -hex 32`)");
   }
   return secret;
 }

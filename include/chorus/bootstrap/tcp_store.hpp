@@ -710,7 +710,7 @@ class tcp_store_server {
                    limit_name("max_connections", "CHORUS_STORE_MAX_CONNECTIONS"));
         if (refused_.load(std::memory_order_relaxed) % 64 == 1) {
           log("chorus: tcp_store server " + address() + ": refused the connection from " + c->peer +
-              ": " + std::to_string(open) + " connections are open, the limit " +
+              ": " + std::to_string(open) + " connections are open, the most allowed " +
               limit_name("max_connections", "CHORUS_STORE_MAX_CONNECTIONS"));
         }
       } else {
