@@ -10,6 +10,7 @@
 #include "bootstrap/store_contract.hpp"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -447,6 +448,9 @@ struct forked_server {
     int port_pipe[2];
     REQUIRE(::pipe2(port_pipe, O_CLOEXEC) == 0);
     process = proc::child([&] {
+      // Free heap memory inherited from the test process (earlier tests' large buffers)
+      // would count in this child's RSS: give it back, so that only the server's counts.
+      ::malloc_trim(0);
       bs::tcp_store_server server(options);
       const std::uint16_t p = server.port();
       if (::write(port_pipe[1], &p, sizeof p) != sizeof p) return 2;
@@ -557,6 +561,23 @@ TEST_CASE("tcp_store limits: parked waits are bounded per connection and in tota
   huge.send(wait_frame(99, 200000));
   CHECK_THAT(error_message(huge.read_frame()),
              Catch::Contains("CHORUS_STORE_MAX_CONNECTION_BYTES"));
+  // A wait frame of 60 MB (12 million one-letter keys; the old server held ~7 times that
+  // while parsing it) is skipped as it arrives and answered with an error.
+  raw_client flood(server.port);
+  flood.hello();
+  wire::writer w;
+  w.u8(4).u32(12'000'000);
+  for (int i = 0; i < 12'000'000; ++i) w.str("a");
+  const bs::bytes frame = w.finish();
+  std::thread sender([&] {  // no Catch2 assertion off the main thread
+    for (std::size_t done = 0; done < frame.size();) {
+      const ssize_t n = ::send(flood.fd(), frame.data() + done, frame.size() - done, MSG_NOSIGNAL);
+      if (n <= 0) return;
+      done += static_cast<std::size_t>(n);
+    }
+  });
+  CHECK_THAT(error_message(flood.read_frame()), Catch::Contains("larger than the limits allow"));
+  sender.join();
   // Sets are not slowed by the parked keys (they look only at waiters of their own key),
   // and the good client is served throughout.
   for (int i = 0; i < 200; ++i) good.set("k" + std::to_string(i), bs::to_bytes("v"));

@@ -829,7 +829,10 @@ class tcp_store_server {
         c.discard_error = "a request of " + std::to_string(len) +
                           " bytes is larger than the limits allow: values up to " +
                           std::to_string(options_.limits.max_value_bytes) + " bytes " +
-                          limit_name("max_value_bytes", "CHORUS_STORE_MAX_VALUE_BYTES");
+                          limit_name("max_value_bytes", "CHORUS_STORE_MAX_VALUE_BYTES") +
+                          ", waits up to " + std::to_string(options_.limits.max_connection_bytes) +
+                          " bytes of keys " +
+                          limit_name("max_connection_bytes", "CHORUS_STORE_MAX_CONNECTION_BYTES");
         continue;
       }
       if (avail - detail::wire::header_bytes < len) {
