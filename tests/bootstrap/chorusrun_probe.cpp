@@ -18,6 +18,8 @@
 //   tail          prints a line without a newline, then exits
 //   shm           from_env(), then a shared-memory transport (its start-up exchange);
 //                 prints "shm up"
+//   secret        prints "secret <CHORUS_JOB_SECRET>"
+//   stranger      connects to CHORUS_STORE without the secret; prints "stranger: <error>"
 #include <chorus/bootstrap/from_env.hpp>
 #include <chorus/transport/shm.hpp>
 
@@ -122,6 +124,17 @@ int main(int argc, char** argv) {
     } else if (verb == "shm") {
       chorus::shm_transport t{chorus::bootstrap::from_env()};
       put(1, "shm up\n");
+    } else if (verb == "secret") {
+      put(1, "secret " + var("CHORUS_JOB_SECRET") + "\n");
+    } else if (verb == "stranger") {
+      const auto [host, port] =
+          chorus::bootstrap::detail::env::parse_address("CHORUS_STORE", var("CHORUS_STORE"));
+      try {
+        chorus::bootstrap::tcp_store s({.host = host, .port = port});
+        put(1, "stranger: served\n");
+      } catch (const chorus::error& e) {
+        put(1, std::string("stranger: ") + e.what() + "\n");
+      }
     } else if (verb == "tail") {
       put(1, "no newline at the end");
     } else {

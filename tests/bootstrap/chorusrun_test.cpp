@@ -109,6 +109,29 @@ TEST_CASE("chorusrun: the ranks meet through its store") {
   }
 }
 
+TEST_CASE("chorusrun: the ranks share a job secret; its store serves no one without it") {
+  const auto r = run({"-n", "3"}, {"secret", "stranger", "store"});
+  CHECK(r.exit_code() == 0);
+  INFO(r.out << r.err);
+  const std::regex re(R"(^\[\d+\] secret ([0-9a-f]{64})$)");
+  std::set<std::string> secrets;
+  for (const auto& line : proc::lines(r.out)) {
+    std::smatch m;
+    if (std::regex_match(line, m, re)) secrets.insert(m[1]);
+  }
+  CHECK(secrets.size() == 1);
+  for (int rank = 0; rank < 3; ++rank) {
+    const std::string tag = "[" + std::to_string(rank) + "] ";
+    CHECK_THAT(r.out, Catch::Contains(tag + "stranger: chorus: tcp_store: the store at") &&
+                          Catch::Contains("requires the job secret"));
+    CHECK_THAT(r.out, Catch::Contains(tag + "gathered 0 10 20\n"));
+  }
+  // Another job draws another secret.
+  const auto again = run({"-n", "1"}, {"secret"});
+  REQUIRE_FALSE(secrets.empty());
+  CHECK(again.out.find(*secrets.begin()) == std::string::npos);
+}
+
 TEST_CASE("chorusrun: the ranks get stdin, stdout and stderr, no other descriptor") {
   const auto r = run({"-n", "2"}, {"fds"});
   CHECK(r.exit_code() == 0);

@@ -10,8 +10,12 @@
 
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
@@ -33,6 +37,15 @@ std::string error_of(vars v) {
     return e.what();
   }
   return "";
+}
+
+/// What torchrun gives rank `rank` of `n` whose store is on 127.0.0.1:`store_port`.
+vars torchrun_vars(int rank, int n, std::uint16_t store_port) {
+  return {{"RANK", std::to_string(rank)},
+          {"WORLD_SIZE", std::to_string(n)},
+          {"MASTER_ADDR", "127.0.0.1"},
+          {"MASTER_PORT", std::to_string(store_port - 1)},
+          {"CHORUS_TIMEOUT", "20"}};
 }
 
 }  // namespace
@@ -277,11 +290,7 @@ TEST_CASE("from_env: torchrun-style ranks meet at MASTER_PORT + 1, rank 0 servin
   const std::uint16_t store_port = contract::unused_port();
   std::vector<bs::world> worlds(n);
   const auto failures = contract::on_threads(n, [&](int rank) {
-    auto w = bs::from_env(bs::environment_from({{"RANK", std::to_string(rank)},
-                                                {"WORLD_SIZE", std::to_string(n)},
-                                                {"MASTER_ADDR", "127.0.0.1"},
-                                                {"MASTER_PORT", std::to_string(store_port - 1)},
-                                                {"CHORUS_TIMEOUT", "20"}}));
+    auto w = bs::from_env(bs::environment_from(torchrun_vars(rank, n, store_port)));
     const auto blobs = bs::all_gather_blob(w.store, "t/ag", w.rank, w.size,
                                            bs::to_bytes(std::to_string(w.rank)), contract::soon());
     if (blobs.size() != n) throw std::runtime_error("wrong blob count");
@@ -323,4 +332,84 @@ TEST_CASE("from_env: rank 0 that cannot serve on the store's port says so") {
     CHECK(e.value() == chorus::errc::transport);
     CHECK_THAT(e.what(), Catch::Contains(std::to_string(busy.port())));
   }
+}
+
+TEST_CASE("from_env: the job secret comes from CHORUS_JOB_SECRET or a file only its owner reads") {
+  const std::string secret(64, 'c');
+  CHECK(detect({{"CHORUS_RANK", "0"}, {"CHORUS_SIZE", "1"}}).secret.empty());
+  CHECK(
+      detect({{"CHORUS_RANK", "0"}, {"CHORUS_SIZE", "1"}, {"CHORUS_JOB_SECRET", secret}}).secret ==
+      secret);
+  CHECK_THAT(error_of({{"CHORUS_RANK", "0"}, {"CHORUS_SIZE", "1"}, {"CHORUS_JOB_SECRET", "abc"}}),
+             Catch::Contains("CHORUS_JOB_SECRET holds 3 bytes"));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("chorus-secret-test-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const auto file = dir / "secret";
+  {
+    std::ofstream out(file);
+    out << secret << "\n";
+  }
+  const vars with_file{
+      {"CHORUS_RANK", "0"}, {"CHORUS_SIZE", "1"}, {"CHORUS_JOB_SECRET_FILE", file.string()}};
+  ::chmod(file.c_str(), 0644);
+  CHECK_THAT(error_of(with_file), Catch::Contains("has mode 0644") && Catch::Contains("chmod 600"));
+  ::chmod(file.c_str(), 0600);
+  CHECK(detect(with_file).secret == secret);  // the trailing newline is not part of it
+  vars both = with_file;
+  both["CHORUS_JOB_SECRET"] = secret;
+  CHECK_THAT(error_of(both), Catch::Contains("set one"));
+  CHECK_THAT(error_of({{"CHORUS_RANK", "0"},
+                       {"CHORUS_SIZE", "1"},
+                       {"CHORUS_JOB_SECRET_FILE", (dir / "missing").string()}}),
+             Catch::Contains("cannot be opened"));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("from_env: the store's limits come from CHORUS_STORE_* variables") {
+  const bs::tcp_store_limits defaults;
+  const auto w = detect({{"CHORUS_RANK", "0"},
+                         {"CHORUS_SIZE", "1"},
+                         {"CHORUS_STORE_MAX_CONNECTIONS", "100"},
+                         {"CHORUS_STORE_MAX_TOTAL_BYTES", "256m"},
+                         {"CHORUS_STORE_MAX_VALUE_BYTES", "64k"},
+                         {"CHORUS_STORE_IDLE_TIMEOUT", "0"},
+                         {"CHORUS_STORE_HANDSHAKE_TIMEOUT", "3s"}});
+  CHECK(w.store_limits.max_connections == 100);
+  CHECK(w.store_limits.max_total_bytes == std::size_t{256} << 20);
+  CHECK(w.store_limits.max_value_bytes == std::size_t{64} << 10);
+  CHECK(w.store_limits.max_key_bytes == defaults.max_key_bytes);
+  CHECK(w.store_limits.idle_timeout == chorus::duration::zero());
+  CHECK(w.store_limits.handshake_timeout == std::chrono::seconds(3));
+  CHECK_THAT(
+      error_of(
+          {{"CHORUS_RANK", "0"}, {"CHORUS_SIZE", "1"}, {"CHORUS_STORE_MAX_KEY_BYTES", "lots"}}),
+      Catch::Contains("CHORUS_STORE_MAX_KEY_BYTES='lots' is not a positive count"));
+  CHECK_THAT(
+      error_of(
+          {{"CHORUS_RANK", "0"}, {"CHORUS_SIZE", "1"}, {"CHORUS_STORE_HANDSHAKE_TIMEOUT", "0"}}),
+      Catch::Contains("CHORUS_STORE_HANDSHAKE_TIMEOUT='0' is not a positive duration"));
+}
+
+TEST_CASE("from_env: torchrun-style ranks with a shared CHORUS_JOB_SECRET authenticate") {
+  constexpr int n = 2;
+  const std::uint16_t store_port = contract::unused_port();
+  const std::string secret(64, 'd');
+  std::vector<bs::world> worlds(n);
+  const auto failures = contract::on_threads(n, [&](int rank) {
+    vars v = torchrun_vars(rank, n, store_port);
+    v["CHORUS_JOB_SECRET"] = secret;
+    auto w = bs::from_env(bs::environment_from(std::move(v)));
+    bs::barrier(w.store, "s/done", w.rank, w.size, contract::soon());
+    worlds[static_cast<std::size_t>(rank)] = std::move(w);
+  });
+  REQUIRE(failures.empty());
+  // A process without the secret learns nothing, not even the job id.
+  try {
+    bs::tcp_store stranger({.port = store_port, .timeout = 20s});
+    FAIL("a client without the secret was served");
+  } catch (const chorus::error& e) {
+    CHECK_THAT(e.what(), Catch::Contains("requires the job secret"));
+  }
+  while (!worlds.empty()) worlds.pop_back();
 }

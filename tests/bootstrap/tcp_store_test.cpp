@@ -10,6 +10,7 @@
 #include "bootstrap/store_contract.hpp"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -18,7 +19,10 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <fstream>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -76,12 +80,21 @@ class raw_client {
   }
   void send(std::string_view text) { send(bs::to_bytes(text)); }
   void shutdown_write() { ::shutdown(fd_.get(), SHUT_WR); }
+  [[nodiscard]] int fd() const { return fd_.get(); }
   /// Says hello and reads the reply (status ok).
   void hello() {
     send(wire::writer().u8(1).u32(wire::magic).u32(wire::version).finish());
-    std::byte reply[9];
-    REQUIRE(read_exact(reply, sizeof reply));
-    CHECK(reply[8] == std::byte{0});
+    const bs::bytes reply = read_frame();
+    REQUIRE(!reply.empty());
+    CHECK(reply[0] == std::byte{0});
+  }
+  /// The body of the next frame from the server; empty when none comes within 10 s.
+  bs::bytes read_frame() {
+    std::byte header[wire::header_bytes];
+    if (!read_exact(header, sizeof header)) return {};
+    bs::bytes body(static_cast<std::size_t>(wire::load_le(header, wire::header_bytes)));
+    if (!read_exact(body.data(), body.size())) return {};
+    return body;
   }
   bool read_exact(std::byte* p, std::size_t n) {
     std::size_t done = 0;
@@ -420,4 +433,287 @@ TEST_CASE("tcp_store: descriptor counts stay flat, and every descriptor is close
     s.set("k", bs::to_bytes("v"));
   }
   CHECK(proc::open_fds() == before);
+}
+
+// ---- Limits and authentication: each hostile pattern built by hand, against a server in a
+// forked child where its memory is measured alone.
+
+namespace {
+
+/// A tcp_store_server serving in a forked child until the test ends.
+struct forked_server {
+  proc::child process;
+  std::uint16_t port = 0;
+  explicit forked_server(bs::tcp_server_options options = {}) {
+    int port_pipe[2];
+    REQUIRE(::pipe2(port_pipe, O_CLOEXEC) == 0);
+    process = proc::child([&] {
+      // Free heap memory inherited from the test process (earlier tests' large buffers)
+      // would count in this child's RSS: give it back, so that only the server's counts.
+      ::malloc_trim(0);
+      bs::tcp_store_server server(options);
+      const std::uint16_t p = server.port();
+      if (::write(port_pipe[1], &p, sizeof p) != sizeof p) return 2;
+      for (;;) ::pause();
+    });
+    port = read_port(port_pipe);
+  }
+  /// The child's resident set (VmRSS) in MiB.
+  [[nodiscard]] double rss_mib() const {
+    std::ifstream status("/proc/" + std::to_string(process.pid()) + "/status");
+    std::string line;
+    while (std::getline(status, line)) {
+      if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+    }
+    FAIL("no VmRSS in /proc/<pid>/status");
+    return 0;
+  }
+};
+
+/// The message of an error reply frame (status 1), or "" for anything else.
+std::string error_message(const bs::bytes& reply) {
+  wire::reader r(reply);
+  if (r.u8() != 1) return "";
+  r.u8();
+  const std::string message(r.str());
+  return r.complete() ? message : "";
+}
+
+/// What a call threw ("" when it returned).
+template <class F>
+std::string thrown(F&& f) {
+  try {
+    f();
+  } catch (const chorus::error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool measuring_rss = false;  // ASan's quarantine and shadow memory dwarf the store's
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool measuring_rss = false;
+#else
+constexpr bool measuring_rss = true;
+#endif
+#else
+constexpr bool measuring_rss = true;
+#endif
+
+/// The server's resident set is under 64 MiB (the bound the limits' defaults promise).
+/// Not checked under AddressSanitizer, whose allocator keeps freed memory on purpose.
+void check_rss(const forked_server& server, std::string_view after) {
+  const double rss = server.rss_mib();
+  INFO("server RSS " << rss << " MiB " << after);
+  if (measuring_rss) CHECK(rss < 64);
+}
+
+}  // namespace
+
+TEST_CASE("tcp_store limits: pipelined gets never read hold one reply, not all of them") {
+  forked_server server;
+  auto good = client(server.port);
+  const bs::bytes big(16 << 20, std::byte{7});  // the largest value the default limits allow
+  good.set("big", big);
+  raw_client greedy(server.port);
+  greedy.hello();
+  bs::bytes requests;
+  for (int i = 0; i < 40; ++i) {
+    const bs::bytes get = wire::writer().u8(3).str("big").finish();
+    requests.insert(requests.end(), get.begin(), get.end());
+  }
+  greedy.send(requests);            // and never reads a reply
+  std::this_thread::sleep_for(1s);  // time to serve them, were it not for back-pressure
+  good.set("small", bs::to_bytes("still served"));
+  CHECK(bs::as_string(good.get("small", soon())) == "still served");
+  const bs::bytes got = good.get("big", soon());
+  CHECK(got.size() == big.size());
+  CHECK(std::count(got.begin(), got.end(), std::byte{7}) ==
+        static_cast<std::ptrdiff_t>(big.size()));
+  check_rss(server, "after 40 unread gets of a 16 MiB value");
+}
+
+TEST_CASE("tcp_store limits: parked waits are bounded per connection and in total") {
+  forked_server server;
+  auto good = client(server.port);
+  good.set("present", bs::to_bytes("1"));
+  // A wait for 15000 keys that never appear pins about 3 MB: under one connection's 4 MiB.
+  const auto wait_frame = [](int conn, int keys) {
+    wire::writer w;
+    w.u8(4).u32(static_cast<std::uint32_t>(keys));
+    for (int i = 0; i < keys; ++i) w.str("w" + std::to_string(conn) + "-" + std::to_string(i));
+    return w.finish();
+  };
+  std::vector<std::unique_ptr<raw_client>> waiters;
+  for (int conn = 0; conn < 20; ++conn) {
+    waiters.push_back(std::make_unique<raw_client>(server.port));
+    waiters.back()->hello();
+    waiters.back()->send(wait_frame(conn, 15000));
+  }
+  // About 11 such waits fit in the default 32 MiB; the 20th cannot, and is told why
+  // (the parked ones get no reply).
+  CHECK_THAT(error_message(waiters.back()->read_frame()),
+             Catch::Contains("CHORUS_STORE_MAX_TOTAL_BYTES"));
+  raw_client huge(server.port);
+  huge.hello();
+  huge.send(wait_frame(99, 200000));
+  CHECK_THAT(error_message(huge.read_frame()),
+             Catch::Contains("CHORUS_STORE_MAX_CONNECTION_BYTES"));
+  // A wait frame of 60 MB (12 million one-letter keys; the old server held ~7 times that
+  // while parsing it) is skipped as it arrives and answered with an error.
+  raw_client flood(server.port);
+  flood.hello();
+  wire::writer w;
+  w.u8(4).u32(12'000'000);
+  for (int i = 0; i < 12'000'000; ++i) w.str("a");
+  const bs::bytes frame = w.finish();
+  std::thread sender([&] {  // no Catch2 assertion off the main thread
+    for (std::size_t done = 0; done < frame.size();) {
+      const ssize_t n = ::send(flood.fd(), frame.data() + done, frame.size() - done, MSG_NOSIGNAL);
+      if (n <= 0) return;
+      done += static_cast<std::size_t>(n);
+    }
+  });
+  CHECK_THAT(error_message(flood.read_frame()), Catch::Contains("larger than the limits allow"));
+  sender.join();
+  // Sets are not slowed by the parked keys (they look only at waiters of their own key),
+  // and the good client is served throughout.
+  for (int i = 0; i < 200; ++i) good.set("k" + std::to_string(i), bs::to_bytes("v"));
+  CHECK(bs::as_string(good.get("k199", soon())) == "v");
+  CHECK(good.check(std::vector<std::string>{"present"}));
+  check_rss(server, "with the parked waits");
+}
+
+TEST_CASE("tcp_store limits: one client cannot store beyond the total") {
+  forked_server server;
+  auto good = client(server.port);
+  good.set("mine", bs::to_bytes("kept"));
+  auto hog = client(server.port);
+  const bs::bytes mib(1 << 20, std::byte{1});
+  std::string refusal;
+  for (int i = 0; i < 64 && refusal.empty(); ++i) {
+    refusal = thrown([&] { hog.set("hog/" + std::to_string(i), mib); });
+  }
+  CHECK_THAT(refusal, Catch::Contains("CHORUS_STORE_MAX_TOTAL_BYTES"));
+  CHECK_THAT(refusal, Catch::Contains("33554432"));
+  // The hog's connection still works (an error reply, not a drop), and so does the good one.
+  CHECK(hog.check(std::vector<std::string>{"hog/0"}));
+  CHECK(bs::as_string(good.get("mine", soon())) == "kept");
+  check_rss(server, "with the store full");
+}
+
+TEST_CASE("tcp_store limits: keys and values over their limits get an error, not a drop") {
+  log_lines log;
+  bs::tcp_store s(
+      {.serve = true, .log = log.sink(), .limits = {.max_key_bytes = 64, .max_value_bytes = 1000}});
+  CHECK_THAT(thrown([&] { s.set(std::string(65, 'k'), bs::to_bytes("v")); }),
+             Catch::Contains("CHORUS_STORE_MAX_KEY_BYTES"));
+  CHECK_THAT(thrown([&] { s.set("v", bs::bytes(1001)); }),
+             Catch::Contains("CHORUS_STORE_MAX_VALUE_BYTES"));
+  // Far over every limit: the body is skipped as it arrives, then the error is answered.
+  CHECK_THAT(thrown([&] { s.set("v", bs::bytes(10 << 20)); }),
+             Catch::Contains("CHORUS_STORE_MAX_VALUE_BYTES"));
+  s.set("v", bs::bytes(1000));
+  CHECK(s.get("v", soon()).size() == 1000);
+  CHECK(s.server()->dropped_connections() == 0);
+}
+
+TEST_CASE(
+    "tcp_store limits: connections over the limit are refused; clients already in are served") {
+  log_lines log;
+  bs::tcp_store_server server({.log = log.sink(), .limits = {.max_connections = 4}});
+  auto good = client(server.port());
+  good.set("before", bs::to_bytes("1"));
+  std::vector<std::unique_ptr<raw_client>> hogs;
+  for (int i = 0; i < 3; ++i) {
+    hogs.push_back(std::make_unique<raw_client>(server.port()));
+    hogs.back()->hello();
+  }
+  {
+    raw_client extra(server.port());
+    CHECK_THAT(error_message(extra.read_frame()), Catch::Contains("CHORUS_STORE_MAX_CONNECTIONS"));
+    CHECK(extra.closed_by_server());
+  }
+  CHECK_THAT(thrown([&] { client(server.port()); }), Catch::Contains("at most 4 connections"));
+  CHECK(log.any_contains("refused the connection"));
+  good.set("during", bs::to_bytes("2"));
+  CHECK(bs::as_string(good.get("before", soon())) == "1");
+  hogs.clear();
+  // Once the hogs leave, new clients get in (hang guard: the client's own timeout).
+  std::optional<bs::tcp_store> later;
+  for (int attempt = 0; attempt < 100 && !later; ++attempt) {
+    try {
+      later.emplace(client(server.port()));
+    } catch (const chorus::error&) {
+      std::this_thread::sleep_for(50ms);  // the server has not seen the hogs close yet
+    }
+  }
+  REQUIRE(later);
+  CHECK(bs::as_string(later->get("during", soon())) == "2");
+}
+
+TEST_CASE("tcp_store limits: idle connections and silent ones are closed; clients reconnect") {
+  log_lines log;
+  bs::tcp_store_server server(
+      {.log = log.sink(), .limits = {.idle_timeout = 200ms, .handshake_timeout = 200ms}});
+  raw_client idle(server.port());
+  idle.hello();
+  raw_client silent(server.port());
+  CHECK(idle.closed_by_server());
+  CHECK(silent.closed_by_server());
+  CHECK(log.any_contains("did not say hello"));
+  auto good = client(server.port());
+  good.set("a", bs::to_bytes("1"));
+  std::this_thread::sleep_for(600ms);  // its pooled connection is closed meanwhile
+  CHECK(bs::as_string(good.get("a", soon())) == "1");
+  // A parked get is not idle: it gets its answer however long it waits.
+  std::thread setter([&] {
+    std::this_thread::sleep_for(600ms);
+    client(server.port()).set("late", bs::to_bytes("2"));
+  });
+  CHECK(bs::as_string(good.get("late", soon())) == "2");
+  setter.join();
+}
+
+TEST_CASE("tcp_store secret: clients without it get nothing, not even the job id") {
+  const std::string secret = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+  log_lines log;
+  bs::tcp_store owner({.serve = true, .log = log.sink(), .secret = secret});
+  owner.set("chorus/job_id", bs::to_bytes("the-job"));
+  // A tcp_store without the secret is told what is missing.
+  CHECK_THAT(thrown([&] { client(owner.port()); }),
+             Catch::Contains("requires the job secret") && Catch::Contains("CHORUS_JOB_SECRET"));
+  // A hand-made client that skips the proof is dropped before any request is served.
+  raw_client stranger(owner.port());
+  stranger.hello();
+  stranger.send(wire::writer().u8(3).str("chorus/job_id").finish());
+  const bs::bytes reply = stranger.read_frame();
+  CHECK(bs::as_string(reply).find("the-job") == std::string::npos);
+  CHECK(stranger.closed_by_server());
+  CHECK(log.any_contains("before proving the job secret"));
+  // A rank with the secret is served.
+  bs::tcp_store rank({.port = owner.port(), .timeout = 20s, .secret = secret});
+  CHECK(bs::as_string(rank.get("chorus/job_id", soon())) == "the-job");
+  // A rank with a secret refuses a store that asks for none (not the job's store).
+  bs::tcp_store_server open_server;
+  CHECK_THAT(thrown([&] {
+               bs::tcp_store({.port = open_server.port(), .timeout = 20s, .secret = secret});
+             }),
+             Catch::Contains("does not ask for one"));
+}
+
+TEST_CASE("tcp_store secret: a wrong secret is refused with a clear error") {
+  log_lines log;
+  bs::tcp_store_server server({.log = log.sink(), .secret = std::string(64, 'a')});
+  const std::string message = thrown([&] {
+    bs::tcp_store({.port = server.port(), .timeout = 20s, .secret = std::string(64, 'b')});
+  });
+  CHECK_THAT(message,
+             Catch::Contains("authentication failed") && Catch::Contains("CHORUS_JOB_SECRET"));
+  CHECK(server.refused_connections() == 1);
+  CHECK(log.any_contains("does not know the job secret"));
+  CHECK_THAT(thrown([&] { bs::tcp_store({.port = server.port(), .secret = "short"}); }),
+             Catch::Contains("at least 16"));
 }

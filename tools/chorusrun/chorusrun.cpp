@@ -4,11 +4,14 @@
 //   chorusrun -n N [--grace S] [--no-prefix] [--timeout T] [--check] [--] program args...
 //
 // What it does, in order:
-//  1. serves a tcp_store on 127.0.0.1 (a port the kernel picks) for the job's rendezvous;
+//  1. draws a job secret (256 random bits, hex) and serves a tcp_store on 127.0.0.1 (a port
+//     the kernel picks) for the job's rendezvous, which only clients proving the secret may
+//     use (limits from the CHORUS_STORE_* variables chorusrun was given; docs/security.md);
 //  2. draws a job id (128 random bits, hex) that names the job's shared-memory segments;
 //  3. starts N processes of `program args...`, each in a process group of its own, with the
 //     environment it was given plus CHORUS_RANK, CHORUS_SIZE, CHORUS_LOCAL_RANK,
-//     CHORUS_LOCAL_SIZE, CHORUS_STORE (host:port), CHORUS_JOB_ID, and CHORUS_TIMEOUT /
+//     CHORUS_LOCAL_SIZE, CHORUS_STORE (host:port), CHORUS_JOB_ID, CHORUS_JOB_SECRET (in
+//     place of any CHORUS_JOB_SECRET or CHORUS_JOB_SECRET_FILE it was given), and CHORUS_TIMEOUT /
 //     CHORUS_CHECK when asked; stdin is /dev/null;
 //  4. copies every complete output line of rank r to its own stdout or stderr as
 //     "[r] line" (unless --no-prefix, where the ranks write to chorusrun's stdout and
@@ -28,6 +31,7 @@
 // Every descriptor chorusrun opens is close-on-exec; the ranks get stdin, stdout and stderr
 // only. They also get PR_SET_PDEATHSIG=SIGKILL, so that no rank outlives a chorusrun killed
 // with SIGKILL.
+#include <chorus/bootstrap/from_env.hpp>
 #include <chorus/bootstrap/posix.hpp>
 #include <chorus/bootstrap/tcp_store.hpp>
 #include <chorus/core/deadline.hpp>
@@ -189,7 +193,20 @@ class launcher {
     sigfd_ = unique_fd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
     if (!sigfd_) return fail("signalfd", errno);
 
-    chorus::bootstrap::tcp_store_server server;  // 127.0.0.1, a free port
+    // The job secret: 32 random bytes, which every rank proves to the store (and the store
+    // to every rank). It reaches the ranks in their environment only, which other users
+    // cannot read (/proc/<pid>/environ is the owner's); never through the store.
+    const std::string secret = chorus::bootstrap::detail::random_hex(32);
+    chorus::bootstrap::tcp_store_limits limits;
+    try {
+      limits = chorus::bootstrap::detail::env::store_limits_from(
+          chorus::bootstrap::process_environment());
+    } catch (const chorus::error& e) {
+      say(e.what());
+      return 2;
+    }
+    // 127.0.0.1, a free port.
+    chorus::bootstrap::tcp_store_server server({.secret = secret, .limits = limits});
     job_id_ = chorus::bootstrap::detail::random_hex(16);
 
     unique_fd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
@@ -206,6 +223,7 @@ class launcher {
     base_env.push_back("CHORUS_LOCAL_SIZE=" + std::to_string(s_.np));
     base_env.push_back("CHORUS_STORE=" + server.address());
     base_env.push_back("CHORUS_JOB_ID=" + job_id_);
+    base_env.push_back("CHORUS_JOB_SECRET=" + secret);
     if (!s_.timeout.empty()) base_env.push_back("CHORUS_TIMEOUT=" + s_.timeout);
     if (s_.check) base_env.push_back("CHORUS_CHECK=1");
 
@@ -233,8 +251,9 @@ class launcher {
 
  private:
   static bool overridden(std::string_view var) {
-    for (std::string_view name : {"CHORUS_RANK=", "CHORUS_SIZE=", "CHORUS_LOCAL_RANK=",
-                                  "CHORUS_LOCAL_SIZE=", "CHORUS_STORE=", "CHORUS_JOB_ID="}) {
+    for (std::string_view name :
+         {"CHORUS_RANK=", "CHORUS_SIZE=", "CHORUS_LOCAL_RANK=", "CHORUS_LOCAL_SIZE=",
+          "CHORUS_STORE=", "CHORUS_JOB_ID=", "CHORUS_JOB_SECRET=", "CHORUS_JOB_SECRET_FILE="}) {
       if (var.starts_with(name)) return true;
     }
     return false;

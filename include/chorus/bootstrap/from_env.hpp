@@ -33,8 +33,11 @@
 /// Otherwise (MPI or Slurm without 1 or 2) `from_env` says which variables to set.
 ///
 /// Also read: `CHORUS_JOB_ID` (the job's unique token; when absent, rank 0 draws a random
-/// one and shares it through the store) and `CHORUS_TIMEOUT` (how long to wait for the
-/// store; see core/deadline.hpp).
+/// one and shares it through the store), `CHORUS_TIMEOUT` (how long to wait for the
+/// store; see core/deadline.hpp), `CHORUS_JOB_SECRET` or `CHORUS_JOB_SECRET_FILE` (the
+/// secret every rank proves to the store; chorusrun sets it; see docs/security.md), and on
+/// the process that serves the store the `CHORUS_STORE_MAX_*` limits and
+/// `CHORUS_STORE_IDLE_TIMEOUT` / `CHORUS_STORE_HANDSHAKE_TIMEOUT` (see `tcp_store_limits`).
 #include <chorus/bootstrap/memory_store.hpp>
 #include <chorus/bootstrap/posix.hpp>
 #include <chorus/bootstrap/store.hpp>
@@ -42,8 +45,13 @@
 #include <chorus/core/deadline.hpp>
 #include <chorus/core/error.hpp>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <charconv>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <map>
@@ -96,7 +104,12 @@ struct world {
   /// The tcp_store of the job; nullopt for a one-rank world that names none.
   std::optional<store_location> store_at;
   duration timeout = default_timeout;  ///< CHORUS_TIMEOUT, or the default
-  any_store store;                     ///< connected by `from_env`; empty after `detect_world`
+  /// The job secret (CHORUS_JOB_SECRET, or the file CHORUS_JOB_SECRET_FILE names); empty
+  /// when neither is set, and the store is then unauthenticated. Never print it.
+  std::string secret;
+  /// The store's limits, from CHORUS_STORE_* (used by the rank that serves the store).
+  tcp_store_limits store_limits;
+  any_store store;  ///< connected by `from_env`; empty after `detect_world`
 };
 
 /// Looks up an environment variable: its value, or nullopt when unset.
@@ -148,6 +161,11 @@ inline std::string looked_for() {
 
 [[noreturn]] inline void fail(const std::string& what) {
   throw error(errc::invalid_argument, "chorus: from_env: " + what + "; " + looked_for());
+}
+
+/// For a malformed setting, where the launchers looked for are beside the point.
+[[noreturn]] inline void fail_setting(const std::string& what) {
+  throw error(errc::invalid_argument, "chorus: from_env: " + what);
 }
 
 /// The variable's value; an empty value counts as unset.
@@ -223,6 +241,119 @@ inline std::pair<std::string, std::uint16_t> parse_address(std::string_view var,
   return {host, static_cast<std::uint16_t>(*port)};
 }
 
+/// A byte count: digits, optionally followed by k, m or g (KiB, MiB, GiB).
+inline std::optional<std::size_t> parse_byte_count(std::string_view text) {
+  std::size_t shift = 0;
+  if (!text.empty()) {
+    switch (text.back()) {
+      case 'k':
+      case 'K':
+        shift = 10;
+        break;
+      case 'm':
+      case 'M':
+        shift = 20;
+        break;
+      case 'g':
+      case 'G':
+        shift = 30;
+        break;
+      default:
+        break;
+    }
+    if (shift != 0) text.remove_suffix(1);
+  }
+  const auto v = parse_int(text);
+  if (!v || *v < 1 || *v > (std::int64_t{1} << (62 - shift))) return std::nullopt;
+  return static_cast<std::size_t>(*v) << shift;
+}
+
+/// The store's limits: the defaults, overridden by the CHORUS_STORE_* variables set.
+inline tcp_store_limits store_limits_from(const environment& env) {
+  tcp_store_limits l;
+  const auto bytes_var = [&](std::string_view var, std::size_t& field) {
+    if (auto v = lookup(env, var)) {
+      const auto n = parse_byte_count(*v);
+      if (!n) {
+        fail_setting(
+            std::string(var) + "='" + *v +
+            "' is not a positive count; use a number, optionally with k, m or g (e.g. 4096, "
+            "64m)");
+      }
+      field = *n;
+    }
+  };
+  const auto duration_var = [&](std::string_view var, duration& field, bool zero_ok) {
+    if (auto v = lookup(env, var)) {
+      if (zero_ok && (*v == "0" || *v == "never")) {
+        field = duration::zero();
+        return;
+      }
+      const auto d = parse_duration(*v);
+      if (!d) {
+        fail_setting(std::string(var) + "='" + *v + "' is not a positive duration (e.g. 30s, 10m" +
+                     (zero_ok ? "; 0 for never)" : ")"));
+      }
+      field = *d;
+    }
+  };
+  bytes_var("CHORUS_STORE_MAX_CONNECTIONS", l.max_connections);
+  bytes_var("CHORUS_STORE_MAX_KEY_BYTES", l.max_key_bytes);
+  bytes_var("CHORUS_STORE_MAX_VALUE_BYTES", l.max_value_bytes);
+  bytes_var("CHORUS_STORE_MAX_TOTAL_BYTES", l.max_total_bytes);
+  bytes_var("CHORUS_STORE_MAX_CONNECTION_BYTES", l.max_connection_bytes);
+  duration_var("CHORUS_STORE_IDLE_TIMEOUT", l.idle_timeout, true);
+  duration_var("CHORUS_STORE_HANDSHAKE_TIMEOUT", l.handshake_timeout, false);
+  return l;
+}
+
+/// The job secret from CHORUS_JOB_SECRET or CHORUS_JOB_SECRET_FILE (a file only its owner,
+/// this user, may read: the secret is worth nothing once others can read it); "" for none.
+inline std::string job_secret_from(const environment& env) {
+  const auto direct = lookup(env, "CHORUS_JOB_SECRET");
+  const auto file = lookup(env, "CHORUS_JOB_SECRET_FILE");
+  if (direct && file)
+    fail_setting("both CHORUS_JOB_SECRET and CHORUS_JOB_SECRET_FILE are set; set one");
+  std::string secret;
+  if (direct) {
+    secret = *direct;
+  } else if (file) {
+    const std::string where = "CHORUS_JOB_SECRET_FILE='" + *file + "'";
+    unique_fd fd(::open(file->c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!fd) fail_setting(where + " cannot be opened: " + errno_text(errno));
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
+      fail_setting(where + " is not a regular file");
+    if (st.st_uid != ::geteuid()) {
+      fail_setting(where + " belongs to uid " + std::to_string(st.st_uid) + ", not to this user (" +
+                   std::to_string(::geteuid()) + ")");
+    }
+    if ((st.st_mode & 077) != 0) {
+      char mode[8];
+      std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+      fail_setting(
+          where + " has mode " + mode +
+          ": group or others may access it; make it readable by its owner alone (chmod 600)");
+    }
+    char buf[1024];
+    ssize_t n = 0;
+    while ((n = ::read(fd.get(), buf, sizeof buf)) > 0 && secret.size() < 4096) {
+      secret.append(buf, static_cast<std::size_t>(n));
+    }
+    while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r' ||
+                               secret.back() == ' ' || secret.back() == '\t')) {
+      secret.pop_back();
+    }
+  }
+  if (!secret.empty() && (secret.size() < 16 || secret.size() > 1024)) {
+    fail_setting(
+        std::string(direct ? "CHORUS_JOB_SECRET" : "the file CHORUS_JOB_SECRET_FILE names") +
+        " holds " + std::to_string(secret.size()) +
+        " bytes; a job secret has 16 to 1024 (e.g. `openssl rand -hex 32`)");
+  }
+  return secret;
+}
+
 inline bool valid_job_id(std::string_view id) {
   if (id.empty() || id.size() > 64) return false;
   for (const char c : id) {
@@ -235,9 +366,10 @@ inline bool valid_job_id(std::string_view id) {
 
 }  // namespace detail::env
 
-/// Works out the world from `env` without any I/O (the store is not connected:
-/// `world::store` is empty). Throws `errc::invalid_argument` naming the variable that is
-/// missing or malformed and the launchers it looked for.
+/// Works out the world from `env` without network I/O (the store is not connected:
+/// `world::store` is empty; the only file read is CHORUS_JOB_SECRET_FILE's). Throws
+/// `errc::invalid_argument` naming the variable that is missing or malformed and the launchers it
+/// looked for.
 inline world detect_world(const environment& env = process_environment()) {
   using namespace detail::env;
   world w;
@@ -348,6 +480,9 @@ inline world detect_world(const environment& env = process_environment()) {
     w.job_id = *id;
   }
 
+  w.secret = job_secret_from(env);
+  w.store_limits = store_limits_from(env);
+
   if (auto t = lookup(env, "CHORUS_TIMEOUT")) {
     const auto d = parse_duration(*t);
     if (!d) {
@@ -381,6 +516,8 @@ inline any_store connect_store(const world& w) {
       .timeout = w.timeout,
       .max_frame_bytes = default_max_frame_bytes,
       .log = {},
+      .secret = w.secret,
+      .limits = w.store_limits,
   }));
 }
 

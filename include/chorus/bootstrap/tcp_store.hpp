@@ -20,24 +20,35 @@
 /// `get`/`wait` is still pending make it drop THAT connection with one log line; it keeps
 /// serving the others, and buffers only the bytes that actually arrived.
 ///
+/// With a job secret (`secret`, CHORUS_JOB_SECRET), a client proves it after `hello` with
+/// an HMAC-SHA256 over the server's challenge and its own nonce, and the server proves it
+/// back; nothing else is served before. The server enforces `tcp_store_limits`
+/// (connections, key, value and total bytes, bytes outstanding per connection, idle and
+/// handshake timeouts): a request over one gets an error reply naming the limit and the
+/// variable that raises it; unread replies stop the server reading from that connection
+/// (back-pressure). See docs/security.md.
+///
 /// Blocking `get`/`wait` are answered by the server when the key appears (the request is
 /// parked, nothing polls); the client enforces its deadline with `poll()`, and on timeout
 /// closes that connection, so a late answer can never be mistaken for the next call's.
 /// Concurrent calls from several threads each use their own connection (a small pool), so
 /// one thread blocked in `get` never delays another's `set`.
 #include <chorus/bootstrap/posix.hpp>
+#include <chorus/bootstrap/sha256.hpp>
 #include <chorus/bootstrap/store.hpp>
 #include <chorus/core/bytes.hpp>
 #include <chorus/core/deadline.hpp>
 #include <chorus/core/error.hpp>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -48,6 +59,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -75,10 +87,18 @@ using log_function = std::function<void(std::string_view line)>;
 namespace detail::wire {
 
 inline constexpr std::uint32_t magic = 0x63687273;  // "chrs" read as a little-endian u32
-inline constexpr std::uint32_t version = 1;
+inline constexpr std::uint32_t version = 2;     // 2: the hello reply says whether to authenticate
 inline constexpr std::size_t header_bytes = 8;  ///< the u64 body length of every frame
 
-enum class command : std::uint8_t { hello = 1, set = 2, get = 3, wait = 4, add = 5, check = 6 };
+enum class command : std::uint8_t {
+  hello = 1,
+  set = 2,
+  get = 3,
+  wait = 4,
+  add = 5,
+  check = 6,
+  auth = 7
+};
 enum class status : std::uint8_t { ok = 0, error = 1 };
 
 inline std::string command_name(std::uint8_t c) {
@@ -95,6 +115,8 @@ inline std::string command_name(std::uint8_t c) {
       return "add";
     case command::check:
       return "check";
+    case command::auth:
+      return "auth";
   }
   return "unknown command " + std::to_string(c);
 }
@@ -309,6 +331,38 @@ inline unique_fd connect_once(const std::string& host, std::uint16_t port, deadl
 
 }  // namespace detail::net
 
+/// Limits a `tcp_store_server` enforces, so that no client -- buggy or hostile -- can make
+/// it hold unbounded memory or descriptors. A request over a limit fails with an error
+/// reply to that client alone, naming the limit and the environment variable that raises
+/// it (read by `server_options_from_env` in from_env.hpp, on the process that serves: rank
+/// 0, or chorusrun). The defaults and their arithmetic for a 4096-rank job are in
+/// docs/bootstrap.md.
+struct tcp_store_limits {
+  /// Open connections, those in their handshake included (CHORUS_STORE_MAX_CONNECTIONS).
+  /// One more is answered with an error and closed.
+  std::size_t max_connections = 16384;
+  /// Bytes of one key (CHORUS_STORE_MAX_KEY_BYTES).
+  std::size_t max_key_bytes = 4096;
+  /// Bytes of one value (CHORUS_STORE_MAX_VALUE_BYTES).
+  std::size_t max_value_bytes = std::size_t{16} << 20;
+  /// Bytes the store holds for every client together (CHORUS_STORE_MAX_TOTAL_BYTES): keys
+  /// and values stored (each entry counted with 128 bytes of bookkeeping), plus the keys of
+  /// parked get/wait requests (192 bytes each, besides the key).
+  std::size_t max_total_bytes = std::size_t{32} << 20;
+  /// Bytes one connection may have outstanding (CHORUS_STORE_MAX_CONNECTION_BYTES): replies
+  /// queued that the client has not read (past this, the server reads no further request
+  /// from it until the client catches up: back-pressure, not buffering), and the keys its
+  /// parked get/wait pins (a wait over this fails).
+  std::size_t max_connection_bytes = std::size_t{4} << 20;
+  /// A connection with no request in flight, no parked get/wait and no reply queued is
+  /// closed after this long (CHORUS_STORE_IDLE_TIMEOUT); clients reconnect transparently.
+  /// Zero: never.
+  duration idle_timeout = std::chrono::minutes(10);
+  /// A connection must say hello (and prove the job secret, when there is one) within this
+  /// long of connecting (CHORUS_STORE_HANDSHAKE_TIMEOUT).
+  duration handshake_timeout = std::chrono::seconds(10);
+};
+
 /// Settings of a `tcp_store_server`.
 struct tcp_server_options {
   /// Address to bind: a numeric address or a host name; empty for every interface.
@@ -317,7 +371,43 @@ struct tcp_server_options {
   /// Frames larger than this are refused (the connection is dropped). At most 4 GiB.
   std::size_t max_frame_bytes = default_max_frame_bytes;
   log_function log = {};  ///< where "dropped connection" lines go; empty: standard error
+  /// The job secret (CHORUS_JOB_SECRET). Non-empty: every client must prove it knows it
+  /// (HMAC-SHA256 challenge-response, see docs/security.md) before any other request, and
+  /// the server proves it back. Empty: no authentication. At least 16 bytes when set.
+  std::string secret = {};
+  tcp_store_limits limits = {};
 };
+
+namespace detail::wire {
+
+/// Frames a client may send before it is authenticated: hello and auth are far smaller.
+inline constexpr std::size_t handshake_frame_bytes = 256;
+/// Bookkeeping counted per stored entry (hash node, key and value headers, allocator
+/// overhead) and per key of a parked request (its copy, its node in the index of waiters),
+/// close to what they cost in memory, so that many tiny entries cannot hide behind a byte
+/// count.
+inline constexpr std::size_t entry_overhead_bytes = 128;
+inline constexpr std::size_t parked_key_overhead_bytes = 192;
+
+/// The proof of the job secret for `nonce` (the server's challenge) and `client_nonce`,
+/// by the client (`role` "client") or the server ("server").
+inline digest proof(std::string_view secret, std::string_view role, std::string_view nonce,
+                    std::string_view client_nonce) {
+  const auto b = [](std::string_view s) { return std::as_bytes(std::span(s.data(), s.size())); };
+  return hmac_sha256(
+      b(secret), {b("chorus tcp_store v2 "), b(role), b(" "), b(nonce), b(" "), b(client_nonce)});
+}
+
+inline void check_secret(std::string_view secret, std::string_view who) {
+  if (!secret.empty() && secret.size() < 16) {
+    throw error(errc::invalid_argument,
+                "chorus: " + std::string(who) + ": the job secret has " +
+                    std::to_string(secret.size()) +
+                    " bytes; it must have at least 16 (chorusrun draws 64 hex digits)");
+  }
+}
+
+}  // namespace detail::wire
 
 /// The server of a tcp_store: one background thread multiplexing every connection with
 /// `poll()`. Starts serving in the constructor; the destructor stops the thread (waking
@@ -331,12 +421,22 @@ class tcp_store_server {
                   "chorus: tcp_store server: max_frame_bytes must be between 64 and 4 GiB, not " +
                       std::to_string(options_.max_frame_bytes));
     }
+    detail::wire::check_secret(options_.secret, "tcp_store server");
+    const auto& l = options_.limits;
+    if (l.max_connections < 1 || l.max_key_bytes < 1 || l.max_value_bytes < 1 ||
+        l.max_total_bytes < 1 || l.max_connection_bytes < 1 || l.idle_timeout < duration::zero() ||
+        l.handshake_timeout <= duration::zero()) {
+      throw error(errc::invalid_argument,
+                  "chorus: tcp_store server: every limit must be positive (the idle timeout may "
+                  "be zero: never)");
+    }
     listen_ = open_listener();
     wake_ = detail::unique_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!wake_) {
       throw error(errc::transport,
                   "chorus: tcp_store server: eventfd(): " + detail::errno_text(errno));
     }
+    spare_ = detail::unique_fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     thread_ = std::thread([this] { run(); });
   }
 
@@ -369,6 +469,10 @@ class tcp_store_server {
   [[nodiscard]] std::uint64_t dropped_connections() const noexcept {
     return dropped_.load(std::memory_order_relaxed);
   }
+  /// How many connections were refused for the connection limit or a wrong secret.
+  [[nodiscard]] std::uint64_t refused_connections() const noexcept {
+    return refused_.load(std::memory_order_relaxed);
+  }
 
  private:
   struct connection {
@@ -376,15 +480,42 @@ class tcp_store_server {
     std::string peer;
     bytes in;  ///< received bytes; those before `in_pos` are consumed
     std::size_t in_pos = 0;
-    bytes out;  ///< replies not yet written; those before `out_pos` are sent
+    /// Replies not yet written, in order; a get's value is shared with the store, not
+    /// copied. Of the first, the bytes before `out_pos` are sent.
+    std::deque<std::shared_ptr<const bytes>> out;
     std::size_t out_pos = 0;
-    bool greeted = false;  ///< `hello` was accepted
-    bool pending = false;  ///< a get/wait is parked until its keys exist
+    std::size_t out_bytes = 0;   ///< bytes in `out` not yet sent
+    bool greeted = false;        ///< `hello` was accepted
+    bool authenticated = false;  ///< it proved the secret (or the server has none)
+    std::string nonce;           ///< the challenge sent with the hello reply
+    bool pending = false;        ///< a get/wait is parked until its keys exist
     bool pending_get = false;
-    std::vector<std::string> pending_keys;
+    std::vector<std::string> pending_keys;  ///< the keys still missing (distinct)
+    std::size_t missing = 0;                ///< how many of them are still missing
+    std::size_t parked_bytes = 0;           ///< what they count against the limits
+    std::uint64_t discard = 0;              ///< bytes of an oversized request still to skip
+    std::string discard_error;              ///< the error to answer once they are skipped
+    bool closing = false;                   ///< refused: write the replies, then drain and close
+    clock::time_point since;                ///< accepted; for closing ones, when they began closing
+    clock::time_point last_active;          ///< the last request handled
     bool dead = false;
   };
 
+  [[nodiscard]] std::size_t queued(const connection& c) const noexcept { return c.out_bytes; }
+  /// Whether the server reads requests from `c` now (not while its replies pile up).
+  [[nodiscard]] bool reading(const connection& c) const noexcept {
+    return !c.dead && !c.closing && queued(c) < options_.limits.max_connection_bytes;
+  }
+  /// When `c` expires: handshake, idle or closing deadline; max() when it cannot expire now.
+  [[nodiscard]] clock::time_point expiry(const connection& c) const noexcept {
+    const auto& l = options_.limits;
+    if (c.closing) return c.since + std::chrono::seconds(2);
+    if (!c.authenticated) return c.since + l.handshake_timeout;
+    // A frame that arrives partly does not count: a client sends one in far less time.
+    const bool idle = !c.pending && queued(c) == 0 && c.discard == 0;
+    if (!idle || l.idle_timeout == duration::zero()) return clock::time_point::max();
+    return c.last_active + l.idle_timeout;
+  }
   detail::unique_fd open_listener() {
     detail::net::addrinfo_list list;
     const std::string where = detail::net::format_address(options_.host, options_.port);
@@ -441,6 +572,21 @@ class tcp_store_server {
         reason);
   }
 
+  /// Answers `c` with an error, then closes it once the reply is written (the client reads
+  /// the error instead of a reset).
+  void refuse(connection& c, errc code, const std::string& message) {
+    refused_.fetch_add(1, std::memory_order_relaxed);
+    reply_error(c, code, message);
+    c.closing = true;
+    c.since = clock::now();
+    if (!c.dead && queued(c) == 0) ::shutdown(c.fd.get(), SHUT_WR);
+  }
+
+  static std::string limit_name(std::string_view field, std::string_view var) {
+    return "(tcp_store_limits::" + std::string(field) + "; raise it with " + std::string(var) +
+           " on the process that serves the store)";
+  }
+
   void run() noexcept {
     std::vector<pollfd> fds;
     // Accepting is paused until then after running out of descriptors (min(): never paused).
@@ -448,13 +594,18 @@ class tcp_store_server {
     for (;;) {
       fds.clear();
       fds.push_back({wake_.get(), POLLIN, 0});
-      const bool accepting = clock::now() >= accept_resumes;
+      auto now = clock::now();
+      const bool accepting = now >= accept_resumes;
       fds.push_back({accepting ? listen_.get() : -1, POLLIN, 0});
+      clock::time_point next = accepting ? clock::time_point::max() : accept_resumes;
       for (const auto& c : conns_) {
-        const short want = c->out.size() > c->out_pos ? (POLLIN | POLLOUT) : POLLIN;
+        short want = queued(*c) > 0 ? POLLOUT : 0;
+        if (reading(*c) || c->closing) want |= POLLIN;
         fds.push_back({c->fd.get(), want, 0});
+        next = std::min(next, expiry(*c));
       }
-      const int timeout = accepting ? -1 : 100;
+      const int timeout =
+          next == clock::time_point::max() ? -1 : detail::poll_timeout_ms(deadline{next}, 60'000);
       if (::poll(fds.data(), fds.size(), timeout) < 0) {
         if (errno == EINTR) continue;
         log("chorus: tcp_store server " + address() +
@@ -468,8 +619,19 @@ class tcp_store_server {
         connection& c = *conns_[i];
         const short ev = fds[i + 2].revents;
         try {
-          if ((ev & POLLOUT) != 0) flush(c);
-          if (!c.dead && (ev & (POLLIN | POLLHUP | POLLERR)) != 0) on_readable(c);
+          if ((ev & POLLOUT) != 0) {
+            flush(c);
+            // Replies drained below the limit: the requests it held back are served now.
+            if (reading(c) && c.in_pos < c.in.size()) process_frames(c);
+          }
+          if (c.dead || (ev & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+          if (c.closing) {
+            drain(c);
+          } else if (reading(c)) {
+            on_readable(c);
+          } else if ((ev & (POLLHUP | POLLERR)) != 0) {
+            c.dead = true;
+          }
         } catch (const std::exception& e) {
           drop(c, std::string("internal error: ") + e.what());
         }
@@ -477,8 +639,26 @@ class tcp_store_server {
       if ((fds[1].revents & POLLIN) != 0 && !accept_all()) {
         accept_resumes = clock::now() + std::chrono::milliseconds(100);
       }
+      now = clock::now();
+      for (auto& c : conns_) expire(*c, now);
+      for (auto& c : conns_) {
+        if (c->dead) unpark(*c);
+      }
       std::erase_if(conns_, [](const auto& c) { return c->dead; });
       publish_connection_count();
+    }
+  }
+
+  void expire(connection& c, clock::time_point now) {
+    if (c.dead || now < expiry(c)) return;
+    if (c.closing) {
+      c.dead = true;
+    } else if (!c.authenticated) {
+      drop(c, std::string(c.greeted ? "it did not prove the job secret" : "it did not say hello") +
+                  " within " + chorus::to_string(options_.limits.handshake_timeout) + " " +
+                  limit_name("handshake_timeout", "CHORUS_STORE_HANDSHAKE_TIMEOUT"));
+    } else {
+      c.dead = true;  // idle: an ordinary event, the client reconnects when it needs to
     }
   }
 
@@ -494,6 +674,9 @@ class tcp_store_server {
   /// Accepts every waiting connection. Returns false when out of descriptors (accepting is
   /// then paused briefly instead of spinning on a listener that stays readable).
   bool accept_all() {
+    std::size_t open = 0;
+    std::size_t closing = 0;
+    for (const auto& c : conns_) ++(c->closing ? closing : open);
     for (;;) {
       sockaddr_storage addr{};
       socklen_t len = sizeof addr;
@@ -502,8 +685,11 @@ class tcp_store_server {
       if (!fd) {
         if (errno == EINTR || errno == ECONNABORTED) continue;
         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-          log("chorus: tcp_store server " + address() + ": accept(): " + detail::errno_text(errno) +
-              "; not accepting for 100 ms");
+          const int err = errno;
+          refuse_for_descriptors();
+          log("chorus: tcp_store server " + address() + ": accept(): " + detail::errno_text(err) +
+              "; not accepting for 100 ms (raise the descriptor limit, ulimit -n, of the process "
+              "that serves the store, or lower CHORUS_STORE_MAX_CONNECTIONS)");
           return false;
         }
         return true;  // EAGAIN: nothing more to accept
@@ -512,20 +698,74 @@ class tcp_store_server {
       auto c = std::make_unique<connection>();
       c->fd = std::move(fd);
       c->peer = detail::net::format_sockaddr(reinterpret_cast<const sockaddr*>(&addr));
+      c->since = c->last_active = clock::now();
+      if (open >= options_.limits.max_connections) {
+        // Refused connections linger up to 2 s to deliver their error; past 64 of them
+        // (a flood), they are closed at once.
+        if (closing >= 64) continue;
+        ++closing;
+        refuse(*c, errc::transport,
+               "the store serves at most " + std::to_string(options_.limits.max_connections) +
+                   " connections and all are open " +
+                   limit_name("max_connections", "CHORUS_STORE_MAX_CONNECTIONS"));
+        if (refused_.load(std::memory_order_relaxed) % 64 == 1) {
+          log("chorus: tcp_store server " + address() + ": refused the connection from " + c->peer +
+              ": " + std::to_string(open) + " connections are open, the most allowed " +
+              limit_name("max_connections", "CHORUS_STORE_MAX_CONNECTIONS"));
+        }
+      } else {
+        ++open;
+      }
       conns_.push_back(std::move(c));
     }
   }
 
+  /// Out of descriptors: frees the spare one to accept one waiting client, tells it why,
+  /// and closes it, so that clients get a reason rather than a hang.
+  void refuse_for_descriptors() {
+    if (!spare_) return;
+    spare_.reset();
+    detail::unique_fd fd(::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+    if (fd) {
+      const bytes frame =
+          detail::wire::writer()
+              .u8(static_cast<std::uint8_t>(detail::wire::status::error))
+              .u8(static_cast<std::uint8_t>(errc::transport))
+              .str(
+                  "the process serving the store ran out of file descriptors (ulimit -n); raise "
+                  "its limit, or lower CHORUS_STORE_MAX_CONNECTIONS")
+              .finish();
+      [[maybe_unused]] const auto n =
+          ::send(fd.get(), frame.data(), frame.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+    fd.reset();
+    spare_ = detail::unique_fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  }
+
+  /// Reads and discards what a closing connection still sends, until it closes.
+  void drain(connection& c) {
+    for (int round = 0; round < 16; ++round) {
+      std::byte buf[4096];
+      const ssize_t n = ::recv(c.fd.get(), buf, sizeof buf, 0);
+      if (n > 0) continue;
+      if (n < 0 && errno == EINTR) continue;
+      if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) c.dead = true;
+      return;
+    }
+  }
+
   void on_readable(connection& c) {
-    // A bounded number of reads per wake-up keeps one fast sender from starving the rest.
-    for (int round = 0; round < 16 && !c.dead; ++round) {
+    // A bounded number of reads per wake-up keeps one fast sender from starving the rest;
+    // none while its replies pile up (back-pressure: the socket buffers fill, and the
+    // client's sends block).
+    for (int round = 0; round < 16 && reading(c) && !c.closing; ++round) {
       std::byte buf[16384];
       const ssize_t n = ::recv(c.fd.get(), buf, sizeof buf, 0);
       if (n == 0) {
         const std::size_t partial = c.in.size() - c.in_pos;
-        if (partial > 0) {
-          drop(c, "the connection closed in the middle of a frame (" + std::to_string(partial) +
-                      " bytes of it arrived)");
+        if (partial > 0 || c.discard > 0) {
+          drop(c, "the connection closed in the middle of a frame (" +
+                      std::to_string(partial + c.discard) + " bytes of it missing or unread)");
         }
         c.dead = true;  // an orderly close between frames is not worth a log line
         return;
@@ -546,27 +786,68 @@ class tcp_store_server {
     }
   }
 
+  /// The largest request a client can need under the limits: a set of the largest value
+  /// under the largest key, or a wait whose keys fill a connection's allowance.
+  [[nodiscard]] std::size_t largest_request() const noexcept {
+    const auto& l = options_.limits;
+    return std::max(l.max_value_bytes + l.max_key_bytes + 16, l.max_connection_bytes);
+  }
+
   /// Handles every complete frame in `c.in`. The length is checked as soon as the 8
   /// header bytes are in, before any byte of the body is buffered beyond what arrived.
   void process_frames(connection& c) {
-    while (!c.dead && !c.pending) {
+    while (reading(c) && !c.pending) {
       const std::size_t avail = c.in.size() - c.in_pos;
+      if (c.discard > 0) {
+        // The body of a request over the limits: skipped as it arrives, never buffered.
+        const auto skip = static_cast<std::size_t>(std::min<std::uint64_t>(c.discard, avail));
+        c.in_pos += skip;
+        c.discard -= skip;
+        if (c.discard > 0) break;
+        reply_error(c, errc::invalid_argument, c.discard_error);
+        continue;
+      }
       if (avail < detail::wire::header_bytes) break;
       const std::uint64_t len =
           detail::wire::load_le(c.in.data() + c.in_pos, detail::wire::header_bytes);
-      if (len > options_.max_frame_bytes) {
+      const std::size_t limit =
+          c.authenticated ? options_.max_frame_bytes : detail::wire::handshake_frame_bytes;
+      if (len > limit) {
         drop(c, "a frame of " + std::to_string(len) + " bytes is over the limit of " +
-                    std::to_string(options_.max_frame_bytes) +
-                    " bytes (tcp_server_options::max_frame_bytes)");
+                    std::to_string(limit) +
+                    (c.authenticated ? " bytes (tcp_server_options::max_frame_bytes)"
+                                     : " bytes for a handshake (hello, auth)"));
         return;
       }
       if (len == 0) {
         drop(c, "an empty frame (no command)");
         return;
       }
-      if (avail - detail::wire::header_bytes < len) break;
+      if (len > largest_request()) {
+        c.in_pos += detail::wire::header_bytes;
+        c.discard = len;
+        c.discard_error = "a request of " + std::to_string(len) +
+                          " bytes is larger than the limits allow: values up to " +
+                          std::to_string(options_.limits.max_value_bytes) + " bytes " +
+                          limit_name("max_value_bytes", "CHORUS_STORE_MAX_VALUE_BYTES") +
+                          ", waits up to " + std::to_string(options_.limits.max_connection_bytes) +
+                          " bytes of keys " +
+                          limit_name("max_connection_bytes", "CHORUS_STORE_MAX_CONNECTION_BYTES");
+        continue;
+      }
+      if (avail - detail::wire::header_bytes < len) {
+        // A large frame gets room for exactly itself once, not a vector's doublings.
+        const std::size_t frame = detail::wire::header_bytes + static_cast<std::size_t>(len);
+        if (frame > (std::size_t{1} << 16) && c.in.capacity() < frame) {
+          c.in.erase(c.in.begin(), c.in.begin() + static_cast<std::ptrdiff_t>(c.in_pos));
+          c.in_pos = 0;
+          c.in.reserve(frame);
+        }
+        break;
+      }
       const std::span<const std::byte> body(c.in.data() + c.in_pos + detail::wire::header_bytes,
                                             static_cast<std::size_t>(len));
+      c.last_active = clock::now();
       handle(c, body);
       c.in_pos += detail::wire::header_bytes + static_cast<std::size_t>(len);
     }
@@ -577,10 +858,59 @@ class tcp_store_server {
     if (c.in_pos == c.in.size()) {
       c.in.clear();
       c.in_pos = 0;
+      if (c.in.capacity() > (std::size_t{1} << 16)) bytes().swap(c.in);  // a large frame's
     } else if (c.in_pos > c.in.size() / 2) {
       c.in.erase(c.in.begin(), c.in.begin() + static_cast<std::ptrdiff_t>(c.in_pos));
       c.in_pos = 0;
     }
+  }
+
+  /// Checks a key against the key limit; answers the error and returns false when over.
+  bool key_fits(connection& c, std::string_view key) {
+    if (key.empty()) {
+      reply_error(c, errc::invalid_argument, "empty key");
+      return false;
+    }
+    if (key.size() <= options_.limits.max_key_bytes) return true;
+    reply_error(c, errc::invalid_argument,
+                "a key of " + std::to_string(key.size()) + " bytes is over the limit of " +
+                    std::to_string(options_.limits.max_key_bytes) + " bytes " +
+                    limit_name("max_key_bytes", "CHORUS_STORE_MAX_KEY_BYTES"));
+    return false;
+  }
+
+  /// Checks that `more` bytes fit the store's total; answers the error and returns false
+  /// when they do not.
+  bool total_fits(connection& c, std::size_t more, std::string_view what) {
+    const std::size_t held = stored_bytes_ + parked_bytes_;
+    if (held + more <= options_.limits.max_total_bytes) return true;
+    reply_error(c, errc::transport,
+                std::string(what) + " needs " + std::to_string(more) +
+                    " bytes and the store holds " + std::to_string(held) + " of its limit of " +
+                    std::to_string(options_.limits.max_total_bytes) + " bytes " +
+                    limit_name("max_total_bytes", "CHORUS_STORE_MAX_TOTAL_BYTES"));
+    return false;
+  }
+
+  /// Stores `value` under `key` within the total limit; false (error answered) when over.
+  bool store_value(connection& c, std::string_view key, bytes value) {
+    const std::size_t cost = key.size() + value.size() + detail::wire::entry_overhead_bytes;
+    const auto it = data_.find(std::string(key));
+    const std::size_t freed =
+        it == data_.end() ? 0
+                          : key.size() + it->second->size() + detail::wire::entry_overhead_bytes;
+    if (cost > freed && !total_fits(c, cost - freed, "storing '" + std::string(key) + "'")) {
+      return false;
+    }
+    stored_bytes_ = stored_bytes_ - freed + cost;
+    auto shared = std::make_shared<const bytes>(std::move(value));
+    if (it != data_.end()) {
+      it->second = std::move(shared);
+      return true;
+    }
+    data_.emplace(std::string(key), std::move(shared));
+    on_new_key(key);
+    return true;
   }
 
   void handle(connection& c, std::span<const std::byte> body) {
@@ -594,6 +924,11 @@ class tcp_store_server {
     if (!c.greeted && cmd != static_cast<std::uint8_t>(command::hello)) {
       drop(c, "the first request was " + detail::wire::command_name(cmd) +
                   ", not hello (is this a chorus tcp_store client?)");
+      return;
+    }
+    if (c.greeted && !c.authenticated && cmd != static_cast<std::uint8_t>(command::auth)) {
+      drop(c, "a " + detail::wire::command_name(cmd) +
+                  " request before proving the job secret (this store requires it)");
       return;
     }
     switch (static_cast<command>(cmd)) {
@@ -611,28 +946,57 @@ class tcp_store_server {
                           "; use the same chorus version on every rank");
           return;
         }
+        if (c.greeted) return malformed();
         c.greeted = true;
-        reply_ok(c, detail::wire::writer().u8(0));
+        if (options_.secret.empty()) {
+          c.authenticated = true;
+          reply_ok(c, detail::wire::writer().u8(0).u8(0));
+        } else {
+          c.nonce = detail::random_hex(16);
+          reply_ok(c, detail::wire::writer().u8(0).u8(1).str(c.nonce));
+        }
+        return;
+      }
+      case command::auth: {
+        const std::string_view client_nonce = r.str();
+        const auto mac = r.blob();
+        if (!r.complete() || c.authenticated || client_nonce.size() < 16) return malformed();
+        const auto expected = detail::wire::proof(options_.secret, "client", c.nonce, client_nonce);
+        if (!detail::equal_in_constant_time(mac, expected)) {
+          log("chorus: tcp_store server " + address() + ": refused the connection from " + c.peer +
+              ": it does not know the job secret");
+          refuse(c, errc::invalid_argument,
+                 "authentication failed: this client's job secret is not the store's; every rank "
+                 "must get the secret of the process that serves the store (CHORUS_JOB_SECRET or "
+                 "CHORUS_JOB_SECRET_FILE, set by chorusrun)");
+          return;
+        }
+        c.authenticated = true;
+        const auto answer = detail::wire::proof(options_.secret, "server", c.nonce, client_nonce);
+        reply_ok(c, detail::wire::writer().u8(0).blob(answer));
         return;
       }
       case command::set: {
         const std::string_view key = r.str();
         const auto value = r.blob();
         if (!r.complete()) return malformed();
-        if (key.empty()) return reply_error(c, errc::invalid_argument, "empty key");
-        data_.insert_or_assign(std::string(key), bytes(value.begin(), value.end()));
+        if (!key_fits(c, key)) return;
+        if (value.size() > options_.limits.max_value_bytes) {
+          return reply_error(c, errc::invalid_argument,
+                             "a value of " + std::to_string(value.size()) +
+                                 " bytes is over the limit of " +
+                                 std::to_string(options_.limits.max_value_bytes) + " bytes " +
+                                 limit_name("max_value_bytes", "CHORUS_STORE_MAX_VALUE_BYTES"));
+        }
+        if (!store_value(c, key, bytes(value.begin(), value.end()))) return;
         reply_ok(c, detail::wire::writer().u8(0));
-        wake_waiters();
         return;
       }
       case command::get: {
         const std::string_view key = r.str();
         if (!r.complete()) return malformed();
-        if (key.empty()) return reply_error(c, errc::invalid_argument, "empty key");
-        c.pending = true;
-        c.pending_get = true;
-        c.pending_keys.assign(1, std::string(key));
-        try_complete(c);
+        if (!key_fits(c, key)) return;
+        park(c, {std::string(key)}, true);
         return;
       }
       case command::wait:
@@ -641,66 +1005,132 @@ class tcp_store_server {
         // Each key takes at least 4 bytes, so a count the frame cannot hold is malformed;
         // checked before reserving anything.
         if (r.failed() || n > r.left() / 4) return malformed();
-        std::vector<std::string> keys;
-        keys.reserve(n);
-        for (std::uint32_t i = 0; i < n; ++i) keys.emplace_back(r.str());
-        if (!r.complete()) return malformed();
-        for (const auto& k : keys) {
-          if (k.empty()) return reply_error(c, errc::invalid_argument, "empty key");
-        }
-        if (static_cast<command>(cmd) == command::check) {
-          reply_ok(c, detail::wire::writer().u8(0).u8(all_present(keys) ? 1 : 0));
+        // A wait for more keys than a connection may park is refused before they are
+        // parsed: parsing alone would cost several times the frame.
+        if (static_cast<command>(cmd) == command::wait &&
+            !parked_fits(c, std::size_t{n} * detail::wire::parked_key_overhead_bytes,
+                         "a wait for " + std::to_string(n) + " keys")) {
           return;
         }
-        c.pending = true;
-        c.pending_get = false;
-        c.pending_keys = std::move(keys);
-        try_complete(c);
+        std::vector<std::string_view> keys;
+        keys.reserve(n);
+        for (std::uint32_t i = 0; i < n; ++i) keys.push_back(r.str());
+        if (!r.complete()) return malformed();
+        for (const auto k : keys) {
+          if (!key_fits(c, k)) return;
+        }
+        if (static_cast<command>(cmd) == command::check) {
+          const bool all = std::all_of(keys.begin(), keys.end(),
+                                       [&](auto k) { return data_.contains(std::string(k)); });
+          reply_ok(c, detail::wire::writer().u8(0).u8(all ? 1 : 0));
+          return;
+        }
+        std::vector<std::string> missing;
+        for (const auto k : keys) {
+          if (!data_.contains(std::string(k))) missing.emplace_back(k);
+        }
+        park(c, std::move(missing), false);
         return;
       }
       case command::add: {
         const std::string_view key = r.str();
         const std::int64_t delta = r.i64();
         if (!r.complete()) return malformed();
-        if (key.empty()) return reply_error(c, errc::invalid_argument, "empty key");
+        if (!key_fits(c, key)) return;
         std::int64_t value = 0;
         try {
           auto it = data_.find(std::string(key));
           const std::int64_t current =
-              it == data_.end() ? 0 : detail::parse_counter(it->second, key, "tcp_store");
+              it == data_.end() ? 0 : detail::parse_counter(*it->second, key, "tcp_store");
           value = detail::add_counter(current, delta, key, "tcp_store");
         } catch (const error& e) {
           return reply_error(c, e.value(), e.what());
         }
-        data_.insert_or_assign(std::string(key), to_bytes(std::to_string(value)));
+        if (!store_value(c, key, to_bytes(std::to_string(value)))) return;
         reply_ok(c, detail::wire::writer().u8(0).i64(value));
-        wake_waiters();
         return;
       }
     }
     drop(c, "an unknown command " + std::to_string(cmd));
   }
 
-  [[nodiscard]] bool all_present(const std::vector<std::string>& keys) const {
-    return std::all_of(keys.begin(), keys.end(), [&](const auto& k) { return data_.contains(k); });
+  /// Parks `c`'s get (one key) or wait until `keys` exist; answers at once when they do.
+  /// Each missing key is indexed, so a set looks only at the requests waiting for its key.
+  void park(connection& c, std::vector<std::string> keys, bool get) {
+    if (get) {
+      if (const auto it = data_.find(keys.front()); it != data_.end()) {
+        return reply_value(c, it->second);
+      }
+    } else {
+      std::sort(keys.begin(), keys.end());
+      keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+      std::erase_if(keys, [&](const std::string& k) { return data_.contains(k); });
+      if (keys.empty()) return reply_ok(c, detail::wire::writer().u8(0));
+    }
+    c.pending_get = get;
+    std::size_t cost = 0;
+    for (const auto& k : keys) cost += k.size() + detail::wire::parked_key_overhead_bytes;
+    const std::string what = get ? "get('" + keys.front() + "')"
+                                 : "a wait for " + std::to_string(keys.size()) + " missing keys";
+    if (!parked_fits(c, cost, what) || !total_fits(c, cost, what)) return;
+    for (const auto& k : keys) waiters_[k].push_back(&c);
+    c.pending = true;
+    c.missing = keys.size();
+    c.parked_bytes = cost;
+    parked_bytes_ += cost;
+    c.pending_keys = std::move(keys);
   }
 
-  /// Answers `c`'s parked get/wait if its keys are all present now.
-  void try_complete(connection& c) {
-    if (!c.pending || !all_present(c.pending_keys)) return;
+  /// Checks that a request pinning `cost` bytes while parked fits one connection's
+  /// allowance; answers the error and returns false when it does not.
+  bool parked_fits(connection& c, std::size_t cost, const std::string& what) {
+    if (cost + queued(c) <= options_.limits.max_connection_bytes) return true;
+    reply_error(c, errc::transport,
+                what + " would pin " + std::to_string(cost) +
+                    " bytes while parked, over one connection's limit of " +
+                    std::to_string(options_.limits.max_connection_bytes) + " bytes " +
+                    limit_name("max_connection_bytes", "CHORUS_STORE_MAX_CONNECTION_BYTES"));
+    return false;
+  }
+
+  /// Answers `c`'s get or wait, whose keys all exist now.
+  void complete(connection& c, bool get) {
+    parked_bytes_ -= c.parked_bytes;
+    c.parked_bytes = 0;
     c.pending = false;
-    if (c.pending_get) {
-      reply_ok(c, detail::wire::writer().u8(0).blob(data_.at(c.pending_keys.front())));
+    c.missing = 0;
+    if (get) {
+      reply_value(c, data_.at(c.pending_keys.front()));
     } else {
       reply_ok(c, detail::wire::writer().u8(0));
     }
     c.pending_keys.clear();
   }
 
-  void wake_waiters() {
-    for (auto& other : conns_) {
-      if (other->pending && !other->dead) try_complete(*other);
+  /// A key came into existence: answers the requests that waited only for it.
+  void on_new_key(std::string_view key) {
+    const auto it = waiters_.find(std::string(key));
+    if (it == waiters_.end()) return;
+    std::vector<connection*> list = std::move(it->second);
+    waiters_.erase(it);
+    for (connection* w : list) {
+      if (!w->dead && w->pending && --w->missing == 0) complete(*w, w->pending_get);
     }
+  }
+
+  /// Forgets the parked request of a connection that is going away.
+  void unpark(connection& c) {
+    if (!c.pending) return;
+    for (const auto& k : c.pending_keys) {
+      const auto it = waiters_.find(k);
+      if (it == waiters_.end()) continue;
+      std::erase(it->second, &c);
+      if (it->second.empty()) waiters_.erase(it);
+    }
+    parked_bytes_ -= c.parked_bytes;
+    c.parked_bytes = 0;
+    c.pending = false;
+    c.pending_keys.clear();
   }
 
   void reply_ok(connection& c, detail::wire::writer& w) { send(c, w.finish()); }
@@ -712,42 +1142,85 @@ class tcp_store_server {
                 .finish());
   }
 
+  /// The reply to a get: a small frame head, then the stored value itself (shared).
+  void reply_value(connection& c, const std::shared_ptr<const bytes>& value) {
+    detail::wire::writer head;
+    head.u8(0).u32(static_cast<std::uint32_t>(value->size()));
+    bytes frame = head.finish();
+    // The frame's length covers the value that follows it.
+    chorus::detail::store_le(frame.data(),
+                             frame.size() - detail::wire::header_bytes + value->size(),
+                             detail::wire::header_bytes);
+    enqueue(c, std::make_shared<const bytes>(std::move(frame)));
+    if (!value->empty()) enqueue(c, value);
+    flush(c);
+  }
+
+  void enqueue(connection& c, std::shared_ptr<const bytes> chunk) {
+    c.out_bytes += chunk->size();
+    c.out.push_back(std::move(chunk));
+  }
+
   void send(connection& c, bytes frame) {
-    if (c.out_pos == c.out.size()) {
-      c.out = std::move(frame);
-      c.out_pos = 0;
-    } else {
-      c.out.insert(c.out.end(), frame.begin(), frame.end());
-    }
+    enqueue(c, std::make_shared<const bytes>(std::move(frame)));
     flush(c);
   }
 
   void flush(connection& c) {
-    while (c.out_pos < c.out.size()) {
-      const ssize_t n = ::send(c.fd.get(), c.out.data() + c.out_pos, c.out.size() - c.out_pos,
-                               MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (n >= 0) {
-        c.out_pos += static_cast<std::size_t>(n);
-        continue;
+    while (!c.out.empty()) {
+      iovec iov[16];
+      int n_iov = 0;
+      std::size_t skip = c.out_pos;
+      for (const auto& chunk : c.out) {
+        if (n_iov == 16) break;
+        iov[n_iov].iov_base = const_cast<std::byte*>(chunk->data() + skip);
+        iov[n_iov].iov_len = chunk->size() - skip;
+        ++n_iov;
+        skip = 0;
       }
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) c.dead = true;  // the client went away
-      return;
+      msghdr msg{};
+      msg.msg_iov = iov;
+      msg.msg_iovlen = static_cast<std::size_t>(n_iov);
+      const ssize_t n = ::sendmsg(c.fd.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) c.dead = true;  // the client went away
+        return;
+      }
+      auto sent = static_cast<std::size_t>(n);
+      c.out_bytes -= sent;
+      while (sent > 0) {
+        const std::size_t left = c.out.front()->size() - c.out_pos;
+        if (sent < left) {
+          c.out_pos += sent;
+          break;
+        }
+        sent -= left;
+        c.out.pop_front();
+        c.out_pos = 0;
+      }
     }
-    c.out.clear();
     c.out_pos = 0;
+    if (c.closing) ::shutdown(c.fd.get(), SHUT_WR);
   }
 
   tcp_server_options options_;
   std::uint16_t port_ = 0;
   detail::unique_fd listen_;
   detail::unique_fd wake_;
+  detail::unique_fd spare_;  ///< freed to accept (and refuse) a client when out of descriptors
   std::atomic<std::uint64_t> dropped_{0};
+  std::atomic<std::uint64_t> refused_{0};
   std::mutex idle_mutex_;                 // guards connected_
   std::condition_variable idle_changed_;  // notified when connected_ changes
   std::size_t connected_ = 0;             // conns_.size() as last published by the thread
   // Owned by the server thread alone after construction: no locks.
-  std::unordered_map<std::string, bytes> data_;
+  /// Values are shared with the replies that carry them, so unread replies cost no copies.
+  std::unordered_map<std::string, std::shared_ptr<const bytes>> data_;
+  std::size_t stored_bytes_ = 0;  ///< keys, values and their bookkeeping in data_
+  std::size_t parked_bytes_ = 0;  ///< keys of parked requests and their bookkeeping
+  /// Parked requests by the key they wait for (each connection once per missing key).
+  std::unordered_map<std::string, std::vector<connection*>> waiters_;
   std::vector<std::unique_ptr<connection>> conns_;
   std::thread thread_;  // last: started after every other member exists
 };
@@ -771,6 +1244,10 @@ struct tcp_store_options {
   /// The frame limit of the server (with `serve`) and of this client's replies.
   std::size_t max_frame_bytes = default_max_frame_bytes;
   log_function log = {};  ///< the server's log sink (with `serve`); empty: standard error
+  /// The job secret (CHORUS_JOB_SECRET): proved to the server, which must prove it back.
+  /// Empty: none, and a server that asks for one is refused with an error saying so.
+  std::string secret = {};
+  tcp_store_limits limits = {};  ///< the server's limits (with `serve`)
 };
 
 /// A store client connected to a `tcp_store_server`, which it may also own (`serve`).
@@ -790,12 +1267,15 @@ class tcp_store {
   explicit tcp_store(tcp_store_options options = {})
       : state_(std::make_unique<state>(std::move(options))) {
     auto& s = *state_;
+    detail::wire::check_secret(s.options.secret, "tcp_store");
     if (s.options.serve) {
       s.server = std::make_unique<tcp_store_server>(tcp_server_options{
           .host = s.options.host,
           .port = s.options.port,
           .max_frame_bytes = s.options.max_frame_bytes,
           .log = s.options.log,
+          .secret = s.options.secret,
+          .limits = s.options.limits,
       });
       s.port = s.server->port();
     } else if (s.port == 0) {
@@ -977,28 +1457,75 @@ class tcp_store {
                                    "there, and is the address right?");
   }
 
-  void hello(int fd, deadline d) {
-    const bytes frame = detail::wire::writer()
-                            .u8(static_cast<std::uint8_t>(detail::wire::command::hello))
-                            .u32(detail::wire::magic)
-                            .u32(detail::wire::version)
-                            .finish();
+  /// Sends one frame on `fd` and reads the reply, for the handshake; throws on failure.
+  bytes exchange(int fd, const bytes& frame, deadline d, std::string_view what) {
     int err = 0;
     bytes reply;
     auto io = detail::net::send_all(fd, frame, d, err);
     if (io == detail::net::io::ok) io = receive(fd, d, err, reply);
     if (io == detail::net::io::timeout) {
       throw error(errc::timeout, "chorus: tcp_store: the server at " + address() +
-                                     " accepted the connection but did not answer hello before "
-                                     "the deadline; is it a chorus tcp_store (and not, e.g., "
-                                     "torch's store on MASTER_PORT)?");
+                                     " accepted the connection but did not answer " +
+                                     std::string(what) +
+                                     " before the deadline; is it a chorus tcp_store (and not, "
+                                     "e.g., torch's store on MASTER_PORT)?");
     }
     if (io == detail::net::io::closed) {
       throw error(errc::peer_lost, "chorus: tcp_store: the server at " + address() +
-                                       " closed the connection during hello; is it a chorus "
-                                       "tcp_store of the same version?");
+                                       " closed the connection during " + std::string(what) +
+                                       "; is it a chorus tcp_store of the same version?");
     }
-    check_status(reply, "hello");
+    return check_status(reply, what);
+  }
+
+  /// Says hello and, when the server asks for it, proves the job secret and checks the
+  /// server's proof of it (a server without the secret cannot pose as the job's store).
+  void hello(int fd, deadline d) {
+    const bytes payload = exchange(fd,
+                                   detail::wire::writer()
+                                       .u8(static_cast<std::uint8_t>(detail::wire::command::hello))
+                                       .u32(detail::wire::magic)
+                                       .u32(detail::wire::version)
+                                       .finish(),
+                                   d, "hello");
+    detail::wire::reader r(payload);
+    const std::uint8_t wants_secret = r.u8();
+    const std::string_view nonce = wants_secret != 0 ? r.str() : std::string_view{};
+    if (!r.complete() || wants_secret > 1) malformed_reply("hello");
+    const std::string& secret = state_->options.secret;
+    if (wants_secret != 0 && secret.empty()) {
+      throw error(errc::invalid_argument,
+                  "chorus: tcp_store: the store at " + address() +
+                      " requires the job secret and this process has none; start every rank "
+                      "with the launcher that serves the store (chorusrun passes it), or set "
+                      "CHORUS_JOB_SECRET (or CHORUS_JOB_SECRET_FILE) as it has it");
+    }
+    if (wants_secret == 0 && !secret.empty()) {
+      throw error(errc::invalid_argument,
+                  "chorus: tcp_store: this process has a job secret but the store at " + address() +
+                      " does not ask for one: it is not this job's store (another program on "
+                      "the port?) or it was started without the secret");
+    }
+    if (wants_secret == 0) return;
+    const std::string client_nonce = detail::random_hex(16);
+    const std::string challenge(nonce);
+    const bytes answer =
+        exchange(fd,
+                 detail::wire::writer()
+                     .u8(static_cast<std::uint8_t>(detail::wire::command::auth))
+                     .str(client_nonce)
+                     .blob(detail::wire::proof(secret, "client", challenge, client_nonce))
+                     .finish(),
+                 d, "authentication");
+    detail::wire::reader a(answer);
+    const auto mac = a.blob();
+    if (!a.complete() || !detail::equal_in_constant_time(
+                             mac, detail::wire::proof(secret, "server", challenge, client_nonce))) {
+      throw error(errc::invalid_argument,
+                  "chorus: tcp_store: the store at " + address() +
+                      " did not prove that it knows the job secret; it is not this job's "
+                      "store (another program on the port?)");
+    }
   }
 
   /// Reads one reply frame (header, limit check, body).
@@ -1042,17 +1569,38 @@ class tcp_store {
     detail::unique_fd fd;
     {
       std::lock_guard lock(state_->mutex);
-      if (!state_->idle.empty()) {
+      while (!fd && !state_->idle.empty()) {
         fd = std::move(state_->idle.back());
         state_->idle.pop_back();
+        // The server closes connections idle for longer than its idle timeout: one with
+        // anything to read (the end of the stream) is not reused.
+        pollfd p{fd.get(), POLLIN | POLLRDHUP, 0};
+        if (::poll(&p, 1, 0) != 0) fd.reset();
       }
     }
+    const bool reused = static_cast<bool>(fd);
     if (!fd) fd = connect(d);
     const bytes frame = request.finish();
     int err = 0;
     bytes reply;
     auto io = detail::net::send_all(fd.get(), frame, d, err);
     if (io == detail::net::io::ok) io = receive(fd.get(), d, err, reply);
+    if (io == detail::net::io::closed && reused) {
+      // Closed for idleness just as this request left: the server closes only connections
+      // it has read nothing from, so the request was not served; once more, on a fresh
+      // connection (one attempt: a server that is gone must not turn into a timeout).
+      std::string why;
+      fd = detail::net::connect_once(state_->options.host, state_->port, d, why);
+      try {
+        if (fd) {
+          hello(fd.get(), d);
+          io = detail::net::send_all(fd.get(), frame, d, err);
+          if (io == detail::net::io::ok) io = receive(fd.get(), d, err, reply);
+        }
+      } catch (const error&) {
+        io = detail::net::io::closed;  // reported as the loss it is, below
+      }
+    }
     if (io == detail::net::io::closed) throw_lost(what, err);
     if (io == detail::net::io::timeout) {
       // `fd` closes here: a reply that arrives late can never answer a later call.
