@@ -395,6 +395,11 @@ TEST_CASE("shm: a stopped rank is named in every survivor's timeout, not a rank 
       CHECK(r.exit_code == 2);
       CHECK_THAT(r.report, Catch::Contains("[timeout]") && Catch::Contains(stopped) &&
                                Catch::Contains("is stopped"));
+      // Explained once: a timeout that came through a peer's abort record is not
+      // explained again (it was, twice, before).
+      const auto first = r.report.find(" (waited ");
+      CHECK((first == std::string::npos ||
+             r.report.find(" (waited ", first + 1) == std::string::npos));
     }
     REQUIRE(shm_leftovers(job).empty());
   }

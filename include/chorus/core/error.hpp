@@ -77,6 +77,16 @@ class error : public std::system_error {
   std::string message_;
 };
 
+namespace detail {
+/// Whether `e` is a timeout that has not been explained yet: this rank's own, not one that
+/// reached it through a peer's abort record, whose text already says how long the peer
+/// waited and what to do (saying it twice made messages read as two timeouts).
+inline bool is_own_timeout(const error& e) noexcept {
+  return e.value() == errc::timeout &&
+         std::string_view(e.what()).find(" (waited ") == std::string_view::npos;
+}
+}  // namespace detail
+
 }  // namespace chorus::inline v0
 
 template <>

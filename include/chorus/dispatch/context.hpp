@@ -36,7 +36,7 @@ void with_call_context(Comm& comm, const collective_call& call, const fingerprin
     body();
   } catch (const error& e) {
     std::string message = context() + ": " + e.what();
-    if (e.value() == errc::timeout) {
+    if (is_own_timeout(e)) {
       message += " (waited " + to_string(comm.options().timeout) +
                  "); the peer may be stuck or may not be calling the same collective "
                  "(CHORUS_CHECK=1 verifies that), or raise CHORUS_TIMEOUT if it is only slow";

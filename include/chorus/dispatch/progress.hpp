@@ -413,7 +413,7 @@ class transfer_operation final : public operation<Transport> {
         where += " (" + std::to_string(transfers_.size()) + " transfers)";
       }
       std::string message = where + ": " + e.what();
-      if (e.value() == errc::timeout) {
+      if (is_own_timeout(e)) {
         message += " (waited " + to_string(comm.options().timeout) +
                    "); the peer may not have posted the matching transfer";
       }
