@@ -60,13 +60,11 @@
 /// every rank. Each rank also checks the bytes of every all_to_all_v against the counts.
 /// With --require-drops a run in which no token was dropped fails, as it did not test the
 /// capacity path. A failed check on any rank exits non-zero.
+#include "../common/transport.hpp"
 #include "moe.hpp"
 
 #include <chorus/bootstrap/from_env.hpp>
 #include <chorus/chorus.hpp>
-#if CHORUS_EXAMPLE_UCX
-#include <chorus/transport/ucx.hpp>
-#endif
 
 #include <algorithm>
 #include <cmath>
@@ -617,20 +615,8 @@ int run(Comm& comm, const options& o, const char* over) {
 
 int main(int argc, char** argv) try {
   const options o = parse(argc, argv);
-  const chorus::bootstrap::world world = chorus::bootstrap::from_env();
-  if (o.transport == "ucx") {
-#if CHORUS_EXAMPLE_UCX
-    chorus::communicator<chorus::ucx_transport> comm{chorus::ucx_transport{world}};
-    return run(comm, o, "UCX");
-#else
-    std::fprintf(stderr,
-                 "expert_parallel: built without UCX (chorus::ucx was not found at build "
-                 "time); use --transport shm\n");
-    return 2;
-#endif
-  }
-  chorus::communicator<chorus::shm_transport> comm{chorus::shm_transport{world}};
-  return run(comm, o, "shared memory");
+  return examples::with_transport(o.transport, "expert_parallel",
+                                  [&](auto& comm, const char* name) { return run(comm, o, name); });
 } catch (const std::exception& e) {
   std::fprintf(stderr, "expert_parallel: %s\n", e.what());
   return 1;

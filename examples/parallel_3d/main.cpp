@@ -67,15 +67,13 @@
 ///
 /// Exit status: non-zero if any check failed on any rank (rank 0 prints which, then the
 /// verdict is broadcast).
+#include "../common/transport.hpp"
 #include "model.hpp"
 
 #include <chorus/bootstrap/from_env.hpp>
 #include <chorus/chorus.hpp>
 #include <chorus/group/mesh.hpp>
 #include <chorus/zero/zero.hpp>
-#if CHORUS_EXAMPLE_UCX
-#include <chorus/transport/ucx.hpp>
-#endif
 
 #include <algorithm>
 #include <array>
@@ -694,24 +692,8 @@ int run(chorus::communicator<Transport>& world, const options& o, const char* ov
 
 int main(int argc, char** argv) try {
   const options o = parse(argc, argv);
-  const chorus::bootstrap::world world = chorus::bootstrap::from_env();
-  // The default progress (a thread per communicator): pp's thread runs the isends, dp's
-  // thread ZeRO's requests, and this thread the tp all-reduces, all inside the one
-  // transport endpoint the mesh's axis communicators share per process (it serialises them).
-  const chorus::communicator_options settings = chorus::communicator_options::from_env();
-  if (o.transport == "ucx") {
-#if CHORUS_EXAMPLE_UCX
-    chorus::communicator<chorus::ucx_transport> comm{chorus::ucx_transport{world}, settings};
-    return run(comm, o, "UCX");
-#else
-    std::fprintf(stderr,
-                 "parallel_3d: built without UCX (chorus::ucx was not found at build time); use "
-                 "--transport shm\n");
-    return 2;
-#endif
-  }
-  chorus::communicator<chorus::shm_transport> comm{chorus::shm_transport{world}, settings};
-  return run(comm, o, "shared memory");
+  return examples::with_transport(o.transport, "parallel_3d",
+                                  [&](auto& comm, const char* name) { return run(comm, o, name); });
 } catch (const std::exception& e) {
   std::fprintf(stderr, "parallel_3d: %s\n", e.what());
   return 1;

@@ -10,6 +10,8 @@
 /// gradient of the block's input (backward); each is handed to a `reducer` as a `partial`.
 /// Every other number a slice computes depends only on its inputs (the same on every tp
 /// rank) and its own columns or rows, so it equals the reference's bit for bit.
+#include "../tensor_parallel/layer.hpp"
+
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -18,60 +20,15 @@
 
 namespace p3d {
 
-/// splitmix64, and a float uniform in [-1, 1) from a key: the same numbers on every rank.
-inline std::uint64_t mix(std::uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-inline float uniform(std::uint64_t key) {
-  return static_cast<float>(static_cast<double>(mix(key) >> 11) * 0x1.0p-53 * 2.0 - 1.0);
-}
-
-/// A rows x cols matrix of floats, row-major.
-struct matrix {
-  std::size_t rows = 0, cols = 0;
-  std::vector<float> v;
-  matrix() = default;
-  matrix(std::size_t r, std::size_t c) : rows(r), cols(c), v(r * c, 0.0f) {}
-  float& operator()(std::size_t r, std::size_t c) { return v[r * cols + c]; }
-  float operator()(std::size_t r, std::size_t c) const { return v[r * cols + c]; }
-};
-
-/// out += op(x) op(w), op transposing where asked. Each element adds its terms in ascending
-/// order of the inner index and, given `magnitude`, their absolute values there too.
-inline void add_product(matrix& out, const matrix& x, bool tx, const matrix& w, bool tw,
-                        std::vector<double>* magnitude = nullptr) {
-  const std::size_t inner = tx ? x.rows : x.cols;
-  for (std::size_t r = 0; r < out.rows; ++r) {
-    for (std::size_t c = 0; c < out.cols; ++c) {
-      float sum = out(r, c);
-      double mag = 0;
-      for (std::size_t k = 0; k < inner; ++k) {
-        const float term = (tx ? x(k, r) : x(r, k)) * (tw ? w(c, k) : w(k, c));
-        sum += term;
-        mag += std::abs(static_cast<double>(term));
-      }
-      out(r, c) = sum;
-      if (magnitude) (*magnitude)[r * out.cols + c] += mag;
-    }
-  }
-}
-inline matrix product(const matrix& x, bool tx, const matrix& w, bool tw) {
-  matrix out(tx ? x.cols : x.rows, tw ? w.rows : w.cols);
-  add_product(out, x, tx, w, tw);
-  return out;
-}
-
-/// This slice's part of a sum over the hidden units: its sums, the sum of the absolute
-/// values of their terms, and how many terms the whole (unsplit) sum has.
-struct partial {
-  matrix sum;
-  std::vector<double> magnitude;
-  std::size_t terms;
-  partial(std::size_t r, std::size_t c, std::size_t n) : sum(r, c), magnitude(r * c), terms(n) {}
-};
+// The tensor-parallel example's building blocks, used as they are: the keyed random numbers,
+// the matrix, its products (which add in a fixed order and can sum their terms' magnitudes)
+// and a slice's `partial` sum.
+using tp_example::add_product;
+using tp_example::matrix;
+using tp_example::mix;
+using tp_example::partial;
+using tp_example::product;
+using tp_example::uniform;
 
 /// The two sums over the hidden units in a block: Megatron's g (forward) and f (backward).
 enum site { forward_sum, backward_sum };

@@ -80,11 +80,10 @@
 /// fails check 2 (the loss moves less than its noise: it is as if eta were 10 % smaller);
 /// --fault shard makes the workers push each slice shifted by one weight (an off-by-one in
 /// the shard offset) and fails checks 2 and 4.
+#include "../common/transport.hpp"
+
 #include <chorus/bootstrap/from_env.hpp>
 #include <chorus/chorus.hpp>
-#if CHORUS_EXAMPLE_UCX
-#include <chorus/transport/ucx.hpp>
-#endif
 
 #include <algorithm>
 #include <chrono>
@@ -789,20 +788,8 @@ int run(Comm& comm, const options& o, const char* over) {
 
 int main(int argc, char** argv) try {
   const options o = parse(argc, argv);
-  const chorus::bootstrap::world world = chorus::bootstrap::from_env();
-  if (o.transport == "ucx") {
-#if CHORUS_EXAMPLE_UCX
-    chorus::communicator<chorus::ucx_transport> comm{chorus::ucx_transport{world}};
-    return run(comm, o, "UCX");
-#else
-    std::fprintf(stderr,
-                 "parameter_server: built without UCX (chorus::ucx was not found at build "
-                 "time); use --transport shm\n");
-    return 2;
-#endif
-  }
-  chorus::communicator<chorus::shm_transport> comm{chorus::shm_transport{world}};
-  return run(comm, o, "shared memory");
+  return examples::with_transport(o.transport, "parameter_server",
+                                  [&](auto& comm, const char* name) { return run(comm, o, name); });
 } catch (const std::exception& e) {
   std::fprintf(stderr, "parameter_server: %s\n", e.what());
   return 1;

@@ -37,10 +37,9 @@
 /// Exit status: non-zero if a loss or parameter differs from the reference, if a stage
 /// stashed other than M (GPipe) or min(M, P-r) (1F1B) micro-batches, or if a schedule's
 /// bubble, averaged over the steps, is more than 10 % off (p-1)/(m+p-1).
+#include "../common/transport.hpp"
+
 #include <chorus/chorus.hpp>
-#if CHORUS_EXAMPLE_UCX
-#include <chorus/transport/ucx.hpp>
-#endif
 
 #include <algorithm>
 #include <chrono>
@@ -440,20 +439,8 @@ int run(Comm& comm, const settings& s, const char* over) {
 
 int main(int argc, char** argv) try {
   const settings s = parse(argc, argv);
-  const chorus::bootstrap::world world = chorus::bootstrap::from_env();
-  if (s.transport == "ucx") {
-#if CHORUS_EXAMPLE_UCX
-    chorus::communicator<chorus::ucx_transport> comm{chorus::ucx_transport{world}};
-    return run(comm, s, "UCX");
-#else
-    std::fprintf(stderr,
-                 "pipeline_parallel: built without UCX (chorus::ucx was not found at "
-                 "build time); use --transport shm\n");
-    return 2;
-#endif
-  }
-  chorus::communicator<chorus::shm_transport> comm{chorus::shm_transport{world}};
-  return run(comm, s, "shared memory");
+  return examples::with_transport(s.transport, "pipeline_parallel",
+                                  [&](auto& comm, const char* name) { return run(comm, s, name); });
 } catch (const std::exception& e) {
   std::fprintf(stderr, "pipeline_parallel: %s\n", e.what());
   return 1;

@@ -35,13 +35,11 @@
 /// slices) must equal its own bit for bit. A second, free-running reference shows the drift
 /// without lockstep (its loss is printed, not checked). A failed check on any rank exits
 /// non-zero.
+#include "../common/transport.hpp"
 #include "layer.hpp"
 
 #include <chorus/bootstrap/from_env.hpp>
 #include <chorus/chorus.hpp>
-#if CHORUS_EXAMPLE_UCX
-#include <chorus/transport/ucx.hpp>
-#endif
 
 #include <algorithm>
 #include <array>
@@ -221,20 +219,9 @@ int run(Comm& comm, int steps, const char* over) {
 
 int main(int argc, char** argv) try {
   const options o = parse(argc, argv);
-  const chorus::bootstrap::world world = chorus::bootstrap::from_env();
-  if (o.transport == "ucx") {
-#if CHORUS_EXAMPLE_UCX
-    chorus::communicator<chorus::ucx_transport> comm{chorus::ucx_transport{world}};
-    return run(comm, o.steps, "UCX");
-#else
-    std::fprintf(stderr,
-                 "tensor_parallel: built without UCX (chorus::ucx was not found at "
-                 "build time); use --transport shm\n");
-    return 2;
-#endif
-  }
-  chorus::communicator<chorus::shm_transport> comm{chorus::shm_transport{world}};
-  return run(comm, o.steps, "shared memory");
+  return examples::with_transport(
+      o.transport, "tensor_parallel",
+      [&](auto& comm, const char* name) { return run(comm, o.steps, name); });
 } catch (const std::exception& e) {
   std::fprintf(stderr, "tensor_parallel: %s\n", e.what());
   return 1;
