@@ -18,6 +18,7 @@
 #include <fstream>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -111,6 +112,14 @@ TEST_CASE("from_env: torchrun's variables; the store is on MASTER_PORT + 1, serv
   CHECK(o.store_at->host == "10.0.0.1");
   CHECK(o.store_at->port == 7000);
   CHECK(o.store_at->rank0_serves);
+  // LOCAL_RANK alone, as torchrun accepts it: the local size is unknown.
+  const auto l = detect({{"RANK", "3"},
+                         {"WORLD_SIZE", "4"},
+                         {"LOCAL_RANK", "1"},
+                         {"MASTER_ADDR", "node01"},
+                         {"MASTER_PORT", "29500"}});
+  CHECK(l.local_rank == 1);
+  CHECK(l.local_size == -1);
 }
 
 TEST_CASE("from_env: Open MPI, MPICH/PMI and Slurm variables") {
@@ -148,11 +157,12 @@ TEST_CASE("from_env: Open MPI, MPICH/PMI and Slurm variables") {
                               {"SLURM_TASKS_PER_NODE", "2(x3),1"},
                               {"CHORUS_STORE", "head:1234"}});
   CHECK(slurm2.local_size == 2);
-  // Without a task count Slurm's local size is unknown (-1), not guessed.
+  // Without a task count Slurm's local size is unknown (-1), not guessed; the local rank
+  // is known.
   const auto slurm3 =
       detect({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "1"}, {"SLURM_LOCALID", "0"}});
   CHECK(slurm3.local_size == -1);
-  CHECK(slurm3.local_rank == -1);
+  CHECK(slurm3.local_rank == 0);
   CHECK(bs::detail::env::slurm_tasks_on_node("4", 0) == 4);
   CHECK(bs::detail::env::slurm_tasks_on_node("4", 1) == -1);
   CHECK(bs::detail::env::slurm_tasks_on_node("3(x2", 0) == -1);
@@ -218,12 +228,6 @@ TEST_CASE("from_env: every missing or malformed variable is named") {
   check({{"RANK", "0"}, {"WORLD_SIZE", "99999999999"}},
         "WORLD_SIZE='99999999999' is out of range: it must be from 1 to 2147483647");
   check({{"RANK", "4"}, {"WORLD_SIZE", "4"}}, "RANK=4 is not below WORLD_SIZE=4 (torchrun)");
-  check({{"RANK", "0"},
-         {"WORLD_SIZE", "2"},
-         {"LOCAL_RANK", "0"},
-         {"MASTER_ADDR", "h"},
-         {"MASTER_PORT", "1"}},
-        "LOCAL_RANK is set (torchrun) but LOCAL_WORLD_SIZE is not");
   check({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"LOCAL_WORLD_SIZE", "2"}},
         "LOCAL_WORLD_SIZE is set (torchrun) but LOCAL_RANK is not");
   check({{"RANK", "0"}, {"WORLD_SIZE", "4"}, {"LOCAL_RANK", "2"}, {"LOCAL_WORLD_SIZE", "2"}},
@@ -412,4 +416,172 @@ TEST_CASE("from_env: torchrun-style ranks with a shared CHORUS_JOB_SECRET authen
     CHECK_THAT(e.what(), Catch::Contains("requires the job secret"));
   }
   while (!worlds.empty()) worlds.pop_back();
+}
+
+namespace {
+
+/// A fresh directory of this test process under the system's temporary directory.
+std::filesystem::path scratch_dir(const std::string& what) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("chorus-" + what + "-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  return dir;
+}
+
+unsigned mode_of(const std::filesystem::path& p) {
+  struct stat st {};
+  if (::stat(p.c_str(), &st) != 0) return 0;
+  return static_cast<unsigned>(st.st_mode & 07777);
+}
+
+}  // namespace
+
+TEST_CASE("from_env: under torchrun-style variables rank 0 draws the job secret into a 0600 file") {
+  constexpr int n = 3;
+  const std::uint16_t store_port = contract::unused_port();
+  const auto dir = scratch_dir("secret-dir");
+  std::vector<bs::world> worlds(n);
+  const auto failures = contract::on_threads(n, [&](int rank) {
+    vars v = torchrun_vars(rank, n, store_port);
+    v["CHORUS_SECRET_DIR"] = dir.string();
+    auto w = bs::from_env(bs::environment_from(std::move(v)));
+    bs::barrier(w.store, "f/done", w.rank, w.size, contract::soon());
+    worlds[static_cast<std::size_t>(rank)] = std::move(w);
+  });
+  REQUIRE(failures.empty());
+  const std::string file = worlds[0].secret_file;
+  CHECK(file.starts_with(dir.string() + "/store-127.0.0.1-" + std::to_string(store_port) + "-on-"));
+  for (const auto& w : worlds) CHECK(w.secret_file == file);
+  CHECK(mode_of(dir) == 0700);
+  CHECK(mode_of(file) == 0600);
+  std::string secret;
+  std::ifstream(file) >> secret;
+  CHECK(secret.size() == 64);
+  CHECK(secret.find_first_not_of("0123456789abcdef") == std::string::npos);
+  // A process without the secret gets nothing from the store.
+  try {
+    bs::tcp_store stranger({.port = store_port, .timeout = 20s});
+    FAIL("a client without the secret was served");
+  } catch (const chorus::error& e) {
+    CHECK_THAT(e.what(), Catch::Contains("requires the job secret"));
+  }
+  {  // One with it (the same user, reading the file) is served.
+    bs::tcp_store same_user({.port = store_port, .timeout = 20s, .secret = secret});
+    CHECK(bs::as_string(same_user.get("chorus/job_id", contract::soon())) == worlds[0].job_id);
+  }
+  // The file goes with rank 0's store (the others leave first: rank 0 serves them).
+  while (worlds.size() > 1) worlds.pop_back();
+  CHECK(std::filesystem::exists(file));
+  worlds.clear();
+  CHECK_FALSE(std::filesystem::exists(file));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("from_env: an earlier job's secret file does not stop the next job on its port") {
+  constexpr int n = 2;
+  const std::uint16_t store_port = contract::unused_port();
+  const auto dir = scratch_dir("stale-secret");
+  std::filesystem::create_directory(dir);
+  ::chmod(dir.c_str(), 0700);
+  vars v1 = torchrun_vars(1, n, store_port);
+  v1["CHORUS_SECRET_DIR"] = dir.string();
+  const std::string file = bs::detect_world(bs::environment_from(v1)).secret_file;
+  {
+    std::ofstream out(file);
+    out << std::string(64, '7') << "\n";
+  }
+  ::chmod(file.c_str(), 0600);
+  // Rank 1 starts first; the file it may read before rank 0 replaces it is refused, and it
+  // reads the file again (the refusal itself is tested in tcp_store_test.cpp).
+  std::vector<bs::world> worlds(n);
+  const auto failures = contract::on_threads(n, [&](int rank) {
+    if (rank == 0) std::this_thread::sleep_for(300ms);
+    vars v = torchrun_vars(rank, n, store_port);
+    v["CHORUS_SECRET_DIR"] = dir.string();
+    auto w = bs::from_env(bs::environment_from(std::move(v)));
+    bs::barrier(w.store, "s/done", w.rank, w.size, contract::soon());
+    worlds[static_cast<std::size_t>(rank)] = std::move(w);
+  });
+  REQUIRE(failures.empty());
+  CHECK(worlds[0].job_id == worlds[1].job_id);
+  while (!worlds.empty()) worlds.pop_back();
+  CHECK_FALSE(std::filesystem::exists(file));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("from_env: a rank that cannot see rank 0's secret file says where it looked") {
+  const std::uint16_t store_port = contract::unused_port();
+  const auto dir0 = scratch_dir("secret-node0");
+  const auto dir1 = scratch_dir("secret-node1");  // another node's home, say
+  vars v0 = torchrun_vars(0, 2, store_port);
+  v0["CHORUS_SECRET_DIR"] = dir0.string();
+  auto rank0 = bs::from_env(bs::environment_from(std::move(v0)));
+  vars v1 = torchrun_vars(1, 2, store_port);
+  v1["CHORUS_SECRET_DIR"] = dir1.string();
+  v1["CHORUS_TIMEOUT"] = "1";
+  try {
+    bs::from_env(bs::environment_from(std::move(v1)));
+    FAIL("rank 1 connected without the secret");
+  } catch (const chorus::error& e) {
+    CHECK(e.value() == chorus::errc::timeout);
+    CHECK_THAT(e.what(), Catch::Contains(dir1.string() + "/store-127.0.0.1-") &&
+                             Catch::Contains("did not exist") &&
+                             Catch::Contains("CHORUS_SECRET_DIR") &&
+                             Catch::Contains("CHORUS_JOB_SECRET"));
+  }
+  std::filesystem::remove_all(dir0);
+  std::filesystem::remove_all(dir1);
+}
+
+TEST_CASE("from_env: where the secret file goes, and CHORUS_JOB_SECRET=none") {
+  const std::uint16_t port = 29501;
+  auto at = [&](vars extra) {
+    vars v = torchrun_vars(1, 2, port);
+    for (auto& [k, val] : extra) v[k] = val;
+    return detect(std::move(v)).secret_file;
+  };
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  CHECK(at({{"HOME", "/home/someone"}}) ==
+        "/home/someone/.chorus/store-127.0.0.1-29501-on-" + std::string(host) + ".secret");
+  CHECK(at({{"HOME", "/home/someone"}, {"CHORUS_SECRET_DIR", "/shared/me/"}})
+            .starts_with("/shared/me/store-"));
+  CHECK(at({}).starts_with("/tmp/chorus-" + std::to_string(::geteuid()) + "/store-"));
+  // An address other nodes reach names the store alone (the same file on every node).
+  CHECK(at({{"HOME", "/h"}, {"MASTER_ADDR", "10.1.2.3"}}) ==
+        "/h/.chorus/store-10.1.2.3-29501.secret");
+  CHECK(at({{"HOME", "/h"}, {"MASTER_ADDR", "fe80::1%eth0"}}) ==
+        "/h/.chorus/store-fe80__1_eth0-29501.secret");
+  // A secret given, or none on purpose: no file.
+  CHECK(at({{"CHORUS_JOB_SECRET", std::string(32, 'a')}}).empty());
+  CHECK(at({{"CHORUS_JOB_SECRET", "none"}}).empty());
+  CHECK(detect({{"CHORUS_RANK", "0"}, {"CHORUS_SIZE", "2"}, {"CHORUS_STORE", "127.0.0.1:5"}})
+            .secret_file.empty());  // chorusrun serves the store and passes the secret
+
+  // CHORUS_JOB_SECRET=none: an unauthenticated store, as before there were secrets.
+  const std::uint16_t store_port = contract::unused_port();
+  vars none = torchrun_vars(0, 1, store_port);
+  none["CHORUS_JOB_SECRET"] = "none";
+  auto w = bs::from_env(bs::environment_from(std::move(none)));
+  CHECK(w.secret.empty());
+  bs::tcp_store anyone({.port = store_port, .timeout = 20s});
+  CHECK(bs::as_string(anyone.get("chorus/job_id", contract::soon())) == w.job_id);
+}
+
+TEST_CASE("from_env: rank 0 refuses a secret directory that others may use") {
+  const auto dir = scratch_dir("open-secret-dir");
+  std::filesystem::create_directory(dir);
+  ::chmod(dir.c_str(), 0755);
+  vars v = torchrun_vars(0, 2, contract::unused_port());
+  v["CHORUS_SECRET_DIR"] = dir.string();
+  try {
+    bs::from_env(bs::environment_from(std::move(v)));
+    FAIL("rank 0 wrote its secret into a directory others can list");
+  } catch (const chorus::error& e) {
+    CHECK(e.value() == chorus::errc::invalid_argument);
+    CHECK_THAT(e.what(), Catch::Contains("has mode 0755") && Catch::Contains("chmod 700") &&
+                             Catch::Contains("CHORUS_SECRET_DIR"));
+  }
+  CHECK(std::filesystem::is_empty(dir));
+  std::filesystem::remove_all(dir);
 }

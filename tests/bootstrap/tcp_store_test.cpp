@@ -704,6 +704,41 @@ TEST_CASE("tcp_store secret: clients without it get nothing, not even the job id
              Catch::Contains("does not ask for one"));
 }
 
+TEST_CASE("tcp_store secret: find_secret is asked again while missing or refused, then kept") {
+  log_lines log;
+  const std::string secret(64, 'e');
+  bs::tcp_store_server server({.log = log.sink(), .secret = secret});
+  // Missing twice, then an earlier job's (refused), then the right one.
+  std::vector<std::optional<std::string>> answers{std::nullopt, std::nullopt, std::string(64, 'f'),
+                                                  secret};
+  std::size_t asked = 0;
+  bs::tcp_store rank({.port = server.port(),
+                      .timeout = 20s,
+                      .find_secret = [&]() -> std::optional<std::string> {
+                        return answers[std::min(asked++, answers.size() - 1)];
+                      },
+                      .secret_origin = "the test's answers"});
+  CHECK(asked == 4);
+  CHECK(server.refused_connections() == 1);
+  rank.set("k", bs::to_bytes("v"));
+  // A second connection (two calls at once) uses the secret that was accepted.
+  std::thread blocked([&] { CHECK(bs::as_string(rank.get("later", soon())) == "w"); });
+  std::this_thread::sleep_for(100ms);
+  rank.set("later", bs::to_bytes("w"));
+  blocked.join();
+  CHECK(asked == 4);
+  // Never found: a timeout that names where it looked and what to do.
+  const std::string message = thrown([&] {
+    bs::tcp_store({.port = server.port(),
+                   .timeout = 1s,
+                   .find_secret = []() -> std::optional<std::string> { return std::nullopt; },
+                   .secret_origin = "the file /nowhere/x.secret"});
+  });
+  CHECK_THAT(message, Catch::Contains("/nowhere/x.secret did not exist") &&
+                          Catch::Contains("CHORUS_SECRET_DIR") &&
+                          Catch::Contains("CHORUS_JOB_SECRET"));
+}
+
 TEST_CASE("tcp_store secret: a wrong secret is refused with a clear error") {
   log_lines log;
   bs::tcp_store_server server({.log = log.sink(), .secret = std::string(64, 'a')});

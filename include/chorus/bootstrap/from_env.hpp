@@ -20,7 +20,8 @@
 /// | Slurm     | SLURM_PROCID, SLURM_NTASKS           | SLURM_LOCALID; SLURM_STEP_TASKS_PER_NODE (2) |
 ///
 /// (1) default: the rank and size. (2) the local size from SLURM_STEP_TASKS_PER_NODE and
-/// SLURM_NODEID.
+/// SLURM_NODEID. A local rank without its local size is accepted (as torchrun does for
+/// LOCAL_RANK): `local_size` is then -1.
 // clang-format on
 ///
 /// The store, in this order:
@@ -35,7 +36,10 @@
 /// Also read: `CHORUS_JOB_ID` (the job's unique token; when absent, rank 0 draws a random
 /// one and shares it through the store), `CHORUS_TIMEOUT` (how long to wait for the
 /// store; see core/deadline.hpp), `CHORUS_JOB_SECRET` or `CHORUS_JOB_SECRET_FILE` (the
-/// secret every rank proves to the store; chorusrun sets it; see docs/security.md), and on
+/// secret every rank proves to the store; chorusrun sets it; where rank 0 serves the store
+/// and none is given, rank 0 draws one into a 0600 file in `CHORUS_SECRET_DIR` or
+/// ~/.chorus, and the other ranks read it there; `CHORUS_JOB_SECRET=none` turns this off;
+/// see docs/security.md), and on
 /// the process that serves the store the `CHORUS_STORE_MAX_*` limits and
 /// `CHORUS_STORE_IDLE_TIMEOUT` / `CHORUS_STORE_HANDSHAKE_TIMEOUT` (see `tcp_store_limits`).
 #include <chorus/bootstrap/memory_store.hpp>
@@ -49,12 +53,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <charconv>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -91,6 +97,32 @@ struct store_location {
   std::string source;         ///< the variables it came from, for messages
 };
 
+namespace detail::env {
+
+/// The job secret file rank 0 wrote; removed when the last copy goes, unless another job
+/// has replaced it since (same store address, e.g. 127.0.0.1 on a shared home).
+class written_secret {
+ public:
+  written_secret(std::string path, dev_t dev, ino_t ino) noexcept
+      : path_(std::move(path)), dev_(dev), ino_(ino) {}
+  written_secret(const written_secret&) = delete;
+  written_secret& operator=(const written_secret&) = delete;
+  ~written_secret() {
+    struct stat st {};
+    if (::lstat(path_.c_str(), &st) == 0 && st.st_dev == dev_ && st.st_ino == ino_) {
+      ::unlink(path_.c_str());
+    }
+  }
+  [[nodiscard]] const std::string& path() const noexcept { return path_; }
+
+ private:
+  std::string path_;
+  dev_t dev_;
+  ino_t ino_;
+};
+
+}  // namespace detail::env
+
 /// What a process knows about the job it belongs to.
 struct world {
   int rank = 0;
@@ -105,10 +137,18 @@ struct world {
   std::optional<store_location> store_at;
   duration timeout = default_timeout;  ///< CHORUS_TIMEOUT, or the default
   /// The job secret (CHORUS_JOB_SECRET, or the file CHORUS_JOB_SECRET_FILE names); empty
-  /// when neither is set, and the store is then unauthenticated. Never print it.
+  /// when neither is set. Never print it.
   std::string secret;
+  /// With no secret given and rank 0 serving the store (torchrun, mpirun, srun): the file
+  /// in which rank 0 puts the secret it draws, and where the other ranks find it
+  /// (CHORUS_SECRET_DIR, else ~/.chorus, else /tmp/chorus-<uid>; see docs/security.md).
+  /// Empty when a secret is given, the launcher serves the store, there is no store, or
+  /// CHORUS_JOB_SECRET=none (an unauthenticated store).
+  std::string secret_file;
   /// The store's limits, from CHORUS_STORE_* (used by the rank that serves the store).
   tcp_store_limits store_limits;
+  /// On rank 0: removes `secret_file` once the store (declared after it) is gone.
+  std::shared_ptr<const detail::env::written_secret> written_secret;
   any_store store;  ///< connected by `from_env`; empty after `detect_world`
 };
 
@@ -307,51 +347,151 @@ inline tcp_store_limits store_limits_from(const environment& env) {
   return l;
 }
 
-/// The job secret from CHORUS_JOB_SECRET or CHORUS_JOB_SECRET_FILE (a file only its owner,
-/// this user, may read: the secret is worth nothing once others can read it); "" for none.
+/// The secret in the file at `path` (`where` names it in messages), which must be a
+/// regular file of this user that group and others cannot access (the secret is worth
+/// nothing once others can read it); trailing white space is not part of it. nullopt
+/// when `missing_ok` and the file does not exist.
+inline std::optional<std::string> read_secret_file(const std::string& path,
+                                                   const std::string& where, bool missing_ok) {
+  unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd) {
+    if (missing_ok && errno == ENOENT) return std::nullopt;
+    fail_setting(where + " cannot be opened: " + errno_text(errno));
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    fail_setting(where + " is not a regular file");
+  }
+  if (st.st_uid != ::geteuid()) {
+    fail_setting(where + " belongs to uid " + std::to_string(st.st_uid) + ", not to this user (" +
+                 std::to_string(::geteuid()) + ")");
+  }
+  if ((st.st_mode & 077) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    fail_setting(where + " has mode " + mode +
+                 ": group or others may access it; make it readable by its owner alone (chmod "
+                 "600)");
+  }
+  std::string secret;
+  char buf[1024];
+  ssize_t n = 0;
+  while ((n = ::read(fd.get(), buf, sizeof buf)) > 0 && secret.size() < 4096) {
+    secret.append(buf, static_cast<std::size_t>(n));
+  }
+  while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r' ||
+                             secret.back() == ' ' || secret.back() == '\t')) {
+    secret.pop_back();
+  }
+  if (secret.size() < 16 || secret.size() > 1024) {
+    fail_setting(where + " holds " + std::to_string(secret.size()) +
+                 " bytes; a job secret has 16 to 1024 (e.g. 64 hex digits from /dev/urandom)");
+  }
+  return secret;
+}
+
+/// The job secret from CHORUS_JOB_SECRET or CHORUS_JOB_SECRET_FILE; "" for none, and for
+/// CHORUS_JOB_SECRET=none (no secret, on purpose).
 inline std::string job_secret_from(const environment& env) {
   const auto direct = lookup(env, "CHORUS_JOB_SECRET");
   const auto file = lookup(env, "CHORUS_JOB_SECRET_FILE");
   if (direct && file)
     fail_setting("both CHORUS_JOB_SECRET and CHORUS_JOB_SECRET_FILE are set; set one");
-  std::string secret;
-  if (direct) {
-    secret = *direct;
-  } else if (file) {
-    const std::string where = "CHORUS_JOB_SECRET_FILE='" + *file + "'";
-    unique_fd fd(::open(file->c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-    if (!fd) fail_setting(where + " cannot be opened: " + errno_text(errno));
-    struct stat st {};
-    if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
-      fail_setting(where + " is not a regular file");
-    if (st.st_uid != ::geteuid()) {
-      fail_setting(where + " belongs to uid " + std::to_string(st.st_uid) + ", not to this user (" +
-                   std::to_string(::geteuid()) + ")");
-    }
-    if ((st.st_mode & 077) != 0) {
-      char mode[8];
-      std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-      fail_setting(
-          where + " has mode " + mode +
-          ": group or others may access it; make it readable by its owner alone (chmod 600)");
-    }
-    char buf[1024];
-    ssize_t n = 0;
-    while ((n = ::read(fd.get(), buf, sizeof buf)) > 0 && secret.size() < 4096) {
-      secret.append(buf, static_cast<std::size_t>(n));
-    }
-    while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r' ||
-                               secret.back() == ' ' || secret.back() == '\t')) {
-      secret.pop_back();
-    }
+  if (file) return *read_secret_file(*file, "CHORUS_JOB_SECRET_FILE='" + *file + "'", false);
+  if (!direct || *direct == "none") return "";
+  if (direct->size() < 16 || direct->size() > 1024) {
+    fail_setting("CHORUS_JOB_SECRET holds " + std::to_string(direct->size()) +
+                 " bytes; a job secret has 16 to 1024 (e.g. 64 hex digits from /dev/urandom), "
+                 "or is `none` for an unauthenticated store");
   }
-  if (!secret.empty() && (secret.size() < 16 || secret.size() > 1024)) {
-    fail_setting(
-        std::string(direct ? "CHORUS_JOB_SECRET" : "the file CHORUS_JOB_SECRET_FILE names") +
-        " holds " + std::to_string(secret.size()) +
-        " bytes; a job secret has 16 to 1024 (e.g. `openssl rand -hex 32`)");
+  return *direct;
+}
+
+/// Where rank 0 puts the secret it draws for the store at `at`: a file in CHORUS_SECRET_DIR,
+/// else ~/.chorus (home directories are shared by a cluster's nodes as a rule), else
+/// /tmp/chorus-<uid>; named by the store's address, and for an address only this host can
+/// reach (loopback, every interface) by the host's name too, so that jobs on several
+/// hosts of a shared home do not meet.
+inline std::string secret_file_for(const environment& env, const store_location& at) {
+  std::string dir;
+  if (auto d = lookup(env, "CHORUS_SECRET_DIR")) {
+    dir = *d;
+  } else if (auto home = lookup(env, "HOME")) {
+    dir = *home + "/.chorus";
+  } else {
+    dir = "/tmp/chorus-" + std::to_string(::geteuid());
   }
-  return secret;
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  const auto safe = [](std::string_view text) {
+    std::string out(text);
+    for (char& c : out) {
+      const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '-' || c == '.';
+      if (!ok) c = '_';
+    }
+    return out;
+  };
+  std::string name = "store-" + safe(at.host) + "-" + std::to_string(at.port);
+  const std::string_view h = at.host;
+  const bool this_host_only = h == "localhost" || h.starts_with("127.") || h == "::1" ||
+                              h == "0.0.0.0" || h == "::" || h == "0:0:0:0:0:0:0:1";
+  if (this_host_only) {
+    char host[256] = {};
+    if (::gethostname(host, sizeof host - 1) == 0) name += "-on-" + safe(host);
+  }
+  return dir + "/" + name + ".secret";
+}
+
+/// Creates the directory of `path` (mode 0700) unless it exists, and checks that it is a
+/// directory of this user that group and others cannot use.
+inline void make_secret_dir(const std::string& path) {
+  const std::string dir = path.substr(0, path.rfind('/'));
+  const std::string where = "the job secret's directory " + dir;
+  const std::string fix =
+      "; set CHORUS_SECRET_DIR to a directory of yours that only you can use (and that "
+      "every node of the job sees), or give every rank CHORUS_JOB_SECRET";
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    fail_setting(where + " cannot be created: " + errno_text(errno) + fix);
+  }
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    fail_setting(where + " is not a directory" + fix);
+  }
+  if (st.st_uid != ::geteuid()) {
+    fail_setting(where + " belongs to uid " + std::to_string(st.st_uid) + ", not to this user" +
+                 fix);
+  }
+  if ((st.st_mode & 077) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    fail_setting(where + " has mode " + mode + ": group or others may use it (chmod 700)" + fix);
+  }
+}
+
+/// Puts `secret` in `path` (a new 0600 file renamed over any earlier job's) and returns
+/// the owner that removes it.
+inline std::shared_ptr<const written_secret> write_secret_file(const std::string& path,
+                                                               const std::string& secret) {
+  make_secret_dir(path);
+  const std::string temp = path + ".new-" + random_hex(8);
+  unique_fd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd) {
+    fail_setting("the job secret file " + temp + " cannot be created: " + errno_text(errno) +
+                 "; set CHORUS_SECRET_DIR to a directory of yours, or give every rank "
+                 "CHORUS_JOB_SECRET");
+  }
+  const std::string text = secret + "\n";
+  const bool written =
+      ::write(fd.get(), text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  struct stat st {};
+  const bool ok = written && ::fsync(fd.get()) == 0 && ::fstat(fd.get(), &st) == 0 &&
+                  ::rename(temp.c_str(), path.c_str()) == 0;
+  if (!ok) {
+    const int err = errno;
+    ::unlink(temp.c_str());
+    fail_setting("the job secret file " + path + " cannot be written: " + errno_text(err));
+  }
+  return std::make_shared<const written_secret>(path, st.st_dev, st.st_ino);
 }
 
 inline bool valid_job_id(std::string_view id) {
@@ -416,9 +556,6 @@ inline world detect_world(const environment& env = process_environment()) {
                         : -1;
       if (n >= 1) local_size = std::to_string(n);
     }
-  } else if (local_rank && !local_size) {
-    fail(std::string(found->local_rank) + " is set" + who + " but " +
-         std::string(found->local_size) + " is not");
   } else if (local_size && !local_rank) {
     fail(std::string(found->local_size) + " is set" + who + " but " +
          std::string(found->local_rank) + " is not");
@@ -442,9 +579,9 @@ inline world detect_world(const environment& env = process_environment()) {
     // chorusrun starts every rank on one node.
     w.local_rank = w.rank;
     w.local_size = w.size;
-  } else if (local_rank) {
-    w.local_rank = -1;  // Slurm without a usable task count: unknown, not guessed
   }
+  // A local rank without a local size (torchrun accepts LOCAL_RANK alone; Slurm without a
+  // usable task count) leaves the size unknown (-1), not guessed.
 
   // The store.
   if (auto address = lookup(env, "CHORUS_STORE")) {
@@ -481,6 +618,10 @@ inline world detect_world(const environment& env = process_environment()) {
   }
 
   w.secret = job_secret_from(env);
+  if (w.secret.empty() && w.store_at && w.store_at->rank0_serves &&
+      lookup(env, "CHORUS_JOB_SECRET") != "none") {
+    w.secret_file = secret_file_for(env, *w.store_at);
+  }
   w.store_limits = store_limits_from(env);
 
   if (auto t = lookup(env, "CHORUS_TIMEOUT")) {
@@ -505,20 +646,45 @@ inline world detect_world(const environment& env = process_environment()) {
   return w;
 }
 
-/// Connects to (or, on the serving rank, starts and connects to) the store `w` describes.
-inline any_store connect_store(const world& w) {
-  if (!w.store_at) return any_store(memory_store{});
+/// Connects `w.store` to (or, on the serving rank, starts and connects to) the store `w`
+/// describes. With `w.secret_file`, rank 0 draws the job secret, serves the store with it
+/// and then writes it to that file; the other ranks read it from there (and look again
+/// until `w.timeout` while it is missing, or while the store refuses an earlier job's).
+inline void connect_store(world& w) {
+  if (!w.store_at) {
+    w.store = any_store(memory_store{});
+    return;
+  }
   const auto& at = *w.store_at;
-  return any_store(tcp_store({
+  const bool serve = at.rank0_serves && w.rank == 0;
+  tcp_store_options options{
       .host = at.host,
       .port = at.port,
-      .serve = at.rank0_serves && w.rank == 0,
+      .serve = serve,
       .timeout = w.timeout,
       .max_frame_bytes = default_max_frame_bytes,
       .log = {},
       .secret = w.secret,
       .limits = w.store_limits,
-  }));
+  };
+  if (w.secret_file.empty()) {
+    w.store = any_store(tcp_store(std::move(options)));
+  } else if (serve) {
+    // Bound first: a port still held by another job of ours must fail here, before its
+    // secret file is replaced.
+    options.secret = detail::random_hex(32);
+    const std::string secret = options.secret;
+    tcp_store store(std::move(options));
+    w.written_secret = detail::env::write_secret_file(w.secret_file, secret);
+    w.store = any_store(std::move(store));
+  } else {
+    const std::string path = w.secret_file;
+    options.find_secret = [path] {
+      return detail::env::read_secret_file(path, "the job secret file " + path, true);
+    };
+    options.secret_origin = "rank 0's file " + path;
+    w.store = any_store(tcp_store(std::move(options)));
+  }
 }
 
 /// The world of this process: `detect_world(env)`, then the store connected (rank 0
@@ -531,7 +697,7 @@ inline any_store connect_store(const world& w) {
 /// the server. Ending with a `barrier` on the store does that.
 inline world from_env(const environment& env = process_environment()) {
   world w = detect_world(env);
-  w.store = connect_store(w);
+  connect_store(w);
   if (w.job_id.empty()) {
     static constexpr std::string_view key = "chorus/job_id";
     if (w.rank == 0) {

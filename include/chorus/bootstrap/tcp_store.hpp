@@ -1245,9 +1245,18 @@ struct tcp_store_options {
   std::size_t max_frame_bytes = default_max_frame_bytes;
   log_function log = {};  ///< the server's log sink (with `serve`); empty: standard error
   /// The job secret (CHORUS_JOB_SECRET): proved to the server, which must prove it back.
-  /// Empty: none, and a server that asks for one is refused with an error saying so.
+  /// Empty: none, and a server that asks for one is refused with an error saying so
+  /// (unless `find_secret` finds one).
   std::string secret = {};
   tcp_store_limits limits = {};  ///< the server's limits (with `serve`)
+  /// With `secret` empty, where to look for it when the server asks for one: called at
+  /// each connection attempt until the server accepts what it returns, which is then kept
+  /// for every later connection. nullopt: not there yet, and the client keeps trying until
+  /// its deadline; a secret the server refuses (e.g. an earlier job's) is looked up again
+  /// at the next attempt. from_env reads the file rank 0 writes (docs/security.md).
+  std::function<std::optional<std::string>()> find_secret = {};
+  /// What `find_secret` reads, for messages (e.g. "the file /home/me/.chorus/...").
+  std::string secret_origin = {};
 };
 
 /// A store client connected to a `tcp_store_server`, which it may also own (`serve`).
@@ -1352,7 +1361,8 @@ class tcp_store {
 
  private:
   struct state {
-    explicit state(tcp_store_options o) : options(std::move(o)), port(options.port) {}
+    explicit state(tcp_store_options o)
+        : options(std::move(o)), port(options.port), secret(options.secret) {}
     state(const state&) = delete;
     state& operator=(const state&) = delete;
     ~state() {
@@ -1364,10 +1374,11 @@ class tcp_store {
     tcp_store_options options;
     std::unique_ptr<tcp_store_server> server;  // destroyed after the connections below
     std::uint16_t port = 0;
-    std::mutex mutex;                     // guards `idle` and `lost_reason`
+    std::mutex mutex;                     // guards `idle`, `lost_reason` and `secret`
     std::vector<detail::unique_fd> idle;  // connections not in use by a call
     std::atomic<bool> lost{false};
     std::string lost_reason;
+    std::string secret;  // options.secret, or the one `find_secret` found that the server took
   };
 
   void check_key(std::string_view key) const { detail::check_key(key, "tcp_store"); }
@@ -1434,22 +1445,36 @@ class tcp_store {
                                      "exited or died");
   }
 
-  /// Opens a connection and says hello, retrying until `d` (the server may not be up yet).
+  /// Opens a connection and says hello, retrying until `d` (the server may not be up yet,
+  /// or the secret `find_secret` looks for not written yet).
   detail::unique_fd connect(deadline d) {
     auto delay = std::chrono::milliseconds(5);
     std::string why;
+    bool secret_trouble = false;
     for (;;) {
       detail::unique_fd fd = detail::net::connect_once(state_->options.host, state_->port, d, why);
+      greeting g = greeting::done;
       if (fd) {
-        hello(fd.get(), d);
-        return fd;
+        g = hello(fd.get(), d, why);
+        if (g == greeting::done) return fd;
+        secret_trouble = true;
       }
       if (d.expired()) break;
-      // Back off up to 200 ms: fast when the server is just starting, gentle when not.
+      // Back off up to 200 ms: fast when the server is just starting, gentle when not; a
+      // refused secret waits longer (the server logs each refusal).
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(d.at - clock::now());
-      std::this_thread::sleep_for(std::max(std::chrono::milliseconds(0), std::min(delay, left)));
+      const auto pause = g == greeting::secret_refused ? std::chrono::milliseconds(500) : delay;
+      std::this_thread::sleep_for(std::max(std::chrono::milliseconds(0), std::min(pause, left)));
       delay = std::min(delay * 2, std::chrono::milliseconds(200));
       if (d.expired()) break;
+    }
+    if (secret_trouble) {
+      throw error(errc::timeout,
+                  "chorus: tcp_store: the store at " + address() +
+                      " requires the job secret, and until the deadline " + why +
+                      "; the process that serves the store puts its secret there "
+                      "(docs/security.md): give every rank that directory (CHORUS_SECRET_DIR on "
+                      "a file system they share), or the same CHORUS_JOB_SECRET");
     }
     throw error(errc::timeout, "chorus: tcp_store: could not connect to " + address() +
                                    " before the deadline (last error: " + why +
@@ -1480,7 +1505,10 @@ class tcp_store {
 
   /// Says hello and, when the server asks for it, proves the job secret and checks the
   /// server's proof of it (a server without the secret cannot pose as the job's store).
-  void hello(int fd, deadline d) {
+  /// Not `done`, with `why`, when the secret `find_secret` looks for is not there yet or
+  /// the server refused the one it found: try again on a new connection.
+  enum class greeting { done, secret_missing, secret_refused };
+  greeting hello(int fd, deadline d, std::string& why) {
     const bytes payload = exchange(fd,
                                    detail::wire::writer()
                                        .u8(static_cast<std::uint8_t>(detail::wire::command::hello))
@@ -1492,7 +1520,21 @@ class tcp_store {
     const std::uint8_t wants_secret = r.u8();
     const std::string_view nonce = wants_secret != 0 ? r.str() : std::string_view{};
     if (!r.complete() || wants_secret > 1) malformed_reply("hello");
-    const std::string& secret = state_->options.secret;
+    std::string secret;
+    {
+      std::lock_guard lock(state_->mutex);
+      secret = state_->secret;
+    }
+    const bool look = wants_secret != 0 && secret.empty() && state_->options.find_secret;
+    if (look) {
+      auto found = state_->options.find_secret();
+      if (!found) {
+        why = state_->options.secret_origin + " did not exist";
+        return greeting::secret_missing;
+      }
+      secret = std::move(*found);
+      detail::wire::check_secret(secret, "tcp_store");
+    }
     if (wants_secret != 0 && secret.empty()) {
       throw error(errc::invalid_argument,
                   "chorus: tcp_store: the store at " + address() +
@@ -1506,17 +1548,24 @@ class tcp_store {
                       " does not ask for one: it is not this job's store (another program on "
                       "the port?) or it was started without the secret");
     }
-    if (wants_secret == 0) return;
+    if (wants_secret == 0) return greeting::done;
     const std::string client_nonce = detail::random_hex(16);
     const std::string challenge(nonce);
-    const bytes answer =
-        exchange(fd,
-                 detail::wire::writer()
-                     .u8(static_cast<std::uint8_t>(detail::wire::command::auth))
-                     .str(client_nonce)
-                     .blob(detail::wire::proof(secret, "client", challenge, client_nonce))
-                     .finish(),
-                 d, "authentication");
+    const auto request = detail::wire::writer()
+                             .u8(static_cast<std::uint8_t>(detail::wire::command::auth))
+                             .str(client_nonce)
+                             .blob(detail::wire::proof(secret, "client", challenge, client_nonce))
+                             .finish();
+    bytes answer;
+    try {
+      answer = exchange(fd, request, d, "authentication");
+    } catch (const error& e) {
+      // A found secret the server refuses may be an earlier job's: look again.
+      if (!look || (e.value() != errc::invalid_argument && e.value() != errc::peer_lost)) throw;
+      why = "it refused the secret in " + state_->options.secret_origin +
+            " (an earlier job's, or another job's on the same port?)";
+      return greeting::secret_refused;
+    }
     detail::wire::reader a(answer);
     const auto mac = a.blob();
     if (!a.complete() || !detail::equal_in_constant_time(
@@ -1526,6 +1575,11 @@ class tcp_store {
                       " did not prove that it knows the job secret; it is not this job's "
                       "store (another program on the port?)");
     }
+    if (look) {
+      std::lock_guard lock(state_->mutex);
+      state_->secret = secret;
+    }
+    return greeting::done;
   }
 
   /// Reads one reply frame (header, limit check, body).
@@ -1592,10 +1646,11 @@ class tcp_store {
       std::string why;
       fd = detail::net::connect_once(state_->options.host, state_->port, d, why);
       try {
-        if (fd) {
-          hello(fd.get(), d);
+        if (fd && hello(fd.get(), d, why) == greeting::done) {
           io = detail::net::send_all(fd.get(), frame, d, err);
           if (io == detail::net::io::ok) io = receive(fd.get(), d, err, reply);
+        } else {
+          io = detail::net::io::closed;
         }
       } catch (const error&) {
         io = detail::net::io::closed;  // reported as the loss it is, below
