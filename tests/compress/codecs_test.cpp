@@ -157,6 +157,21 @@ TEMPLATE_TEST_CASE("round trips stay within each policy's bound", "", float, dou
   }
 }
 
+TEST_CASE("sparsifiers keep ceil(ratio * n) elements, as the docs promise") {
+  // 10,000,001 * 1e-7 = 1.0000001: the ceiling is 2 (n * ratio + 0.999999 gave 1).
+  CHECK(cc::detail::kept("top_k", 1e-7, 10'000'001) == 2);
+  CHECK(cc::top_k{.ratio = 1e-7}.wire_bytes<float>(10'000'001) ==
+        cc::top_k{.ratio = 1e-7}.wire_bytes<float>(20'000'000));  // both keep 2
+  CHECK(cc::detail::kept("top_k", 1e-7, 10'000'000) == 1);
+  // A decimal ratio whose double is a hair above it does not round one more element up.
+  CHECK(cc::detail::kept("top_k", 0.07, 100) == 7);
+  CHECK(cc::detail::kept("top_k", 0.01, 4099) == 41);
+  CHECK(cc::detail::kept("top_k", 0.5, 3) == 2);
+  CHECK(cc::detail::kept("top_k", 1.0, 5) == 5);
+  CHECK(cc::detail::kept("top_k", 1e-9, 5) == 1);  // at least one
+  CHECK(cc::detail::kept("random_k", 0.3, 10) == 3);
+}
+
 TEST_CASE("top_k breaks ties toward the lowest index") {
   std::vector<float> x(100, 1.0f);
   x[50] = -2.0f;

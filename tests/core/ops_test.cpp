@@ -43,6 +43,14 @@ TEST_CASE("average sums, then divides once by the rank count") {
   CHECK(avg.finalize(7, 2) == 3);  // truncation toward zero, as C++ integer division
   CHECK(avg.finalize(-7, 2) == -3);
   CHECK(float(avg.finalize(chorus::bfloat16(6.0f), 4)) == 1.5f);
+  // The rank count is not narrowed to the element type: 256 would be 0 as a uint8 (a
+  // division by zero) and -56 as an int8.
+  CHECK(avg.finalize(std::uint8_t{255}, 256) == 0);
+  CHECK(avg.finalize(std::int8_t{100}, 200) == 0);
+  CHECK(avg.finalize(std::int8_t{-100}, 50) == -2);
+  CHECK(avg.finalize(std::uint16_t{60000}, 70000) == 0);
+  CHECK(avg.finalize(std::uint32_t{4000000000u}, 2) == 2000000000u);
+  CHECK(avg.finalize(std::int64_t{-9}, 4) == -2);
 }
 
 TEST_CASE("op kinds and the reduction_op concept") {

@@ -22,10 +22,12 @@
 #include <chorus/core/bytes.hpp>
 #include <chorus/core/error.hpp>
 
+#include <cmath>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -112,13 +114,17 @@ namespace detail {
 constexpr std::size_t ceil_div(std::size_t a, std::size_t b) noexcept { return (a + b - 1) / b; }
 
 /// How many of n elements a sparsifier with `ratio` keeps: ceil(ratio * n), at least one
-/// when n > 0, at most n.
+/// when n > 0, at most n. The product is taken a few ulps low before the ceiling, so that
+/// a ratio written in decimal does not round one element up (0.07 is 0.0700...0007 as a
+/// double: 100 * 0.07 keeps 7, not 8), while 10,000,001 * 1e-7 still keeps 2.
 inline std::size_t kept(const char* who, double ratio, std::size_t n) {
   if (!(ratio > 0.0 && ratio <= 1.0)) {
     invalid(who, "ratio " + std::to_string(ratio) + " is outside (0, 1]; pass e.g. .ratio = 0.01");
   }
   if (n == 0) return 0;
-  const auto k = static_cast<std::size_t>(static_cast<double>(n) * ratio + 0.999999);
+  const double x = static_cast<double>(n) * ratio;
+  const auto k =
+      static_cast<std::size_t>(std::ceil(x - x * 4 * std::numeric_limits<double>::epsilon()));
   return k < 1 ? 1 : (k > n ? n : k);
 }
 

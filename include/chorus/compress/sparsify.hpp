@@ -199,8 +199,7 @@ struct threshold_top_k {
     std::vector<T> sample(m);
     for (std::size_t j = 0; j < m; ++j)
       sample[j] = x[j * stride] < 0 ? -x[j * stride] : x[j * stride];
-    const std::size_t ks = std::max<std::size_t>(
-        1, std::min(m, static_cast<std::size_t>(ratio * double(m) + 0.999999)));
+    const std::size_t ks = detail::kept("threshold_top_k", ratio, m);
     std::nth_element(sample.begin(), sample.begin() + static_cast<std::ptrdiff_t>(ks - 1),
                      sample.end(), [](T a, T b) { return a > b; });
     const T threshold = sample[ks - 1];

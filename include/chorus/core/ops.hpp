@@ -147,7 +147,8 @@ struct maximum {
 };
 
 /// Mean over ranks: summed like `plus`, then divided by the number of ranks once, at the
-/// end (integers divide with truncation toward zero, as C++ does).
+/// end (integers divide with truncation toward zero, as C++ does; the rank count is never
+/// narrowed to the element type, so 256 ranks of uint8 divide by 256, not by 0).
 struct average {
   static constexpr op_kind kind = op_kind::average;
   template <element_type T>
@@ -157,8 +158,11 @@ struct average {
   /// Turns the sum over `ranks` ranks into the mean.
   template <element_type T>
   CHORUS_HOST_DEVICE constexpr T finalize(T sum, int ranks) const noexcept {
-    if constexpr (std::is_integral_v<T>) {
-      return static_cast<T>(sum / static_cast<T>(ranks));
+    if constexpr (std::is_integral_v<T> && std::is_signed_v<T>) {
+      return static_cast<T>(static_cast<long long>(sum) / static_cast<long long>(ranks));
+    } else if constexpr (std::is_integral_v<T>) {
+      return static_cast<T>(static_cast<unsigned long long>(sum) /
+                            static_cast<unsigned long long>(ranks));
     } else if constexpr (is_float16_v<T>) {
       return T(float(sum) / static_cast<float>(ranks));
     } else {
