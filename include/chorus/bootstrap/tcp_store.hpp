@@ -1455,7 +1455,13 @@ class tcp_store {
       detail::unique_fd fd = detail::net::connect_once(state_->options.host, state_->port, d, why);
       greeting g = greeting::done;
       if (fd) {
-        g = hello(fd.get(), d, why);
+        try {
+          g = hello(fd.get(), d, why);
+        } catch (const error& e) {
+          // The deadline passed in the middle of a later attempt: the secret is the reason.
+          if (!secret_trouble || e.value() != errc::timeout) throw;
+          break;
+        }
         if (g == greeting::done) return fd;
         secret_trouble = true;
       }
