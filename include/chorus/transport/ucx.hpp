@@ -60,6 +60,7 @@
 #include <chorus/transport/kit/group_view.hpp>
 #include <chorus/transport/kit/hex.hpp>
 #include <chorus/transport/kit/peer_processes.hpp>
+#include <chorus/transport/kit/per_peer.hpp>
 #include <chorus/transport/kit/records.hpp>
 #include <chorus/transport/kit/wait_ladder.hpp>
 
