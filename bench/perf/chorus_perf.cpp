@@ -18,6 +18,7 @@
 #include "sweep.hpp"
 
 #include <chorus/chorus.hpp>
+#include <chorus/collectives/reproducible.hpp>
 #if CHORUS_PERF_UCX
 #include <chorus/transport/ucx.hpp>
 #endif
@@ -59,6 +60,10 @@ struct chorus_backend {
   template <class T>
   std::span<T> run(std::size_t algorithm, std::span<const T> in, std::span<T> out) {
     const chorus::algo::dynamic tag{o.algorithms[algorithm].id, 0};
+    if (o.algorithms[algorithm].reproducible) {
+      run_reproducible(in, out, tag);  // options.cpp allows only what it runs
+      return out;
+    }
     switch (o.coll) {
       case collective::all_reduce:
         with_op(o.op, [&](auto op) { chorus::all_reduce(comm, in, out, op, tag); });
@@ -95,6 +100,25 @@ struct chorus_backend {
     }
     return out;
   }
+
+  /// all_reduce or reduce_scatter under chorus::reproducible (sum or average of a float type).
+  template <class T>
+  void run_reproducible(std::span<const T> in, std::span<T> out, chorus::algo::dynamic tag) {
+    if constexpr (chorus::detail::repro::summable<T>) {
+      const auto call = [&](auto op) {
+        if (o.coll == collective::all_reduce) {
+          chorus::all_reduce(comm, in, out, op, chorus::reproducible{}, tag);
+        } else {
+          chorus::reduce_scatter(comm, in, out, op, chorus::reproducible{}, tag);
+        }
+      };
+      if (o.op == chorus::op_kind::average) {
+        call(chorus::average{});
+      } else {
+        call(chorus::plus{});
+      }
+    }
+  }
 };
 
 template <class Transport>
@@ -127,7 +151,10 @@ std::string host_layout(std::span<const int> hosts, int ranks, int ranks_per_hos
   const bool uniform = std::ranges::count(per_host, per_host.front()) ==
                        static_cast<std::ptrdiff_t>(per_host.size());
   std::string counts;
-  for (int n : per_host) counts += (counts.empty() ? "" : ",") + std::to_string(n);
+  for (int n : per_host) {
+    if (!counts.empty()) counts += ',';  // (not "" or "," + ...: GCC 12 warns of a false overlap)
+    counts += std::to_string(n);
+  }
   const std::string text =
       std::to_string(per_host.size()) + " hosts" +
       (uniform ? " x " + std::to_string(per_host.front()) + " ranks" : ": " + counts + " ranks");

@@ -313,6 +313,9 @@ std::optional<options> parse_options(int argc, char** argv, tool which) {
                    "fail unless every host has this many ranks (hosts as the transport finds "
                    "them: UCX tells hosts and network namespaces apart)")
         ->check(CLI::PositiveNumber);
+    app.add_flag("--reproducible", o.reproducible,
+                 "also run each algorithm under chorus::reproducible (all_reduce, "
+                 "reduce_scatter; sum or avg of float types), as '<algorithm>+repro'");
     app.add_option("--plot", o.plot, "draw busbw against size into this PNG (needs gnuplot)");
     app.add_option("--compare", o.compare, "mpi: run chorus-mpi-perf interleaved, add ratios");
     app.add_option("--rounds", o.rounds, "--compare: interleaved rounds, medians; default 3");
@@ -372,6 +375,33 @@ std::optional<options> parse_options(int argc, char** argv, tool which) {
                                     [](const algorithm_choice& a) { return a.native; });
     if (native && o.transport != "nccl") {
       throw usage_error("-a native runs NCCL's own collectives, so it needs -t nccl");
+    }
+    if (o.reproducible) {
+      const bool floating = o.type == chorus::dtype::float32 || o.type == chorus::dtype::float64 ||
+                            o.type == chorus::dtype::float16 || o.type == chorus::dtype::bfloat16;
+      if (o.coll != collective::all_reduce && o.coll != collective::reduce_scatter) {
+        throw usage_error(
+            "--reproducible: chorus::reproducible runs all_reduce and "
+            "reduce_scatter, not " +
+            coll);
+      }
+      if ((o.op != chorus::op_kind::sum && o.op != chorus::op_kind::average) || !floating) {
+        throw usage_error(
+            "--reproducible sums float32, float64, float16 or bfloat16 with -o sum "
+            "or avg");
+      }
+      if (native || o.transport == "nccl") {
+        throw usage_error(
+            "--reproducible runs on the host transports (shm, ucx, inproc), not "
+            "on NCCL");
+      }
+      const auto plain = o.algorithms;
+      for (const auto& a : plain) {
+        algorithm_choice r = a;
+        r.name += "+repro";
+        r.reproducible = true;
+        o.algorithms.push_back(r);
+      }
     }
     if (o.np < 0) throw usage_error("--np must be 1 or more");
     if (!o.compare.empty() && o.compare != "mpi") {

@@ -60,7 +60,8 @@ double floor_busbw(collective c, int ranks, double copy_gbs) noexcept;
 struct algorithm_choice {
   std::string name;
   std::optional<chorus::schedule::algorithm> id;
-  bool native = false;  ///< "native": the transport's own collective (-t nccl)
+  bool native = false;        ///< "native": the transport's own collective (-t nccl)
+  bool reproducible = false;  ///< --reproducible: under chorus::reproducible ("<name>+repro")
 };
 
 struct options {
@@ -89,6 +90,7 @@ struct options {
   int rounds = 3;
   std::string mpirun = "mpirun";
   std::vector<std::string> mpirun_args;
+  bool reproducible = false;  ///< --reproducible: each algorithm also as "<name>+repro"
   int corrupt_rank = -1;  ///< test hook: this rank damages one result element after the check run
   std::vector<std::string> args;  ///< the arguments as given (without argv[0])
 };

@@ -5,7 +5,8 @@
 /// tomorrow.
 ///
 /// `chorus::all_reduce(comm, data, op, policy, extra...)` (and `reduce_scatter`,
-/// `reduce_scatter_v`, `all_gather`) accept any `policy` whose type has a specialisation
+/// `reduce_scatter_v`, `all_gather`; `reduce` for a `rooted_policy`) accept any `policy`
+/// whose type has a specialisation
 /// of `collective_policy_traits` with `enabled = true`; the entry point checks the buffers
 /// as for the plain call and hands the call to the specialisation's function of the same
 /// name. Without the header that specialises it, a policy argument is simply no overload.
@@ -26,5 +27,12 @@ struct collective_policy_traits {
 /// A type that rewrites the main collectives (see `collective_policy_traits`).
 template <class P>
 concept collective_policy = collective_policy_traits<std::remove_cvref_t<P>>::enabled;
+
+/// A policy that also rewrites `reduce` (its traits have `rooted = true` and
+///     reduce(comm, std::span<const T> in, std::span<T> out, op, root, policy, extra&...)
+/// where `out` is empty on every rank but the root).
+template <class P>
+concept rooted_policy =
+    collective_policy<P> && collective_policy_traits<std::remove_cvref_t<P>>::rooted;
 
 }  // namespace chorus::inline v0

@@ -16,6 +16,7 @@
 /// collective.
 /// A root-only error (the root's buffers) also fails the group: every rank then fails
 /// with the root's `invalid_argument`, in this call or its next (`check_at_root`).
+#include <chorus/collectives/policy.hpp>
 #include <chorus/communicator.hpp>
 #include <chorus/core/buffer.hpp>
 #include <chorus/core/ops.hpp>
@@ -34,6 +35,41 @@ struct reduce_fn {
     check_buffers<In, Out>();
     check_reduction_op<Op, T>();
     run(comm, as_const_span(in), as_span(out), op, root, a);
+  }
+
+  /// With a policy that rewrites reduce (`chorus::reproducible`); `extra`: its trailing
+  /// arguments (an algorithm tag).
+  template <transport Transport, buffer In, buffer Out, class Op, rooted_policy Policy,
+            class... Extra>
+  requires(!buffer<Op>) void operator()(communicator<Transport>& comm, In&& in, Out&& out, Op op,
+                                        int root, const Policy& policy, Extra&&... extra) const {
+    using T = element_t<In>;
+    check_buffers<In, Out>();
+    check_reduction_op<Op, T>();
+    check_root("reduce", root, comm.size());
+    const auto i = as_const_span(in);
+    const auto o = as_span(out);
+    if (comm.rank() == root) {
+      check_at_root(comm, [&] {
+        check_count("reduce", "the root's output", o.size(), i.size(),
+                    "the same count as the input");
+      });
+    }
+    collective_policy_traits<Policy>::reduce(comm, i, comm.rank() == root ? o : std::span<T>{}, op,
+                                             root, policy, extra...);
+  }
+
+  /// In place with a policy that rewrites reduce: on the root, `inout` is replaced.
+  template <transport Transport, buffer InOut, class Op, rooted_policy Policy, class... Extra>
+  requires(!buffer<Op>) void operator()(communicator<Transport>& comm, InOut&& inout, Op op,
+                                        int root, const Policy& policy, Extra&&... extra) const {
+    using T = element_t<InOut>;
+    check_reduction_op<Op, T>();
+    check_root("reduce", root, comm.size());
+    auto s = as_span(inout);
+    collective_policy_traits<Policy>::reduce(comm, std::span<const T>(s),
+                                             comm.rank() == root ? s : std::span<T>{}, op, root,
+                                             policy, extra...);
   }
 
   /// Pointer and count: `count` elements of `in` reduced into the root's `out`.
