@@ -27,6 +27,7 @@
 
 #include <chorus/core/ops.hpp>
 #include <chorus/core/types.hpp>
+#include <chorus/core/with_dtype.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -35,45 +36,16 @@
 #include <cstring>
 #include <optional>
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace chorus_perf {
 
-/// Calls `f.template operator()<T>()` with the element type named by `t`.
+/// Calls `f.template operator()<T>()` with the element type named by `t` (bytes as
+/// std::uint8_t; chorus-perf's -d names the built-in types only).
 template <class F>
 decltype(auto) with_type(chorus::dtype t, F&& f) {
-  using chorus::dtype;
-  switch (t) {
-    case dtype::int8:
-      return f.template operator()<std::int8_t>();
-    case dtype::uint8:
-      return f.template operator()<std::uint8_t>();
-    case dtype::int16:
-      return f.template operator()<std::int16_t>();
-    case dtype::uint16:
-      return f.template operator()<std::uint16_t>();
-    case dtype::int32:
-      return f.template operator()<std::int32_t>();
-    case dtype::uint32:
-      return f.template operator()<std::uint32_t>();
-    case dtype::int64:
-      return f.template operator()<std::int64_t>();
-    case dtype::uint64:
-      return f.template operator()<std::uint64_t>();
-    case dtype::float16:
-      return f.template operator()<chorus::half>();
-    case dtype::bfloat16:
-      return f.template operator()<chorus::bfloat16>();
-    case dtype::float32:
-      return f.template operator()<float>();
-    case dtype::float64:
-      return f.template operator()<double>();
-    case dtype::byte:
-      return f.template operator()<std::uint8_t>();
-    case dtype::user:
-      break;  // chorus-perf never names one (its -d takes the built-in types)
-  }
-  return f.template operator()<float>();
+  return chorus::detail::with_dtype<std::uint8_t>(t, std::forward<F>(f));
 }
 
 /// Calls `f(op)` with the chorus op object named by `k` (sum, prod, min, max, avg).

@@ -1,6 +1,7 @@
 // Reduction ops: semantics of the built-ins, wrap-around, NaN, average, op kinds, and the
 // reduction_op concept.
 #include <chorus/core/ops.hpp>
+#include <chorus/core/reduce_elements.hpp>
 
 #include <catch2/catch.hpp>
 

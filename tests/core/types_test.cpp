@@ -1,6 +1,7 @@
 // chorus::half and chorus::bfloat16: conversions round to nearest even, specials survive,
 // and arithmetic goes through float.
 #include <chorus/core/ops.hpp>
+#include <chorus/core/reduce_elements.hpp>
 #include <chorus/core/types.hpp>
 
 #include <catch2/catch.hpp>

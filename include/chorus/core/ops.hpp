@@ -15,7 +15,6 @@
 /// The built-ins are `CHORUS_HOST_DEVICE`, so `device::reduce` (device/reduce.cuh) applies
 /// them in kernels with the same semantics; user functors for the device are marked
 /// `__host__ __device__` by their authors.
-#include <chorus/core/float16.hpp>
 #include <chorus/core/types.hpp>
 
 #include <cmath>
@@ -248,19 +247,6 @@ consteval void check_reduction_op() {
     static_assert(reduction_op<Op, T>,
                   "chorus: the reduction op must be callable as op(T, T) with the element "
                   "type T and return a value convertible to T.");
-  }
-}
-
-/// `dst[i] = op(a[i], b[i])` for i < n. `dst` may equal `a` (in-place accumulate).
-/// Sums and products of half and bfloat16 go through the block conversions of
-/// `float16_convert.hpp` (the same bits, several times faster than element by element).
-template <class T, class Op>
-inline void reduce_elements(T* dst, const T* a, const T* b, std::size_t n, const Op& op) {
-  if constexpr (is_float16_v<T> && (std::is_same_v<Op, plus> || std::is_same_v<Op, average> ||
-                                    std::is_same_v<Op, multiplies>)) {
-    reduce_float16(dst, a, b, n, std::is_same_v<Op, multiplies>);
-  } else {
-    for (std::size_t i = 0; i < n; ++i) dst[i] = static_cast<T>(op(a[i], b[i]));
   }
 }
 }  // namespace detail

@@ -10,6 +10,7 @@
 /// reads its own part of the same object. Transports with collectives of their own get a
 /// `native_call` made from it (`native_call_of`).
 #include <chorus/core/ops.hpp>
+#include <chorus/core/reduce_elements.hpp>
 #include <chorus/core/types.hpp>
 #include <chorus/dispatch/algo.hpp>
 #include <chorus/exec/executor.hpp>
