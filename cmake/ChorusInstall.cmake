@@ -13,6 +13,9 @@
 #   lib/cmake/chorus/chorus-nccl.cmake      the nccl component (when built): finds the CUDA
 #   lib/cmake/chorus/chorus-nccl-targets.cmake  toolkit and NCCL (its own package, else
 #   lib/cmake/chorus/FindNCCL.cmake             FindNCCL.cmake) and loads chorus::nccl
+#   lib/cmake/chorus/chorus-compiled.cmake  the compiled component (CHORUS_COMPILED): loads
+#   lib/cmake/chorus/chorus-compiled-targets.cmake  chorus::compiled (and ucx's, if built
+#   lib/libchorus-compiled.a                        with it) and its static library
 
 include_guard(GLOBAL)
 include(CMakePackageConfigHelpers)
@@ -70,3 +73,4 @@ chorus_install_component(ucx)
 chorus_install_component(cuda)
 # NCCL has no CMake package of its own in the CUDA toolkit: FindNCCL.cmake travels along.
 chorus_install_component(nccl FindNCCL.cmake)
+chorus_install_component(compiled)

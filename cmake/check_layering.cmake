@@ -27,7 +27,8 @@ set(layers
   "zero|10|zero/"
   "group|10|group/"
   "device|11|device/"
-  "umbrella headers|12|chorus.hpp,compress/compress.hpp,zero/zero.hpp")
+  "umbrella headers|12|chorus.hpp,compress/compress.hpp,zero/zero.hpp"
+  "compiled mode|12|compiled.hpp")
 
 # layer_of(<path> <out name> <out rank>): the layer whose longest prefix matches <path>.
 function(layer_of path out_name out_rank)
