@@ -58,7 +58,7 @@ function(chorus_install_component name)
   if(NOT TARGET chorus_${name})
     return()
   endif()
-  install(TARGETS chorus_${name} EXPORT chorus_${name}_targets)
+  chorus_install_binary(chorus_${name} EXPORT chorus_${name}_targets)
   install(
     EXPORT chorus_${name}_targets
     NAMESPACE chorus::

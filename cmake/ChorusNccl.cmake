@@ -3,7 +3,9 @@
 # buffers (device/collectives.cuh), which tests/nccl builds when CUDA is enabled. NCCL is
 # found through its own CMake package where it has one, else cmake/FindNCCL.cmake (the CUDA
 # toolkit's copy, NCCL_ROOT). Without the CUDA toolkit or NCCL the component is skipped.
-option(CHORUS_WITH_NCCL "Build the nccl component when NCCL and the CUDA toolkit are found" ON)
+# Default ON only when chorus is the top-level project (see CHORUS_WITH_CUDA).
+option(CHORUS_WITH_NCCL "Build the nccl component when NCCL and the CUDA toolkit are found"
+       ${PROJECT_IS_TOP_LEVEL})
 if(CHORUS_WITH_NCCL)
   if(NOT CUDAToolkit_FOUND)
     find_package(CUDAToolkit QUIET)

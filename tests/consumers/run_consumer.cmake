@@ -1,6 +1,7 @@
 # Driver of the consumer tests (see CMakeLists.txt here); run by ctest as
 #   cmake -DPARAMS=<parameters file> -DCONFIG=<chorus's build configuration> -P run_consumer.cmake
 #
+# MODE configure_install: see below.
 # MODE install:  wipes INSTALL_PREFIX, then `cmake --install BUILD_DIR --prefix INSTALL_PREFIX`.
 # MODE project:  wipes BINARY_DIR, configures SOURCE_DIR into it with the same generator and
 #                compiler as chorus's build (plus CACHE_ARGS), builds it in Release, runs its
@@ -47,6 +48,34 @@ if(MODE STREQUAL "install")
       ${config_args})
   require_success("cmake --install" "${rc}" "${out}")
   message(STATUS "${NAME}: installed chorus into ${INSTALL_PREFIX}")
+  return()
+endif()
+
+# MODE configure_install: configures chorus (SOURCE_DIR) into BINARY_DIR with CACHE_ARGS and
+# nothing else, then runs `cmake --install` at once, with no build step: chorusrun and the
+# compiled library must be built by the install and land in <BINARY_DIR>/prefix.
+if(MODE STREQUAL "configure_install")
+  file(REMOVE_RECURSE "${BINARY_DIR}")
+  set(prefix "${BINARY_DIR}/prefix")
+  run(rc out "${CMAKE_COMMAND}" -S "${SOURCE_DIR}" -B "${BINARY_DIR}/build" -G "${GENERATOR}"
+      -DCMAKE_BUILD_TYPE=Release ${CACHE_ARGS})
+  require_success("configure" "${rc}" "${out}")
+  run(rc out "${CMAKE_COMMAND}" --install "${BINARY_DIR}/build" --prefix "${prefix}" --config
+      Release)
+  require_success("cmake --install right after the configure" "${rc}" "${out}")
+  foreach(file IN ITEMS bin/chorusrun lib/libchorus-compiled.a include/chorus/chorus.hpp
+                        lib/cmake/chorus/chorusConfig.cmake)
+    if(NOT EXISTS "${prefix}/${file}")
+      fail("the install has no ${file}" "${out}")
+    endif()
+  endforeach()
+  run(rc out "${prefix}/bin/chorusrun" -n 2 -- /bin/sh -c "echo rank \$CHORUS_RANK of \$CHORUS_SIZE")
+  require_success("the installed chorusrun" "${rc}" "${out}")
+  if(NOT out MATCHES "rank 0 of 2" OR NOT out MATCHES "rank 1 of 2")
+    fail("the installed chorusrun did not start 2 ranks" "${out}")
+  endif()
+  message(NOTICE "${out}")
+  message(STATUS "${NAME}: ok")
   return()
 endif()
 
