@@ -8,6 +8,9 @@
 
 #include "bootstrap/process.hpp"
 
+#include <sched.h>
+
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <regex>
@@ -307,4 +310,102 @@ TEST_CASE("chorusrun: ranks stopped during the shared-memory start-up leave noth
   // normally 3; fewer only if a rank had not created its segment within the 2 s
   CHECK(std::regex_match(mine[1], std::regex("chorusrun: removed [1-3] shared-memory segments? "
                                              "of this job left in /dev/shm by stopped ranks")));
+}
+
+namespace {
+
+/// The CPUs of a "Cpus_allowed_list:\t0-2,5" line.
+std::set<int> cpu_list(const std::string& text) {
+  std::set<int> cpus;
+  std::size_t at = 0;
+  while (at < text.size()) {
+    const std::size_t end = std::min(text.find(',', at), text.size());
+    const std::string part = text.substr(at, end - at);
+    const std::size_t dash = part.find('-');
+    const int lo = std::stoi(part.substr(0, dash));
+    const int hi = dash == std::string::npos ? lo : std::stoi(part.substr(dash + 1));
+    for (int c = lo; c <= hi; ++c) cpus.insert(c);
+    at = end + 1;
+  }
+  return cpus;
+}
+
+/// Runs `chorusrun -n np <options> -- sh -c 'grep Cpus_allowed_list ...'`: each rank's CPUs
+/// (empty when the run failed).
+std::map<int, std::set<int>> rank_cpus(int np, std::vector<std::string> options,
+                                       proc::result* out = nullptr) {
+  std::vector<std::string> all{CHORUSRUN_EXE, "-n", std::to_string(np)};
+  all.insert(all.end(), options.begin(), options.end());
+  for (const char* a : {"--", "/bin/sh", "-c", "grep Cpus_allowed_list /proc/self/status"}) {
+    all.emplace_back(a);
+  }
+  proc::command c(all);
+  const auto r = c.finish(40s);
+  if (out != nullptr) *out = r;
+  std::map<int, std::set<int>> cpus;
+  const std::regex re(R"(^\[(\d+)\] Cpus_allowed_list:\s*(\S+)$)");
+  for (const auto& line : proc::lines(r.out)) {
+    std::smatch m;
+    if (std::regex_match(line, m, re)) cpus[std::stoi(m[1])] = cpu_list(m[2]);
+  }
+  return cpus;
+}
+
+}  // namespace
+
+TEST_CASE("chorusrun: --bind-to binds each rank inside chorusrun's own CPUs; none leaves them") {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  REQUIRE(::sched_getaffinity(0, sizeof set, &set) == 0);
+  std::set<int> mine;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &set)) mine.insert(c);
+  }
+  const int threads = static_cast<int>(mine.size());
+  const int np = std::min(threads, 4);
+
+  proc::result r;
+  const auto none = rank_cpus(np, {"--bind-to", "none"}, &r);
+  REQUIRE(none.size() == static_cast<std::size_t>(np));
+  for (const auto& [rank, cpus] : none) CHECK(cpus == mine);
+
+  auto hw = rank_cpus(np, {"--bind-to", "hwthread", "--report-bindings"}, &r);
+  if (r.err.find("built without hwloc") != std::string::npos) {
+    WARN("chorusrun was built without hwloc: --bind-to is not tested");
+    return;
+  }
+  INFO(r.err);
+  REQUIRE(hw.size() == static_cast<std::size_t>(np));
+  std::set<int> seen;
+  for (const auto& [rank, cpus] : hw) {
+    CHECK(cpus.size() == 1);  // one hardware thread each ...
+    CHECK(mine.contains(*cpus.begin()));
+    seen.insert(*cpus.begin());
+    CHECK_THAT(r.err, Catch::Contains("rank " + std::to_string(rank) + " bound to CPUs " +
+                                      std::to_string(*cpus.begin())));
+  }
+  CHECK(seen.size() == static_cast<std::size_t>(np));  // ... and a different one each
+
+  for (const char* level : {"core", "socket", "numa"}) {
+    const auto bound = rank_cpus(1, {"--bind-to", level, "--map-by", "socket"}, &r);
+    INFO(level << ": " << r.err);
+    REQUIRE(bound.size() == 1);
+    CHECK_FALSE(bound.at(0).empty());
+    CHECK(std::includes(mine.begin(), mine.end(), bound.at(0).begin(), bound.at(0).end()));
+  }
+
+  // More ranks than hardware threads, each wanting one of its own: a usage error that says
+  // how many there are, and nothing started.
+  const auto too_many = rank_cpus(threads + 1, {"--bind-to", "hwthread"}, &r);
+  CHECK(too_many.empty());
+  CHECK(r.exit_code() == 2);
+  CHECK_THAT(r.err, Catch::Contains(std::to_string(threads + 1) + " ranks but " +
+                                    std::to_string(threads) + " hardware threads available"));
+  // An unknown level or order is a usage error too.
+  for (const std::vector<std::string>& bad :
+       {std::vector<std::string>{"--bind-to", "board"}, {"--map-by", "row"}}) {
+    rank_cpus(1, bad, &r);
+    CHECK(r.exit_code() == 2);
+    CHECK_THAT(r.err, Catch::StartsWith("chorusrun: " + bad[0]));
+  }
 }

@@ -1,7 +1,9 @@
 // chorusrun: starts N ranks of a program on this machine, the way `torchrun --standalone`
 // or `mpirun` on one node do, for programs that call chorus::bootstrap::from_env().
 //
-//   chorusrun -n N [--grace S] [--no-prefix] [--timeout T] [--check] [--] program args...
+//   chorusrun -n N [--grace S] [--no-prefix] [--timeout T] [--check]
+//             [--map-by core|socket|numa] [--bind-to none|hwthread|core|socket|numa]
+//             [--report-bindings] [--] program args...
 //
 // What it does, in order:
 //  1. draws a job secret (256 random bits, hex) and serves a tcp_store on 127.0.0.1 (a port
@@ -12,7 +14,8 @@
 //     environment it was given plus CHORUS_RANK, CHORUS_SIZE, CHORUS_LOCAL_RANK,
 //     CHORUS_LOCAL_SIZE, CHORUS_STORE (host:port), CHORUS_JOB_ID, CHORUS_JOB_SECRET (in
 //     place of any CHORUS_JOB_SECRET or CHORUS_JOB_SECRET_FILE it was given), and CHORUS_TIMEOUT /
-//     CHORUS_CHECK when asked; stdin is /dev/null;
+//     CHORUS_CHECK when asked; stdin is /dev/null; bound to the CPUs --bind-to gives
+//     them (binding.hpp; none by default);
 //  4. copies every complete output line of rank r to its own stdout or stderr as
 //     "[r] line" (unless --no-prefix, where the ranks write to chorusrun's stdout and
 //     stderr directly);
@@ -37,6 +40,8 @@
 #include <chorus/core/deadline.hpp>
 #include <chorus/version.hpp>
 
+#include "binding.hpp"
+
 #include <CLI/CLI.hpp>
 
 #include <dirent.h>
@@ -57,6 +62,7 @@
 #include <cstring>
 #include <exception>
 #include <limits>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -80,6 +86,8 @@ struct settings {
   bool prefix = true;
   std::string timeout;
   bool check = false;
+  std::vector<chorusrun::binding> bindings;  ///< rank r's CPUs; empty: not bound
+  bool report_bindings = false;
   std::vector<std::string> command;
 };
 
@@ -231,6 +239,13 @@ class launcher {
     for (auto& a : s_.command) argv.push_back(a.data());
     argv.push_back(nullptr);
 
+    if (s_.report_bindings) {
+      if (s_.bindings.empty()) say("ranks are not bound (--bind-to none)");
+      for (std::size_t r = 0; r < s_.bindings.size(); ++r) {
+        say("rank " + std::to_string(r) + " bound to " + s_.bindings[r].text);
+      }
+    }
+
     ranks_.resize(static_cast<std::size_t>(s_.np));
     for (int r = 0; r < s_.np; ++r) {
       if (const int code = start(r, prog.path, argv, base_env, devnull.get()); code != 0) {
@@ -287,6 +302,8 @@ class launcher {
     unique_fd status_r(status[0]), status_w(status[1]);
 
     const pid_t parent = ::getpid();
+    const cpu_set_t* bound =
+        s_.bindings.empty() ? nullptr : &s_.bindings[static_cast<std::size_t>(r)].mask;
     const int max_fd = static_cast<int>(std::min<long>(::sysconf(_SC_OPEN_MAX), 1 << 20));
     const pid_t pid = ::fork();
     if (pid < 0) return fail("fork for rank " + std::to_string(r), errno);
@@ -295,6 +312,11 @@ class launcher {
       ::setpgid(0, 0);
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (::getppid() != parent) ::_exit(127);  // chorusrun died before prctl
+      if (bound != nullptr && ::sched_setaffinity(0, sizeof *bound, bound) != 0) {
+        constexpr std::string_view text = "chorusrun: sched_setaffinity (--bind-to) failed\n";
+        [[maybe_unused]] const auto n = ::write(STDERR_FILENO, text.data(), text.size());
+        ::_exit(1);
+      }
       ::dup2(devnull, STDIN_FILENO);
       if (out_w) {
         ::dup2(out_w.get(), STDOUT_FILENO);  // dup2 clears close-on-exec on the copy
@@ -647,6 +669,18 @@ int main(int argc, char** argv) {
           },
           "DURATION");
   app.add_flag("--check", s.check, "sets CHORUS_CHECK=1 (collective argument checking)");
+  std::string map_name = "core";
+  std::string bind_name = "none";
+  app.add_option("--map-by", map_name,
+                 "the order ranks take the cores in: core (fill each socket first, the "
+                 "default), socket or numa (round-robin over them)")
+      ->check(CLI::IsMember({"core", "socket", "numa"}));
+  app.add_option("--bind-to", bind_name,
+                 "the CPUs each rank may run on: none (the default), hwthread, core, socket "
+                 "or numa (of the core --map-by gave it)")
+      ->check(CLI::IsMember({"none", "hwthread", "core", "socket", "numa"}));
+  app.add_flag("--report-bindings", s.report_bindings,
+               "print each rank's CPUs on stderr before starting it");
   // Everything from the first argument that is not one of chorusrun's options (or after
   // `--`) is the program and its arguments.
   app.prefix_command();
@@ -671,6 +705,21 @@ int main(int argc, char** argv) {
   }
   if (s.command.empty()) {
     std::fprintf(stderr, "chorusrun: no program to run\nRun 'chorusrun --help' for usage.\n");
+    return 2;
+  }
+  try {
+    const std::map<std::string, chorusrun::map_by> maps{{"core", chorusrun::map_by::core},
+                                                        {"socket", chorusrun::map_by::socket},
+                                                        {"numa", chorusrun::map_by::numa}};
+    const std::map<std::string, chorusrun::bind_to> binds{
+        {"none", chorusrun::bind_to::none},
+        {"hwthread", chorusrun::bind_to::hwthread},
+        {"core", chorusrun::bind_to::core},
+        {"socket", chorusrun::bind_to::socket},
+        {"numa", chorusrun::bind_to::numa}};
+    s.bindings = chorusrun::plan_bindings(s.np, maps.at(map_name), binds.at(bind_name));
+  } catch (const std::exception& e) {
+    say(e.what());
     return 2;
   }
   try {
