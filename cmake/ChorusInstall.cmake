@@ -8,6 +8,8 @@
 #   lib/cmake/chorus/chorusTargets.cmake    the imported target chorus::chorus
 #   lib/cmake/chorus/chorus-ucx.cmake       the ucx component (when built): finds UCX and
 #   lib/cmake/chorus/chorus-ucx-targets.cmake   loads chorus::ucx
+#   lib/cmake/chorus/chorus-mpi.cmake       the mpi component (when built): finds MPI (C)
+#   lib/cmake/chorus/chorus-mpi-targets.cmake   and loads chorus::mpi
 #   lib/cmake/chorus/chorus-cuda.cmake      the cuda component (when built): finds the CUDA
 #   lib/cmake/chorus/chorus-cuda-targets.cmake  toolkit and loads chorus::cuda
 #   lib/cmake/chorus/chorus-nccl.cmake      the nccl component (when built): finds the CUDA
@@ -70,6 +72,7 @@ function(chorus_install_component name)
 endfunction()
 
 chorus_install_component(ucx)
+chorus_install_component(mpi)
 chorus_install_component(cuda)
 # NCCL has no CMake package of its own in the CUDA toolkit: FindNCCL.cmake travels along.
 chorus_install_component(nccl FindNCCL.cmake)
