@@ -3,7 +3,9 @@
 // communicator built on the world all-reduces exactly; and a bad setting fails on every
 // rank with from_env's message. Run as `mpiexec -n 3 bootstrap.mpi_world` (tests/bootstrap's
 // CMakeLists.txt); prints "mpi_world: N ranks ok" on rank 0 and exits non-zero on any
-// mismatch.
+// mismatch. With --bad-setting-on-rank-0 (rank 0 alone started with CHORUS_TIMEOUT=never),
+// it checks instead that rank 0 throws that setting's error and every other rank one that
+// points at another rank, at once (none waits for rank 0's broadcast).
 #include <chorus/bootstrap/mpi.hpp>
 #include <chorus/chorus.hpp>
 
@@ -30,6 +32,22 @@ int main(int argc, char** argv) {
   int mpi_rank = 0, mpi_size = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &mpi_rank);
   MPI_Comm_size(MPI_COMM_WORLD, &mpi_size);
+  if (argc > 1 && std::string(argv[1]) == "--bad-setting-on-rank-0") {
+    std::string said = "nothing";
+    try {
+      auto w = chorus::bootstrap::mpi_world(MPI_COMM_WORLD);
+    } catch (const chorus::error& e) {
+      said = e.what();
+    }
+    const std::string want =
+        mpi_rank == 0 ? "CHORUS_TIMEOUT='never'" : "another rank's CHORUS_* settings";
+    expect(said.find(want) != std::string::npos, "wanted '" + want + "', got: " + said, mpi_rank);
+    int total = failures;
+    MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    if (mpi_rank == 0 && total == 0) std::printf("mpi_world: bad setting on rank 0 ok\n");
+    MPI_Finalize();
+    return total == 0 ? 0 : 1;
+  }
   // The point of mpi_world: nothing but mpiexec's own variables.
   for (const char* var : {"CHORUS_STORE", "CHORUS_RANK", "CHORUS_JOB_SECRET", "MASTER_ADDR"}) {
     expect(std::getenv(var) == nullptr, std::string(var) + " is set", mpi_rank);

@@ -20,7 +20,8 @@
 /// on rank 0's host, else CHORUS_STORE_HOST when set, else rank 0's host name (an address
 /// the other hosts must reach). CHORUS_TIMEOUT, CHORUS_CHECK, CHORUS_PROGRESS and the
 /// CHORUS_STORE_* limits are read and checked as `from_env` does. Collective over `comm`:
-/// every rank calls it, and every rank throws when rank 0 could not serve the store.
+/// every rank calls it, and every rank throws when one rank's settings are bad or rank 0
+/// could not serve the store.
 #include <chorus/bootstrap/from_env.hpp>
 #include <chorus/bootstrap/tcp_store.hpp>
 #include <chorus/core/error.hpp>
@@ -28,9 +29,11 @@
 #include <array>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include <mpi.h>
 #include <unistd.h>
@@ -98,7 +101,23 @@ inline void check(int rc, const char* call) {
     if (name == "CHORUS_JOB_SECRET_FILE") return std::nullopt;
     return env(name);
   };
-  world w = detect_world(seen);
+  // Collective: a rank whose settings are bad throws its own error, every other rank one
+  // that points there, and none is left waiting in a broadcast below.
+  std::exception_ptr bad_settings;
+  world w;
+  try {
+    w = detect_world(seen);
+  } catch (const error&) {
+    bad_settings = std::current_exception();
+  }
+  int any_bad = bad_settings ? 1 : 0;
+  m::check(MPI_Allreduce(MPI_IN_PLACE, &any_bad, 1, MPI_INT, MPI_MAX, comm), "MPI_Allreduce");
+  if (bad_settings) std::rethrow_exception(bad_settings);
+  if (any_bad != 0) {
+    m::fail(errc::invalid_argument,
+            "another rank's CHORUS_* settings are invalid (that rank says which); give every "
+            "rank the same valid settings");
+  }
   w.detected = env("OMPI_COMM_WORLD_RANK") ? launcher::open_mpi
                : env("PMI_RANK")           ? launcher::mpich
                : env("SLURM_PROCID")       ? launcher::slurm
