@@ -171,8 +171,10 @@ inline void check(int rc, const char* call) {
   if (std::sscanf(message.data(), "ok %255s %u %128s %128s", host.data(), &port, secret.data(),
                   job.data()) != 4 ||
       port == 0 || port > 65535) {
-    m::fail(errc::transport, "rank 0's store address did not arrive whole ('" +
-                                 std::string(said.substr(0, 64)) + "')");
+    // Not quoted: the message holds the job secret.
+    m::fail(errc::transport,
+            "rank 0's store address did not arrive whole (is CHORUS_STORE_HOST longer than "
+            "255 characters?)");
   }
   w.store_at = store_location{host.data(), static_cast<std::uint16_t>(port), true,
                               "mpi_world (rank 0's broadcast)"};
