@@ -83,10 +83,6 @@ class impl_of final : public communicator::impl {
   }
 
   void run(const call& c) override {
-    if (c.kind == collective::barrier) {
-      chorus::barrier(comm_);
-      return;
-    }
     ::chorus::detail::with_dtype(c.type, [&]<class T>() { run_typed<T>(c); });
   }
 

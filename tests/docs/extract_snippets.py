@@ -69,19 +69,15 @@ def main() -> int:
                     link = "mpi"
                 cmake.append(f"set(DOC_RUN_{name} {run})\nset(DOC_LINK_{name} {link})\n")
                 cmake.append(f'set(DOC_WHERE_{name} "{where}")\n')
-            elif note and note.group(2) is not None:
+            elif note and (note.group(2) is not None or note.group(1) == "definitions"):
                 code = []
                 for l in body.splitlines():
                     (includes if l.startswith("#include") else code).append(l)
-                index = len(functions)
-                functions.append(
-                    f"// {where}\n[[maybe_unused]] void snippet_{index}({note.group(2)}) {{\n"
-                    + "\n".join(code) + "\n}\n")
-            elif note and note.group(1) == "definitions":
-                code = []
-                for l in body.splitlines():
-                    (includes if l.startswith("#include") else code).append(l)
-                functions.append(f"// {where}\n" + "\n".join(code) + "\n")
+                code = "\n".join(code)
+                if note.group(2) is not None:  # a fragment: the body of a function
+                    code = (f"[[maybe_unused]] void snippet_{len(functions)}({note.group(2)}) "
+                            f"{{\n{code}\n}}")
+                functions.append(f"// {where}\n{code}\n")
             elif note and note.group(3):
                 skipped.append(f"{where}: not compiled ({note.group(3)})")
             else:
