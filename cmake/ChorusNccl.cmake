@@ -25,6 +25,7 @@ if(CHORUS_WITH_NCCL)
     message(STATUS "chorus: NCCL ${NCCL_VERSION} found: the nccl component is available")
   else()
     message(STATUS "chorus: NCCL or the CUDA toolkit not found; the nccl component, its tests "
-                   "and chorus-perf -t nccl are skipped (set NCCL_ROOT or CUDAToolkit_ROOT)")
+                   "and chorus-perf --transport nccl are skipped (set NCCL_ROOT or "
+                   "CUDAToolkit_ROOT)")
   endif()
 endif()

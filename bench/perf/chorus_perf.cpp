@@ -1,16 +1,17 @@
-// chorus-perf: measures chorus collectives the way nccl-tests measures NCCL's, with the same
-// flags and columns, over any chorus transport. See docs/benchmarking.md.
+// chorus-perf: measures chorus collectives the way nccl-tests measures NCCL's, with every
+// nccl-tests flag and its output format, over any chorus transport. See
+// docs/benchmarking.md.
 //
-//   chorus-perf [collective] [-t shm|inproc|ucx|nccl] [-a ring,tree,...] [--np N] [-b 8 -e 256M -f
-//   4]
-//               [-n 20 -w 5 -c 1] [-d float32] [-o sum] [--percentiles] [--floor]
-//               [--json F] [--csv F] [--plot F.png] [--compare mpi]
+//   chorus-perf [collective] [nccl-tests flags: -b 8 -e 256M -f 4 -n 20 -w 5 -c 1 -d float
+//               -o sum -a 1 -I 1 -J F ...] [--transport shm|inproc|ucx|nccl]
+//               [--algo ring,tree,...] [--np N] [--latency] [--floor] [--csv F]
+//               [--plot F.png] [--compare mpi]
 //
 // How ranks come to be:
 //  - under chorusrun, mpirun, srun or torchrun, this process is one rank of the launcher's
 //    job (bootstrap::from_env);
 //  - otherwise, --np N with a process transport re-runs this very command under chorusrun
-//    (found next to this binary, in the build tree, then in PATH); with -t inproc, the
+//    (found next to this binary, in the build tree, then in PATH); with --transport inproc, the
 //    ranks are N threads of this process;
 //  - --compare mpi drives child runs of chorus-perf and chorus-mpi-perf (compare.cpp).
 #include "compare.hpp"
@@ -51,6 +52,7 @@ struct chorus_backend {
   [[nodiscard]] int size() const { return comm.size(); }
   void barrier() { chorus::barrier(comm); }
   void max_all(std::span<double> v) { chorus::all_reduce(comm, v, chorus::maximum{}); }
+  void sum_all(std::span<double> v) { chorus::all_reduce(comm, v, chorus::plus{}); }
   long long sum_all(long long x) {
     std::array<long long, 1> v{x};
     chorus::all_reduce(comm, v, chorus::plus{});
@@ -58,18 +60,19 @@ struct chorus_backend {
   }
 
   template <class T>
-  std::span<T> run(std::size_t algorithm, std::span<const T> in, std::span<T> out) {
+  std::span<T> run(std::size_t algorithm, chorus::op_kind kind, std::span<const T> in,
+                   std::span<T> out) {
     const chorus::algo::dynamic tag{o.algorithms[algorithm].id, 0};
     if (o.algorithms[algorithm].reproducible) {
-      run_reproducible(in, out, tag);  // options.cpp allows only what it runs
+      run_reproducible(kind, in, out, tag);  // options.cpp allows only what it runs
       return out;
     }
     switch (o.coll) {
       case collective::all_reduce:
-        with_op(o.op, [&](auto op) { chorus::all_reduce(comm, in, out, op, tag); });
+        with_op(kind, [&](auto op) { chorus::all_reduce(comm, in, out, op, tag); });
         break;
       case collective::reduce_scatter:
-        with_op(o.op, [&](auto op) { chorus::reduce_scatter(comm, in, out, op, tag); });
+        with_op(kind, [&](auto op) { chorus::reduce_scatter(comm, in, out, op, tag); });
         break;
       case collective::all_gather:
         chorus::all_gather(comm, in, out, tag);
@@ -78,7 +81,7 @@ struct chorus_backend {
         chorus::broadcast(comm, in, out, o.root, tag);
         break;
       case collective::reduce:
-        with_op(o.op, [&](auto op) { chorus::reduce(comm, in, out, op, o.root, tag); });
+        with_op(kind, [&](auto op) { chorus::reduce(comm, in, out, op, o.root, tag); });
         break;
       case collective::all_to_all:
         chorus::all_to_all(comm, in, out, tag);
@@ -103,7 +106,8 @@ struct chorus_backend {
 
   /// all_reduce or reduce_scatter under chorus::reproducible (sum or average of a float type).
   template <class T>
-  void run_reproducible(std::span<const T> in, std::span<T> out, chorus::algo::dynamic tag) {
+  void run_reproducible(chorus::op_kind kind, std::span<const T> in, std::span<T> out,
+                        chorus::algo::dynamic tag) {
     if constexpr (chorus::detail::repro::summable<T>) {
       const auto call = [&](auto op) {
         if (o.coll == collective::all_reduce) {
@@ -112,7 +116,7 @@ struct chorus_backend {
           chorus::reduce_scatter(comm, in, out, op, chorus::reproducible{}, tag);
         }
       };
-      if (o.op == chorus::op_kind::average) {
+      if (kind == chorus::op_kind::average) {
         call(chorus::average{});
       } else {
         call(chorus::plus{});
@@ -170,8 +174,8 @@ std::string host_layout(std::span<const int> hosts, int ranks, int ranks_per_hos
 int run_threads(const options& o, const launch_context&) {
   if (launch_context::under_launcher()) {
     throw usage_error(
-        "-t inproc runs its ranks as threads of one process; start it without a launcher and "
-        "give --np N");
+        "--transport inproc runs its ranks as threads of one process; start it without a "
+        "launcher and give --np N (or -t N)");
   }
   const int np = o.np > 0 ? o.np : 1;
   if (is_rooted(o.coll) && o.root >= np) {
@@ -225,7 +229,7 @@ int run_processes(const options& o, const launch_context& ctx) {
 }
 
 #if CHORUS_PERF_NCCL
-/// -t nccl: ranks as processes, one GPU each (nccl_perf.cu).
+/// --transport nccl: ranks as processes, one GPU each (nccl_perf.cu).
 int run_nccl_processes(const options& o, const launch_context& ctx) {
   // Before starting ranks: one line, once, where no GPU can be used.
   if (!launch_context::under_launcher()) require_nccl_device();
@@ -266,7 +270,7 @@ const transport_entry& find_transport(const std::string& name) {
   for (const auto& t : transports) {
     if (t.name == name) {
       if (t.run == nullptr) {
-        throw usage_error("-t " + name + ": " + std::string(t.missing));
+        throw usage_error("--transport " + name + ": " + std::string(t.missing));
       }
       return t;
     }
@@ -293,6 +297,9 @@ int main(int argc, char** argv) {
       throw usage_error(
           "--plot needs gnuplot, which is not in PATH (Debian: apt-get install "
           "gnuplot-nox)");
+    }
+    if (o.timeout_s > 0) {  // -T: every wait of this run, through the communicators' setting
+      ::setenv("CHORUS_TIMEOUT", std::to_string(o.timeout_s).c_str(), 1);
     }
     const launch_context ctx(argc, argv);
     if (!o.compare.empty()) return run_compare(o, ctx);

@@ -96,8 +96,16 @@ std::vector<std::string> common_args(const options& o) {
                                 std::to_string(o.iters),
                                 "-w",
                                 std::to_string(o.warmup),
+                                "-m",
+                                std::to_string(o.agg_iters),
                                 "-c",
-                                o.check ? "1" : "0",
+                                std::to_string(o.check_iters),
+                                "-a",
+                                std::to_string(static_cast<int>(o.average)),
+                                "-z",
+                                std::to_string(o.blocking),
+                                "-u",
+                                std::to_string(o.unalign),
                                 "-d",
                                 std::string(chorus::name(o.type)),
                                 "-o",
@@ -106,7 +114,6 @@ std::vector<std::string> common_args(const options& o) {
                                 std::to_string(o.root),
                                 "--floor-bytes",
                                 std::to_string(o.floor_bytes)};
-  if (o.percentiles) a.emplace_back("--percentiles");
   if (o.corrupt_rank >= 0) {
     a.emplace_back("--test-corrupt-rank");
     a.push_back(std::to_string(o.corrupt_rank));
@@ -222,6 +229,11 @@ int run_compare(const options& o, const launch_context& ctx) {
   if (launch_context::under_launcher()) {
     throw usage_error("--compare starts the ranks of both tools itself; run it without a launcher");
   }
+  if (o.types.size() > 1 || o.ops.size() > 1 || o.run_cycles != 1) {
+    throw usage_error(
+        "--compare mpi compares one type and one op in one cycle: give -d, -o "
+        "other than all, and leave -N out");
+  }
   if (is_reducing(o.coll) && o.op == chorus::op_kind::average) {
     throw usage_error("--compare mpi: MPI has no average op; use -o sum, prod, min or max");
   }
@@ -244,8 +256,8 @@ int run_compare(const options& o, const launch_context& ctx) {
   chorus_argv.insert(chorus_argv.end(), common.begin(), common.end());
   std::vector<std::string> names;
   for (const auto& a : o.algorithms) names.push_back(a.name);
-  for (const std::string& s : {std::string("-t"), o.transport, std::string("-a"), join(names, ","),
-                               std::string("--floor")}) {
+  for (const std::string& s : {std::string("--transport"), o.transport, std::string("--algo"),
+                               join(names, ","), std::string("--floor")}) {
     chorus_argv.push_back(s);
   }
   if (o.transport == "inproc") {
@@ -337,11 +349,12 @@ int run_compare(const options& o, const launch_context& ctx) {
               is_reducing(o.coll) ? std::string(chorus::name(o.op)).c_str() : "", np,
               o.transport.c_str(), mpi_library.c_str());
   std::printf(
-      "# out-of-place; time = slowest rank's mean of %d iterations; medians of %d "
-      "interleaved rounds (chorus, MPI, chorus, MPI, ...)\n",
-      o.iters, o.rounds);
+      "# out-of-place; time per call = the ranks' mean times over %d iterations combined as -a "
+      "%d says (1: average); medians of %d interleaved rounds (chorus, MPI, chorus, MPI, ...)\n",
+      o.iters, static_cast<int>(o.average), o.rounds);
   std::printf(
-      "# floor: STREAM copy %.2f GB/s over %d ranks -> busbw floor %.2f GB/s; "
+      "# ceiling: STREAM copy %.2f GB/s over %d ranks -> busbw at most %.2f GB/s beyond the "
+      "caches; "
       "x/MPI = MPI time / chorus time (> 1: chorus is faster)\n#\n",
       copy_gbs, np, floor);
   std::string h1 = "#        size        count", h2 = "#         (B)   (elements)";
@@ -363,8 +376,8 @@ int run_compare(const options& o, const launch_context& ctx) {
 
   nlohmann::json rows = nlohmann::json::array();
   std::vector<series> lines;
-  for (const auto& n : names) lines.push_back({"chorus " + n, {}});
-  lines.push_back({mpi_library, {}});
+  for (const auto& n : names) lines.push_back({"chorus " + n, {}, {}});
+  lines.push_back({mpi_library, {}, {}});
   for (const auto& [size, count] : sizes) {
     std::printf(" %12zu %12zu", size, count);
     nlohmann::json row = {{"size", size}, {"count", count}};

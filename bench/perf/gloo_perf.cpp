@@ -110,15 +110,18 @@ struct gloo_backend {
   void max_all(std::span<double> v) {
     all_reduce(v.data(), v.data(), v.size(), reduce_function<double>(chorus::op_kind::max));
   }
+  void sum_all(std::span<double> v) {
+    all_reduce(v.data(), v.data(), v.size(), reduce_function<double>(chorus::op_kind::sum));
+  }
   long long sum_all(long long x) {
     all_reduce(&x, &x, 1, reduce_function<long long>(chorus::op_kind::sum));
     return x;
   }
 
   template <class T>
-  std::span<T> run(std::size_t, std::span<const T> in, std::span<T> out) {
+  std::span<T> run(std::size_t, chorus::op_kind kind, std::span<const T> in, std::span<T> out) {
     // In place exactly where chorus's layout aliases the buffers (sweep.hpp make_layout).
-    all_reduce(in.data(), out.data(), out.size(), reduce_function<T>(o.op));
+    all_reduce(in.data(), out.data(), out.size(), reduce_function<T>(kind));
     return out;
   }
 };

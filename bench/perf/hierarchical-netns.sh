@@ -13,7 +13,7 @@
 #   --perf PATH            the chorus-perf to run; default build/bench/perf/chorus-perf
 #   --subnet A.B.C         the hosts' /24; default 10.216.0
 #   --plain                leave the links unshaped
-#   CHORUS_PERF_ARGS       what follows `chorus-perf all_reduce -t ucx -a ALGO
+#   CHORUS_PERF_ARGS       what follows `chorus-perf all_reduce --transport ucx --algo ALGO
 #                          --ranks-per-host L`; default -b 64M -e 64M -n 5 -w 1 -c 1
 #
 # Topology: tests/ucx/netns_lib.sh's (host i a namespace with interface ch0 on a bridge),
@@ -87,7 +87,7 @@ tx_bytes() {
 for ((round = 1; round <= rounds; ++round)); do
   for algo in ring hierarchical; do
     label="${algo}-${round}"
-    cmd=("${perf}" all_reduce -t ucx -a "${algo}" --ranks-per-host "${ranks_per_host}"
+    cmd=("${perf}" all_reduce --transport ucx --algo "${algo}" --ranks-per-host "${ranks_per_host}"
       "${perf_args[@]}" --json "${results}/${label}.json")
     echo "hierarchical-netns ${label}: ${cmd[*]} (hosts ${layout})"
     before="$(tx_bytes)"

@@ -103,6 +103,9 @@ struct mpi_backend {
   void max_all(std::span<double> v) {
     MPI_Allreduce(MPI_IN_PLACE, v.data(), static_cast<int>(v.size()), MPI_DOUBLE, MPI_MAX, comm);
   }
+  void sum_all(std::span<double> v) {
+    MPI_Allreduce(MPI_IN_PLACE, v.data(), static_cast<int>(v.size()), MPI_DOUBLE, MPI_SUM, comm);
+  }
   long long sum_all(long long x) {
     long long total = 0;
     MPI_Allreduce(&x, &total, 1, MPI_LONG_LONG, MPI_SUM, comm);
@@ -110,7 +113,7 @@ struct mpi_backend {
   }
 
   template <class T>
-  std::span<T> run(std::size_t, std::span<const T> in, std::span<T> out) {
+  std::span<T> run(std::size_t, chorus::op_kind kind, std::span<const T> in, std::span<T> out) {
     const MPI_Datatype t = mpi_type<T>();
     const int r = rank();
     // In place exactly where chorus's layout aliases the buffers (sweep.hpp make_layout).
@@ -119,16 +122,16 @@ struct mpi_backend {
     switch (o.coll) {
       case collective::all_reduce:
         MPI_Allreduce(aliased ? MPI_IN_PLACE : in.data(), out.data(), static_cast<int>(out.size()),
-                      t, mpi_op<T>(o.op), comm);
+                      t, mpi_op<T>(kind), comm);
         return out;
       case collective::reduce_scatter: {
         const int n = static_cast<int>(out.size());
         if (out.data() == in_mut + static_cast<std::size_t>(r) * out.size() && !in.empty()) {
           // MPI's in-place form leaves the block at the start of the buffer.
-          MPI_Reduce_scatter_block(MPI_IN_PLACE, in_mut, n, t, mpi_op<T>(o.op), comm);
+          MPI_Reduce_scatter_block(MPI_IN_PLACE, in_mut, n, t, mpi_op<T>(kind), comm);
           return {in_mut, out.size()};
         }
-        MPI_Reduce_scatter_block(in.data(), out.data(), n, t, mpi_op<T>(o.op), comm);
+        MPI_Reduce_scatter_block(in.data(), out.data(), n, t, mpi_op<T>(kind), comm);
         return out;
       }
       case collective::all_gather: {
@@ -148,10 +151,10 @@ struct mpi_backend {
       }
       case collective::reduce:
         if (r == o.root && aliased) {
-          MPI_Reduce(MPI_IN_PLACE, out.data(), static_cast<int>(in.size()), t, mpi_op<T>(o.op),
+          MPI_Reduce(MPI_IN_PLACE, out.data(), static_cast<int>(in.size()), t, mpi_op<T>(kind),
                      o.root, comm);
         } else {
-          MPI_Reduce(in.data(), out.data(), static_cast<int>(in.size()), t, mpi_op<T>(o.op), o.root,
+          MPI_Reduce(in.data(), out.data(), static_cast<int>(in.size()), t, mpi_op<T>(kind), o.root,
                      comm);
         }
         return out;

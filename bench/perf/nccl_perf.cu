@@ -1,5 +1,5 @@
-// chorus-perf -t nccl: the sweep of sweep.hpp on device buffers over chorus::nccl_transport.
-// Compiled by nvcc: chorus's own algorithms reduce with the kernels of
+// chorus-perf --transport nccl: the sweep of sweep.hpp on device buffers over
+// chorus::nccl_transport. Compiled by nvcc: chorus's own algorithms reduce with the kernels of
 // chorus/device/collectives.cuh; -a native runs NCCL's collectives for comparison.
 //
 // The sweep lays buffers out in host memory and checks results there; this backend keeps a
@@ -76,6 +76,7 @@ struct nccl_backend {
     all_reduce_host(std::span<int>(token), chorus::plus{});
   }
   void max_all(std::span<double> v) { all_reduce_host(v, chorus::maximum{}); }
+  void sum_all(std::span<double> v) { all_reduce_host(v, chorus::plus{}); }
   long long sum_all(long long x) {
     std::array<long long, 1> v{x};
     all_reduce_host(std::span<long long>(v), chorus::plus{});
@@ -135,15 +136,15 @@ struct nccl_backend {
   }
 
   template <class T, class Algo>
-  void enqueue(const Algo& tag, std::span<const T> in, std::span<T> out) {
+  void enqueue(const Algo& tag, chorus::op_kind kind, std::span<const T> in, std::span<T> out) {
     const std::span<const T> din = mirror(in);
     const std::span<T> dout = mirror(out);
     switch (o.coll) {
       case collective::all_reduce:
-        with_op(o.op, [&](auto op) { chorus::all_reduce(comm, din, dout, op, stream, tag); });
+        with_op(kind, [&](auto op) { chorus::all_reduce(comm, din, dout, op, stream, tag); });
         break;
       case collective::reduce_scatter:
-        with_op(o.op, [&](auto op) { chorus::reduce_scatter(comm, din, dout, op, stream, tag); });
+        with_op(kind, [&](auto op) { chorus::reduce_scatter(comm, din, dout, op, stream, tag); });
         break;
       case collective::all_gather:
         chorus::all_gather(comm, din, dout, stream, tag);
@@ -152,23 +153,24 @@ struct nccl_backend {
         chorus::broadcast(comm, din, dout, o.root, stream, tag);
         break;
       case collective::reduce:
-        with_op(o.op, [&](auto op) { chorus::reduce(comm, din, dout, op, o.root, stream, tag); });
+        with_op(kind, [&](auto op) { chorus::reduce(comm, din, dout, op, o.root, stream, tag); });
         break;
       default:
         throw usage_error(
-            "-t nccl runs all_reduce, reduce_scatter, all_gather, broadcast and "
+            "--transport nccl runs all_reduce, reduce_scatter, all_gather, broadcast and "
             "reduce (NCCL's collectives), not " +
             std::string(name(o.coll)));
     }
   }
 
   template <class T>
-  std::span<T> run(std::size_t algorithm, std::span<const T> in, std::span<T> out) {
+  std::span<T> run(std::size_t algorithm, chorus::op_kind kind, std::span<const T> in,
+                   std::span<T> out) {
     const algorithm_choice& a = o.algorithms[algorithm];
     if (a.native) {
-      enqueue<T>(chorus::algo::native{}, in, out);
+      enqueue<T>(chorus::algo::native{}, kind, in, out);
     } else {
-      enqueue<T>(chorus::algo::dynamic{a.id, 0}, in, out);
+      enqueue<T>(chorus::algo::dynamic{a.id, 0}, kind, in, out);
     }
     return out;
   }
@@ -179,7 +181,7 @@ struct nccl_backend {
 void require_nccl_device() {
   const std::string why = chorus::device::unavailable_reason();
   if (!why.empty()) {
-    throw chorus::error(chorus::errc::transport, "-t nccl needs a CUDA device: " + why);
+    throw chorus::error(chorus::errc::transport, "--transport nccl needs a CUDA device: " + why);
   }
 }
 
@@ -190,16 +192,18 @@ int run_nccl(const options& o, const chorus::bootstrap::world& world, run_info i
   const int local = world.local_rank >= 0 ? world.local_rank : world.rank;
   chorus::device::check(cudaSetDevice(local % devices), "cudaSetDevice");
   nccl_comm comm{chorus::nccl_transport(world)};
-  cudaStream_t stream = nullptr;
-  chorus::device::check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
-                        "cudaStreamCreate");
+  cudaStream_t stream = nullptr;  // -y 1: NCCL's calls on the default (legacy) stream
+  if (!o.stream_null) {
+    chorus::device::check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
+                          "cudaStreamCreate");
+  }
   int status = 1;
   {
     nccl_backend backend{comm, o, stream, {}, {}, {}, {}};
     status = run_sweep(backend, o, std::move(info));
     backend.barrier();  // rank 0 serves the store: nobody leaves before everyone is done
   }
-  cudaStreamDestroy(stream);
+  if (stream != nullptr) cudaStreamDestroy(stream);
   return status;
 }
 

@@ -1,5 +1,5 @@
 #pragma once
-// chorus-perf -t nccl: the sweep on device buffers over chorus::nccl_transport
+// chorus-perf --transport nccl: the sweep on device buffers over chorus::nccl_transport
 // (nccl_perf.cu, compiled by nvcc for chorus's reduction kernels).
 #include "options.hpp"
 #include "report.hpp"
@@ -8,7 +8,7 @@
 
 namespace chorus_perf {
 
-/// Throws `chorus::error` saying why -t nccl cannot run on this machine (no usable GPU).
+/// Throws `chorus::error` saying why --transport nccl cannot run on this machine (no usable GPU).
 void require_nccl_device();
 
 /// Runs the sweep as one rank of `world` on the GPU `local_rank` (modulo the devices

@@ -16,8 +16,8 @@
 #   --smoke            plain links only, no ucx_perftest: chorus-perf with small sizes and
 #                      checking, failing unless every rank exits 0 and #wrong is 0 (the
 #                      ctest perf.ucx.netns.2)
-#   CHORUS_PERF_ARGS   what follows `chorus-perf all_reduce -t ucx`; default
-#                      -b 1M -e 64M -f 4 -a ring,direct,automatic -n 5 -w 2
+#   CHORUS_PERF_ARGS   what follows `chorus-perf all_reduce --transport ucx`; default
+#                      -b 1M -e 64M -f 4 --algo ring,direct,automatic -n 5 -w 2
 #                      (--smoke: -b 32 -e 1M -f 32 -n 2 -w 1 -c 1 and every algorithm)
 #
 # The topology is tests/ucx/netns_lib.sh's, shared with tests/ucx/netns.sh: host i is a
@@ -26,7 +26,7 @@
 # netem), the script
 #   1. measures the link with ucx_perftest: tag_bw, 16 MiB messages, host 1 (client) to
 #      host 0 (server), UCX_TLS=tcp UCX_NET_DEVICES=ch0;
-#   2. runs chorus-perf all_reduce -t ucx with one rank per host, started as
+#   2. runs chorus-perf all_reduce --transport ucx with one rank per host, started as
 #      tests/ucx/netns.sh starts its ranks (RANK, WORLD_SIZE, CHORUS_STORE on host 0);
 #   3. prints busbw / link bandwidth for every algorithm, placement and size >= 16 MiB,
 #      and the lowest of them against the 90 % target.
@@ -53,9 +53,9 @@ smoke=$((${#netns_arg_flags[@]} > 0))
 if ((${#perf_args[@]} == 0)); then
   if ((smoke)); then
     perf_args=(-b 32 -e 1M -f 32 -n 2 -w 1 -c 1
-      -a "ring,tree,double_binary_tree,recursive_doubling,halving_doubling,direct,automatic")
+      --algo "ring,tree,double_binary_tree,recursive_doubling,halving_doubling,direct,automatic")
   else
-    perf_args=(-b 1M -e 64M -f 4 -a "ring,direct,automatic" -n 5 -w 2)
+    perf_args=(-b 1M -e 64M -f 4 --algo "ring,direct,automatic" -n 5 -w 2)
   fi
 fi
 if ((!smoke)); then netns_require ucx_perftest:ucx-utils python3:python3; fi
@@ -68,7 +68,7 @@ job_seconds=$((smoke ? 60 : 1800))  # a hang is a failure, not a wait
 # exits 0 and the results were checked and right (or, outside --smoke, not checked).
 all_reduce() {
   local link="$1" start=${SECONDS} failed=0
-  local cmd=("${perf}" all_reduce -t ucx "${perf_args[@]}" --json "${results}/${link}.json")
+  local cmd=("${perf}" all_reduce --transport ucx "${perf_args[@]}" --json "${results}/${link}.json")
   echo "netns-perf ${link}: ${cmd[*]} (one rank on each of ${hosts} hosts)"
   netns_start_job "${link}" "${cmd[@]}"
   netns_wait_job "${link}" "${job_seconds}"
@@ -85,7 +85,7 @@ all_reduce() {
     netns_show_outputs "${link}"
     exit 1
   fi
-  echo "netns-perf ${link}: chorus-perf all_reduce -t ucx ran on ${hosts} hosts" \
+  echo "netns-perf ${link}: chorus-perf all_reduce --transport ucx ran on ${hosts} hosts" \
     "($((SECONDS - start)) s)"
 }
 
@@ -117,7 +117,7 @@ EOF
 
 if ((smoke)); then
   all_reduce plain
-  echo "netns-perf: chorus-perf -t ucx correct across ${hosts} namespace hosts"
+  echo "netns-perf: chorus-perf --transport ucx correct across ${hosts} namespace hosts"
   exit 0
 fi
 for link in plain shaped; do

@@ -1,9 +1,11 @@
 #pragma once
-// The command line of chorus-perf and chorus-mpi-perf: nccl-tests' flags and meanings,
-// plus chorus's own (-t, -a, --np, --compare, --floor, --plot, --json, --csv).
+// The command line of chorus-perf, chorus-mpi-perf and chorus-gloo-perf: every flag of
+// nccl-tests with its letter and meaning, plus chorus's own as long options (--transport,
+// --algo, --np, --compare, --floor, --latency, --plot, --json, --csv).
 //
-// Both tools share this file so that the same flags mean the same thing in both; the MPI
-// tool accepts only the flags that make sense for MPI (no -t, -a, --np, --compare).
+// The tools share this file so that the same flags mean the same thing in all of them; the
+// baselines accept only the long options that make sense for them (no --transport, --algo,
+// --np, --compare).
 #include <chorus/core/ops.hpp>
 #include <chorus/core/types.hpp>
 #include <chorus/schedule/schedule.hpp>
@@ -64,25 +66,49 @@ struct algorithm_choice {
   bool reproducible = false;  ///< --reproducible: under chorus::reproducible ("<name>+repro")
 };
 
+/// -a: how the ranks' times combine into the time column (nccl-tests' --average).
+enum class combine { rank0 = 0, average = 1, minimum = 2, maximum = 3 };
+
 struct options {
-  collective coll = collective::all_reduce;
-  std::string transport = "shm";
-  std::vector<algorithm_choice> algorithms{{"automatic", std::nullopt}};
-  chorus::dtype type = chorus::dtype::float32;
-  chorus::op_kind op = chorus::op_kind::sum;
-  int root = 0;
+  // -- nccl-tests' flags, with nccl-tests' letters and meanings (docs/benchmarking.md) --
+  int nthreads = 1;  ///< -t: threads per process, each one rank (--transport inproc only)
+  int ngpus = 1;     ///< -g: GPUs per thread; chorus drives one GPU per rank
   std::size_t min_bytes = 8;
   std::size_t max_bytes = std::size_t{32} << 20;
   double step_factor = 2;
   std::size_t step_bytes = 0;  ///< -i: additive step; 0 means use step_factor
   int iters = 20;
+  int agg_iters = 1;  ///< -m: calls per timed iteration; the time is per call
   int warmup = 5;
-  bool check = true;
+  int run_cycles = 1;          ///< -N: run the whole sweep this many times (0: until interrupted)
+  bool parallel_init = false;  ///< -p: accepted; chorus ranks always initialise concurrently
+  int check_iters = 1;         ///< -c: checked calls per test (0: no checking)
+  std::vector<chorus::op_kind> ops{chorus::op_kind::sum};    ///< -o: one, or all
+  std::vector<chorus::dtype> types{chorus::dtype::float32};  ///< -d: one, or all
+  int root = 0;
+  int blocking = 0;                ///< -z: 0/2 no barrier, 1 barrier after each call, 3 after each
+                                   ///< iteration (outside the time)
+  bool stream_null = false;        ///< -y: NCCL on the default stream (--transport nccl)
+  double timeout_s = 0;            ///< -T: CHORUS_TIMEOUT for this run; 0: the environment's
+  bool report_cputime = false;     ///< -C: host clock (the heading says cputime)
+  bool report_timestamps = false;  ///< -S: a timestamp at the end of every row
+  combine average = combine::average;  ///< -a
+  bool memory_report = false;          ///< -M
+  int unalign = 0;                     ///< -u: buffers start this many elements past an alignment
+  bool per_iter = false;               ///< -I: per-iteration columns i_min, i_max, i_p99, i_cv%
+  int per_iter_skip = 0;               ///< -K: leading iterations left out of the -I statistics
+  // -G, -R, -x, -D, -V are parsed and refused unless at their defaults (NCCL features
+  // chorus-perf does not drive); see parse_options.
+
+  // -- chorus's own (long options) --
+  collective coll = collective::all_reduce;
+  std::string transport = "shm";
+  std::vector<algorithm_choice> algorithms{{"automatic", std::nullopt}};
   int np = 0;  ///< --np; 0 when not given
   /// --ranks-per-host: the layout the run must have (every host this many ranks; hosts as
   /// the transport finds them); 0 when not given.
   int ranks_per_host = 0;
-  bool percentiles = false;
+  bool latency = false;  ///< --latency: OSU-style latency table (avg, min, p50, max)
   std::string json, csv, plot;
   bool floor = false;
   std::size_t floor_bytes = std::size_t{64} << 20;
@@ -93,6 +119,11 @@ struct options {
   bool reproducible = false;  ///< --reproducible: each algorithm also as "<name>+repro"
   int corrupt_rank = -1;  ///< test hook: this rank damages one result element after the check run
   std::vector<std::string> args;  ///< the arguments as given (without argv[0])
+
+  // -- the test being run: one (type, op) of the -d x -o loops, set by run_sweep --
+  chorus::dtype type = chorus::dtype::float32;
+  chorus::op_kind op = chorus::op_kind::sum;
+  [[nodiscard]] bool check() const noexcept { return check_iters > 0; }
 };
 
 /// Which tool parses: the baselines (MPI, Gloo) know no transports or algorithms.
@@ -113,6 +144,9 @@ std::vector<std::size_t> sweep_sizes(const options& o);
 std::size_t count_for(collective c, std::size_t bytes, std::size_t elem, int ranks) noexcept;
 /// The size column for a count (the whole buffer: count * elem, times ranks where blocks).
 std::size_t bytes_for(collective c, std::size_t count, std::size_t elem, int ranks) noexcept;
+
+/// nccl-tests' name of a type (float, half, int32...), as its type column prints it.
+std::string_view nccl_name(chorus::dtype t) noexcept;
 
 /// Name lookups shared with tests and messages.
 std::optional<chorus::dtype> dtype_from_name(std::string_view text) noexcept;
