@@ -45,5 +45,6 @@
 #include <chorus/collectives/scatter.hpp>
 #include <chorus/collectives/send_recv.hpp>
 #include <chorus/dispatch/algo.hpp>
+#include <chorus/dispatch/debug.hpp>
 #include <chorus/group/mesh.hpp>
 #include <chorus/group/split.hpp>

@@ -3,8 +3,9 @@
 /// Launch: where every entry point ends. From a filled call descriptor to a finished (host)
 /// or enqueued (stream) collective -- the algorithm settled (`tuner.hpp`), the optional
 /// fingerprint check (`fingerprint.hpp`), the schedule built from the descriptor and run by
-/// the host, one-sided or stream executor, an average finalised, and failures turned into
-/// errors with context that poison the communicator.
+/// the host, one-sided or stream executor, an average finalised, failures turned into
+/// errors with context that poison the communicator, and with `CHORUS_DEBUG=info` a report
+/// of the call (`debug.hpp`).
 ///
 /// Everything here is type-erased: compiled once per transport rather than once per
 /// (element type, op, algorithm).
@@ -15,6 +16,7 @@
 #include <chorus/dispatch/algo.hpp>
 #include <chorus/dispatch/call.hpp>
 #include <chorus/dispatch/context.hpp>
+#include <chorus/dispatch/debug.hpp>
 #include <chorus/dispatch/fingerprint.hpp>
 #include <chorus/dispatch/progress.hpp>
 #include <chorus/dispatch/tuner.hpp>
@@ -25,6 +27,7 @@
 #include <chorus/schedule/schedule.hpp>
 #include <chorus/transport/contract.hpp>
 
+#include <chrono>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -35,6 +38,46 @@
 #include <vector>
 
 namespace chorus::inline v0::detail {
+
+/// The report of `call` for `CHORUS_DEBUG=info` (`debug.hpp`); `seconds` < 0: posted.
+template <class Transport>
+void report_call(const communicator<Transport>& comm, const collective_call& call,
+                 const call_start& start, bool tuned, double seconds, bool enqueued = false,
+                 bool native = false) {
+  call_report r;
+  r.rank = comm.rank();
+  r.size = comm.size();
+  if constexpr (requires { Transport::debug_name; }) {
+    r.transport = Transport::debug_name;
+  } else {
+    r.transport = "custom";
+  }
+  r.api = call.api;
+  r.sequence = start.sequence;
+  r.algorithm = start.algorithm;
+  r.tuned = tuned && !native;
+  r.native = native;
+  r.type = call.type;
+  r.bytes = call_bytes(call);
+  r.count = call.elem_size == 0 ? 0 : r.bytes / call.elem_size;
+  r.piece = native ? 0 : call.chunk_count;
+  r.posted = seconds < 0;
+  r.enqueued = enqueued;
+  r.seconds = seconds < 0 ? 0 : seconds;
+  if (!r.posted) {
+    const struct traffic& t = comm.last_traffic();
+    r.sent_bytes = t.sent_bytes;
+    r.received_bytes = t.received_bytes;
+    r.messages_sent = t.messages_sent;
+    r.messages_received = t.messages_received;
+  }
+  emit(r);
+}
+
+/// Seconds since `t0`.
+inline double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
 
 /// Runs `call` one-sidedly (`exec/one_sided.hpp`); all-reduce splits the vector into P
 /// near-equal blocks.
@@ -70,8 +113,11 @@ void check_at_root(communicator<Transport>& comm, Checks checks) {
 /// made while requests are in flight).
 template <transport Transport>
 void post_call(communicator<Transport>& comm, collective_call& call, posting& slot) {
+  const bool report = debug_on();  // first: a bad CHORUS_DEBUG throws before anything is posted
+  const bool tuned = !call.algorithm.has_value();
   const call_start start = begin_call(comm, call);
   slot.op = post_collective(comm, call, start, slot.priority, std::move(slot.keep));
+  if (report) report_call(comm, call, start, tuned, -1);
 }
 
 /// Runs one collective on a host transport: the single path every host entry point ends in.
@@ -103,6 +149,10 @@ void run_collective(communicator<Transport>& comm, collective_call& call) {
     }
   }
   const int p = comm.size();
+  const bool report = debug_on();
+  const bool tuned = !call.algorithm.has_value();
+  const auto t0 =
+      report ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
   const call_start start = begin_call(comm, call);
   const schedule::algorithm a = start.algorithm;
   const std::uint32_t sequence = start.sequence;
@@ -122,6 +172,7 @@ void run_collective(communicator<Transport>& comm, collective_call& call) {
     const std::size_t n = call.finalize != nullptr ? finalize_count(call, comm.rank()) : 0;
     if (n != 0) call.finalize(call.output, n, p, call.op_object);
   });
+  if (report) report_call(comm, call, start, tuned, seconds_since(t0));
 }
 
 /// Finishes `call` (op, algorithm) and runs it: where every host entry point ends.
@@ -164,6 +215,10 @@ void run_stream_collective(communicator<Transport>& comm,
                            stream_call<typename Transport::stream_type>& sc) {
   collective_call& call = sc.call;
   const int p = comm.size();
+  const bool report = debug_on();
+  const bool tuned = !call.algorithm.has_value();
+  const auto t0 =
+      report ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
   const call_start start = begin_call(comm, call);
   const schedule::algorithm a = start.algorithm;
   with_call_context(comm, call, start.fp, [&] {
@@ -186,6 +241,7 @@ void run_stream_collective(communicator<Transport>& comm,
     if (n != 0) sc.finalize(call.output, n, p, call.op_object, sc.stream);
     t.poll_error();
   });
+  if (report) report_call(comm, call, start, tuned, seconds_since(t0), true, sc.native);
 }
 
 /// Finishes `call` (op, algorithm) and enqueues it on `stream`: where every entry point on

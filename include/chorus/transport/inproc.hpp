@@ -33,6 +33,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -161,6 +162,8 @@ class inproc_transport {
   using operation = detail::inproc::operation;
 
  public:
+  /// The name reports and messages give this transport (`CHORUS_DEBUG=info`).
+  static constexpr std::string_view debug_name = "inproc";
   using request = detail::inproc::operation_ptr;
   using group_handle = std::shared_ptr<detail::inproc::group>;
 

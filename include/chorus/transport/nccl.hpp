@@ -188,6 +188,8 @@ struct state {
 
 class nccl_transport {
  public:
+  /// The name reports and messages give this transport (`CHORUS_DEBUG=info`).
+  static constexpr std::string_view debug_name = "nccl";
   using stream_type = cudaStream_t;
 
   /// Joins the NCCL communicator of `size` ranks as `rank`, on the current CUDA device;

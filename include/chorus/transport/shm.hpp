@@ -988,6 +988,8 @@ class endpoint {
 /// its own windows. Peers in transport errors are named by their world rank.
 class shm_transport {
  public:
+  /// The name reports and messages give this transport (`CHORUS_DEBUG=info`).
+  static constexpr std::string_view debug_name = "shm";
   using request = detail::shm::operation_ptr;
 
   /// Creates this rank's inbox, exchanges names through `exchange`, maps every peer's inbox

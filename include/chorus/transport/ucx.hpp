@@ -418,6 +418,8 @@ class window_list {
 /// in the tags, its own windows.
 class ucx_transport {
  public:
+  /// The name reports and messages give this transport (`CHORUS_DEBUG=info`).
+  static constexpr std::string_view debug_name = "ucx";
   using request = detail::ucx::operation_ptr;
 
   /// Names one window of the group, as returned by `register_window`.

@@ -1,0 +1,170 @@
+#pragma once
+/// \file
+/// What chorus decided, call by call: `CHORUS_DEBUG=info` reports every collective of every
+/// rank -- transport, collective, algorithm (and whether the tuner chose it), element type
+/// and count, pipeline piece, bytes moved and time -- to a sink, by default one line on
+/// stderr, as `NCCL_DEBUG=INFO` does for NCCL. Off by default; when off, a call pays a
+/// load and a branch.
+///
+///     CHORUS_DEBUG=info chorusrun -n 2 ./app
+///     chorus: rank 0/2 pid 4242: all_reduce #1 on shm: ring (tuner), float32 x 262144
+///       (1 MiB), piece 16384 elements, sent 1 MiB in 2 messages, received 1 MiB in 2
+///       messages, 412.7 us
+///
+/// A program can send the reports elsewhere (a log, a metrics system, a test) with
+/// `chorus::set_debug_sink`, and turn them on or off with `chorus::set_debug_level`.
+#include <chorus/config.hpp>
+#include <chorus/core/error.hpp>
+#include <chorus/core/types.hpp>
+#include <chorus/schedule/schedule.hpp>
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace chorus::inline v0 {
+
+/// How much chorus reports (`CHORUS_DEBUG`).
+enum class debug_level {
+  off,   ///< nothing (default; `CHORUS_DEBUG` unset, empty, `off` or `warn`)
+  info,  ///< one report per collective (`CHORUS_DEBUG=info` or `trace`)
+};
+
+/// One collective as one rank ran it.
+struct call_report {
+  int rank = 0;                ///< in the communicator
+  int size = 1;                ///< ranks in the communicator
+  std::string_view transport;  ///< "shm", "ucx", "inproc", "nccl", or "custom"
+  std::string_view api;        ///< the entry point, e.g. "all_gather_v"
+  std::uint32_t sequence = 0;  ///< the communicator's call number (1, 2, ...)
+  schedule::algorithm algorithm{};
+  bool tuned = false;   ///< the tuner chose the algorithm (`algo::automatic`)
+  bool native = false;  ///< the transport's own collective (`algo::native`)
+  dtype type = dtype::byte;
+  /// Elements of the whole vector (every block of a gather or scatter): what the tuner
+  /// sizes the call by.
+  std::size_t count = 0;
+  std::size_t bytes = 0;  ///< count times the element size
+  std::size_t piece = 0;  ///< pipeline piece in elements; 0: not pipelined
+  std::uint64_t sent_bytes = 0, received_bytes = 0;  ///< what this rank moved
+  std::uint64_t messages_sent = 0, messages_received = 0;
+  double seconds = 0;     ///< from the call to its return (enqueue time on a stream)
+  bool enqueued = false;  ///< a stream-ordered call: `seconds` is the enqueue time
+  bool posted = false;    ///< a nonblocking call, reported when posted (no time yet)
+};
+
+/// Where reports go. Called on the calling thread of each rank, one call at a time per
+/// process (chorus serialises the sink); it must not call a collective itself.
+using debug_sink = std::function<void(const call_report&)>;
+
+/// The default report: one line, as the file comment shows.
+inline std::string to_string(const call_report& r) {
+  const auto human = [](std::uint64_t b) {
+    const char* unit = "B";
+    double v = static_cast<double>(b);
+    for (const char* u : {"KiB", "MiB", "GiB"}) {
+      if (v < 1024) break;
+      v /= 1024;
+      unit = u;
+    }
+    char buf[32];
+    std::snprintf(buf, sizeof buf,
+                  v == static_cast<double>(static_cast<std::uint64_t>(v)) ? "%.0f %s" : "%.1f %s",
+                  v, unit);
+    return std::string(buf);
+  };
+  std::string line = "chorus: rank " + std::to_string(r.rank) + "/" + std::to_string(r.size) +
+                     " pid " + std::to_string(::getpid()) + ": " + std::string(r.api) + " #" +
+                     std::to_string(r.sequence) + " on " + std::string(r.transport) + ": ";
+  line += r.native ? std::string("native") : std::string(schedule::name(r.algorithm));
+  if (r.tuned) line += " (tuner)";
+  line += ", " + std::string(name(r.type)) + " x " + std::to_string(r.count) + " (" +
+          human(r.bytes) + ")";
+  if (r.piece != 0) line += ", piece " + std::to_string(r.piece) + " elements";
+  if (r.posted) return line + ", posted";
+  line += ", sent " + human(r.sent_bytes) + " in " + std::to_string(r.messages_sent) +
+          " messages, received " + human(r.received_bytes) + " in " +
+          std::to_string(r.messages_received) + " messages";
+  char time[48];
+  std::snprintf(time, sizeof time, ", %.1f us%s", r.seconds * 1e6, r.enqueued ? " to enqueue" : "");
+  return line + time;
+}
+
+namespace detail {
+
+/// The process-wide reporting state: the level (read from `CHORUS_DEBUG` once) and the
+/// sink.
+struct debug_state {
+  std::atomic<bool> on{false};
+  std::mutex mutex;
+  debug_sink sink;  ///< empty: the default line on stderr
+
+  static debug_state& get() {
+    static debug_state s = from_env();
+    return s;
+  }
+
+ private:
+  static debug_state from_env() {
+    debug_state s;
+    const char* v = std::getenv("CHORUS_DEBUG");
+    const std::string_view value = v == nullptr ? "" : v;
+    if (value == "info" || value == "INFO" || value == "trace" || value == "TRACE") {
+      s.on.store(true, std::memory_order_relaxed);
+    } else if (!value.empty() && value != "off" && value != "OFF" && value != "warn" &&
+               value != "WARN") {
+      throw error(errc::invalid_argument,
+                  "CHORUS_DEBUG='" + std::string(value) +
+                      "': use info (a line per collective), or off; unset means off");
+    }
+    return s;
+  }
+
+ public:
+  debug_state() = default;
+  debug_state(debug_state&& o) noexcept : on(o.on.load()), sink(std::move(o.sink)) {}
+};
+
+/// Whether collectives report: one relaxed load after the first call.
+inline bool debug_on() { return debug_state::get().on.load(std::memory_order_relaxed); }
+
+inline void emit(const call_report& r) {
+  debug_state& s = debug_state::get();
+  std::lock_guard lock(s.mutex);
+  if (s.sink) {
+    s.sink(r);
+  } else {
+    const std::string line = to_string(r) + "\n";
+    std::fwrite(line.data(), 1, line.size(), stderr);
+  }
+}
+
+}  // namespace detail
+
+/// Sends the reports to `sink` from now on (an empty function: back to the line on stderr).
+inline void set_debug_sink(debug_sink sink) {
+  detail::debug_state& s = detail::debug_state::get();
+  std::lock_guard lock(s.mutex);
+  s.sink = std::move(sink);
+}
+
+/// Turns the reports on or off, whatever `CHORUS_DEBUG` said.
+inline void set_debug_level(debug_level level) {
+  detail::debug_state::get().on.store(level != debug_level::off, std::memory_order_relaxed);
+}
+
+/// The current level.
+inline debug_level get_debug_level() {
+  return detail::debug_on() ? debug_level::info : debug_level::off;
+}
+
+}  // namespace chorus::inline v0
