@@ -288,6 +288,15 @@ const transport_entry& find_transport(const std::string& name) {
 int main(int argc, char** argv) {
   using namespace chorus_perf;
   const bool leader = !launch_context::under_launcher() || launch_context::launcher_rank() == 0;
+  // Under chorusrun with prefixed output, rank 0 prints the table on chorusrun's own stdout,
+  // as written (nccl-tests parsers read it); the prefix stays on everything else.
+  if (const char* out = std::getenv("CHORUS_OUTPUT_FD"); out != nullptr && *out != '\0') {
+    const int fd = std::atoi(out);
+    if (fd > 2) {
+      if (leader) ::dup2(fd, STDOUT_FILENO);
+      ::close(fd);
+    }
+  }
   try {
     const auto parsed = parse_options(argc, argv, tool::chorus);
     if (!parsed) return 0;

@@ -163,6 +163,41 @@ nlohmann::json read_json(const std::string& path) {
   return nlohmann::json::parse(in);
 }
 
+/// The comparison table's header: what runs against what, the ceiling, the headings.
+void print_compare_header(const options& o, int np, const std::string& mpi_library, double copy_gbs,
+                          double floor, const std::vector<std::string>& names) {
+  std::printf("# chorus-perf --compare mpi: %s, %s %s, %d ranks; chorus over %s vs %s\n",
+              std::string(name(o.coll)).c_str(), std::string(chorus::name(o.type)).c_str(),
+              is_reducing(o.coll) ? std::string(chorus::name(o.op)).c_str() : "", np,
+              o.transport.c_str(), mpi_library.c_str());
+  std::printf(
+      "# out-of-place; time per call = the ranks' mean times over %d iterations combined as -a "
+      "%d says (1: average); medians of %d interleaved rounds per size (chorus, MPI, chorus, "
+      "MPI, ...)\n",
+      o.iters, static_cast<int>(o.average), o.rounds);
+  std::printf(
+      "# ceiling: STREAM copy %.2f GB/s over %d ranks -> busbw at most %.2f GB/s beyond the "
+      "caches; x/MPI = MPI time / chorus time (> 1: chorus is faster)\n#\n",
+      copy_gbs, np, floor);
+  std::string h1 = "#        size        count", h2 = "#         (B)   (elements)";
+  for (const auto& n : names) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, " %18s", n.c_str());
+    h1 += buf;
+    h2 += "  time(us)   busbw";
+  }
+  h1 += "                MPI   floor";
+  h2 += "  time(us)   busbw   busbw";
+  for (const auto& n : names) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, " %9s", (n.size() > 9 ? n.substr(0, 9) : n).c_str());
+    h1 += buf;
+    h2 += "      /MPI";
+  }
+  std::printf("%s\n%s\n", h1.c_str(), h2.c_str());
+  std::fflush(stdout);
+}
+
 }  // namespace
 
 launch_context::launch_context(int argc, char** argv) {
@@ -256,8 +291,8 @@ int run_compare(const options& o, const launch_context& ctx) {
   chorus_argv.insert(chorus_argv.end(), common.begin(), common.end());
   std::vector<std::string> names;
   for (const auto& a : o.algorithms) names.push_back(a.name);
-  for (const std::string& s : {std::string("--transport"), o.transport, std::string("--algo"),
-                               join(names, ","), std::string("--floor")}) {
+  for (const std::string& s :
+       {std::string("--transport"), o.transport, std::string("--algo"), join(names, ",")}) {
     chorus_argv.push_back(s);
   }
   if (o.transport == "inproc") {
@@ -280,116 +315,95 @@ int run_compare(const options& o, const launch_context& ctx) {
   std::vector<nlohmann::json> chorus_runs, mpi_runs;
   std::fprintf(stderr, "# chorus: %s\n# MPI:    %s\n", join(chorus_argv, " ").c_str(),
                join(mpi_argv, " ").c_str());
-  for (int round = 1; round <= o.rounds; ++round) {
-    for (bool mpi : {false, true}) {
-      const std::string json =
-          (dir / ((mpi ? "mpi-" : "chorus-") + std::to_string(round) + ".json")).string();
-      const std::string log =
-          (dir / ((mpi ? "mpi-" : "chorus-") + std::to_string(round) + ".log")).string();
-      auto argv = mpi ? mpi_argv : chorus_argv;
-      argv.emplace_back("--json");
-      argv.push_back(json);
-      const auto start = std::chrono::steady_clock::now();
-      const int status = run_child(argv, log);
-      const double secs =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      std::fprintf(stderr, "# round %d/%d: %-15s exit %d, %.1f s\n", round, o.rounds,
-                   mpi ? "chorus-mpi-perf" : "chorus-perf", status, secs);
-      // Exit 1 with a complete JSON file means wrong results, reported below; anything else
-      // is a failed run.
-      if (status != 0 && !(status == 1 && fs::exists(json))) {
-        throw std::runtime_error(std::string(mpi ? "chorus-mpi-perf" : "chorus-perf") +
-                                 " failed (exit " + std::to_string(status) + "); its last lines (" +
-                                 log + "):\n" + tail_of(log, 15));
-      }
-      (mpi ? mpi_runs : chorus_runs).push_back(read_json(json));
+  // One child run of one size: its JSON (exit 1 with a complete file means wrong results,
+  // reported below; anything else is a failed run).
+  const auto run_one = [&](bool mpi, std::size_t bytes, int round, bool floor) {
+    const std::string stem =
+        std::string(mpi ? "mpi-" : "chorus-") + std::to_string(bytes) + "-" + std::to_string(round);
+    const std::string json = (dir / (stem + ".json")).string();
+    const std::string log = (dir / (stem + ".log")).string();
+    auto argv = mpi ? mpi_argv : chorus_argv;
+    // this size only (a flag given twice takes its last value)
+    for (const std::string& a : {std::string("-b"), std::to_string(bytes), std::string("-e"),
+                                 std::to_string(bytes), std::string("--json"), json}) {
+      argv.push_back(a);
     }
-  }
-
-  // Medians over the rounds, per size.
-  const auto& first = chorus_runs.front();
-  std::vector<std::pair<std::size_t, std::size_t>> sizes;  // (size, count)
-  for (const auto& r : first.at("results")) {
-    if (r.at("placement") == "out-of-place" && r.at("algorithm") == names.front()) {
-      sizes.emplace_back(r.at("size").get<std::size_t>(), r.at("count").get<std::size_t>());
+    if (floor) argv.emplace_back("--floor");
+    const auto start = std::chrono::steady_clock::now();
+    const int status = run_child(argv, log);
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::fprintf(stderr, "# %s B, round %d/%d: %-15s exit %d, %.1f s\n",
+                 format_bytes(bytes).c_str(), round, o.rounds,
+                 mpi ? "chorus-mpi-perf" : "chorus-perf", status, secs);
+    if (status != 0 && !(status == 1 && fs::exists(json))) {
+      throw std::runtime_error(std::string(mpi ? "chorus-mpi-perf" : "chorus-perf") +
+                               " failed (exit " + std::to_string(status) + "); its last lines (" +
+                               log + "):\n" + tail_of(log, 15));
     }
-  }
-  std::vector<std::map<std::pair<std::string, std::size_t>, double>> ct, mt;
-  std::vector<double> copies;
-  long long chorus_wrong = 0, mpi_wrong = 0;
-  for (const auto& j : chorus_runs) {
-    ct.push_back(times_of(j));
-    chorus_wrong += j.at("wrong_total").get<long long>();
-    if (!j.at("floor").is_null()) copies.push_back(j.at("floor").at("copy_gbs").get<double>());
-  }
-  for (const auto& j : mpi_runs) {
-    mt.push_back(times_of(j));
-    mpi_wrong += j.at("wrong_total").get<long long>();
-  }
-  const std::string mpi_library = [&] {
-    std::string lib = mpi_runs.front().at("environment").at("library").get<std::string>();
-    return lib.substr(0, lib.find(','));
-  }();
-  const double copy_gbs = median(copies);
-  const double floor = floor_busbw(o.coll, np, copy_gbs);
-  const double factor = bus_factor(o.coll, np);
-  auto median_time = [&](const auto& runs, const std::string& algo, std::size_t size) {
-    std::vector<double> v;
-    for (const auto& m : runs) {
-      if (auto it = m.find({algo, size}); it != m.end()) v.push_back(it->second);
-    }
-    return median(v);
+    return read_json(json);
   };
+
+  // Size by size: the rounds of one size (chorus, MPI, chorus, MPI, ...), then its row at
+  // once, so that the table streams as a plain run's does.
+  const double factor = bus_factor(o.coll, np);
   auto busbw_of = [&](std::size_t size, double t_us) {
     return t_us > 0 ? static_cast<double>(size) / (t_us * 1e-6) / 1e9 * factor : 0;
   };
-
-  std::printf("# chorus-perf --compare mpi: %s, %s %s, %d ranks; chorus over %s vs %s\n",
-              std::string(name(o.coll)).c_str(), std::string(chorus::name(o.type)).c_str(),
-              is_reducing(o.coll) ? std::string(chorus::name(o.op)).c_str() : "", np,
-              o.transport.c_str(), mpi_library.c_str());
-  std::printf(
-      "# out-of-place; time per call = the ranks' mean times over %d iterations combined as -a "
-      "%d says (1: average); medians of %d interleaved rounds (chorus, MPI, chorus, MPI, ...)\n",
-      o.iters, static_cast<int>(o.average), o.rounds);
-  std::printf(
-      "# ceiling: STREAM copy %.2f GB/s over %d ranks -> busbw at most %.2f GB/s beyond the "
-      "caches; "
-      "x/MPI = MPI time / chorus time (> 1: chorus is faster)\n#\n",
-      copy_gbs, np, floor);
-  std::string h1 = "#        size        count", h2 = "#         (B)   (elements)";
-  for (const auto& n : names) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, " %18s", n.c_str());
-    h1 += buf;
-    h2 += "  time(us)   busbw";
-  }
-  h1 += "                MPI   floor";
-  h2 += "  time(us)   busbw   busbw";
-  for (const auto& n : names) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, " %9s", (n.size() > 9 ? n.substr(0, 9) : n).c_str());
-    h1 += buf;
-    h2 += "      /MPI";
-  }
-  std::printf("%s\n%s\n", h1.c_str(), h2.c_str());
-
   nlohmann::json rows = nlohmann::json::array();
   std::vector<series> lines;
-  for (const auto& n : names) lines.push_back({"chorus " + n, {}, {}});
-  lines.push_back({mpi_library, {}, {}});
-  for (const auto& [size, count] : sizes) {
+  double copy_gbs = 0, floor = 0;
+  std::string mpi_library;
+  long long chorus_wrong = 0, mpi_wrong = 0;
+  const auto sizes = sweep_sizes(o);
+  for (std::size_t si = 0; si < sizes.size(); ++si) {
+    std::vector<nlohmann::json> chorus_round, mpi_round;
+    for (int round = 1; round <= o.rounds; ++round) {
+      chorus_round.push_back(run_one(false, sizes[si], round, si == 0));
+      mpi_round.push_back(run_one(true, sizes[si], round, false));
+    }
+    for (const auto& j : chorus_round) chorus_wrong += j.at("wrong_total").get<long long>();
+    for (const auto& j : mpi_round) mpi_wrong += j.at("wrong_total").get<long long>();
+    if (si == 0) {  // the ceiling and the MPI library are known now: the header
+      std::vector<double> copies;
+      for (const auto& j : chorus_round) {
+        if (!j.at("floor").is_null()) copies.push_back(j.at("floor").at("copy_gbs").get<double>());
+      }
+      copy_gbs = median(copies);
+      floor = floor_busbw(o.coll, np, copy_gbs);
+      const std::string lib = mpi_round.front().at("environment").at("library").get<std::string>();
+      mpi_library = lib.substr(0, lib.find(','));
+      print_compare_header(o, np, mpi_library, copy_gbs, floor, names);
+      for (const auto& n : names) lines.push_back({"chorus " + n, {}, {}});
+      lines.push_back({mpi_library, {}, {}});
+    }
+    std::vector<std::map<std::pair<std::string, std::size_t>, double>> ct, mt;
+    for (const auto& j : chorus_round) ct.push_back(times_of(j));
+    for (const auto& j : mpi_round) mt.push_back(times_of(j));
+    chorus_runs.insert(chorus_runs.end(), chorus_round.begin(), chorus_round.end());
+    mpi_runs.insert(mpi_runs.end(), mpi_round.begin(), mpi_round.end());
+    const auto& first = chorus_round.front().at("results");
+    if (first.empty()) continue;
+    const auto size = first.front().at("size").get<std::size_t>();
+    const auto count = first.front().at("count").get<std::size_t>();
+    auto median_time = [&](const auto& runs, const std::string& algo) {
+      std::vector<double> v;
+      for (const auto& m : runs) {
+        if (auto it = m.find({algo, size}); it != m.end()) v.push_back(it->second);
+      }
+      return median(v);
+    };
     std::printf(" %12zu %12zu", size, count);
     nlohmann::json row = {{"size", size}, {"count", count}};
     std::vector<double> chorus_t;
     for (std::size_t a = 0; a < names.size(); ++a) {
-      const double t = median_time(ct, names[a], size);
+      const double t = median_time(ct, names[a]);
       chorus_t.push_back(t);
       std::printf(" %9.2f %7.2f", t, busbw_of(size, t));
       row["chorus"][names[a]] = {{"time_us", t}, {"busbw_gbs", busbw_of(size, t)}};
       if (size > 0) lines[a].points.emplace_back(static_cast<double>(size), busbw_of(size, t));
     }
-    const double m = median_time(mt, "mpi", size);
+    const double m = median_time(mt, "mpi");
     std::printf(" %9.2f %7.2f %7.2f", m, busbw_of(size, m), floor);
     row["mpi"] = {{"time_us", m}, {"busbw_gbs", busbw_of(size, m)}};
     row["floor_busbw_gbs"] = floor;
@@ -400,6 +414,7 @@ int run_compare(const options& o, const launch_context& ctx) {
       row["ratio_vs_mpi"][names[a]] = ratio;
     }
     std::printf("\n");
+    std::fflush(stdout);
     rows.push_back(row);
   }
   std::printf("#\n");

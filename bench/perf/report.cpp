@@ -2,6 +2,10 @@
 
 #include "build_info.hpp"  // generated: CHORUS_PERF_COMMIT
 
+#if CHORUS_PERF_HWLOC
+#include <hwloc.h>
+#endif
+
 #include <chorus/version.hpp>
 
 #include <sys/resource.h>
@@ -27,16 +31,42 @@ namespace chorus_perf {
 
 namespace {
 
-std::string cpu_model() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      const auto colon = line.find(':');
-      if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
+/// The machine as hwloc sees it: CPU model, cores, hardware threads, last-level cache.
+struct machine {
+  std::string cpu = "unknown";
+  unsigned cores = 0, threads = 0;
+  std::uint64_t llc_bytes = 0;  ///< the largest cache (one of them); 0: unknown
+};
+
+const machine& this_machine() {
+  static const machine m = [] {
+    machine out;
+    out.threads = std::thread::hardware_concurrency();
+#if CHORUS_PERF_HWLOC
+    hwloc_topology_t topo = nullptr;
+    if (hwloc_topology_init(&topo) == 0 && hwloc_topology_load(topo) == 0) {
+      if (hwloc_obj_t pkg = hwloc_get_obj_by_type(topo, HWLOC_OBJ_PACKAGE, 0); pkg != nullptr) {
+        if (const char* model = hwloc_obj_get_info_by_name(pkg, "CPUModel"); model != nullptr) {
+          out.cpu = model;
+          out.cpu.erase(out.cpu.find_last_not_of(' ') + 1);  // some processors pad it
+        }
+      }
+      out.cores =
+          static_cast<unsigned>(std::max(0, hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_CORE)));
+      out.threads =
+          static_cast<unsigned>(std::max(0, hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_PU)));
+      for (hwloc_obj_type_t level : {HWLOC_OBJ_L3CACHE, HWLOC_OBJ_L2CACHE}) {
+        if (hwloc_obj_t c = hwloc_get_obj_by_type(topo, level, 0); c != nullptr && c->attr) {
+          out.llc_bytes = c->attr->cache.size;
+          break;
+        }
+      }
     }
-  }
-  return "unknown";
+    if (topo != nullptr) hwloc_topology_destroy(topo);
+#endif
+    return out;
+  }();
+  return m;
 }
 
 std::string hostname() {
@@ -216,8 +246,10 @@ nlohmann::json environment_json(const run_info& info) {
   return {
       {"host", hostname()},
       {"os", os},
-      {"cpu", cpu_model()},
-      {"cores", std::thread::hardware_concurrency()},
+      {"cpu", this_machine().cpu},
+      {"cores", this_machine().cores},
+      {"hardware_threads", this_machine().threads},
+      {"last_level_cache_bytes", this_machine().llc_bytes},
       {"compiler", compiler()},
       {"build_flags", build_flags()},
       {"commit", build_commit()},
@@ -271,15 +303,17 @@ void reporter::print_header() const {
   const auto env = environment_json(info_);
   std::printf("# Using %d ranks over %s (%s)%s%s\n", info_.ranks, info_.transport.c_str(),
               info_.launcher.c_str(), info_.hosts.empty() ? "" : ", on ", info_.hosts.c_str());
-  std::printf("# %s; host %s, %s, %u cores; %s\n", info_.library.c_str(),
-              env["host"].get<std::string>().c_str(), env["cpu"].get<std::string>().c_str(),
-              env["cores"].get<unsigned>(), env["compiler"].get<std::string>().c_str());
+  const machine& m = this_machine();
+  std::printf("# %s; host %s, %s, %u cores, %u hardware threads, last-level cache %s; %s\n",
+              info_.library.c_str(), env["host"].get<std::string>().c_str(), m.cpu.c_str(), m.cores,
+              m.threads, m.llc_bytes ? (format_bytes(m.llc_bytes) + " B").c_str() : "unknown",
+              env["compiler"].get<std::string>().c_str());
   std::printf("# time = %s per call%s\n", combine_text(o_.average),
               o_.report_cputime ? ", host clock (-C 1)" : "");
   if (info_.copy_gbs) {
     std::printf(
         "# memory-bandwidth ceiling (--floor): STREAM copy %.2f GB/s over %d ranks (%s each) -> "
-        "%s busbw at most %.2f GB/s once the buffers no longer fit in the caches\n",
+        "%s busbw at most %.2f GB/s once the ranks' buffers no longer fit in the caches\n",
         *info_.copy_gbs, info_.ranks, format_bytes(o_.floor_bytes).c_str(),
         std::string(name(o_.coll)).c_str(), floor_busbw(o_.coll, info_.ranks, *info_.copy_gbs));
   }

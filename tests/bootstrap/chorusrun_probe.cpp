@@ -9,7 +9,9 @@
 //   sleep=S       sleeps S seconds (decimal)
 //   exit=N        exits with status N                      signal=N   raises signal N
 //   ignore-term   ignores SIGTERM from now on (chorusrun must use SIGKILL)
-//   fds           prints "fds ..." with the descriptors open in this process
+//   fds           prints "fds ..." with the descriptors open in this process ("out" for
+//                 CHORUS_OUTPUT_FD)
+//   raw=TEXT      writes TEXT and a newline to CHORUS_OUTPUT_FD (exit 5 without it)
 //   pid           prints "pid <pid>"
 //   pause-parent=S  stops its parent (chorusrun) with SIGSTOP and leaves a child that
 //                 continues it S seconds later: whatever the ranks do meanwhile, chorusrun
@@ -87,6 +89,10 @@ int main(int argc, char** argv) {
       ::raise(std::stoi(arg));
     } else if (verb == "ignore-term") {
       ::signal(SIGTERM, SIG_IGN);
+    } else if (verb == "raw") {  // a line on CHORUS_OUTPUT_FD, which chorusrun does not prefix
+      const char* out = std::getenv("CHORUS_OUTPUT_FD");
+      const std::string line = arg + "\n";
+      if (out == nullptr || ::write(std::atoi(out), line.data(), line.size()) < 0) return 5;
     } else if (verb == "fds") {
       std::string list = "fds";
       for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
@@ -96,7 +102,9 @@ int main(int argc, char** argv) {
         if (target.find("/proc/") != std::string::npos && target.find("/fd") != std::string::npos) {
           continue;  // the listing's own descriptor
         }
-        list += " " + std::to_string(fd);
+        const char* out = std::getenv("CHORUS_OUTPUT_FD");
+        list +=
+            out != nullptr && std::atoi(out) == fd ? std::string(" out") : " " + std::to_string(fd);
       }
       put(1, list + "\n");
     } else if (verb == "pause-parent") {

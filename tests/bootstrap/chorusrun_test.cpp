@@ -135,10 +135,24 @@ TEST_CASE("chorusrun: the ranks share a job secret; its store serves no one with
   CHECK(again.out.find(*secrets.begin()) == std::string::npos);
 }
 
-TEST_CASE("chorusrun: the ranks get stdin, stdout and stderr, no other descriptor") {
+TEST_CASE("chorusrun: the ranks get stdin, stdout, stderr and CHORUS_OUTPUT_FD, nothing else") {
   const auto r = run({"-n", "2"}, {"fds"});
   CHECK(r.exit_code() == 0);
-  CHECK_THAT(r.out, Catch::Contains("[0] fds 0 1 2\n") && Catch::Contains("[1] fds 0 1 2\n"));
+  CHECK_THAT(r.out,
+             Catch::Contains("[0] fds 0 1 2 out\n") && Catch::Contains("[1] fds 0 1 2 out\n"));
+  // without the prefix the ranks write to chorusrun's stdout: no second descriptor of it
+  const auto plain = run({"-n", "2", "--no-prefix"}, {"fds"});
+  CHECK(plain.exit_code() == 0);
+  CHECK_THAT(plain.out, Catch::Contains("fds 0 1 2\n"));
+  CHECK(plain.out.find("out") == std::string::npos);
+}
+
+TEST_CASE("chorusrun: what a rank writes to CHORUS_OUTPUT_FD appears without the prefix") {
+  const auto r = run({"-n", "2"}, {"0:raw=table-row", "pid"});
+  CHECK(r.exit_code() == 0);
+  CHECK_THAT(r.out, Catch::StartsWith("table-row\n") || Catch::Contains("\ntable-row\n"));
+  CHECK(r.out.find("] table-row") == std::string::npos);
+  CHECK_THAT(r.out, Catch::Contains("[1] pid "));  // the rest is still prefixed
 }
 
 TEST_CASE("chorusrun: a rank that exits non-zero stops the others; its status is chorusrun's") {

@@ -51,12 +51,10 @@ struct scratch_dir {
   [[nodiscard]] std::string file(const std::string& name) const { return (path / name).string(); }
 };
 
-/// Runs chorus-perf with `args`; stdout and stderr captured, stdin /dev/null.
-outcome chorus_perf(const std::vector<std::string>& args) {
+/// Runs `argv`; stdout and stderr captured, stdin /dev/null.
+outcome spawn(std::vector<std::string> argv) {
   scratch_dir dir;
   const std::string out = dir.file("out"), err = dir.file("err");
-  std::vector<std::string> argv = {CHORUS_PERF_EXE};
-  argv.insert(argv.end(), args.begin(), args.end());
   std::vector<char*> raw;
   for (auto& a : argv) raw.push_back(a.data());
   raw.push_back(nullptr);
@@ -76,6 +74,13 @@ outcome chorus_perf(const std::vector<std::string>& args) {
   o.out = slurp(out);
   o.err = slurp(err);
   return o;
+}
+
+/// Runs chorus-perf with `args`.
+outcome chorus_perf(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {CHORUS_PERF_EXE};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return spawn(std::move(argv));
 }
 
 std::vector<std::string> lines_of(const std::string& text) {
@@ -360,8 +365,10 @@ TEST_CASE("--compare mpi runs both tools on the same sizes and prints the ratio"
   REQUIRE(rows.size() == 4);
   const auto j = nlohmann::json::parse(slurp(dir.file("c.json")));
   REQUIRE(j["rows"].size() == 4);
-  CHECK(j["chorus_runs"].size() == 2);
-  CHECK(j["mpi_runs"].size() == 2);
+  // size by size (so that rows stream): 4 sizes x 2 rounds of each tool
+  CHECK(j["chorus_runs"].size() == 8);
+  CHECK(j["mpi_runs"].size() == 8);
+  CHECK(j["floor"]["copy_gbs"].get<double>() > 0);
   for (const auto& r : j["rows"]) {
     const double mpi_t = r["mpi"]["time_us"];
     for (const char* a : {"ring", "automatic"}) {
@@ -738,3 +745,39 @@ TEST_CASE("--latency prints an OSU-style table: average, min, median, max per si
     CHECK(avg == Approx(j["results"][2 * i]["time_us"].get<double>()).margin(0.006));
   }
 }
+
+TEST_CASE("CHORUS_DEBUG=info reports every collective on stderr; a bad value is one error") {
+  const std::vector<std::string> args = {"--transport", "inproc", "--np",   "2",   "-b",
+                                         "64",          "-e",     "64",     "-n",  "1",
+                                         "-w",          "0",      "--algo", "ring"};
+  ::setenv("CHORUS_DEBUG", "info", 1);
+  const outcome o = chorus_perf(args);
+  ::setenv("CHORUS_DEBUG", "verbose", 1);
+  const outcome bad = chorus_perf(args);
+  ::unsetenv("CHORUS_DEBUG");
+  INFO(o.out << o.err);
+  REQUIRE(o.status == 0);
+  CHECK(o.err.find("chorus: rank 0/2 pid ") != std::string::npos);
+  CHECK(o.err.find("chorus: rank 1/2 pid ") != std::string::npos);
+  CHECK(o.err.find(" on inproc: ring, float32 x 16 (64 B)") != std::string::npos);
+  CHECK(parse_nccl_tests(o.out).rows.size() == 1);  // the table is untouched
+  const outcome quiet = chorus_perf(args);
+  CHECK(quiet.err.find("chorus: rank") == std::string::npos);  // off by default
+  CHECK(bad.status == 1);
+  CHECK(bad.err.find("CHORUS_DEBUG='verbose'") != std::string::npos);
+}
+
+#if CHORUS_PERF_HAVE_CHORUSRUN
+TEST_CASE("under chorusrun the table reaches its stdout without the rank prefix") {
+  const outcome o = spawn(with({CHORUSRUN_EXE, "-n", "2", CHORUS_PERF_EXE, "--transport", "shm"},
+                               with(small, {"-e", "256"})));
+  INFO(o.out << o.err);
+  REQUIRE(o.status == 0);
+  const nccl_output parsed = parse_nccl_tests(o.out);
+  CHECK(parsed.rows.size() == 2);  // 64, 256
+  REQUIRE(parsed.out_of_bounds);
+  CHECK(*parsed.out_of_bounds == 0);
+  CHECK(o.out.find("[0]") == std::string::npos);
+  CHECK(o.out.find("# Using 2 ranks over shm (chorusrun)") != std::string::npos);
+}
+#endif

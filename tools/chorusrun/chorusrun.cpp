@@ -18,7 +18,9 @@
 //     them (binding.hpp; none by default);
 //  4. copies every complete output line of rank r to its own stdout or stderr as
 //     "[r] line" (unless --no-prefix, where the ranks write to chorusrun's stdout and
-//     stderr directly);
+//     stderr directly); with the prefix, a rank also gets CHORUS_OUTPUT_FD, a descriptor
+//     of chorusrun's own stdout, for output that must appear as written (chorus-perf
+//     prints its table there);
 //  5. when a rank fails (non-zero exit, or killed by a signal), sends SIGTERM to the other
 //     ranks' process groups, SIGKILL after --grace seconds, and reports the first failure
 //     in one line; SIGINT/SIGTERM/SIGHUP to chorusrun are forwarded the same way (a second
@@ -32,8 +34,8 @@
 // executed; 2 for a usage error; 1 when chorusrun itself fails.
 //
 // Every descriptor chorusrun opens is close-on-exec; the ranks get stdin, stdout and stderr
-// only. They also get PR_SET_PDEATHSIG=SIGKILL, so that no rank outlives a chorusrun killed
-// with SIGKILL.
+// only, and CHORUS_OUTPUT_FD when their output is prefixed. They also get PR_SET_PDEATHSIG=SIGKILL,
+// so that no rank outlives a chorusrun killed with SIGKILL.
 #include <chorus/bootstrap/from_env.hpp>
 #include <chorus/bootstrap/posix.hpp>
 #include <chorus/bootstrap/tcp_store.hpp>
@@ -66,6 +68,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 extern char** environ;
@@ -232,6 +235,14 @@ class launcher {
     base_env.push_back("CHORUS_STORE=" + server.address());
     base_env.push_back("CHORUS_JOB_ID=" + job_id_);
     base_env.push_back("CHORUS_JOB_SECRET=" + secret);
+    // With prefixed output, a copy of chorusrun's own stdout as well, for output that must
+    // reach it as written (chorus-perf's table: nccl-tests parsers read it).
+    unique_fd raw_out;
+    if (s_.prefix) {
+      raw_out = unique_fd(::fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3));
+      if (!raw_out) return fail("duplicating stdout", errno);
+      base_env.push_back("CHORUS_OUTPUT_FD=" + std::to_string(raw_out.get()));
+    }
     if (!s_.timeout.empty()) base_env.push_back("CHORUS_TIMEOUT=" + s_.timeout);
     if (s_.check) base_env.push_back("CHORUS_CHECK=1");
 
@@ -248,7 +259,8 @@ class launcher {
 
     ranks_.resize(static_cast<std::size_t>(s_.np));
     for (int r = 0; r < s_.np; ++r) {
-      if (const int code = start(r, prog.path, argv, base_env, devnull.get()); code != 0) {
+      if (const int code = start(r, prog.path, argv, base_env, devnull.get(), raw_out.get());
+          code != 0) {
         stop_all(SIGTERM);
         loop();
         reap_all();
@@ -281,7 +293,7 @@ class launcher {
 
   /// Starts rank r. Returns 0, or the exit status chorusrun should end with.
   int start(int r, const std::string& path, std::vector<char*>& argv,
-            const std::vector<std::string>& base_env, int devnull) {
+            const std::vector<std::string>& base_env, int devnull, int raw_out) {
     std::vector<std::string> env_strings = base_env;
     env_strings.push_back("CHORUS_RANK=" + std::to_string(r));
     env_strings.push_back("CHORUS_LOCAL_RANK=" + std::to_string(r));
@@ -332,8 +344,14 @@ class launcher {
           for (int fd = lo; fd <= hi && fd < max_fd; ++fd) ::close(fd);
         }
       };
-      close_between(3, status_w.get() - 1);
-      close_between(status_w.get() + 1, std::numeric_limits<int>::max());
+      // Kept: the exec-status pipe and, with prefixed output, CHORUS_OUTPUT_FD (which the
+      // rank gets, so it loses close-on-exec).
+      int keep[2] = {status_w.get(), raw_out >= 0 ? raw_out : status_w.get()};
+      if (keep[0] > keep[1]) std::swap(keep[0], keep[1]);
+      close_between(3, keep[0] - 1);
+      close_between(keep[0] + 1, keep[1] - 1);
+      close_between(keep[1] + 1, std::numeric_limits<int>::max());
+      if (raw_out >= 0) ::fcntl(raw_out, F_SETFD, 0);
       struct sigaction dfl {};
       dfl.sa_handler = SIG_DFL;
       ::sigaction(SIGPIPE, &dfl, nullptr);
