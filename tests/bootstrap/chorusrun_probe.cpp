@@ -12,6 +12,7 @@
 //   fds           prints "fds ..." with the descriptors open in this process ("out" for
 //                 CHORUS_OUTPUT_FD)
 //   raw=TEXT      writes TEXT and a newline to CHORUS_OUTPUT_FD (exit 5 without it)
+//   outfd         prints "outfd <CHORUS_OUTPUT_FD>" ("(unset)" without it)
 //   pid           prints "pid <pid>"
 //   pause-parent=S  stops its parent (chorusrun) with SIGSTOP and leaves a child that
 //                 continues it S seconds later: whatever the ranks do meanwhile, chorusrun
@@ -89,6 +90,8 @@ int main(int argc, char** argv) {
       ::raise(std::stoi(arg));
     } else if (verb == "ignore-term") {
       ::signal(SIGTERM, SIG_IGN);
+    } else if (verb == "outfd") {
+      put(1, "outfd " + var("CHORUS_OUTPUT_FD") + "\n");
     } else if (verb == "raw") {  // a line on CHORUS_OUTPUT_FD, which chorusrun does not prefix
       const char* out = std::getenv("CHORUS_OUTPUT_FD");
       const std::string line = arg + "\n";

@@ -11,6 +11,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <regex>
@@ -145,6 +146,17 @@ TEST_CASE("chorusrun: the ranks get stdin, stdout, stderr and CHORUS_OUTPUT_FD, 
   CHECK(plain.exit_code() == 0);
   CHECK_THAT(plain.out, Catch::Contains("fds 0 1 2\n"));
   CHECK(plain.out.find("out") == std::string::npos);
+}
+
+TEST_CASE("chorusrun: a CHORUS_OUTPUT_FD chorusrun was given is not passed on") {
+  // e.g. chorusrun started by a rank of another chorusrun: that descriptor is not the ranks'
+  ::setenv("CHORUS_OUTPUT_FD", "97", 1);
+  const auto plain = run({"-n", "1", "--no-prefix"}, {"outfd"});
+  const auto prefixed = run({"-n", "1"}, {"outfd"});
+  ::unsetenv("CHORUS_OUTPUT_FD");
+  CHECK_THAT(plain.out, Catch::Contains("outfd (unset)\n"));
+  CHECK(prefixed.out.find("[0] outfd 97\n") == std::string::npos);
+  CHECK_THAT(prefixed.out, Catch::Contains("[0] outfd "));
 }
 
 TEST_CASE("chorusrun: what a rank writes to CHORUS_OUTPUT_FD appears without the prefix") {

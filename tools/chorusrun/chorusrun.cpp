@@ -280,7 +280,8 @@ class launcher {
   static bool overridden(std::string_view var) {
     for (std::string_view name :
          {"CHORUS_RANK=", "CHORUS_SIZE=", "CHORUS_LOCAL_RANK=", "CHORUS_LOCAL_SIZE=",
-          "CHORUS_STORE=", "CHORUS_JOB_ID=", "CHORUS_JOB_SECRET=", "CHORUS_JOB_SECRET_FILE="}) {
+          "CHORUS_STORE=", "CHORUS_JOB_ID=", "CHORUS_JOB_SECRET=", "CHORUS_JOB_SECRET_FILE=",
+          "CHORUS_OUTPUT_FD="}) {
       if (var.starts_with(name)) return true;
     }
     return false;
