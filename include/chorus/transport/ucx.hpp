@@ -49,6 +49,11 @@
 /// UCX's own environment (UCX_TLS, UCX_NET_DEVICES, UCX_*) is read by UCX as it is; chorus
 /// sets nothing. A configuration under which UCX has no usable transport, or cannot reach a
 /// peer, is reported by the constructor in one line naming the variables.
+///
+/// The pieces live under transport/ucx/: tags.hpp (the tag layout above), state.hpp (the
+/// worker, the peers' endpoints, the abort record: what the job's groups share),
+/// windows.hpp (RMA registrations and remote keys), environment.hpp (UCX's variables, the
+/// host identity). This file is the group's transport over them.
 #include <chorus/bootstrap/from_env.hpp>
 #include <chorus/bootstrap/posix.hpp>
 #include <chorus/core/deadline.hpp>
@@ -63,6 +68,10 @@
 #include <chorus/transport/kit/per_peer.hpp>
 #include <chorus/transport/kit/records.hpp>
 #include <chorus/transport/kit/wait_ladder.hpp>
+#include <chorus/transport/ucx/environment.hpp>
+#include <chorus/transport/ucx/state.hpp>
+#include <chorus/transport/ucx/tags.hpp>
+#include <chorus/transport/ucx/windows.hpp>
 
 #include <ucp/api/ucp.h>
 
@@ -95,46 +104,6 @@ namespace chorus::inline v0 {
 
 namespace detail::ucx {
 
-inline constexpr int rank_shift = 46;
-inline constexpr int context_shift = 34;
-inline constexpr int kind_shift = 32;
-inline constexpr std::uint64_t kind_collective = 0;
-inline constexpr std::uint64_t kind_user = 1;
-inline constexpr std::uint64_t kind_control = 2;
-inline constexpr int max_ranks = 1 << 18;
-/// Control codes (kind 2).
-inline constexpr std::uint32_t control_abort = 1;
-inline constexpr std::uint32_t control_window = 2;
-inline constexpr std::uint32_t control_rkey = 3;
-/// Matches every tag bit except the sender's rank: the abort receive takes any sender (abort
-/// records travel on context 0, whichever group raised them).
-inline constexpr ucp_tag_t any_sender_mask = (std::uint64_t{1} << rank_shift) - 1;
-
-/// The UCX tag of chorus tag `tag` sent by rank `sender`; throws for a schedule tag that
-/// does not fit (no schedule makes one today).
-inline ucp_tag_t encode(int sender, tag_t tag) {
-  const std::uint64_t context =
-      (tag >> chorus::detail::context_shift) & (chorus::detail::context_count - 1);
-  const auto rank = (static_cast<std::uint64_t>(sender) << rank_shift) | (context << context_shift);
-  if ((tag & chorus::detail::user_tag_bit) != 0) {
-    return rank | (kind_user << kind_shift) | (tag & 0xffffffffu);
-  }
-  const auto op = static_cast<std::uint32_t>(tag & 0xffffffffu);
-  const auto sequence = (tag >> 32) & 0xffffu;  // the low 16 of kit/tags.hpp's 19 bits
-  if (op >= 0x10000u && op < 0xffff0000u) {
-    throw error(errc::invalid_argument,
-                "chorus::ucx_transport: schedule tag " + std::to_string(op) +
-                    " does not fit the 16 bits the UCX tag layout gives it (ucx.hpp)");
-  }
-  return rank | (kind_collective << kind_shift) | (sequence << 16) | (op & 0xffffu);
-}
-
-inline ucp_tag_t control_tag(int sender, std::uint32_t code, std::uint32_t context = 0) {
-  return (static_cast<std::uint64_t>(sender) << rank_shift) |
-         (static_cast<std::uint64_t>(context) << context_shift) | (kind_control << kind_shift) |
-         code;
-}
-
 /// How long a waiting rank sleeps on the worker's event fd at most before it progresses
 /// again, and how often it checks its local peers' pidfds. Messages wake it at once; the
 /// bound only matters for progress UCX raises no event for.
@@ -156,258 +125,6 @@ inline constexpr auto drain_period = std::chrono::milliseconds(100);
 /// How long `cancel` lets a send in flight finish on its own before it force-closes the
 /// endpoint (which fails the send, so UCX lets go of the buffer).
 inline constexpr auto cancel_grace = std::chrono::milliseconds(100);
-
-inline std::string status_text(ucs_status_t s) { return ucs_status_string(s); }
-
-inline std::string env_or_unset(const char* name) {
-  const char* v = std::getenv(name);
-  return v == nullptr ? std::string("unset") : "'" + std::string(v) + "'";
-}
-
-/// "UCX_TLS='tcp' UCX_NET_DEVICES=unset": the configuration a failure message names.
-inline std::string ucx_environment() {
-  return "UCX_TLS=" + env_or_unset("UCX_TLS") +
-         " UCX_NET_DEVICES=" + env_or_unset("UCX_NET_DEVICES");
-}
-
-/// Whether UCX_TLS may select a shared-memory (mm) transport: unset, "all", a negated
-/// list, or a list naming sm, shm, mm, posix or sysv. (Setting an mm option that no
-/// transport uses makes UCX warn about an invalid configuration.)
-inline bool may_use_mm() {
-  const char* v = std::getenv("UCX_TLS");
-  if (v == nullptr || *v == '\0' || *v == '^') return true;
-  const std::string tls = std::string(",") + v + ",";
-  for (const char* name : {",all,", ",sm,", ",shm,", ",mm,", ",posix,", ",sysv,"}) {
-    if (tls.find(name) != std::string::npos) return true;
-  }
-  return false;
-}
-
-/// Which processes can watch each other's pids: same kernel boot, same pid and network
-/// namespace. Ranks in other network namespaces count as remote hosts (their failures are
-/// UCX's to report), which is what the namespace tests need.
-inline std::string host_identity() {
-  std::string id;
-  std::ifstream boot("/proc/sys/kernel/random/boot_id");
-  std::getline(boot, id);
-  char link[128];
-  for (const char* ns : {"/proc/self/ns/pid", "/proc/self/ns/net"}) {
-    const ssize_t n = ::readlink(ns, link, sizeof link - 1);
-    id += "/" + (n > 0 ? std::string(link, static_cast<std::size_t>(n)) : std::string("?"));
-  }
-  for (char& c : id) {
-    if (c == ' ' || c == '\n') c = '_';
-  }
-  return id;
-}
-
-enum class op_kind : std::uint8_t { send, recv, get, put, done };
-
-/// One posted operation. `request` is UCX's handle while UCX works on it; `flush` (put
-/// only) is the endpoint flush that makes the put visible at the peer.
-struct operation {
-  op_kind kind = op_kind::done;
-  int peer = 0;
-  std::size_t bytes = 0;
-  void* request = nullptr;
-  void* flush = nullptr;
-  ucp_tag_recv_info_t info{};
-  bool complete = false;
-  ucs_status_t status = UCS_OK;
-  /// Set when the operation failed in a way the transport already explained.
-  bool failed = false;
-  errc code = errc::transport;
-  std::string failure;
-};
-
-using operation_ptr = std::shared_ptr<operation>;
-
-/// The abort record sent to every peer.
-struct abort_message {
-  std::int32_t rank = 0;
-  std::int32_t code = 0;
-  char reason[488] = {};
-};
-
-/// What a rank tells its peers about one window.
-struct window_record {
-  std::uint64_t address = 0;
-  std::uint64_t bytes = 0;
-  std::uint64_t rkey_bytes = 0;
-};
-
-struct window_state {
-  std::span<std::byte> local;
-  ucp_mem_h memh = nullptr;
-  std::vector<window_record> records;
-  std::vector<ucp_rkey_h> rkeys;  ///< per peer; null for empty windows and this rank
-};
-
-/// Everything the error callback and other threads may touch lives here, at a fixed
-/// address, so that the transport object itself can move.
-struct state {
-  int rank = 0;
-  int size = 1;
-  ucp_context_h context = nullptr;
-  ucp_worker_h worker = nullptr;
-  /// Everything this rank holds for one peer.
-  struct link {
-    ucp_ep_h ep = nullptr;
-    ucs_status_t status = UCS_OK;  ///< what UCX's error callback reported (UCS_OK: healthy)
-    bool closed = false;           ///< force-closed by `cancel` (or failed and closed)
-    bool local = false;            ///< same host, pid and network namespace
-    bool exited = false;           ///< a local peer whose process has exited
-    std::pair<state*, int> callback{nullptr, 0};  ///< (state, peer) for the error callback
-  };
-  kit::per_peer<link> links;  ///< made once: the callbacks hold addresses into it
-  kit::peer_processes peers;  ///< the local peers' processes, watched
-  /// The host of each world rank, numbered in order of first appearance.
-  std::vector<int> hosts;
-  kit::context_pool contexts;  ///< the group contexts this process uses
-
-  /// The group's abort record (raised here or received from a peer).
-  kit::abort_record<488> abort{};
-  /// Whether this rank must still send the record to its peers (raised here by a thread
-  /// that could not enter the worker).
-  std::atomic<bool> abort_pending_send{false};
-  /// Held (exchange to true) by whichever thread is inside the worker: the user's thread in
-  /// any call, or a foreign thread's `abort` that sends the record itself.
-  std::atomic<bool> busy{false};
-  int efd = -1;                       ///< the worker's event fd (owned by UCX)
-  bootstrap::detail::unique_fd wake;  ///< written by `abort` from another thread
-  /// The receive that takes abort records from any peer.
-  void* abort_request = nullptr;
-  /// Abort records on their way to peers: kept until UCX has delivered them (a peer that is
-  /// busy elsewhere may take a while to progress its side), and waited for at shutdown.
-  std::vector<std::pair<void*, int>> abort_sends;  ///< (request, peer)
-  abort_message abort_in{};
-  abort_message abort_out{};  ///< what `abort_sends` carry
-  /// The error the last failed wait threw: what `cancel` sends ahead when it must
-  /// force-close an endpoint (so peers learn the real cause first).
-  std::string last_failure;
-  errc last_code = errc::aborted;
-
-  state() = default;
-  state(const state&) = delete;
-  state& operator=(const state&) = delete;
-
-  ~state() { shutdown(); }
-
-  static void on_error(void* arg, ucp_ep_h, ucs_status_t status) noexcept {
-    auto* a = static_cast<std::pair<state*, int>*>(arg);
-    auto& s = a->first->links[a->second].status;
-    if (s == UCS_OK) s = status;
-  }
-
-  void shutdown() noexcept {
-    if (worker != nullptr) {
-      if (abort_request != nullptr) {
-        ucp_request_cancel(worker, abort_request);
-        for (int i = 0; i < 1000 && ucp_request_check_status(abort_request) == UCS_INPROGRESS;
-             ++i) {
-          ucp_worker_progress(worker);
-        }
-        ucp_request_free(abort_request);
-        abort_request = nullptr;
-      }
-      // A failed rank exits right after its abort: give the records half a second to reach
-      // peers that are alive but not progressing yet. A record to a peer that is gone never
-      // completes: stop waiting for it as soon as that is known (its process exited, or UCX
-      // reported its endpoint), so that a survivor exits at once (it waited 5 s for those).
-      const auto until = clock::now() + std::chrono::milliseconds(500);
-      for (const auto& [r, peer] : abort_sends) {
-        link& l = links[peer];
-        while (ucp_request_check_status(r) == UCS_INPROGRESS && clock::now() < until) {
-          if (!l.exited) l.exited = peers.gone(peer);
-          if (l.status != UCS_OK || l.exited) break;
-          ucp_worker_progress(worker);
-        }
-        ucp_request_free(r);  // released now, or by UCX when it completes
-      }
-      abort_sends.clear();
-      close_endpoints();
-    }
-    if (worker != nullptr) ucp_worker_destroy(worker);
-    worker = nullptr;
-    if (context != nullptr) ucp_cleanup(context);
-    context = nullptr;
-  }
-
-  /// Closes every endpoint: flushed where the peer is healthy (its last messages still
-  /// reach it), forced where it failed; gives up waiting after a second.
-  void close_endpoints() noexcept {
-    std::vector<void*> closing;
-    for (link& l : links) {
-      if (l.ep == nullptr) continue;
-      ucp_request_param_t param{};
-      param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-      param.flags = l.status != UCS_OK || l.exited ? UCP_EP_CLOSE_FLAG_FORCE : 0;
-      void* r = ucp_ep_close_nbx(l.ep, &param);
-      if (UCS_PTR_IS_PTR(r)) closing.push_back(r);
-      l.ep = nullptr;
-    }
-    const auto until = clock::now() + std::chrono::seconds(1);
-    for (void* r : closing) {
-      while (ucp_request_check_status(r) == UCS_INPROGRESS && clock::now() < until) {
-        ucp_worker_progress(worker);
-      }
-      ucp_request_free(r);
-    }
-  }
-};
-
-/// Holds `state::busy` for the calling thread.
-class worker_guard {
- public:
-  explicit worker_guard(state& s) noexcept : s_(s) {
-    while (s_.busy.exchange(true, std::memory_order_acquire)) std::this_thread::yield();
-  }
-  worker_guard(const worker_guard&) = delete;
-  worker_guard& operator=(const worker_guard&) = delete;
-  ~worker_guard() { s_.busy.store(false, std::memory_order_release); }
-
- private:
-  state& s_;
-};
-
-/// One transport's windows (a group's windows are its own): their registrations and remote
-/// keys are released with the transport, before the state they were made with.
-class window_list {
- public:
-  window_list() = default;
-  explicit window_list(state* owner) noexcept : owner_(owner) {}
-  window_list(window_list&& o) noexcept
-      : owner_(std::exchange(o.owner_, nullptr)), list_(std::move(o.list_)) {}
-  window_list& operator=(window_list&& o) noexcept {
-    if (this != &o) {
-      release();
-      owner_ = std::exchange(o.owner_, nullptr);
-      list_ = std::move(o.list_);
-    }
-    return *this;
-  }
-  ~window_list() { release(); }
-
-  [[nodiscard]] std::vector<window_state>& list() noexcept { return list_; }
-  [[nodiscard]] const std::vector<window_state>& list() const noexcept { return list_; }
-
-  void release() noexcept {
-    if (owner_ != nullptr && !list_.empty()) {
-      worker_guard guard(*owner_);
-      for (window_state& w : list_) {
-        for (ucp_rkey_h k : w.rkeys) {
-          if (k != nullptr) ucp_rkey_destroy(k);
-        }
-        if (w.memh != nullptr && owner_->context != nullptr) ucp_mem_unmap(owner_->context, w.memh);
-      }
-    }
-    list_.clear();
-  }
-
- private:
-  state* owner_ = nullptr;
-  std::vector<window_state> list_;
-};
 
 }  // namespace detail::ucx
 
