@@ -154,6 +154,61 @@ TEMPLATE_TEST_CASE("16-bit sums and products in bulk equal the element-wise roun
   }
 }
 
+TEMPLATE_TEST_CASE("16-bit minimum and maximum in bulk equal the element-wise ops bit for bit", "",
+                   chorus::half, chorus::bfloat16) {
+  using W = TestType;
+  // Every 16-bit pattern against 23 partners (pseudo-random, itself, its negation), both
+  // ways round; the ops pick one input's bits, NaNs included, so every bit must match.
+  std::vector<W> a, b;
+  std::uint32_t state = 777;
+  for (std::uint32_t x = 0; x < 65536; ++x) {
+    const auto bits = [](std::uint32_t v) { return W::from_bits(static_cast<std::uint16_t>(v)); };
+    for (int k = 0; k < 20; ++k) {
+      state = state * 1664525u + 1013904223u;
+      a.push_back(bits(x));
+      b.push_back(bits(state >> 16));
+    }
+    a.push_back(bits(x));
+    b.push_back(bits(x));
+    a.push_back(bits(x));
+    b.push_back(bits(x ^ 0x8000u));
+    a.push_back(bits(state >> 16));
+    b.push_back(bits(x));
+  }
+  for (bool vector : {true, false}) {
+    const conversions_scope scope(vector);
+    // Offsets 0, 1 and 3 with a length that is no multiple of the vector width: unaligned
+    // loads and every tail length of the scalar remainder.
+    for (std::size_t offset : {0u, 1u, 3u}) {
+      INFO("vector conversions " << (vector ? "on" : "off") << ", offset " << offset);
+      const std::size_t n = a.size() - offset - 5;
+      std::vector<W> lo(n), hi(n),
+          in_place(a.begin() + static_cast<std::ptrdiff_t>(offset),
+                   a.begin() + static_cast<std::ptrdiff_t>(offset + n));
+      chorus::detail::reduce_elements(lo.data(), a.data() + offset, b.data() + offset, n,
+                                      chorus::minimum{});
+      chorus::detail::reduce_elements(hi.data(), a.data() + offset, b.data() + offset, n,
+                                      chorus::maximum{});
+      chorus::detail::reduce_elements(in_place.data(), in_place.data(), b.data() + offset, n,
+                                      chorus::maximum{});
+      std::size_t wrong = 0;
+      for (std::size_t i = 0; i < n; ++i) {
+        const W x = a[i + offset], y = b[i + offset];
+        const W want_lo = chorus::minimum{}(x, y), want_hi = chorus::maximum{}(x, y);
+        if (lo[i].bits != want_lo.bits || hi[i].bits != want_hi.bits ||
+            in_place[i].bits != want_hi.bits) {
+          if (wrong++ < 5) {
+            UNSCOPED_INFO("a " << x.bits << " b " << y.bits << ": min " << lo[i].bits << " want "
+                               << want_lo.bits << ", max " << hi[i].bits << " want "
+                               << want_hi.bits);
+          }
+        }
+      }
+      CHECK(wrong == 0);
+    }
+  }
+}
+
 TEST_CASE("dtype tags and sizes") {
   STATIC_REQUIRE(chorus::dtype_of<std::int8_t> == chorus::dtype::int8);
   STATIC_REQUIRE(chorus::dtype_of<const double> == chorus::dtype::float64);

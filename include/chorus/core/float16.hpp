@@ -131,6 +131,40 @@ inline void bfloat16_to_float_scalar(const std::byte* in, float* out, std::size_
   }
 }
 
+// ---- minimum / maximum on the bit patterns --------------------------------------------------
+
+/// The bits of infinity in `W`; a magnitude above it is a NaN.
+template <class W>
+inline constexpr std::uint16_t float16_infinity_bits = std::is_same_v<W, half> ? 0x7c00 : 0x7f80;
+
+/// `minimum{}(a, b)` (or `maximum` with `Max`) of two 16-bit floats given as bits, without
+/// converting them: a NaN `a` wins, then a NaN `b`, otherwise the smaller (larger) value,
+/// `a` on a tie (+0 and -0 tie). IEEE 754 binary formats order like their sign-magnitude
+/// bits: read as the integer -magnitude for negative values and +magnitude for positive
+/// ones, so the comparison is the float comparison, and the result is one of the inputs'
+/// bits, as with the element-wise ops.
+template <bool Max>
+constexpr std::uint16_t select_float16_bits(std::uint16_t a, std::uint16_t b,
+                                            std::uint16_t infinity) noexcept {
+  const int ma = a & 0x7fff, mb = b & 0x7fff;
+  if (ma > infinity) return a;
+  if (mb > infinity) return b;
+  const int ka = (a & 0x8000) != 0 ? -ma : ma, kb = (b & 0x8000) != 0 ? -mb : mb;
+  return (Max ? ka < kb : kb < ka) ? b : a;
+}
+
+template <bool Max>
+inline void select_float16_scalar(const std::byte* a, const std::byte* b, std::byte* dst,
+                                  std::size_t n, std::uint16_t infinity) noexcept {
+  for (std::size_t i = 0; i < n; ++i) {
+    std::uint16_t x, y;
+    std::memcpy(&x, a + 2 * i, 2);
+    std::memcpy(&y, b + 2 * i, 2);
+    const std::uint16_t r = select_float16_bits<Max>(x, y, infinity);
+    std::memcpy(dst + 2 * i, &r, 2);
+  }
+}
+
 #if CHORUS_FLOAT16_X86_DISPATCH
 
 // ---- half: F16C ---------------------------------------------------------------------------
@@ -264,18 +298,33 @@ __attribute__((target("avx"))) inline __m256 combine_8(__m256 x, __m256 y) noexc
   return Multiply ? _mm256_mul_ps(x, y) : _mm256_add_ps(x, y);
 }
 
-/// `dst = a + b` (or `a * b`) for n halves with F16C: no float buffer in between.
+/// 8 halves at `p` to 8 floats with `vcvtph2ps` alone (signalling NaNs come out quiet).
+__attribute__((target("avx,f16c"))) inline __m256 load_half_8(const std::byte* p) noexcept {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+/// `dst = a + b` (or `a * b`) for n halves with F16C, 16 per step: no float buffer in between.
+/// The inputs are widened by `vcvtph2ps` alone, without `half_to_float_8`'s repair of
+/// signalling NaNs: the instruction quiets them, but a NaN result is rounded to
+/// sign | 0x7e00 by `float_to_half_8` whatever its payload, and quieting keeps the sign, so
+/// the bits are the same (and the repair was most of the kernel's instructions).
 template <bool Multiply>
 __attribute__((target("avx,f16c"))) inline void combine_half_f16c(const std::byte* a,
                                                                   const std::byte* b,
                                                                   std::byte* dst,
                                                                   std::size_t n) noexcept {
   std::size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256 x = half_to_float_8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + 2 * i)));
-    const __m256 y = half_to_float_8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2 * i)));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 2 * i),
-                     float_to_half_8(combine_8<Multiply>(x, y)));
+  for (; i + 16 <= n; i += 16) {  // two independent chains per step
+    const __m256 r0 = combine_8<Multiply>(load_half_8(a + 2 * i), load_half_8(b + 2 * i));
+    const __m256 r1 = combine_8<Multiply>(load_half_8(a + 2 * i + 16), load_half_8(b + 2 * i + 16));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 2 * i), float_to_half_8(r0));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 2 * i + 16), float_to_half_8(r1));
+  }
+  if (i + 8 <= n) {
+    _mm_storeu_si128(
+        reinterpret_cast<__m128i*>(dst + 2 * i),
+        float_to_half_8(combine_8<Multiply>(load_half_8(a + 2 * i), load_half_8(b + 2 * i))));
+    i += 8;
   }
   combine_scalar<Multiply>(a + 2 * i, b + 2 * i, dst + 2 * i, n - i, half_to_float_scalar,
                            float_to_half_scalar);
@@ -308,6 +357,53 @@ __attribute__((target("avx2"))) inline void combine_bfloat16_avx2(const std::byt
   }
   combine_scalar<Multiply>(a + 2 * i, b + 2 * i, dst + 2 * i, n - i, bfloat16_to_float_scalar,
                            float_to_bfloat16_scalar);
+}
+
+/// `select_float16_bits` in 16 lanes: integer compares on the sign-magnitude keys and a
+/// blend of the inputs' bits.
+template <bool Max>
+__attribute__((target("avx2"))) inline __m256i select_float16_16(__m256i a, __m256i b,
+                                                                 __m256i infinity) noexcept {
+  const __m256i magnitude = _mm256_set1_epi16(0x7fff);
+  const __m256i ma = _mm256_and_si256(a, magnitude);
+  const __m256i mb = _mm256_and_si256(b, magnitude);
+  const __m256i nan_a = _mm256_cmpgt_epi16(ma, infinity);  // magnitudes are >= 0 as int16
+  const __m256i nan_b = _mm256_cmpgt_epi16(mb, infinity);
+  const __m256i sa = _mm256_srai_epi16(a, 15);  // all ones where negative
+  const __m256i sb = _mm256_srai_epi16(b, 15);
+  const __m256i ka = _mm256_sub_epi16(_mm256_xor_si256(ma, sa), sa);  // -magnitude if negative
+  const __m256i kb = _mm256_sub_epi16(_mm256_xor_si256(mb, sb), sb);
+  const __m256i b_wins = Max ? _mm256_cmpgt_epi16(kb, ka) : _mm256_cmpgt_epi16(ka, kb);
+  const __m256i take_b = _mm256_andnot_si256(nan_a, _mm256_or_si256(nan_b, b_wins));
+  return _mm256_blendv_epi8(a, b, take_b);
+}
+
+/// `dst = minimum(a, b)` (or `maximum`) for n 16-bit floats with AVX2, 32 per step.
+template <bool Max>
+__attribute__((target("avx2"))) inline void select_float16_avx2(const std::byte* a,
+                                                                const std::byte* b, std::byte* dst,
+                                                                std::size_t n,
+                                                                std::uint16_t infinity) noexcept {
+  const __m256i inf = _mm256_set1_epi16(static_cast<short>(infinity));
+  std::size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m256i a0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 2 * i));
+    const __m256i a1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 2 * i + 32));
+    const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2 * i));
+    const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2 * i + 32));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 2 * i),
+                        select_float16_16<Max>(a0, b0, inf));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 2 * i + 32),
+                        select_float16_16<Max>(a1, b1, inf));
+  }
+  if (i + 16 <= n) {
+    const __m256i a0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 2 * i));
+    const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2 * i));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 2 * i),
+                        select_float16_16<Max>(a0, b0, inf));
+    i += 16;
+  }
+  select_float16_scalar<Max>(a + 2 * i, b + 2 * i, dst + 2 * i, n - i, infinity);
 }
 
 #else  // no vector kernels: null pointers under the same names keep the dispatch uniform
@@ -385,6 +481,24 @@ void from_float16(const std::byte* in, float* out, std::size_t n) noexcept {
 }
 
 namespace detail {
+/// `dst[i] = minimum{}(a[i], b[i])` (or `maximum` with `Max`) for 16-bit floats `W`, on the
+/// bit patterns (`select_float16_bits`): with AVX2 32 per step, else one at a time -- the
+/// same bits as the element-wise ops either way. `dst` may equal `a` or `b`.
+template <class W, bool Max>
+void select_float16(W* dst, const W* a, const W* b, std::size_t n) noexcept {
+  static_assert(is_float16_v<W>, "chorus::detail::select_float16 takes half or bfloat16.");
+  const auto* x = reinterpret_cast<const std::byte*>(a);
+  const auto* y = reinterpret_cast<const std::byte*>(b);
+  auto* out = reinterpret_cast<std::byte*>(dst);
+#if CHORUS_FLOAT16_X86_DISPATCH
+  if (vector_conversions() && cpu_float16().avx2) {
+    select_float16_avx2<Max>(x, y, out, n, float16_infinity_bits<W>);
+    return;
+  }
+#endif
+  select_float16_scalar<Max>(x, y, out, n, float16_infinity_bits<W>);
+}
+
 /// `dst[i] = a[i] + b[i]` (or `*` with `multiply`) for 16-bit floats `W`, bit-identical to
 /// the element-wise `W(float(a[i]) op float(b[i]))` (which NaN's payload survives a NaN op
 /// NaN is left open, as by IEEE 754): with F16C / AVX2 fused in registers, else in blocks
