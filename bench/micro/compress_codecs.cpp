@@ -85,5 +85,7 @@ CODEC_BENCH(threshold_top_k_1pct, cc::threshold_top_k{.ratio = 0.01});
 CODEC_BENCH(random_k_1pct, cc::random_k{.ratio = 0.01});
 CODEC_BENCH(block_quant_int8, cc::block_quant<std::int8_t>{});
 CODEC_BENCH(scaled_sign, cc::scaled_sign{});
+CODEC_BENCH(two_means, cc::two_means{});
 CODEC_BENCH(qsgd_16, cc::qsgd{.levels = 16});
+CODEC_BENCH(terngrad, cc::terngrad{});
 }  // namespace

@@ -11,9 +11,11 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <sstream>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace cc = chorus::compress;
@@ -650,4 +652,88 @@ TEMPLATE_TEST_CASE("cast encode and decode_add give the element-wise conversion'
   run(cc::cast<chorus::half>{.pre_divide = true});
   run(cc::cast<chorus::bfloat16>{});
   run(cc::cast<chorus::bfloat16>{.pre_divide = true});
+}
+
+// ---- the codecs' vector kernels (AVX, AVX2) against their scalar loops ------------------
+
+namespace {
+/// Gradient-like values (most of them in a normal distribution, a run of exact ties) and,
+/// at fixed places, the values a kernel can get wrong: NaNs of both signs, infinities,
+/// signed zeros, subnormals, and blocks that are all zero.
+std::vector<float> codec_edge_cases(std::size_t n) {
+  std::mt19937 gen(2024);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(n);
+  for (auto& v : x) v = gen() % 9 == 0 ? 0.5f : normal(gen);
+  const float specials[] = {std::numeric_limits<float>::quiet_NaN(),
+                            -std::numeric_limits<float>::quiet_NaN(),
+                            std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity(),
+                            0.0f,
+                            -0.0f,
+                            1e-45f,
+                            -1e-40f};
+  for (std::size_t i = 0; i < std::size(specials) && 100 + 37 * i < n; ++i) {
+    x[100 + 37 * i] = specials[i];
+  }
+  for (std::size_t i = 2048; i < std::min(n, std::size_t{2048 + 300}); ++i) x[i] = 0.0f;
+  return x;
+}
+
+/// `codec`'s wire for `x` and its decode_add onto `y`, with the vector paths on or off.
+template <class C>
+std::pair<std::vector<std::byte>, std::vector<float>> encode_decode(const C& codec, bool vector,
+                                                                    std::span<const float> x,
+                                                                    std::vector<float> y) {
+  const vector_conversions_scope scope(vector);
+  std::vector<std::byte> wire(codec.template wire_bytes<float>(x.size()));
+  codec.encode(x, std::span<std::byte>(wire), cc::context{});
+  codec.decode_add(std::span<const std::byte>(wire), std::span<float>(y), cc::context{});
+  return {std::move(wire), std::move(y)};
+}
+}  // namespace
+
+TEST_CASE("block_quant and the one-bit codecs give the same bits on the vector and scalar paths") {
+  const auto x = codec_edge_cases(100003);
+  const auto y0 = random_vector<float>(x.size(), 5);
+  auto compare = [&](const auto& codec, std::size_t start, std::size_t len) {
+    const std::span<const float> in(x.data() + start, len);
+    const std::vector<float> y(y0.begin(), y0.begin() + static_cast<std::ptrdiff_t>(len));
+    const auto [wire_v, y_v] = encode_decode(codec, true, in, y);
+    const auto [wire_s, y_s] = encode_decode(codec, false, in, y);
+    CHECK(wire_v == wire_s);
+    CHECK(std::memcmp(y_v.data(), y_s.data(), len * sizeof(float)) == 0);
+  };
+  for (std::size_t len : {0u, 1u, 7u, 8u, 9u, 31u, 32u, 33u, 255u, 257u, 4099u, 99000u}) {
+    for (std::size_t start : {0u, 1u, 13u}) {
+      INFO("length " << len << ", start " << start);
+      for (std::size_t block : {1u, 7u, 32u, 256u, 1000u}) {
+        INFO("block " << block);
+        compare(cc::block_quant<std::int8_t>{.block = block}, start, len);
+      }
+      compare(cc::scaled_sign{}, start, len);
+      compare(cc::two_means{}, start, len);
+    }
+  }
+}
+
+TEMPLATE_TEST_CASE("threshold_top_k selects exactly what top_k selects, NaNs and ties included", "",
+                   float, double) {
+  using T = TestType;
+  const auto edges = codec_edge_cases(300007);
+  for (bool vector : {true, false}) {
+    const vector_conversions_scope scope(vector);
+    for (std::size_t n : {1u, 7u, 100u, 1000u, 20000u, 300007u}) {
+      for (double ratio : {0.001, 0.01, 0.1, 0.5, 1.0}) {
+        INFO((vector ? "vector" : "scalar") << " path, n " << n << ", ratio " << ratio);
+        std::vector<T> x(edges.begin(), edges.begin() + static_cast<std::ptrdiff_t>(n));
+        const cc::threshold_top_k sampled{.ratio = ratio};
+        const cc::top_k exact{.ratio = ratio};
+        std::vector<std::byte> a(sampled.wire_bytes<T>(n)), b(exact.wire_bytes<T>(n));
+        sampled.encode(std::span<const T>(x), std::span<std::byte>(a), cc::context{});
+        exact.encode(std::span<const T>(x), std::span<std::byte>(b), cc::context{});
+        CHECK(a == b);
+      }
+    }
+  }
 }

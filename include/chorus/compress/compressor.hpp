@@ -21,6 +21,7 @@
 #include <chorus/compress/rng.hpp>
 #include <chorus/core/bytes.hpp>
 #include <chorus/core/error.hpp>
+#include <chorus/core/float16.hpp>
 
 #include <cmath>
 #include <concepts>
@@ -79,6 +80,18 @@ concept compressor = gradient_type<T> &&
 };
 
 namespace detail {
+
+/// Whether the codecs' AVX/AVX2 kernels for float may run: AVX2 present, and vector paths
+/// allowed (`chorus::set_vector_conversions`, `CHORUS_FLOAT16_SCALAR`). Either way the
+/// bits are the same.
+inline bool vector_codecs() noexcept {
+#if CHORUS_FLOAT16_X86_DISPATCH
+  return vector_conversions() && chorus::detail::cpu_float16().avx2;
+#else
+  return false;
+#endif
+}
+
 template <class C>
 concept has_low_rank_flag = requires {
   { C::low_rank } -> std::convertible_to<bool>;

@@ -24,6 +24,76 @@
 
 namespace chorus::inline v0::compress {
 
+namespace detail {
+/// The largest |x[i]|, NaNs skipped, +0 when no element is above zero: what the loop
+/// `amax = std::max(amax, |x[i]|)` from +0 gives (a maximum is exact in any order).
+template <class T>
+T abs_max_scalar(const T* x, std::size_t n) noexcept {
+  T amax = 0;
+  for (std::size_t i = 0; i < n; ++i) amax = std::max(amax, x[i] < 0 ? -x[i] : x[i]);
+  return amax;
+}
+
+/// `codes[i] = int8(clamp(nearbyint(x[i] * inv), -127, 127))`; a NaN gives code 0.
+template <class T>
+void quantize_int8_scalar(const T* x, std::int8_t* codes, std::size_t n, T inv) noexcept {
+  for (std::size_t i = 0; i < n; ++i) {
+    const T q = std::nearbyint(x[i] * inv);
+    codes[i] = q == q ? static_cast<std::int8_t>(std::clamp(q, T(-127), T(127))) : 0;
+  }
+}
+
+#if CHORUS_FLOAT16_X86_DISPATCH
+/// `abs_max_scalar` for float with AVX: `vmaxps` keeps its second operand, the running
+/// maximum, when the element is a NaN.
+__attribute__((target("avx"))) inline float abs_max_avx(const float* x, std::size_t n) noexcept {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 m0 = _mm256_setzero_ps(), m1 = _mm256_setzero_ps();
+  std::size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    m0 = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)), m0);
+    m1 = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + i + 8)), m1);
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, _mm256_max_ps(m0, m1));
+  float amax = abs_max_scalar(x + i, n - i);
+  for (const float v : lanes) amax = std::max(amax, v);
+  return amax;
+}
+
+/// 8 codes of `quantize_int8_scalar` in 32-bit lanes: `vroundps` in the current rounding
+/// mode is `nearbyint`; NaN lanes are zeroed after the clamp (which would make them -127).
+__attribute__((target("avx"))) inline __m256i quantize_int8_8(const float* x, __m256 inv) noexcept {
+  const __m256 q =
+      _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x), inv), _MM_FROUND_CUR_DIRECTION);
+  const __m256 ordered = _mm256_cmp_ps(q, q, _CMP_ORD_Q);
+  const __m256 clamped =
+      _mm256_min_ps(_mm256_max_ps(q, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
+  return _mm256_castps_si256(
+      _mm256_and_ps(_mm256_castsi256_ps(_mm256_cvttps_epi32(clamped)), ordered));
+}
+
+/// `quantize_int8_scalar` for float with AVX2, 32 codes per step.
+__attribute__((target("avx2"))) inline void quantize_int8_avx2(const float* x, std::int8_t* codes,
+                                                               std::size_t n, float inv) noexcept {
+  const __m256 vinv = _mm256_set1_ps(inv);
+  // The packs work within 128-bit halves; this puts the four groups of 8 back in order.
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  std::size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m256i ab =
+        _mm256_packs_epi32(quantize_int8_8(x + i, vinv), quantize_int8_8(x + i + 8, vinv));
+    const __m256i cd =
+        _mm256_packs_epi32(quantize_int8_8(x + i + 16, vinv), quantize_int8_8(x + i + 24, vinv));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes + i),
+                        _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), order));
+  }
+  quantize_int8_scalar(x + i, codes + i, n - i, inv);
+}
+#endif
+
+}  // namespace detail
+
 /// Per-block symmetric quantisation to `Q` (int8) with a float scale per block.
 template <class Q>
 struct block_quant {
@@ -48,17 +118,25 @@ struct block_quant {
     const std::size_t blocks = detail::ceil_div(n, block);
     std::byte* scales = wire.data();
     auto* codes = reinterpret_cast<std::int8_t*>(wire.data() + sizeof(float) * blocks);
+    bool vector = false;
+    if constexpr (std::is_same_v<T, float>) vector = detail::vector_codecs();
     for (std::size_t b = 0; b < blocks; ++b) {
-      const std::size_t lo = b * block, hi = std::min(n, lo + block);
-      T amax = 0;
-      for (std::size_t i = lo; i < hi; ++i) amax = std::max(amax, x[i] < 0 ? -x[i] : x[i]);
-      const float scale = static_cast<float>(amax) / 127.0f;
-      std::memcpy(scales + b * sizeof(float), &scale, sizeof(float));
-      const T inv = scale > 0 ? T(1) / static_cast<T>(scale) : T(0);
-      for (std::size_t i = lo; i < hi; ++i) {
-        const T q = std::nearbyint(x[i] * inv);
-        codes[i] = static_cast<std::int8_t>(std::clamp(q, T(-127), T(127)));
+      const std::size_t lo = b * block, m = std::min(n, lo + block) - lo;
+      const T* in = x.data() + lo;
+#if CHORUS_FLOAT16_X86_DISPATCH
+      if constexpr (std::is_same_v<T, float>) {
+        if (vector) {
+          const float scale = detail::abs_max_avx(in, m) / 127.0f;
+          std::memcpy(scales + b * sizeof(float), &scale, sizeof(float));
+          detail::quantize_int8_avx2(in, codes + lo, m, scale > 0 ? 1.0f / scale : 0.0f);
+          continue;
+        }
       }
+#endif
+      const float scale = static_cast<float>(detail::abs_max_scalar(in, m)) / 127.0f;
+      std::memcpy(scales + b * sizeof(float), &scale, sizeof(float));
+      detail::quantize_int8_scalar(in, codes + lo, m,
+                                   scale > 0 ? T(1) / static_cast<T>(scale) : T(0));
     }
   }
   template <gradient_type T>

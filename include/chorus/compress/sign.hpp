@@ -10,14 +10,60 @@
 #include <chorus/compress/compressor.hpp>
 
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 namespace chorus::inline v0::compress {
 
 namespace detail {
+#if CHORUS_FLOAT16_X86_DISPATCH
+/// The sign bits of 32 floats at a time with AVX (`vcmpltps` + `vmovmskps`: bit i of byte
+/// j is element 8 j + i, as `bit_packer` writes them); returns how many elements it packed.
+__attribute__((target("avx"))) inline std::size_t pack_signs_avx(const float* x, std::byte* out,
+                                                                 std::size_t n) noexcept {
+  const __m256 zero = _mm256_setzero_ps();
+  std::size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    std::uint32_t word = 0;
+    for (int q = 0; q < 4; ++q) {
+      const __m256 negative = _mm256_cmp_ps(_mm256_loadu_ps(x + i + 8 * q), zero, _CMP_LT_OQ);
+      word |= static_cast<std::uint32_t>(_mm256_movemask_ps(negative)) << (8 * q);
+    }
+    std::memcpy(out + i / 8, &word, sizeof word);  // little-endian: byte q is lanes 8q..8q+7
+  }
+  return i;
+}
+
+/// `y[i] += bit i ? negative : positive` for 8 floats per byte with AVX2; returns how many
+/// elements it did (a multiple of 8).
+__attribute__((target("avx2"))) inline std::size_t unpack_signs_add_avx2(const std::byte* in,
+                                                                         float* y, std::size_t n,
+                                                                         float positive,
+                                                                         float negative) noexcept {
+  const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  const __m256 pos = _mm256_set1_ps(positive), neg = _mm256_set1_ps(negative);
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i byte = _mm256_set1_epi32(std::to_integer<int>(in[i / 8]));
+    const __m256i set = _mm256_cmpeq_epi32(_mm256_and_si256(byte, lane_bit), lane_bit);
+    const __m256 add = _mm256_blendv_ps(pos, neg, _mm256_castsi256_ps(set));
+    _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), add));
+  }
+  return i;
+}
+#endif
+
+/// One bit per element, 1 for a negative one (NaN and -0 are not negative).
 template <class T>
 void pack_signs(std::span<const T> x, std::byte* out) {
-  bit_packer bits(out, 1);
-  for (const T v : x) bits.put(v < T(0) ? 1u : 0u);
+  std::size_t done = 0;
+#if CHORUS_FLOAT16_X86_DISPATCH
+  if constexpr (std::is_same_v<T, float>) {
+    if (vector_codecs()) done = pack_signs_avx(x.data(), out, x.size());
+  }
+#endif
+  bit_packer bits(out + done / 8, 1);  // `done` is a multiple of 8: a byte boundary
+  for (std::size_t i = done; i < x.size(); ++i) bits.put(x[i] < T(0) ? 1u : 0u);
   bits.flush();
 }
 
@@ -25,8 +71,14 @@ void pack_signs(std::span<const T> x, std::byte* out) {
 template <class T>
 void unpack_signs_add(const std::byte* in, std::size_t bytes, std::span<T> y, T positive,
                       T negative) {
-  bit_unpacker bits(in, bytes, 1);
-  for (T& v : y) v += bits.get() ? negative : positive;
+  std::size_t done = 0;
+#if CHORUS_FLOAT16_X86_DISPATCH
+  if constexpr (std::is_same_v<T, float>) {
+    if (vector_codecs()) done = unpack_signs_add_avx2(in, y.data(), y.size(), positive, negative);
+  }
+#endif
+  bit_unpacker bits(in + done / 8, bytes - done / 8, 1);
+  for (std::size_t i = done; i < y.size(); ++i) y[i] += bits.get() ? negative : positive;
 }
 
 /// The codec behind both one-bit policies; `TwoMeans` picks the reconstruction values.
