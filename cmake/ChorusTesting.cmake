@@ -4,7 +4,8 @@
 #                         [LABELS <label>...]      # default: unit
 #                         [TIMEOUT <seconds>]      # default: 300
 #                         [LIBRARIES <target>...]  # extra libraries to link
-#                         [ARGS <arg>...])         # extra Catch2 command-line arguments
+#                         [ARGS <arg>...]          # extra Catch2 command-line arguments
+#                         [PLAIN_ONLY <reason>])   # not built under sanitizers
 #
 # Creates the executable <name> from SOURCES, linked with chorus::chorus and the shared
 # Catch2 main (chorus_catch_main), built with chorus_project_target() settings, and
@@ -14,12 +15,17 @@
 # sanitizers, and a failing case is named in the output anyway. Sources may include shared
 # helpers relative to tests/ ("support/harness.hpp"). To run one case by hand:
 #   build/tests/core/<name> "<test case name>"
+#
+# Sanitizer builds (CHORUS_SANITIZE) run a representative subset: a test that passes
+# PLAIN_ONLY, with the reason (what covers its code under the sanitizers), is neither built
+# nor registered there; every test runs in the plain build.
 
 include_guard(GLOBAL)
 include(ChorusWarnings)
 
 function(chorus_add_catch_test)
-  cmake_parse_arguments(PARSE_ARGV 0 arg "" "NAME;TIMEOUT" "SOURCES;LABELS;LIBRARIES;ARGS")
+  cmake_parse_arguments(PARSE_ARGV 0 arg "" "NAME;TIMEOUT;PLAIN_ONLY"
+                        "SOURCES;LABELS;LIBRARIES;ARGS")
   if(arg_UNPARSED_ARGUMENTS)
     message(FATAL_ERROR "chorus_add_catch_test: unexpected arguments: ${arg_UNPARSED_ARGUMENTS}")
   endif()
@@ -29,6 +35,12 @@ function(chorus_add_catch_test)
   if(NOT TARGET chorus_catch_main)
     message(FATAL_ERROR "chorus_add_catch_test: chorus_catch_main is not defined; "
                         "call it from a directory below tests/")
+  endif()
+  if("PLAIN_ONLY" IN_LIST arg_KEYWORDS_MISSING_VALUES)
+    message(FATAL_ERROR "chorus_add_catch_test(${arg_NAME}): PLAIN_ONLY needs its reason")
+  endif()
+  if(DEFINED arg_PLAIN_ONLY AND CHORUS_SANITIZE)
+    return()
   endif()
   if(NOT arg_LABELS)
     set(arg_LABELS unit)

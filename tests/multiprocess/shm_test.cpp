@@ -170,20 +170,18 @@ TEST_CASE("shm: 64 MiB all-reduce, all-gather and reduce-scatter") {
   require_all_ok(results);
 }
 
-TEST_CASE("shm: 64 MiB through every collective and every algorithm at 2 ranks") {
-  // The sweep above stops at ~400 KB; this runs each collective x algorithm once at 64 MiB
-  // (16 Mi floats; gather, scatter and all-to-all: 32 MiB per rank's block) at 2 ranks,
-  // where nothing is oversubscribed. Roots alternate. About a minute at -O1; under
-  // AddressSanitizer, where 16 MiB alone took 150 s, it runs at 4 MiB, which still crosses
-  // every pipeline, chunk and single-copy threshold.
+namespace {
+/// Each collective x algorithm once at `mib` MiB (gather, scatter and all-to-all: half of
+/// it per rank's block) at 2 ranks, where nothing is oversubscribed. Roots alternate.
+void every_algorithm_at_2_ranks(std::size_t mib) {
   const std::string job = unique_job("big2");
   process_options o;
   o.deadline = std::chrono::seconds{600};
   auto results = run_processes(
       2, job,
-      [](shm_communicator& comm, failures& f) {
+      [mib](shm_communicator& comm, failures& f) {
         using chorus::schedule::collective;
-        const std::size_t n = (std::size_t{address_sanitizer ? 4u : 64u} << 20) / sizeof(float);
+        const std::size_t n = (mib << 20) / sizeof(float);
         int root = 0;
         for (const auto& a : dynamic_algos(collective::all_reduce)) {
           check_all_reduce<float, chorus::plus>(comm, f, a, n, root == 1);
@@ -215,6 +213,19 @@ TEST_CASE("shm: 64 MiB through every collective and every algorithm at 2 ranks")
       o);
   require_all_ok(results);
   REQUIRE(shm_leftovers(job).empty());
+}
+}  // namespace
+
+TEST_CASE("shm: 4 MiB through every collective and every algorithm at 2 ranks") {
+  // The sweep above stops at ~400 KB; 4 MiB crosses every pipeline, chunk and single-copy
+  // threshold. The 64 MiB run below is a long trial (label slow).
+  every_algorithm_at_2_ranks(4);
+}
+
+TEST_CASE("shm: 64 MiB through every collective and every algorithm at 2 ranks", "[.][slow]") {
+  // About a minute at -O1 (16 Mi floats; 32 MiB blocks): ctest's multiprocess.shm.64mib,
+  // label slow (tools/test --slow).
+  every_algorithm_at_2_ranks(64);
 }
 
 TEST_CASE("shm: windows: allocate and register; get, put and direct loads; bad accesses") {
