@@ -702,7 +702,7 @@ TEST_CASE("block_quant and the one-bit codecs give the same bits on the vector a
     const auto [wire_v, y_v] = encode_decode(codec, true, in, y);
     const auto [wire_s, y_s] = encode_decode(codec, false, in, y);
     CHECK(wire_v == wire_s);
-    CHECK(std::memcmp(y_v.data(), y_s.data(), len * sizeof(float)) == 0);
+    CHECK((len == 0 || std::memcmp(y_v.data(), y_s.data(), len * sizeof(float)) == 0));
   };
   for (std::size_t len : {0u, 1u, 7u, 8u, 9u, 31u, 32u, 33u, 255u, 257u, 4099u, 99000u}) {
     for (std::size_t start : {0u, 1u, 13u}) {
