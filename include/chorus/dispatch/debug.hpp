@@ -104,34 +104,28 @@ namespace detail {
 /// The process-wide reporting state: the level (read from `CHORUS_DEBUG` once) and the
 /// sink.
 struct debug_state {
-  std::atomic<bool> on{false};
+  std::atomic<bool> on{from_env()};
   std::mutex mutex;
   debug_sink sink;  ///< empty: the default line on stderr
 
   static debug_state& get() {
-    static debug_state s = from_env();
+    static debug_state s;
     return s;
   }
 
  private:
-  static debug_state from_env() {
-    debug_state s;
+  /// Whether CHORUS_DEBUG asks for reports; throws for a value it does not know.
+  static bool from_env() {
     const char* v = std::getenv("CHORUS_DEBUG");
     const std::string_view value = v == nullptr ? "" : v;
-    if (value == "info" || value == "INFO" || value == "trace" || value == "TRACE") {
-      s.on.store(true, std::memory_order_relaxed);
-    } else if (!value.empty() && value != "off" && value != "OFF" && value != "warn" &&
-               value != "WARN") {
+    if (value == "info" || value == "INFO" || value == "trace" || value == "TRACE") return true;
+    if (!value.empty() && value != "off" && value != "OFF" && value != "warn" && value != "WARN") {
       throw error(errc::invalid_argument,
                   "CHORUS_DEBUG='" + std::string(value) +
                       "': use info (a line per collective), or off; unset means off");
     }
-    return s;
+    return false;
   }
-
- public:
-  debug_state() = default;
-  debug_state(debug_state&& o) noexcept : on(o.on.load()), sink(std::move(o.sink)) {}
 };
 
 /// Whether collectives report: one relaxed load after the first call.

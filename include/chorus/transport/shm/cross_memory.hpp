@@ -24,15 +24,18 @@ inline constexpr std::size_t single_copy_threshold = 128 * 1024;
 /// whether cross-memory attach works between them (it needs ptrace permission).
 inline const std::uint64_t single_copy_probe = 0x63686f7275732121ull;  // "chorus!!"
 
-/// Reads `bytes` bytes at `remote` in process `pid` into `local`. False with errno set on
-/// failure.
-inline bool read_peer_memory(pid_t pid, std::uint64_t remote, std::byte* local,
+/// Moves `bytes` bytes between `local` and `remote` in process `pid` with `move`
+/// (process_vm_readv or process_vm_writev), looping over partial transfers. False with
+/// errno set on failure.
+inline bool move_peer_memory(ssize_t (*move)(pid_t, const iovec*, unsigned long, const iovec*,
+                                             unsigned long, unsigned long),
+                             pid_t pid, std::uint64_t remote, std::byte* local,
                              std::size_t bytes) noexcept {
   std::size_t done = 0;
   while (done < bytes) {
     iovec l{local + done, bytes - done};
     iovec r{reinterpret_cast<void*>(remote + done), bytes - done};
-    const ssize_t n = ::process_vm_readv(pid, &l, 1, &r, 1, 0);
+    const ssize_t n = move(pid, &l, 1, &r, 1, 0);
     if (n <= 0) {
       if (n == 0) errno = EFAULT;
       return false;
@@ -42,21 +45,17 @@ inline bool read_peer_memory(pid_t pid, std::uint64_t remote, std::byte* local,
   return true;
 }
 
+/// Reads `bytes` bytes at `remote` in process `pid` into `local`. False with errno set.
+inline bool read_peer_memory(pid_t pid, std::uint64_t remote, std::byte* local,
+                             std::size_t bytes) noexcept {
+  return move_peer_memory(::process_vm_readv, pid, remote, local, bytes);
+}
+
 /// Writes `bytes` bytes from `local` to `remote` in process `pid`. False with errno set.
 inline bool write_peer_memory(pid_t pid, std::uint64_t remote, const std::byte* local,
                               std::size_t bytes) noexcept {
-  std::size_t done = 0;
-  while (done < bytes) {
-    iovec l{const_cast<std::byte*>(local) + done, bytes - done};
-    iovec r{reinterpret_cast<void*>(remote + done), bytes - done};
-    const ssize_t n = ::process_vm_writev(pid, &l, 1, &r, 1, 0);
-    if (n <= 0) {
-      if (n == 0) errno = EFAULT;
-      return false;
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  return true;
+  // process_vm_writev only reads the local buffer
+  return move_peer_memory(::process_vm_writev, pid, remote, const_cast<std::byte*>(local), bytes);
 }
 
 /// Single-copy transfers are used only with `CHORUS_SHM_SINGLE_COPY=1`. Measured on the

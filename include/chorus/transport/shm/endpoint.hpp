@@ -158,29 +158,19 @@ class endpoint {
   [[nodiscard]] bool single_copy_to(int peer) const noexcept { return links_[peer].single_copy_to; }
 
   request isend(int peer, tag_t tag, std::span<const std::byte> data) {
-    check_peer(peer, "send to");
-    check_aborted();
-    auto op = std::make_shared<operation>();
-    std::lock_guard g(lock_);
+    request op = new_operation(peer, tag, data.size(), "send to");
     op->is_send = true;
-    op->peer = peer;
-    op->tag = tag;
     op->send_data = data.data();
-    op->bytes = data.size();
+    std::lock_guard g(lock_);
     links_[peer].outgoing.push_back(op);
     push(peer);
     return op;
   }
 
   request irecv(int peer, tag_t tag, std::span<std::byte> data) {
-    check_peer(peer, "receive from");
-    check_aborted();
-    auto op = std::make_shared<operation>();
-    std::lock_guard g(lock_);
-    op->peer = peer;
-    op->tag = tag;
+    request op = new_operation(peer, tag, data.size(), "receive from");
     op->recv_data = data.data();
-    op->bytes = data.size();
+    std::lock_guard g(lock_);
     links_[peer].box.post(op, rank_);
     return op;
   }
@@ -340,6 +330,18 @@ class endpoint {
   kit::context_pool contexts;  ///< the group contexts this process uses
 
  private:
+  /// A new send or receive of `bytes` bytes with `peer`, after checking the peer and that
+  /// the job has not been aborted (`what`: "send to" or "receive from", for errors).
+  request new_operation(int peer, tag_t tag, std::size_t bytes, const char* what) const {
+    check_peer(peer, what);
+    check_aborted();
+    auto op = std::make_shared<operation>();
+    op->peer = peer;
+    op->tag = tag;
+    op->bytes = bytes;
+    return op;
+  }
+
   /// Everything this rank holds for one peer (itself included: its own inbox).
   struct link {
     mapping inbox;                 ///< the peer's inbox segment, mapped here
