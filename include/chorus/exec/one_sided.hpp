@@ -180,6 +180,9 @@ void execute_one_sided(communicator<Transport>& comm, schedule::collective kind,
     }
   };
 
+  // An in-place all-gather: the caller's input is its own (non-empty) block of the output.
+  const bool in_place =
+      gather_only && counts[ru] != 0 && call.input == call.output + offsets[ru] * es;
   for (std::size_t j = 0; j < chunks; ++j, ++st.chunks) {
     const std::size_t slot = (st.chunks % 2) * slot_bytes;
     const std::size_t lo = j * per_chunk;
@@ -192,8 +195,11 @@ void execute_one_sided(communicator<Transport>& comm, schedule::collective kind,
       if (piece(ru) != 0) copy_bytes(mine, call.input + lo * es, piece(ru) * es);
       one_sided_sync(comm, ready);
       for (std::size_t q = 0; q < pu; ++q) {
-        std::byte* dst = call.output + (offsets[q] + lo) * es;
-        if (piece(q) != 0 && dst != call.input + lo * es) fetch(q, slot, dst, piece(q) * es);
+        // In place, this rank's own block is already where it belongs. Decided by rank, not
+        // by comparing addresses: an empty own block starts where the next rank's does.
+        if (piece(q) != 0 && !(q == ru && in_place)) {
+          fetch(q, slot, call.output + (offsets[q] + lo) * es, piece(q) * es);
+        }
       }
       finish();
       continue;
