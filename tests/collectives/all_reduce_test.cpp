@@ -53,7 +53,7 @@ TEST_CASE("all_reduce: a stateful user functor and a capturing lambda are honour
   };
   failures f;
   run_ranks(5, [&](chorus::inproc_communicator& comm) {
-    const std::int64_t m = 7;
+    std::int64_t m = 7;  // not const: the lambda below must capture it (a functor state)
     std::vector<std::int64_t> v(100);
     for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<std::int64_t>(i) + comm.rank();
     auto w = v;

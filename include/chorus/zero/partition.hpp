@@ -168,7 +168,9 @@ struct whole_tensor {
   [[nodiscard]] constexpr partition operator()(std::span<const std::size_t> sizes,
                                                int world) const {
     partition p = detail::empty_partition(sizes, world, 1);
-    std::vector<std::size_t> order(sizes.size());
+    // (n, 0), not (n): clang 14 with libstdc++ 12 rejects a value-initialised vector in a
+    // constant expression.
+    std::vector<std::size_t> order(sizes.size(), 0);
     for (std::size_t t = 0; t < order.size(); ++t) order[t] = t;
     std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
       return sizes[a] != sizes[b] ? sizes[a] > sizes[b] : a < b;

@@ -369,6 +369,7 @@ class sharded_optimizer {
                 std::span<T>(part, bk.counts[r]), bk.counts, plus{}, o_.algorithm);
       submit(slot, std::move(rq), [this, &bk, part, first, r] {
         if constexpr (reduces_after_accumulation) {
+          static_cast<void>(first);  // this stage copies the reduced part on every micro-batch
           // Keep the reduced own part where the update will read it: the natural gradient.
           for (std::size_t k = bk.run_begin[r]; k < bk.run_begin[r + 1]; ++k) {
             const bucket_run& run = bk.runs[k];
