@@ -737,3 +737,358 @@ TEMPLATE_TEST_CASE("threshold_top_k selects exactly what top_k selects, NaNs and
     }
   }
 }
+
+// ---- the stochastic codecs' vector draws (AVX-512, AVX2) against the scalar loops --------
+
+namespace reference {
+// The draws and the stochastic codecs exactly as they were before their vector kernels
+// (issue 24), copied here so that the comparisons below fail if any path drifts from them.
+// The one change: a level whose |x| inv + u is NaN is 0 and one at or above `levels`
+// (+inf included) is `levels`, where the old code converted NaN and inf to an integer
+// (undefined behaviour). Bits are packed one at a time, independently of `bit_packer`.
+
+constexpr std::uint64_t mix64(std::uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+struct counter_rng {
+  explicit counter_rng(const cc::rng_key& k)
+      : key(mix64(mix64(mix64(mix64(k.seed ^ 0x243f6a8885a308d3ull) ^ k.step) ^ k.tensor) ^
+                  k.rank)) {}
+  std::uint64_t bits(std::uint64_t i) const {
+    return mix64(mix64(i * 0x9e3779b97f4a7c15ull + key) ^ key);
+  }
+  double uniform(std::uint64_t i) const { return static_cast<double>(bits(i) >> 11) * 0x1.0p-53; }
+  std::uint64_t key;
+};
+
+std::vector<std::size_t> random_k_indices(std::size_t n, double ratio, const cc::rng_key& key) {
+  const std::size_t k = cc::detail::kept("random_k", ratio, n);
+  const counter_rng rng(key);
+  std::vector<std::size_t> kept;
+  std::size_t chosen = 0;
+  for (std::size_t i = 0; i < n && chosen < k; ++i) {
+    if (static_cast<double>(n - i) * rng.uniform(i) < static_cast<double>(k - chosen)) {
+      kept.push_back(i);
+      ++chosen;
+    }
+  }
+  return kept;
+}
+
+unsigned bits_for(unsigned levels) { return 1u + static_cast<unsigned>(std::bit_width(levels)); }
+
+template <class T>
+std::vector<std::byte> stochastic_encode(std::span<const T> x, unsigned levels, bool max_norm,
+                                         const cc::rng_key& key) {
+  const unsigned b = bits_for(levels);
+  std::vector<std::byte> wire(sizeof(T) + (x.size() * b + 7) / 8, std::byte{0});
+  T scale = 0;
+  if (max_norm) {
+    for (const T v : x) scale = std::max(scale, v < 0 ? -v : v);
+  } else {
+    T sq = 0;
+    for (const T v : x) sq += v * v;
+    scale = std::sqrt(sq);
+  }
+  std::memcpy(wire.data(), &scale, sizeof(T));
+  const counter_rng rng(key);
+  const T s = static_cast<T>(levels);
+  const T inv = scale > 0 ? s / scale : T(0);
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const T a = x[i] < 0 ? -x[i] : x[i];
+    const T f = std::floor(a * inv + static_cast<T>(rng.uniform(i)));
+    const std::uint64_t level = f != f ? 0 : f >= s ? levels : static_cast<std::uint64_t>(f);
+    const std::uint64_t code = (level << 1) | (x[i] < 0 ? 1u : 0u);
+    for (unsigned bit = 0; bit < b; ++bit) {
+      if ((code >> bit) & 1u) {
+        const std::size_t at = i * b + bit;
+        wire[sizeof(T) + at / 8] |= std::byte{static_cast<unsigned char>(1u << (at % 8))};
+      }
+    }
+  }
+  return wire;
+}
+
+template <class T>
+void stochastic_decode_add(const std::vector<std::byte>& wire, std::vector<T>& y, unsigned levels) {
+  const unsigned b = bits_for(levels);
+  T scale;
+  std::memcpy(&scale, wire.data(), sizeof(T));
+  const T step = scale / static_cast<T>(levels);
+  for (std::size_t i = 0; i < y.size(); ++i) {
+    std::uint64_t c = 0;
+    for (unsigned bit = 0; bit < b; ++bit) {
+      const std::size_t at = i * b + bit;
+      c |= static_cast<std::uint64_t>(
+               (std::to_integer<unsigned>(wire[sizeof(T) + at / 8]) >> (at % 8)) & 1u)
+           << bit;
+    }
+    const T mag = static_cast<T>(c >> 1) * step;
+    y[i] += (c & 1u) ? -mag : mag;
+  }
+}
+}  // namespace reference
+
+namespace {
+using draw_kernel = cc::detail::draw_kernel;
+
+/// The draw kernels this CPU can run, widest first.
+std::vector<draw_kernel> draw_kernels() {
+  std::vector<draw_kernel> kernels;
+#if CHORUS_FLOAT16_X86_DISPATCH
+  if (cc::detail::detect_avx512_draws()) kernels.push_back(draw_kernel::avx512);
+  if (chorus::detail::cpu_float16().avx2) kernels.push_back(draw_kernel::avx2);
+#endif
+  kernels.push_back(draw_kernel::scalar);
+  return kernels;
+}
+
+const char* kernel_name(draw_kernel k) {
+  return k == draw_kernel::avx512 ? "AVX-512" : k == draw_kernel::avx2 ? "AVX2" : "scalar";
+}
+
+/// Runs the stochastic codecs on `kernel` (scalar: the vector paths off) for one scope.
+class draw_kernel_scope {
+ public:
+  explicit draw_kernel_scope(draw_kernel k)
+      : vector_(k != draw_kernel::scalar),
+        before_(cc::detail::widest_draw_kernel().load(std::memory_order_relaxed)) {
+    cc::detail::widest_draw_kernel().store(k, std::memory_order_relaxed);
+  }
+  ~draw_kernel_scope() { cc::detail::widest_draw_kernel().store(before_); }
+  draw_kernel_scope(const draw_kernel_scope&) = delete;
+  draw_kernel_scope& operator=(const draw_kernel_scope&) = delete;
+
+ private:
+  vector_conversions_scope vector_;
+  draw_kernel before_;
+};
+
+/// The same bits, except that two NaNs count as equal: the payload of a NaN that an add
+/// propagates depends on the order in which the compiler puts its operands.
+template <class T>
+std::size_t first_difference_nan_equal(const T* a, const T* b, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) {
+    if (std::isnan(a[i]) && std::isnan(b[i])) continue;
+    if (std::memcmp(&a[i], &b[i], sizeof(T)) != 0) return i;
+  }
+  return no_difference;
+}
+
+/// Wires of qsgd or terngrad: the scale (NaN equal to NaN), then the codes byte for byte.
+template <class T>
+bool same_level_wire(const std::vector<std::byte>& a, const std::vector<std::byte>& b) {
+  if (a.size() != b.size() || a.size() < sizeof(T)) return false;
+  T sa, sb;
+  std::memcpy(&sa, a.data(), sizeof(T));
+  std::memcpy(&sb, b.data(), sizeof(T));
+  if (first_difference_nan_equal(&sa, &sb, 1) != no_difference) return false;
+  return std::equal(a.begin() + sizeof(T), a.end(), b.begin() + sizeof(T));
+}
+
+/// The inputs of the stochastic comparisons, each of `n` elements: gradient-like values;
+/// the edge cases of `codec_edge_cases` (NaNs, infinities, signed zeros, subnormals); the
+/// same values with NaNs and no infinity (terngrad's maximum skips the NaNs, so they meet a
+/// real scale); subnormals only (for terngrad the scale is so small that levels / scale is
+/// +inf: every product is +inf or, for a zero, NaN); and many elements at the maximum
+/// magnitude (|x| inv + u can reach levels + 1 there, which the clamp catches).
+template <class T>
+std::vector<std::vector<T>> stochastic_inputs(std::size_t n) {
+  std::vector<std::vector<T>> inputs;
+  inputs.push_back(random_vector<T>(n, 17));
+  const auto edges = codec_edge_cases(n);
+  inputs.emplace_back(edges.begin(), edges.end());
+  auto with_nans = random_vector<T>(n, 18);
+  for (std::size_t i = 3; i < n; i += 11)
+    with_nans[i] = (i % 2 ? 1 : -1) * std::numeric_limits<T>::quiet_NaN();
+  inputs.push_back(with_nans);
+  std::vector<T> tiny(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    tiny[i] = i % 5 == 0 ? T(0) : (i % 3 == 0 ? -1 : 1) * std::numeric_limits<T>::denorm_min();
+  }
+  inputs.push_back(tiny);
+  auto at_max = random_vector<T>(n, 19);
+  for (std::size_t i = 0; i < n; i += 2) at_max[i] = i % 4 == 0 ? T(4) : T(-4);
+  inputs.push_back(at_max);
+  return inputs;
+}
+
+/// Every length from 0 to 70 (the kernels' bodies, their 32-element stop and every tail),
+/// then a few long ones.
+std::vector<std::size_t> stochastic_lengths() {
+  std::vector<std::size_t> lengths;
+  for (std::size_t len = 0; len <= 70; ++len) lengths.push_back(len);
+  for (std::size_t len : {127u, 128u, 129u, 1000u, 4099u, 65541u}) lengths.push_back(len);
+  return lengths;
+}
+}  // namespace
+
+TEST_CASE("counter_rng::uniforms draws what uniform draws, on every kernel") {
+  const cc::counter_rng rng(cc::rng_key{3, 1, 4, 1});
+  const reference::counter_rng ref(cc::rng_key{3, 1, 4, 1});
+  for (const draw_kernel kernel : draw_kernels()) {
+    const draw_kernel_scope scope(kernel);
+    INFO(kernel_name(kernel) << " draws");
+    CHECK(cc::detail::draw_kernel_now() == kernel);
+    for (std::uint64_t first : {std::uint64_t{0}, std::uint64_t{5}, ~std::uint64_t{0} - 20}) {
+      for (std::size_t n : {0u, 1u, 3u, 4u, 5u, 8u, 9u, 31u, 1000u}) {
+        std::vector<double> got(n), want(n);
+        rng.uniforms(first, got);
+        for (std::size_t j = 0; j < n; ++j) want[j] = ref.uniform(first + j);
+        INFO("first " << first << ", " << n << " draws");
+        CHECK(first_difference(got, want, n) == no_difference);
+      }
+    }
+  }
+}
+
+TEMPLATE_TEST_CASE("random_k's vector walks keep the indices and bits of the scalar walk", "",
+                   float, double) {
+  using T = TestType;
+  const auto values = random_vector<T>(300011, 23);
+  const auto y0 = random_vector<T>(values.size(), 29);
+  std::vector<std::size_t> lengths = stochastic_lengths();
+  lengths.push_back(300000);
+  const cc::context ctx{.rank = 2, .ranks = 4, .seed = 7, .step = 3, .tensor = 5};
+  for (const double ratio : {1e-4, 0.01, 0.1, 0.5, 1.0}) {
+    for (const std::size_t len : lengths) {
+      for (const std::size_t start : {0u, 1u, 3u}) {
+        if (start + len > values.size()) continue;
+        const std::span<const T> x(values.data() + start, len);
+        const cc::rng_key key = ctx.shared_key(11);
+        const auto kept = reference::random_k_indices(len, ratio, key);
+        for (const bool scaled : {true, false}) {
+          // the old encode and decode_add, on the reference indices
+          const T scale =
+              (len == 0 || !scaled) ? T(1) : static_cast<T>(len) / static_cast<T>(kept.size());
+          std::vector<T> want_wire(kept.size());
+          for (std::size_t j = 0; j < kept.size(); ++j) want_wire[j] = x[kept[j]] * scale;
+          std::vector<T> want_y(y0.begin(), y0.begin() + static_cast<std::ptrdiff_t>(len));
+          for (std::size_t j = 0; j < kept.size(); ++j) want_y[kept[j]] += want_wire[j];
+          for (const draw_kernel kernel : draw_kernels()) {
+            const draw_kernel_scope scope(kernel);
+            INFO(kernel_name(kernel) << ", ratio " << ratio << ", length " << len << ", start "
+                                     << start << (scaled ? ", scaled" : ", unscaled"));
+            std::vector<T> wire(kept.size());
+            // one byte in, so that the wire is unaligned too
+            std::vector<std::byte> raw(1 + kept.size() * sizeof(T));
+            const std::span<std::byte> w(raw.data() + 1, kept.size() * sizeof(T));
+            std::vector<T> y(y0.begin(), y0.begin() + static_cast<std::ptrdiff_t>(len));
+            if (scaled) {
+              const cc::random_k c{.ratio = ratio, .seed = 11};
+              c.encode(x, w, ctx);
+              c.decode_add(std::span<const std::byte>(w), std::span<T>(y), ctx);
+            } else {
+              const cc::random_k_unscaled c{.ratio = ratio, .seed = 11};
+              c.encode(x, w, ctx);
+              c.decode_add(std::span<const std::byte>(w), std::span<T>(y), ctx);
+            }
+            if (!wire.empty()) std::memcpy(wire.data(), w.data(), w.size());
+            CHECK(first_difference(wire, want_wire, wire.size()) == no_difference);
+            CHECK(first_difference(y, want_y, len) == no_difference);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEMPLATE_TEST_CASE("qsgd and terngrad give the reference bits on every draw kernel", "", float,
+                   double) {
+  using T = TestType;
+  const cc::context ctx{.rank = 1, .ranks = 4, .seed = 3, .step = 8, .tensor = 2};
+  const auto lengths = stochastic_lengths();
+  const auto inputs = stochastic_inputs<T>(lengths.back() + 3);
+  const auto y0 = random_vector<T>(inputs[0].size(), 31);
+  auto run = [&](const auto& codec, unsigned levels, bool max_norm) {
+    for (std::size_t family = 0; family < inputs.size(); ++family) {
+      for (const std::size_t len : lengths) {
+        for (const std::size_t start : {0u, 1u, 3u}) {
+          const std::span<const T> x(inputs[family].data() + start, len);
+          const auto want =
+              reference::stochastic_encode(x, levels, max_norm, ctx.private_key(codec.seed));
+          std::vector<T> want_y(y0.begin(), y0.begin() + static_cast<std::ptrdiff_t>(len));
+          reference::stochastic_decode_add(want, want_y, levels);
+          for (const draw_kernel kernel : draw_kernels()) {
+            const draw_kernel_scope scope(kernel);
+            INFO(kernel_name(kernel) << ", levels " << levels << ", input " << family << ", length "
+                                     << len << ", start " << start);
+            // one byte in, so that the wire is unaligned too
+            std::vector<std::byte> raw(1 + want.size() + 16, std::byte{0xab});
+            const std::span<std::byte> w(raw.data() + 1, want.size());
+            codec.encode(x, w, ctx);
+            const std::vector<std::byte> got(w.begin(), w.end());
+            CHECK(same_level_wire<T>(got, want));
+            std::size_t overrun = raw[0] != std::byte{0xab};
+            for (std::size_t i = 1 + want.size(); i < raw.size(); ++i)
+              overrun += raw[i] != std::byte{0xab};
+            CHECK(overrun == 0);
+            // decode the reference wire, so that a wrong encode does not hide a wrong decode
+            std::vector<std::byte> in(1 + want.size());
+            std::copy(want.begin(), want.end(), in.begin() + 1);
+            std::vector<T> y(y0.begin(), y0.begin() + static_cast<std::ptrdiff_t>(len));
+            codec.decode_add(std::span<const std::byte>(in.data() + 1, want.size()),
+                             std::span<T>(y), ctx);
+            CHECK(first_difference_nan_equal(y.data(), want_y.data(), len) == no_difference);
+          }
+        }
+      }
+    }
+  };
+  for (const unsigned levels : {1u, 2u, 3u, 7u, 16u, 31u, 64u, 127u}) {
+    run(cc::qsgd{.levels = levels, .seed = 5}, levels, false);
+  }
+  run(cc::terngrad{.seed = 5}, 1, true);
+}
+
+TEMPLATE_TEST_CASE("qsgd and terngrad encode a NaN as level 0, on every draw kernel", "", float,
+                   double) {
+  using T = TestType;
+  const T nan = std::numeric_limits<T>::quiet_NaN(), tiny = std::numeric_limits<T>::denorm_min();
+  // 40 elements, so that the vector kernels (which stop 32 short of the end) see the first 8
+  std::vector<T> x(40, T(0.25));
+  x[0] = nan;
+  x[1] = -nan;
+  x[2] = T(1);
+  x[39] = nan;
+  // terngrad under a subnormal scale: levels / scale is +inf, so a nonzero element's
+  // product is +inf (the top level) and a zero's is inf * 0 = NaN (level 0)
+  std::vector<T> small(40, tiny);
+  small[1] = T(0);
+  small[2] = -tiny;
+  small[38] = T(0);
+  small[39] = -T(0);
+  auto codes = [](const std::vector<std::byte>& wire, unsigned bits) {
+    std::vector<unsigned> c;
+    cc::detail::bit_unpacker u(wire.data() + sizeof(T), wire.size() - sizeof(T), bits);
+    for (std::size_t i = 0; i < 40; ++i) c.push_back(static_cast<unsigned>(u.get()));
+    return c;
+  };
+  for (const draw_kernel kernel : draw_kernels()) {
+    const draw_kernel_scope scope(kernel);
+    INFO(kernel_name(kernel) << " draws");
+    const auto t = codes(encode(cc::terngrad{.seed = 1}, x), 2);
+    CHECK(t[0] == 0);  // NaN: level 0, sign 0
+    CHECK(t[1] == 0);  // -NaN too: its sign bit is not `x < 0`
+    CHECK(t[2] == 2);  // the maximum: level 1 whatever the draw
+    CHECK(t[39] == 0);
+    const auto q = codes(encode(cc::qsgd{.levels = 16, .seed = 1}, x), 6);
+    for (const unsigned c : q) CHECK(c == 0);  // the norm is NaN, so every product is NaN
+    const auto s = codes(encode(cc::terngrad{.seed = 1}, small), 2);
+    CHECK(s[0] == 2);
+    CHECK(s[1] == 0);
+    CHECK(s[2] == 3);
+    CHECK(s[38] == 0);
+    CHECK(s[39] == 0);
+    // decode: a NaN element adds +0 times the scale
+    std::vector<T> y(40, T(1));
+    const auto w = encode(cc::terngrad{.seed = 1}, x);
+    cc::terngrad{}.decode_add(std::span<const std::byte>(w), std::span<T>(y), cc::context{});
+    CHECK(y[0] == T(1));
+    CHECK(y[1] == T(1));
+    CHECK(y[2] == T(2));
+  }
+}
