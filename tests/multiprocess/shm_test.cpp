@@ -448,9 +448,9 @@ TEST_CASE("shm: ranks calling different collectives get mismatch with checking o
 TEST_CASE("shm: 10^5 small all-reduces keep memory and descriptors flat") {
   // Under AddressSanitizer the RSS check is off (below) and LeakSanitizer finds a leak of
   // any count: 10^4 calls there.
-  const int calls = address_sanitizer ? 10000 : 100000;
+  constexpr int calls = address_sanitizer ? 10000 : 100000;
   const std::string job = unique_job("soak");
-  auto results = run_processes(4, job, [calls](shm_communicator& comm, failures& f) {
+  auto results = run_processes(4, job, [](shm_communicator& comm, failures& f) {
     std::vector<float> v(2);
     for (int i = 0; i < 1000; ++i) chorus::all_reduce(comm, v, chorus::plus{});  // warm-up
     const std::size_t fds = open_fds();
