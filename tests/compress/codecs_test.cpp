@@ -1092,3 +1092,33 @@ TEMPLATE_TEST_CASE("qsgd and terngrad encode a NaN as level 0, on every draw ker
     CHECK(y[2] == T(2));
   }
 }
+
+TEMPLATE_TEST_CASE("two_means's scales are the sums of the element-by-element branching loop", "",
+                   float, double) {
+  // The encode adds every element to both sums (the other sign's as +0); these are the
+  // sums of the loop that branched on each sign, bit for bit, specials included.
+  using T = TestType;
+  const auto edges = codec_edge_cases(20011);
+  const std::vector<T> x(edges.begin(), edges.end());
+  for (std::size_t start : {0u, 100u, 137u, 211u, 285u, 2000u}) {
+    for (std::size_t len : {0u, 1u, 2u, 5u, 40u, 300u, 5000u}) {
+      const std::span<const T> in(x.data() + start, len);
+      T pos = 0, neg = 0;
+      std::size_t npos = 0;
+      for (const T v : in) {
+        if (v < T(0)) {
+          neg += v;
+        } else {
+          pos += v;
+          ++npos;
+        }
+      }
+      const T want[2] = {npos ? pos / static_cast<T>(npos) : T(0),
+                         len - npos ? neg / static_cast<T>(len - npos) : T(0)};
+      std::vector<std::byte> wire(cc::two_means{}.wire_bytes<T>(len));
+      cc::two_means{}.encode(in, std::span<std::byte>(wire), cc::context{});
+      INFO("start " << start << ", length " << len);
+      CHECK(std::memcmp(wire.data(), want, sizeof want) == 0);
+    }
+  }
+}
