@@ -215,9 +215,9 @@ void fill_sparse_wire(std::span<std::byte> wire, Fill&& fill) {
     fill(wire);
     return;
   }
-  std::vector<std::byte> tmp(wire.size() + sizeof(std::uint32_t));
-  std::span<std::byte> aligned(
-      tmp.data() + (4 - reinterpret_cast<std::uintptr_t>(tmp.data()) % 4) % 4, wire.size());
+  // Words, so that the temporary is aligned for the indices by its type.
+  std::vector<std::uint32_t> tmp((wire.size() + sizeof(std::uint32_t) - 1) / sizeof(std::uint32_t));
+  const std::span<std::byte> aligned(reinterpret_cast<std::byte*>(tmp.data()), wire.size());
   fill(aligned);
   if (!wire.empty()) std::memcpy(wire.data(), aligned.data(), wire.size());
 }
