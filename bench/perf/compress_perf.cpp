@@ -5,6 +5,8 @@
 //   chorus-compress-perf [--size 64M] [--iters 5] [--warmup 2] [--methods none,cast,topk,powersgd]
 //                        [--link-gbps X] [--json F]
 //
+// (--methods all: every method below, the default four and the six after them.)
+//
 // Every rank is one process of a launcher's job (chorusrun, torchrun-style RANK/WORLD_SIZE +
 // CHORUS_STORE, ...: bootstrap::from_env) and joins one UCX communicator. For each method
 // the same seeded fp32 gradient is averaged with chorus::all_reduce and a compression policy:
@@ -14,6 +16,12 @@
 //   powersgd  compress::error_feedback{power_sgd{.rank = 4, .rows = R}, residual}, the
 //             gradient as an R x (n / R) matrix, R the largest divisor of n up to sqrt(n)
 //             (4096 x 4096 for 64 MiB)
+//   threshold  compress::error_feedback{threshold_top_k{.ratio = 0.01}, residual}
+//   blockquant compress::block_quant<std::int8_t>{}
+//   sign       compress::error_feedback{scaled_sign{}, residual}
+//   qsgd       compress::qsgd{.levels = 16}
+//   terngrad   compress::terngrad{}
+//   randomk    compress::random_k{.ratio = 0.01}                    (the sum path)
 // Each call starts after a barrier and is timed alone; a call's time is the slowest rank's.
 // After the warm-up the ledger is reset, so the report covers the timed calls only.
 //
@@ -71,7 +79,17 @@ struct options {
   std::uint64_t seed = 1;
 };
 
-constexpr std::array<std::string_view, 4> known_methods{"none", "cast", "topk", "powersgd"};
+constexpr std::array<std::string_view, 10> known_methods{
+    "none",       "cast", "topk", "powersgd", "threshold",
+    "blockquant", "sign", "qsgd", "terngrad", "randomk"};
+
+/// The methods as one comma-separated list, for messages.
+std::string method_list() {
+  std::string list;
+  for (const std::string_view m : known_methods)
+    list += (list.empty() ? "" : ", ") + std::string(m);
+  return list;
+}
 
 /// Parses the command line; nullopt after --help.
 std::optional<options> parse(int argc, char** argv) {
@@ -86,14 +104,16 @@ std::optional<options> parse(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--warmup", o.warmup, "untimed calls per method first; default 2")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--methods", methods,
-                 "comma-separated, from none, cast, topk, powersgd; default all four");
+  app.add_option(
+      "--methods", methods,
+      "comma-separated, from " + method_list() + ", or all; default none,cast,topk,powersgd");
   app.add_option("--link-gbps", o.link_gbps,
                  "the raw link rate in Gbit/s (10^9 bit/s), e.g. ucx_perftest's; predictions "
                  "at this rate are printed when given")
       ->check(CLI::PositiveNumber);
   app.add_option("--json", o.json, "write the results to this JSON file");
-  app.add_option("--topk-ratio", o.top_k_ratio, "top-k's ratio; default 0.01");
+  app.add_option("--topk-ratio", o.top_k_ratio,
+                 "the ratio of top-k, threshold top-k and random-k; default 0.01");
   app.add_option("--powersgd-rank", o.power_sgd_rank, "PowerSGD's rank; default 4");
   app.add_option("--seed", o.seed, "seed of the gradients; default 1");
   try {
@@ -113,12 +133,17 @@ std::optional<options> parse(int argc, char** argv) {
   }
   if (o.power_sgd_rank == 0) throw usage_error("--powersgd-rank needs a value >= 1");
   o.methods.clear();
+  if (methods == "all") {
+    methods.clear();
+    for (const std::string_view m : known_methods)
+      methods += (methods.empty() ? "" : ",") + std::string(m);
+  }
   for (std::size_t start = 0; start <= methods.size();) {
     const std::size_t comma = std::min(methods.find(',', start), methods.size());
     const std::string m = methods.substr(start, comma - start);
     if (std::find(known_methods.begin(), known_methods.end(), m) == known_methods.end()) {
-      throw usage_error("--methods: unknown method '" + m +
-                        "'; choose from none, cast, topk, powersgd");
+      throw usage_error("--methods: unknown method '" + m + "'; choose from " + method_list() +
+                        ", or all");
     }
     if (std::find(o.methods.begin(), o.methods.end(), m) == o.methods.end()) o.methods.push_back(m);
     start = comma + 1;
@@ -255,6 +280,36 @@ std::vector<result> run_methods(communicator& comm, const options& o) {
       const cc::top_k codec{.ratio = o.top_k_ratio};
       results.push_back(measure(comm, o, m, gradient, -1, [&](auto g, auto& book) {
         chorus::all_reduce(comm, g, chorus::average{}, cc::error_feedback{codec, residual}, book);
+      }));
+    } else if (m == "threshold") {
+      cc::residual<float> residual;
+      const cc::threshold_top_k codec{.ratio = o.top_k_ratio};
+      results.push_back(measure(comm, o, m, gradient, -1, [&](auto g, auto& book) {
+        chorus::all_reduce(comm, g, chorus::average{}, cc::error_feedback{codec, residual}, book);
+      }));
+    } else if (m == "blockquant") {
+      results.push_back(measure(comm, o, m, gradient, -1, [&](auto g, auto& book) {
+        chorus::all_reduce(comm, g, chorus::average{}, cc::block_quant<std::int8_t>{}, book);
+      }));
+    } else if (m == "sign") {
+      cc::residual<float> residual;
+      results.push_back(measure(comm, o, m, gradient, -1, [&](auto g, auto& book) {
+        chorus::all_reduce(comm, g, chorus::average{},
+                           cc::error_feedback{cc::scaled_sign{}, residual}, book);
+      }));
+    } else if (m == "qsgd") {
+      results.push_back(measure(comm, o, m, gradient, -1, [&](auto g, auto& book) {
+        chorus::all_reduce(comm, g, chorus::average{}, cc::qsgd{.levels = 16, .seed = o.seed},
+                           book);
+      }));
+    } else if (m == "terngrad") {
+      results.push_back(measure(comm, o, m, gradient, -1, [&](auto g, auto& book) {
+        chorus::all_reduce(comm, g, chorus::average{}, cc::terngrad{.seed = o.seed}, book);
+      }));
+    } else if (m == "randomk") {
+      results.push_back(measure(comm, o, m, gradient, -1, [&](auto g, auto& book) {
+        chorus::all_reduce(comm, g, chorus::average{},
+                           cc::random_k{.ratio = o.top_k_ratio, .seed = o.seed}, book);
       }));
     } else {
       cc::residual<float> residual;
