@@ -4,7 +4,10 @@
 //
 // The sweep lays buffers out in host memory and checks results there; this backend keeps a
 // device mirror of both host buffers, runs every collective on the mirror of the spans it
-// is given, uploads after each fill and downloads before each check. Timing: CUDA events
+// is given, uploads the filled spans after each fill and downloads before each check --
+// both copies enqueued on the rank's stream, so that they are ordered with the collectives
+// also on a cudaStreamNonBlocking stream (a plain cudaMemcpy goes on the legacy stream,
+// which such a stream does not wait for). Timing: CUDA events
 // around the enqueued calls on the rank's stream (as nccl-tests), then the slowest rank.
 #include "nccl_perf.hpp"
 #include "sweep.hpp"
@@ -100,18 +103,31 @@ struct nccl_backend {
     }
     return {reinterpret_cast<T*>(base), host.size()};
   }
+  /// Enqueues the copy of host `span` to or from its mirror on the rank's stream. Pageable
+  /// host memory: the upload returns once CUDA has taken the bytes, so the sweep may fill
+  /// again at once; the download is complete after `wait`.
   template <class T>
-  void upload(const layout<T>&) {
-    dev_in.upload(host_in.data(), host_in.size());
-    dev_out.upload(host_out.data(), host_out.size());  // the output's sentinels
+  void copy_mirror(std::span<T> host, cudaMemcpyKind kind, const char* what) {
+    if (host.empty()) return;
+    const std::span<T> d = mirror(host);
+    void* dst = kind == cudaMemcpyHostToDevice ? static_cast<void*>(d.data()) : host.data();
+    const void* src =
+        kind == cudaMemcpyHostToDevice ? static_cast<const void*>(host.data()) : d.data();
+    chorus::device::check(cudaMemcpyAsync(dst, src, host.size_bytes(), kind, stream), what);
+  }
+  /// The spans the fill wrote (the output with its sentinel value, then the input unless
+  /// it lies inside the output, as in place), not the whole 2 x 256 MiB of the buffers.
+  template <class T>
+  void upload(const layout<T>& l) {
+    copy_mirror(l.out, cudaMemcpyHostToDevice, "uploading the output's sentinels");
+    const bool inside = l.in_writable.data() >= l.out.data() &&
+                        l.in_writable.data() + l.in_writable.size() <= l.out.data() + l.out.size();
+    if (!inside) copy_mirror(l.in_writable, cudaMemcpyHostToDevice, "uploading the input");
   }
   template <class T>
   void download(std::span<T> got) {
+    copy_mirror(got, cudaMemcpyDeviceToHost, "downloading the result");
     wait();
-    const std::span<T> d = mirror(got);
-    chorus::device::check(
-        cudaMemcpy(got.data(), d.data(), got.size_bytes(), cudaMemcpyDeviceToHost),
-        "downloading the result");
   }
 
   template <class Fn>

@@ -1,7 +1,10 @@
 // The NCCL transport on a GPU: a communicator of one rank through every collective NCCL
 // has, with every chorus algorithm and with algo::native, on device buffers; a CUDA graph
-// capturing a collective; the stream deadline. Without a usable GPU the binary says so and
-// exits with 77, which ctest reports as skipped (never as passed).
+// capturing a collective; the stream deadline; the teardown (finalise under a deadline, a
+// transport moved over another), the device's memory pool kept across synchronisations.
+// One rank moves no data: the executor at 2-8 ranks with its kernels is
+// tests/stream's stream.loopback.device, on the same GPU. Without a usable GPU the binary says so
+// and exits with 77, which ctest reports as skipped (never as passed).
 #define CATCH_CONFIG_RUNNER
 #include "nccl_collectives.hpp"
 #include "support/device_vector.hpp"
@@ -10,7 +13,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -24,10 +29,12 @@ using chorus_test::nccl_comm;
 
 using device_floats = harness::device_vector<float>;
 
-nccl_comm one_rank() {
+chorus::nccl_transport one_rank_transport() {
   auto exchange = [](const std::string& mine) { return std::vector<std::string>{mine}; };
-  return nccl_comm(chorus::nccl_transport(0, 1, exchange, std::chrono::seconds(30)));
+  return chorus::nccl_transport(0, 1, exchange, std::chrono::seconds(30));
 }
+
+nccl_comm one_rank() { return nccl_comm(one_rank_transport()); }
 
 std::vector<float> random_floats(std::size_t n, unsigned seed) {
   std::mt19937 gen(seed);
@@ -112,6 +119,65 @@ TEST_CASE("nccl: a CUDA graph captures a chorus all-reduce and replays it", "[cu
   }
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+TEST_CASE("nccl: teardown and move-assignment end communicators promptly", "[cuda]") {
+  cudaStream_t stream = nullptr;
+  chorus::device::check(cudaStreamCreate(&stream), "cudaStreamCreate");
+  constexpr std::size_t count = 1 << 16;
+  const std::vector<float> in = random_floats(count, 7);
+  device_floats d_in(count), d_out(count);
+  d_in.upload(in);
+  const auto start = std::chrono::steady_clock::now();
+  {
+    // A moved-over transport ends its communicator (finalise, destroy) before taking the
+    // other's; the survivor still works.
+    chorus::nccl_transport a = one_rank_transport();
+    chorus::nccl_transport b = one_rank_transport();
+    a = std::move(b);
+    nccl_comm comm(std::move(a));
+    d_out.poison();
+    chorus_test::enqueue_collective(comm, collective::all_reduce, d_in.data(), d_out.data(), count,
+                                    chorus::op_kind::sum, std::nullopt, true, 0, stream);
+    comm.transport().synchronize(stream, chorus::deadline::after(std::chrono::seconds(30)));
+    const std::vector<float> out = d_out.download();
+    CHECK(std::memcmp(out.data(), in.data(), count * sizeof(float)) == 0);
+    // Work still enqueued when the communicator goes: the destructor's finalise flushes it.
+    chorus_test::enqueue_collective(comm, collective::all_reduce, d_in.data(), d_out.data(), count,
+                                    chorus::op_kind::sum, std::nullopt, true, 0, stream);
+  }
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(20));
+  chorus::device::check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+  cudaStreamDestroy(stream);
+}
+
+TEST_CASE("nccl: scratch stays mapped: the device's pool keeps what a collective asked for",
+          "[cuda]") {
+  nccl_comm comm = one_rank();
+  cudaStream_t stream = nullptr;
+  chorus::device::check(cudaStreamCreate(&stream), "cudaStreamCreate");
+  cudaMemPool_t pool = nullptr;
+  chorus::device::check(cudaDeviceGetMemPool(&pool, comm.transport().device()),
+                        "cudaDeviceGetMemPool");
+  std::uint64_t zero = 0, threshold = 0;
+  chorus::device::check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &zero),
+                        "cudaMemPoolSetAttribute");
+  constexpr std::size_t bytes = std::size_t{64} << 20;
+  std::byte* p = comm.transport().allocate(bytes, stream);
+  comm.transport().deallocate(p, stream);
+  chorus::device::check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+  chorus::device::check(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold),
+                        "cudaMemPoolGetAttribute");
+  CHECK(threshold >= bytes);
+  // And the memory is still reserved after the synchronisation.
+  std::uint64_t reserved = 0;
+  chorus::device::check(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved),
+                        "cudaMemPoolGetAttribute");
+  CHECK(reserved >= bytes);
+  int device = -1;
+  chorus::device::check(cudaGetDevice(&device), "cudaGetDevice");
+  CHECK(device == comm.transport().device());
   cudaStreamDestroy(stream);
 }
 

@@ -15,8 +15,14 @@ namespace chorus::inline v0::device {
 
 namespace detail {
 
-/// Threads per block of the element-wise kernels: 256 keeps 8 blocks resident per SM on
-/// sm_90 (2,048 threads) with room for the registers of 4 vectors in flight.
+/// Threads per block of the element-wise kernels. On sm_90 registers, not the SM's 2,048
+/// threads, decide how many such blocks are resident: ptxas (CUDA 13.0, `-Xptxas -v` on
+/// tests/cuda/reduce_kernels.cu for sm_90) gives `reduce` 57-64 registers for 32- and
+/// 64-bit elements (4 blocks of 256 threads per SM), 64-71 for 16-bit elements (3-4
+/// blocks), 58 for 8-bit plus and average (4 blocks), 97 for 8-bit bitwise ops and 112-119
+/// for the other 8-bit ops and every fp8 op (2 blocks); `finalize` 40-53 (4-6 blocks); no
+/// spills. The four vectors each thread keeps in flight per operand are what hides memory
+/// latency at that occupancy. Not measured on a GPU yet (docs/gpu.md).
 inline constexpr unsigned block_threads = 256;
 
 /// 16-byte vectors each thread of the element-wise kernels keeps in flight: four loads per

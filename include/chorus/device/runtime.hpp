@@ -81,8 +81,16 @@ inline void check(cudaError_t e, const char* what) {
 }
 
 /// Device memory from `cudaMalloc`, freed with its owner (move-only): for programs, tools
-/// and tests around the collectives, which themselves take any device pointer. Copies are
-/// synchronous (`cudaMemcpy`, `cudaMemset`); failures throw `chorus::error`.
+/// and tests around the collectives, which themselves take any device pointer. Failures
+/// throw `chorus::error`.
+///
+/// The copies and the fill go on the legacy default stream (`cudaMemcpy`, `cudaMemset`),
+/// and are not all synchronous: `download` returns with the bytes on the host, but
+/// `upload` from pageable memory may return once CUDA has staged the bytes, before they
+/// reach the device, and `fill` returns at once. Work on a blocking stream (e.g. one from
+/// `cudaStreamCreate`) is ordered after them, as the legacy stream orders it; work on a
+/// `cudaStreamNonBlocking` stream is not: synchronise first (`cudaDeviceSynchronize`), or
+/// enqueue the copies on that stream (`cudaMemcpyAsync`).
 class memory {
  public:
   memory() = default;
@@ -109,7 +117,8 @@ class memory {
   }
   [[nodiscard]] std::size_t size() const noexcept { return bytes_; }
 
-  /// Host `src` to bytes [at, at + bytes) of this memory.
+  /// Host `src` to bytes [at, at + bytes) of this memory, on the legacy stream (see above:
+  /// may return before the device has them).
   void upload(const void* src, std::size_t bytes, std::size_t at = 0) const {
     check(cudaMemcpy(get() + at, src, bytes, cudaMemcpyHostToDevice), "cudaMemcpy to the device");
   }
@@ -117,7 +126,8 @@ class memory {
   void download(void* dst, std::size_t bytes, std::size_t at = 0) const {
     check(cudaMemcpy(dst, get() + at, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy to the host");
   }
-  /// Every byte set to `byte` (e.g. 0xFF to poison an output).
+  /// Every byte set to `byte` (e.g. 0xFF to poison an output), enqueued on the legacy
+  /// stream: returns before the device has done it.
   void fill(int byte) const { check(cudaMemset(p_, byte, bytes_), "cudaMemset"); }
 
  private:

@@ -3,10 +3,10 @@
 /// Algorithm tags: the last argument of every collective.
 ///
 /// Behaviour is chosen by the tag's type (`chorus::algo::ring{}`), tuning by its values
-/// (`chorus::algo::ring{.chunk_bytes = 1 << 20}`). A tag that cannot run a collective is a
-/// compile error with a sentence, never a silent fallback. `algo::automatic` (the default)
-/// picks through the tuner (`dispatch/tuner.hpp`; the default rule is in
-/// docs/collectives.md).
+/// (`chorus::algo::ring{.chunk_bytes = 1 << 20}`; 0, the default, lets dispatch pick for
+/// the transport). A tag that cannot run a collective is a compile error with a sentence,
+/// never a silent fallback. `algo::automatic` (the default) picks through the tuner
+/// (`dispatch/tuner.hpp`; the default rule is in docs/collectives.md).
 #include <chorus/schedule/schedule.hpp>
 
 #include <concepts>
@@ -20,29 +20,48 @@ namespace chorus::inline v0::algo {
 /// all-reduce); P-1 latency steps per phase. For rooted collectives, a pipelined chain.
 struct ring {
   static constexpr schedule::algorithm id = schedule::algorithm::ring;
-  /// Transfers longer than this are cut into pieces so that the reduction of one piece
-  /// overlaps the transfer of the next. 1 MiB: below it, per-message overhead starts to
-  /// show on the host transports; above it, a piece no longer stays in the last-level
+  /// The default piece on host transports. 1 MiB: below it, per-message overhead starts
+  /// to show on the host transports; above it, a piece no longer stays in the last-level
   /// cache between arrival and reduction. Provisional until the tuner issue measures it.
-  std::size_t chunk_bytes = std::size_t{1} << 20;
+  static constexpr std::size_t host_chunk_bytes = std::size_t{1} << 20;
+  /// Transfers longer than this are cut into pieces so that the reduction of one piece
+  /// overlaps the transfer of the next. 0 (the default): `host_chunk_bytes` on host
+  /// transports, and no pieces on stream-ordered ones (NCCL), where a step's reductions
+  /// all start after the step's group ends, so pieces would only add launches.
+  std::size_t chunk_bytes = 0;
 };
 
 /// Pipelined binary tree (binomial tree for gather/scatter): log2(P) latency, so good for
 /// medium sizes and many ranks; the interior ranks carry twice the traffic.
 struct tree {
   static constexpr schedule::algorithm id = schedule::algorithm::tree;
-  /// Pipeline piece size; smaller than the ring's because a tree's pipeline is only
-  /// log2(P) deep and fills faster with smaller pieces. Provisional (see `ring`).
-  std::size_t chunk_bytes = std::size_t{256} << 10;
+  /// The default piece on host transports; smaller than the ring's because a tree's
+  /// pipeline is only log2(P) deep and fills faster with smaller pieces. Provisional (see
+  /// `ring`).
+  static constexpr std::size_t host_chunk_bytes = std::size_t{256} << 10;
+  /// Pipeline piece size. 0 (the default): `host_chunk_bytes` on host transports; on
+  /// stream-ordered ones, where every piece costs a group and a kernel launch per level,
+  /// at least that and at most `stream_pipeline_pieces` pieces per call.
+  std::size_t chunk_bytes = 0;
 };
 
 /// NCCL's double binary tree: two complementary trees each carrying half of the data, so
 /// every rank sends and receives about as much as in a ring, with log2(P) latency.
 struct double_binary_tree {
   static constexpr schedule::algorithm id = schedule::algorithm::double_binary_tree;
-  /// Pipeline piece size (see `tree`).
-  std::size_t chunk_bytes = std::size_t{256} << 10;
+  /// The default piece on host transports (see `tree`).
+  static constexpr std::size_t host_chunk_bytes = std::size_t{256} << 10;
+  /// Pipeline piece size; 0 (the default) as for `tree`.
+  std::size_t chunk_bytes = 0;
 };
+
+/// The most pieces a tree's pipeline is cut into by default on a stream-ordered transport.
+/// There the pieces of a tree still overlap across ranks (a piece climbs one level per
+/// step while the next one follows), but each step is a group and a kernel launch of some
+/// microseconds on every rank, so a 1 GiB call at 256 KiB pieces would be 4,096 groups.
+/// 16 pieces keep the pipeline's fill (the tree's height in steps) small next to the
+/// pieces at 8-64 ranks. Not measured (no GPU has run it yet, docs/gpu.md).
+inline constexpr std::size_t stream_pipeline_pieces = 16;
 
 /// Recursive doubling: log2(P) exchanges of the whole vector. Lowest latency for small
 /// messages; sends log2(P) times the data. Binomial trees for broadcast and reduce.
@@ -82,8 +101,10 @@ struct one_sided {
 /// go through one rank per host (schedule/hierarchical.hpp has every phase).
 struct hierarchical {
   static constexpr schedule::algorithm id = schedule::algorithm::hierarchical;
-  /// Pipeline piece size of every ring phase (see `ring`).
-  std::size_t chunk_bytes = std::size_t{1} << 20;
+  /// The default piece of every ring phase on host transports (see `ring`).
+  static constexpr std::size_t host_chunk_bytes = ring::host_chunk_bytes;
+  /// Pipeline piece size of every ring phase; 0 (the default) as for `ring`.
+  std::size_t chunk_bytes = 0;
 };
 
 /// Let chorus choose by message size and rank count (the default).

@@ -207,6 +207,17 @@ struct stream_call {
   bool native = false;
 };
 
+/// The transport's `device_scope()` where it has one (see `stream_ordered_transport`);
+/// nothing to hold otherwise.
+template <stream_ordered_transport Transport>
+auto enter_device(Transport& t) {
+  if constexpr (requires { t.device_scope(); }) {
+    return t.device_scope();
+  } else {
+    return 0;
+  }
+}
+
 /// Runs one stream-ordered collective: the stream path's `run_collective`. Returns once the
 /// work is enqueued; errors found while enqueuing (and asynchronous ones the transport
 /// reports by then) poison the communicator like any collective failure.
@@ -223,10 +234,13 @@ void run_stream_collective(communicator<Transport>& comm,
   const schedule::algorithm a = start.algorithm;
   with_call_context(comm, call, start.fp, [&] {
     Transport& t = comm.transport();
+    // The transport's device for the whole call: scratch, copies and kernels go there even
+    // when the calling thread has another device selected.
+    [[maybe_unused]] const auto device = enter_device(t);
     t.poll_error();
     if (sc.native) {
       if constexpr (native_collective_transport<Transport>) {
-        t.native(native_call_of(call, comm.rank()), sc.stream);
+        t.native(native_call_of(call, comm.rank()), sc.stream, comm.make_deadline());
         return;
       } else {
         throw error(errc::invalid_argument,

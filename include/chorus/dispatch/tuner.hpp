@@ -11,22 +11,32 @@
 #include <chorus/schedule/tuning.hpp>
 #include <chorus/transport/contract.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <string>
 
 namespace chorus::inline v0::detail {
 
-/// The default piece sizes of the pipelined tags, read from the tags themselves.
-inline std::size_t default_chunk_bytes(schedule::algorithm a) noexcept {
+/// The default piece of algorithm `a` for a call of `bytes` (one rank's vector), from the
+/// tags' `host_chunk_bytes`; 0 means no pieces. On a stream-ordered transport the ring
+/// phases are not cut (a step's reductions all wait for the step's group, so pieces only
+/// add launches), and a tree's pipeline has at most `algo::stream_pipeline_pieces` pieces.
+inline std::size_t default_chunk_bytes(schedule::algorithm a, bool stream_ordered,
+                                       std::size_t bytes) noexcept {
+  const auto tree_piece = [&](std::size_t host) {
+    if (!stream_ordered) return host;
+    const std::size_t n = algo::stream_pipeline_pieces;
+    return std::max(host, (bytes + n - 1) / n);
+  };
   switch (a) {
     case schedule::algorithm::ring:
-      return algo::ring{}.chunk_bytes;
-    case schedule::algorithm::tree:
-      return algo::tree{}.chunk_bytes;
-    case schedule::algorithm::double_binary_tree:
-      return algo::double_binary_tree{}.chunk_bytes;
+      return stream_ordered ? 0 : algo::ring::host_chunk_bytes;
     case schedule::algorithm::hierarchical:
-      return algo::hierarchical{}.chunk_bytes;
+      return stream_ordered ? 0 : algo::hierarchical::host_chunk_bytes;
+    case schedule::algorithm::tree:
+      return tree_piece(algo::tree::host_chunk_bytes);
+    case schedule::algorithm::double_binary_tree:
+      return tree_piece(algo::double_binary_tree::host_chunk_bytes);
     default:
       return 0;
   }
@@ -79,7 +89,9 @@ schedule::algorithm resolve_algorithm(const communicator<Transport>& comm, colle
                     " needs a transport with windows (shm_transport, ucx_transport); "
                     "pick another algorithm");
   }
-  if (chunk_bytes == 0) chunk_bytes = default_chunk_bytes(a);
+  if (chunk_bytes == 0) {
+    chunk_bytes = default_chunk_bytes(a, stream_ordered_transport<Transport>, call_bytes(call));
+  }
   call.algorithm = a;
   call.chunk_count = chunk_bytes == 0 ? 0 : std::max<std::size_t>(1, chunk_bytes / call.elem_size);
   return a;

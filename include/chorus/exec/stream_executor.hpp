@@ -16,6 +16,7 @@
 /// schedules list each pair's messages in the same order on both sides (checked for every
 /// algorithm by tests/stream). Zero-byte messages are left out on both sides.
 #include <chorus/communicator.hpp>
+#include <chorus/core/deadline.hpp>
 #include <chorus/core/error.hpp>
 #include <chorus/exec/executor.hpp>
 #include <chorus/schedule/schedule.hpp>
@@ -23,6 +24,7 @@
 
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <string>
 
@@ -58,9 +60,93 @@ class stream_scratch {
   std::byte* memory_;
 };
 
+/// The executor's hold on one group of the transport (`group_start` .. `group_end`): when
+/// enqueuing throws before `end`, the destructor closes the group with `group_cancel`, so
+/// that the transport's group never stays open behind the exception (NCCL's would swallow
+/// this thread's next calls on any communicator).
+template <stream_ordered_transport Transport>
+class group_guard {
+ public:
+  explicit group_guard(Transport& t) : transport_(t) { transport_.group_start(); }
+  group_guard(const group_guard&) = delete;
+  group_guard& operator=(const group_guard&) = delete;
+  ~group_guard() {
+    if (open_) transport_.group_cancel();
+  }
+  /// Closes the group; the transport waits for it at most until `until`.
+  void end(deadline until) {
+    open_ = false;  // group_end closes the group even when it throws
+    transport_.group_end(until);
+  }
+
+ private:
+  Transport& transport_;
+  bool open_ = true;
+};
+
+/// The alignment the reduction kernels want of their three arrays alike: `device::reduce`
+/// moves 16-byte vectors when the addresses agree modulo 16, and goes element by element
+/// otherwise.
+inline constexpr std::size_t stream_staging_alignment = 16;
+
+/// Staging bytes `s` needs when every `recv_reduce` payload may be moved up by as much as
+/// `stream_staging_alignment - 1` bytes to match its destination's alignment.
+inline std::size_t stream_staging_bytes(const schedule::schedule& s, std::size_t es) noexcept {
+  std::size_t most = 0;
+  for (std::size_t k = 0; k < s.steps(); ++k) {
+    std::size_t sum = 0;
+    for (const schedule::op& o : s.step(k)) {
+      if (o.code == schedule::op_code::recv_reduce && o.dst.count != 0) {
+        sum += o.dst.count * es + stream_staging_alignment - 1;
+      }
+    }
+    most = sum > most ? sum : most;
+  }
+  return most;
+}
+
+/// Where the next `recv_reduce` payload goes in staging: at `staged` or just after it, at
+/// the address that agrees with `dst` modulo `stream_staging_alignment`, so that its
+/// reduction takes the kernels' vector path. A payload that follows one whose destination
+/// it continues lands right after it, so the two reduce in one launch.
+inline std::size_t stream_stage_at(const std::byte* staging, std::size_t staged,
+                                   const std::byte* dst) noexcept {
+  constexpr std::uintptr_t a = stream_staging_alignment;
+  const std::uintptr_t want = reinterpret_cast<std::uintptr_t>(dst) % a;
+  const std::uintptr_t have = reinterpret_cast<std::uintptr_t>(staging + staged) % a;
+  return staged + static_cast<std::size_t>((want + a - have) % a);
+}
+
+/// One reduction launch being put together from contiguous `recv_reduce` pieces.
+struct stream_reduction {
+  std::byte* dst = nullptr;
+  const std::byte* a = nullptr;
+  const std::byte* b = nullptr;
+  std::size_t n = 0;  ///< elements
+
+  /// Whether the piece (dst, a, b) of `count` elements continues this launch: its three
+  /// arrays follow this launch's three, and the merged operand `a` is either the merged
+  /// output itself or apart from it (the kernels take exact aliasing only).
+  [[nodiscard]] bool continued_by(const std::byte* d, const std::byte* x, const std::byte* y,
+                                  std::size_t count, std::size_t es) const noexcept {
+    if (n == 0) return false;
+    const std::size_t bytes = n * es;
+    if (d != dst + bytes || x != a + bytes || y != b + bytes) return false;
+    const auto at = [](const std::byte* p) { return reinterpret_cast<std::uintptr_t>(p); };
+    const std::size_t total = bytes + count * es;
+    return a == dst || at(a) + total <= at(dst) || at(dst) + total <= at(a);
+  }
+};
+
 /// Enqueues `s` on `stream`, counting what it enqueues into `comm.traffic()`. The buffers
 /// are memory the transport reaches (device memory for NCCL); `reduce` enqueues the
 /// (element type, op) kernel.
+///
+/// Per step: the group of the step's receives and sends (closed under the communicator's
+/// deadline), then its copies and reductions in op order. On a stream every reduction of a
+/// step starts after the step's group has ended, so pieces of one transfer give no overlap
+/// here; the `recv_reduce` pieces of a step that are contiguous in all three arrays run as
+/// one launch (their payloads are staged contiguously, each at its destination's alignment).
 template <stream_ordered_transport Transport>
 void execute_on_stream(communicator<Transport>& comm, const schedule::schedule& s,
                        const std::byte* input, std::byte* output, std::size_t elem_size,
@@ -69,8 +155,7 @@ void execute_on_stream(communicator<Transport>& comm, const schedule::schedule& 
   Transport& t = comm.transport();
   const std::size_t es = elem_size;
   const std::size_t scratch_bytes = (s.scratch_count * es + 255) / 256 * 256;
-  const std::size_t staging_bytes = staging_count(s) * es;
-  stream_scratch<Transport> memory(t, scratch_bytes + staging_bytes, stream);
+  stream_scratch<Transport> memory(t, scratch_bytes + stream_staging_bytes(s, es), stream);
   std::byte* const scratch = memory.data();
   std::byte* const staging = scratch == nullptr ? nullptr : scratch + scratch_bytes;
 
@@ -85,6 +170,13 @@ void execute_on_stream(communicator<Transport>& comm, const schedule::schedule& 
     }
     return nullptr;
   };
+  // Walks the step's `recv_reduce` payloads through staging as both passes below do.
+  auto next_stage = [&](std::size_t& staged, const schedule::op& o) -> std::byte* {
+    staged = stream_stage_at(staging, staged, address(o.dst));
+    std::byte* at = staging + staged;
+    staged += o.dst.count * es;
+    return at;
+  };
 
   for (std::size_t k = 0; k < s.steps(); ++k) {
     const std::span<const schedule::op> step = s.step(k);
@@ -95,7 +187,7 @@ void execute_on_stream(communicator<Transport>& comm, const schedule::schedule& 
                         (o.code == schedule::op_code::send ? o.src.count : o.dst.count) != 0);
     }
     if (transfers) {
-      t.group_start();
+      group_guard<Transport> group(t);
       std::size_t staged = 0;
       for (const schedule::op& o : step) {
         switch (o.code) {
@@ -113,32 +205,43 @@ void execute_on_stream(communicator<Transport>& comm, const schedule::schedule& 
             break;
           case schedule::op_code::recv_reduce:
             if (o.dst.count != 0) {
-              t.enqueue_recv(o.peer, {staging + staged, o.dst.count * es}, stream);
+              t.enqueue_recv(o.peer, {next_stage(staged, o), o.dst.count * es}, stream);
               comm.count_received(o.dst.count * es);
             }
-            staged += o.dst.count * es;
             break;
           case schedule::op_code::copy:
             break;
         }
       }
-      t.group_end();
+      group.end(comm.make_deadline());
     }
     std::size_t staged = 0;
+    stream_reduction pending;
+    auto flush = [&] {
+      if (pending.n != 0) reduce(pending.dst, pending.a, pending.b, pending.n, op, stream);
+      pending = {};
+    };
     for (const schedule::op& o : step) {
       if (o.code == schedule::op_code::copy) {
+        flush();  // a copy may read what the reduction writes, or write what it reads
         std::byte* dst = address(o.dst);
         const std::byte* src = address(o.src);
         if (dst != src && o.dst.count != 0) {
           t.copy({dst, o.dst.count * es}, {src, o.src.count * es}, stream);
         }
-      } else if (o.code == schedule::op_code::recv_reduce) {
-        if (o.dst.count != 0) {
-          reduce(address(o.dst), address(o.src), staging + staged, o.dst.count, op, stream);
+      } else if (o.code == schedule::op_code::recv_reduce && o.dst.count != 0) {
+        std::byte* dst = address(o.dst);
+        const std::byte* a = address(o.src);
+        const std::byte* b = next_stage(staged, o);
+        if (pending.continued_by(dst, a, b, o.dst.count, es)) {
+          pending.n += o.dst.count;
+        } else {
+          flush();
+          pending = {dst, a, b, o.dst.count};
         }
-        staged += o.dst.count * es;
       }
     }
+    flush();
   }
 }
 

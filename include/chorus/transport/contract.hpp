@@ -12,8 +12,9 @@
 ///     mapped_window_transport      allocate_window, peer_window (loads)  shm
 ///     one_sided_transport          either of the two above              shm, ucx
 ///     stream_ordered_transport     group_start/enqueue_send/recv/        nccl
-///                                  group_end, copy, allocate, poll_error
-///     native_collective_transport  native(native_call, stream)          nccl
+///                                  group_end/cancel, copy, allocate,
+///                                  poll_error
+///     native_collective_transport  native(native_call, stream, until)   nccl
 ///     splittable_transport         split(group_spec), used_contexts()   inproc, shm, ucx
 ///     native_split_transport       split(color, key, deadline)          nccl
 ///     any_transport                transport or stream_ordered_transport
@@ -122,34 +123,52 @@ concept rma_transport = transport<T> &&
 
 /// A transport that enqueues work on a device stream instead of completing it on the host.
 ///
-/// Between `group_start` and `group_end` the executor enqueues the sends and receives of one
-/// schedule step (NCCL: `ncclGroupStart`, `ncclSend`/`ncclRecv`, `ncclGroupEnd`); reductions
-/// are enqueued as kernels on the same stream. Nothing synchronises with the host inside a
-/// collective, so a CUDA graph can capture it. `poll_error` reports an asynchronous failure
-/// (NCCL: `ncclCommGetAsyncError`) and is what the host polls under a deadline.
+/// Between `group_start` and `group_end(until)` the executor enqueues the sends and receives
+/// of one schedule step (NCCL: `ncclGroupStart`, `ncclSend`/`ncclRecv`, `ncclGroupEnd`);
+/// reductions are enqueued as kernels on the same stream. Nothing synchronises with the host
+/// inside a collective, so a CUDA graph can capture it. `group_end` may still have to wait
+/// on the host for the transport to take the group -- NCCL connects to a peer on the first
+/// use of the pair, which needs that peer to arrive -- and it waits at most until `until`,
+/// the communicator's deadline, so that a peer that is late but within the communicator's
+/// timeout is waited for. When enqueuing fails between the two (a bad peer, a failed
+/// `ncclSend`, an allocation), the executor calls `group_cancel()` instead of `group_end`:
+/// it closes the transport's group whatever it holds, never throws, and leaves the
+/// communicator to the failure path, which aborts it (the group's messages cannot be
+/// matched any more). `poll_error` reports an asynchronous failure (NCCL:
+/// `ncclCommGetAsyncError`) and is what the host polls under a deadline.
 ///
 /// Matching has no tags: the k-th send from rank a to rank b matches the k-th receive of b
-/// from a (NCCL's rule). Every chorus schedule lists each pair's messages in the same order
-/// on both sides, which a test checks for every algorithm. Byte spans name memory the
-/// transport can reach (NCCL: device memory of the communicator's device).
+/// from a (NCCL's rule), and a group's sends and receives complete together, a send only
+/// once its receiver has taken it (rendezvous, as NCCL's large messages). Every chorus
+/// schedule lists each pair's messages in the same order on both sides, which a test
+/// checks for every algorithm. Byte spans name memory the transport can reach (NCCL:
+/// device memory of the communicator's device).
 ///
 /// The executor also needs stream-ordered memory from the transport: `allocate(bytes,
 /// stream)` returns scratch usable by work enqueued on `stream` after the call and
 /// `deallocate(p, stream)` releases it after the work enqueued before (NCCL:
 /// `cudaMallocAsync` / `cudaFreeAsync`, which a CUDA graph can capture), and
 /// `copy(dst, src, stream)` enqueues a local copy (`cudaMemcpyAsync`).
+///
+/// Optional: `device_scope()`, returning an object that makes the transport's device the
+/// calling thread's current one while it lives (NCCL: `cudaSetDevice` to the
+/// communicator's device, restored after). The executor holds one around a whole
+/// collective, so that its kernels and scratch land on the communicator's device whatever
+/// device the thread had selected.
 template <class T>
 concept stream_ordered_transport = std::movable<T> &&
     requires(T& t, const T& ct, typename T::stream_type stream, int peer,
              std::span<const std::byte> send_bytes, std::span<std::byte> recv_bytes,
-             std::size_t bytes, std::byte* memory, std::string_view reason) {
+             std::size_t bytes, std::byte* memory, std::string_view reason, deadline until) {
   typename T::stream_type;
   { ct.rank() } -> std::convertible_to<int>;
   { ct.size() } -> std::convertible_to<int>;
   { t.group_start() } -> std::same_as<void>;
   { t.enqueue_send(peer, send_bytes, stream) } -> std::same_as<void>;
   { t.enqueue_recv(peer, recv_bytes, stream) } -> std::same_as<void>;
-  { t.group_end() } -> std::same_as<void>;
+  { t.group_end(until) } -> std::same_as<void>;
+  { t.group_cancel() }
+  noexcept;
   { t.copy(recv_bytes, send_bytes, stream) } -> std::same_as<void>;
   { t.allocate(bytes, stream) } -> std::same_as<std::byte*>;
   { t.deallocate(memory, stream) }
@@ -191,12 +210,14 @@ struct native_call {
 };
 
 /// A stream-ordered transport with collectives of its own, for `algo::native`:
-/// `native(call, stream)` enqueues `call` on `stream` and throws `invalid_argument` naming
-/// what it cannot run (a custom op, an element type it lacks, a collective it has not).
+/// `native(call, stream, until)` enqueues `call` on `stream` and throws `invalid_argument`
+/// naming what it cannot run (a custom op, an element type it lacks, a collective it has
+/// not). Like `group_end`, it may wait on the host for the transport to take the call (NCCL
+/// connecting on first use), at most until `until`.
 template <class T>
 concept native_collective_transport = stream_ordered_transport<T> &&
-    requires(T& t, const native_call& call, typename T::stream_type stream) {
-  { t.native(call, stream) } -> std::same_as<void>;
+    requires(T& t, const native_call& call, typename T::stream_type stream, deadline until) {
+  { t.native(call, stream, until) } -> std::same_as<void>;
 };
 
 /// A group of a transport's ranks, as every rank of the parent agreed on it

@@ -19,17 +19,28 @@
 ///   prod, min, max, avg); anything else is `errc::invalid_argument` naming what to use.
 /// - **Errors and deadlines.** Every NCCL call is checked; failures become `chorus::error`
 ///   with NCCL's text and last error message. The communicator is non-blocking, so no NCCL
-///   call waits on peers: `poll_error` asks `ncclCommGetAsyncError`, and `synchronize(stream,
-///   deadline)` waits for a stream while polling it, aborting the communicator
-///   (`ncclCommAbort`) when the deadline passes. `abort` may be called from any thread.
+///   call waits on peers: where NCCL answers `ncclInProgress` (joining, and a group or
+///   collective that connects ranks on first use) chorus polls under the deadline the
+///   caller passes -- the communicator's -- and `synchronize(stream, deadline)` waits for a
+///   stream while polling `ncclCommGetAsyncError`, aborting the communicator
+///   (`ncclCommAbort`) when the deadline passes. `abort` may be called from any thread: it
+///   is serialised with every NCCL call on the family's communicators (one lock per
+///   family, held for single calls and for a group's enqueues), so a call never runs on a
+///   communicator that an abort has freed.
+/// - **Teardown.** The destructor (and a move-assignment, for the communicator it
+///   replaces) finalises the communicator (`ncclCommFinalize`, polled for at most the
+///   timeout it was made with) and destroys it, or aborts it when a peer keeps it past that.
 /// - **Groups.** `split(color, key, until)` is `ncclCommSplit` on the non-blocking
 ///   communicator, polled under `until` like the join (`communicator::split` and `subgroup`,
 ///   group/split.hpp). A communicator and the groups split from it (and from those) form a
 ///   family on each rank that shares one abort record and aborts every member's NCCL
 ///   communicator when any of them is aborted or fails.
-/// - **Memory.** Buffers are device memory of the communicator's device. Scratch comes from
-///   the stream-ordered allocator (`cudaMallocAsync` / `cudaFreeAsync`), which CUDA graphs
-///   capture.
+/// - **Memory and device.** Buffers are device memory of the communicator's device. Scratch
+///   comes from the stream-ordered allocator (`cudaMallocAsync` / `cudaFreeAsync`), which
+///   CUDA graphs capture; the device's pool is told to keep the largest scratch asked so
+///   far mapped across synchronisations (its release threshold). The stream executor holds
+///   `device_scope()` around each collective, so that scratch, copies and kernels run on
+///   the communicator's device whatever device the calling thread has selected.
 #include <chorus/bootstrap/from_env.hpp>
 #include <chorus/core/deadline.hpp>
 #include <chorus/core/error.hpp>
@@ -46,6 +57,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <limits>
@@ -56,6 +68,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace chorus::inline v0 {
@@ -121,11 +134,17 @@ inline errc code_of(ncclResult_t r) noexcept {
   }
 }
 
-/// One NCCL communicator of a family, as the family's `abort` reaches it. Guarded by
-/// `family::mutex`.
-struct handle {
-  ncclComm_t comm = nullptr;
-  bool aborted = false;  ///< ncclCommAbort was called on it (it is freed: never touch again)
+/// The NCCL calls a family makes on its communicators' behalf -- an abort, and the end of a
+/// communicator -- as a policy, so that tests/nccl can check the family's locking and
+/// teardown against a fake without a GPU.
+struct api {
+  using comm_type = ncclComm_t;
+  static ncclResult_t abort(ncclComm_t c) noexcept { return ncclCommAbort(c); }
+  static ncclResult_t finalize(ncclComm_t c) noexcept { return ncclCommFinalize(c); }
+  static ncclResult_t async_error(ncclComm_t c, ncclResult_t* r) noexcept {
+    return ncclCommGetAsyncError(c, r);
+  }
+  static ncclResult_t destroy(ncclComm_t c) noexcept { return ncclCommDestroy(c); }
 };
 
 /// What a world communicator and every group split from it (`ncclCommSplit`) share on this
@@ -133,17 +152,35 @@ struct handle {
 /// an abort of any of them (this rank's, or a failure NCCL reported) aborts them all -- a
 /// failed parent poisons its groups and a failed group its parent, as on the host
 /// transports. `abort` may be called from any thread.
-struct family_state {
+///
+/// `ncclCommAbort` frees a communicator, so it must never run while another thread is
+/// inside an NCCL call on the same one. The family's `mutex` serialises the two: every
+/// NCCL call on a member runs with it held (`run`, or a whole `ncclGroupStart` ..
+/// `ncclGroupEnd`, which only enqueues), and so does `abort`; a call therefore either
+/// completes before the abort or finds its handle aborted and is never made. None of the
+/// calls made under the lock waits for a peer, so `abort` waits for a few enqueues at most.
+template <class Api>
+struct basic_family {
+  using comm_type = typename Api::comm_type;
+
+  /// One communicator of the family, as the family's `abort` reaches it. Guarded by
+  /// `mutex`.
+  struct handle {
+    comm_type comm{};
+    bool aborted = false;  ///< Api::abort was called on it (`comm` is then null: freed)
+  };
+
   std::atomic<bool> aborted{false};  ///< set once every registered communicator is aborted
   kit::abort_record<1024> cause{};   ///< why: the first abort's world rank, code and reason
   std::mutex mutex;
   std::vector<handle*> members;  ///< the live communicators (guarded by `mutex`)
   /// Where `ncclCommSplit` may still write after a failed split (see `split`); kept until
   /// the family goes, so that a late write never lands in freed memory.
-  std::vector<std::unique_ptr<ncclComm_t>> parked;
+  std::vector<std::unique_ptr<comm_type>> parked;
 
   /// Records the cause (the first one wins) and aborts every communicator of the family.
-  /// Blocks only while another thread aborts or registers a communicator; never on peers.
+  /// Blocks only while another thread makes an NCCL call on one of them, aborts or
+  /// registers a communicator; never on peers.
   void abort(int world_rank, errc code, std::string_view reason) noexcept {
     cause.record(world_rank, code, reason);
     std::lock_guard lock(mutex);
@@ -159,19 +196,54 @@ struct family_state {
     if (aborted.load()) abort_one(h);
   }
 
-  /// Removes `h`; true when its communicator is still to be destroyed (it was not aborted).
-  bool leave(handle& h) noexcept {
+  /// Runs `call(h.comm)` with the family locked, so that no abort frees the communicator
+  /// under it; false, without calling, when `h` was aborted (or never made).
+  template <class Call>
+  bool run(handle& h, Call&& call) {
     std::lock_guard lock(mutex);
-    std::erase(members, &h);
-    return h.comm != nullptr && !h.aborted;
+    if (h.aborted || h.comm == comm_type{}) return false;
+    call(h.comm);
+    return true;
   }
 
+  /// Ends `h`'s communicator and takes it out of the family: `ncclCommFinalize`, which
+  /// flushes what was enqueued on it, polled until `until` with the lock released between
+  /// polls (so that an abort still gets in), then `ncclCommDestroy`. A failure, or `until`,
+  /// aborts it instead: a destructor must not wait on a peer that is gone.
+  void release(handle& h, deadline until) noexcept {
+    std::unique_lock lock(mutex);
+    if (!h.aborted && h.comm != comm_type{}) {
+      ncclResult_t r = Api::finalize(h.comm);
+      kit::wait_ladder ladder(64, std::numeric_limits<int>::max());
+      while (r == ncclSuccess || r == ncclInProgress) {
+        ncclResult_t now = ncclInProgress;
+        if (Api::async_error(h.comm, &now) != ncclSuccess) break;
+        if (now == ncclSuccess) {
+          Api::destroy(h.comm);
+          h.comm = comm_type{};
+          break;
+        }
+        if (now != ncclInProgress || until.expired()) break;
+        lock.unlock();
+        ladder.idle();
+        lock.lock();
+        if (h.aborted) break;
+      }
+      abort_one(h);  // nothing to do once destroyed or aborted
+    }
+    std::erase(members, &h);
+  }
+
+  /// Aborts `h`'s communicator (lock held) and forgets it: NCCL has freed it.
   static void abort_one(handle& h) noexcept {
-    if (h.aborted || h.comm == nullptr) return;
+    if (h.aborted || h.comm == comm_type{}) return;
     h.aborted = true;
-    ncclCommAbort(h.comm);
+    Api::abort(std::exchange(h.comm, comm_type{}));
   }
 };
+
+using family_state = basic_family<api>;
+using handle = family_state::handle;
 
 /// One communicator's state: its handle in the family, where it stands, and the family.
 struct state {
@@ -181,8 +253,22 @@ struct state {
   int device = 0;
   int world_rank = 0;  ///< this rank in the world communicator the family started from
   bool group = false;  ///< made by `split` (errors name the world rank)
+  duration timeout = default_timeout;  ///< how long the destructor's finalize may take
+  std::size_t pool_kept = 0;           ///< scratch the device's pool was told to keep (`allocate`)
+  /// The family's lock, held from `group_start` to `group_end` (or `group_cancel`).
+  std::unique_lock<std::mutex> open_group;
   std::shared_ptr<family_state> family = std::make_shared<family_state>();
 };
+
+/// The release threshold the memory pool needs so that it keeps `bytes` of scratch mapped
+/// across synchronisations (CUDA's default of 0 hands every freed byte back to the driver
+/// whenever a stream or the device synchronises, so each collective would map its scratch
+/// again); nullopt when `current` already keeps as much.
+inline std::optional<std::uint64_t> raised_threshold(std::uint64_t current,
+                                                     std::size_t bytes) noexcept {
+  if (current >= bytes) return std::nullopt;
+  return static_cast<std::uint64_t>(bytes);
+}
 
 }  // namespace detail::nccl
 
@@ -207,6 +293,7 @@ class nccl_transport {
     s.rank = rank;
     s.size = size;
     s.world_rank = rank;
+    s.timeout = timeout;
     cuda_check(cudaGetDevice(&s.device), "cudaGetDevice (is there a usable CUDA device?)");
     ncclUniqueId id{};
     std::string mine = "-";
@@ -248,12 +335,19 @@ class nccl_transport {
             world.timeout) {}
 
   nccl_transport(nccl_transport&&) noexcept = default;
-  nccl_transport& operator=(nccl_transport&&) noexcept = default;
-
-  /// Destroys the communicator; after an abort there is nothing left to destroy.
-  ~nccl_transport() {
-    if (state_ && state_->family->leave(state_->self)) ncclCommDestroy(state_->self.comm);
+  /// Ends this transport's communicator (as the destructor does), then takes `other`'s.
+  nccl_transport& operator=(nccl_transport&& other) noexcept {
+    if (this != &other) {
+      release();
+      state_ = std::move(other.state_);
+    }
+    return *this;
   }
+
+  /// Ends the communicator: `ncclCommFinalize`, polled for at most the timeout it was made
+  /// with, then `ncclCommDestroy`; past that (a peer gone while work was still enqueued)
+  /// `ncclCommAbort`. After an abort there is nothing left to end.
+  ~nccl_transport() { release(); }
 
   [[nodiscard]] int rank() const noexcept { return state_->rank; }
   [[nodiscard]] int size() const noexcept { return state_->size; }
@@ -261,8 +355,13 @@ class nccl_transport {
   [[nodiscard]] int world_rank() const noexcept { return state_->world_rank; }
   /// The CUDA device of the communicator.
   [[nodiscard]] int device() const noexcept { return state_->device; }
-  /// NCCL's communicator, for calling NCCL directly alongside chorus.
-  [[nodiscard]] ncclComm_t native_handle() const noexcept { return state_->self.comm; }
+  /// NCCL's communicator, for calling NCCL directly alongside chorus; null once aborted
+  /// (NCCL has freed it). An abort from another thread may free it after this returns:
+  /// calls on it race with `abort` as chorus's own calls do not.
+  [[nodiscard]] ncclComm_t native_handle() const {
+    std::lock_guard lock(state_->family->mutex);
+    return state_->self.comm;
+  }
 
   /// Splits this communicator's ranks with `ncclCommSplit` (collective over them): the ranks
   /// that pass the same `color` (>= 0) form a group, ordered by `key`, then by rank here; a
@@ -288,7 +387,8 @@ class nccl_transport {
       ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
       config.blocking = 0;
       config.splitShare = 0;  // its own resources: a group may outlive its parent
-      const ncclResult_t r = ncclCommSplit(s.self.comm, nccl_color, key, slot.get(), &config);
+      const ncclResult_t r = on_comm(
+          [&](ncclComm_t c) { return ncclCommSplit(c, nccl_color, key, slot.get(), &config); });
       if (r != ncclSuccess && r != ncclInProgress) nccl_check(r, what.c_str());
       // The parent stays in ncclInProgress until NCCL is done with the split.
       wait_ready(until, what +
@@ -310,6 +410,7 @@ class nccl_transport {
       child->self.comm = made;
       child->device = s.device;
       child->world_rank = s.world_rank;
+      child->timeout = s.timeout;
       child->group = true;
       child->family = s.family;
       s.family->join(child->self);
@@ -317,8 +418,10 @@ class nccl_transport {
       nccl_transport group(std::move(child));
       group.wait_ready(until, "joining the group made by " + what);
       detail::nccl::state& g = *group.state_;
-      group.nccl_check(ncclCommUserRank(g.self.comm, &g.rank), "ncclCommUserRank");
-      group.nccl_check(ncclCommCount(g.self.comm, &g.size), "ncclCommCount");
+      group.nccl_check(group.on_comm([&](ncclComm_t c) { return ncclCommUserRank(c, &g.rank); }),
+                       "ncclCommUserRank");
+      group.nccl_check(group.on_comm([&](ncclComm_t c) { return ncclCommCount(c, &g.size); }),
+                       "ncclCommCount");
       return std::optional<nccl_transport>(std::move(group));
     } catch (const error& e) {
       end_failed_split(std::move(slot), joined, e.value(), e.what());
@@ -329,29 +432,55 @@ class nccl_transport {
     }
   }
 
+  /// Opens an NCCL group. The family stays locked until `group_end` or `group_cancel`, so
+  /// that an abort from another thread waits for the group's enqueues instead of freeing
+  /// the communicator under them.
   void group_start() {
-    throw_if_aborted();
+    detail::nccl::state& s = *state_;
+    std::unique_lock lock(s.family->mutex);
+    if (s.self.aborted || s.self.comm == nullptr) {
+      lock.unlock();
+      throw_aborted();
+    }
     nccl_check(ncclGroupStart(), "ncclGroupStart");
+    s.open_group = std::move(lock);
   }
   void enqueue_send(int peer, std::span<const std::byte> bytes, cudaStream_t stream) {
     detail::check_transport_peer(rank(), size(), peer, "send to");
-    nccl_check(ncclSend(bytes.data(), bytes.size(), ncclUint8, peer, state_->self.comm, stream),
+    nccl_check(on_comm([&](ncclComm_t c) {
+                 return ncclSend(bytes.data(), bytes.size(), ncclUint8, peer, c, stream);
+               }),
                "ncclSend");
   }
   void enqueue_recv(int peer, std::span<std::byte> bytes, cudaStream_t stream) {
     detail::check_transport_peer(rank(), size(), peer, "receive from");
-    nccl_check(ncclRecv(bytes.data(), bytes.size(), ncclUint8, peer, state_->self.comm, stream),
+    nccl_check(on_comm([&](ncclComm_t c) {
+                 return ncclRecv(bytes.data(), bytes.size(), ncclUint8, peer, c, stream);
+               }),
                "ncclRecv");
   }
-  /// Closes the group. On a non-blocking communicator NCCL may still be launching it
-  /// (`ncclInProgress`); that launch does not wait for peers and is waited for here.
-  void group_end() {
+  /// Closes the group. On a non-blocking communicator NCCL may still be taking it
+  /// (`ncclInProgress`): on the first use of a pair of ranks it connects to the peer, which
+  /// needs the peer to get there too, so it is waited for until `until` (the
+  /// communicator's deadline), not some shorter launch time.
+  void group_end(deadline until) {
     const ncclResult_t r = ncclGroupEnd();
+    state_->open_group = {};  // unlocks: the group's calls are made
     if (r == ncclInProgress) {
-      wait_ready(deadline::after(launch_timeout), "launching an NCCL group");
+      wait_ready(until,
+                 "NCCL taking a group of sends and receives (the first one between two ranks "
+                 "connects them, which needs the peer to get there too)");
     } else {
       nccl_check(r, "ncclGroupEnd");
     }
+  }
+  /// Closes a group the executor gives up on after a failure between `group_start` and
+  /// `group_end`: NCCL's group is per thread, and left open it would take this thread's
+  /// next calls on any communicator. What the group holds may be launched; the failure
+  /// path aborts the communicator next, since peers can no longer match it.
+  void group_cancel() noexcept {
+    (void)ncclGroupEnd();
+    state_->open_group = {};
   }
   void copy(std::span<std::byte> dst, std::span<const std::byte> src, cudaStream_t stream) {
     if (dst.size() != src.size()) {
@@ -364,6 +493,7 @@ class nccl_transport {
         "cudaMemcpyAsync");
   }
   std::byte* allocate(std::size_t bytes, cudaStream_t stream) {
+    keep_pool(bytes);
     void* p = nullptr;
     cuda_check(cudaMallocAsync(&p, bytes, stream),
                ("cudaMallocAsync of " + std::to_string(bytes) + " bytes of scratch").c_str());
@@ -376,7 +506,8 @@ class nccl_transport {
   void poll_error() {
     throw_if_aborted();
     ncclResult_t async = ncclSuccess;
-    nccl_check(ncclCommGetAsyncError(state_->self.comm, &async), "ncclCommGetAsyncError");
+    nccl_check(on_comm([&](ncclComm_t c) { return ncclCommGetAsyncError(c, &async); }),
+               "ncclCommGetAsyncError");
     if (async != ncclSuccess && async != ncclInProgress) {
       const std::string what = "NCCL reported an asynchronous error: " + text(async);
       abort(detail::nccl::code_of(async), what);
@@ -410,8 +541,9 @@ class nccl_transport {
     s.family->abort(s.world_rank, code, reason);
   }
 
-  /// NCCL's own collective for `call` (`algo::native`), enqueued on `stream`.
-  void native(const native_call& call, cudaStream_t stream) {
+  /// NCCL's own collective for `call` (`algo::native`), enqueued on `stream`; like
+  /// `group_end`, waits until `until` where NCCL is still connecting to peers.
+  void native(const native_call& call, cudaStream_t stream, deadline until) {
     using enum schedule::collective;
     throw_if_aborted();
     const auto type = detail::nccl::type_of(call.type);
@@ -420,42 +552,100 @@ class nccl_transport {
                   "algo::native: NCCL has no " + std::string(name(call.type)) +
                       " type; use one of chorus's algorithms, or a 32-bit integer type");
     }
-    ncclResult_t r = ncclSuccess;
-    ncclComm_t comm = state_->self.comm;
-    switch (call.kind) {
-      case all_reduce:
-        r = ncclAllReduce(call.input, call.output, call.count, *type, reduce_op(call), comm,
-                          stream);
-        break;
-      case reduce:
-        r = ncclReduce(call.input, call.output, call.count, *type, reduce_op(call), call.root, comm,
-                       stream);
-        break;
-      case broadcast:
-        r = ncclBroadcast(call.input, call.output, call.count, *type, call.root, comm, stream);
-        break;
-      case reduce_scatter:
-        r = ncclReduceScatter(call.input, call.output, call.count, *type, reduce_op(call), comm,
-                              stream);
-        break;
-      case all_gather:
-        r = ncclAllGather(call.input, call.output, call.count, *type, comm, stream);
-        break;
-      default:
-        throw error(errc::invalid_argument,
-                    "algo::native: NCCL has no " + std::string(name(call.kind)) + " of its own");
+    const bool reduces =
+        call.kind == all_reduce || call.kind == reduce || call.kind == reduce_scatter;
+    if (!reduces && call.kind != broadcast && call.kind != all_gather) {
+      throw error(errc::invalid_argument,
+                  "algo::native: NCCL has no " + std::string(name(call.kind)) + " of its own");
     }
+    const ncclRedOp_t op = reduces ? reduce_op(call) : ncclSum;
+    const ncclResult_t r = on_comm([&](ncclComm_t comm) {
+      switch (call.kind) {
+        case all_reduce:
+          return ncclAllReduce(call.input, call.output, call.count, *type, op, comm, stream);
+        case reduce:
+          return ncclReduce(call.input, call.output, call.count, *type, op, call.root, comm,
+                            stream);
+        case broadcast:
+          return ncclBroadcast(call.input, call.output, call.count, *type, call.root, comm, stream);
+        case reduce_scatter:
+          return ncclReduceScatter(call.input, call.output, call.count, *type, op, comm, stream);
+        default:
+          return ncclAllGather(call.input, call.output, call.count, *type, comm, stream);
+      }
+    });
     if (r == ncclInProgress) {
-      wait_ready(deadline::after(launch_timeout), "launching an NCCL collective");
+      wait_ready(until,
+                 "NCCL taking a collective (the first one connects the ranks, which "
+                 "needs every peer to get there too)");
     } else {
       nccl_check(r, (std::string("nccl") + std::string(name(call.kind))).c_str());
     }
   }
 
+  /// While it lives, the communicator's device is the calling thread's current one (the
+  /// previous one is restored after); the stream executor holds one around a collective,
+  /// so that its scratch and kernels land on the communicator's device. A thread already
+  /// on that device pays one `cudaGetDevice`.
+  class current_device {
+   public:
+    explicit current_device(const nccl_transport& t) {
+      t.cuda_check(cudaGetDevice(&previous_), "cudaGetDevice");
+      if (previous_ != t.device()) {
+        t.cuda_check(cudaSetDevice(t.device()), "cudaSetDevice to the communicator's device");
+        changed_ = true;
+      }
+    }
+    current_device(const current_device&) = delete;
+    current_device& operator=(const current_device&) = delete;
+    ~current_device() {
+      if (changed_) (void)cudaSetDevice(previous_);
+    }
+
+   private:
+    int previous_ = 0;
+    bool changed_ = false;
+  };
+  [[nodiscard]] current_device device_scope() const { return current_device(*this); }
+
  private:
-  /// How long launching a group or collective on the non-blocking communicator may take.
-  /// A launch does not wait for peers, so only a broken NCCL reaches this.
-  static constexpr duration launch_timeout = std::chrono::seconds(60);
+  /// Ends the communicator and leaves the family (destructor, move-assignment).
+  void release() noexcept {
+    if (!state_) return;
+    detail::nccl::state& s = *state_;
+    if (s.open_group.owns_lock()) group_cancel();  // the family's lock is this thread's
+    s.family->release(s.self, deadline::after(s.timeout));
+  }
+
+  /// Runs `call(comm)`, one NCCL call on this communicator, where no abort can free the
+  /// communicator under it (the family's lock; inside a group this thread holds it
+  /// already); throws the abort's cause instead of calling when the family was aborted.
+  template <class Call>
+  ncclResult_t on_comm(Call&& call) {
+    detail::nccl::state& s = *state_;
+    if (s.open_group.owns_lock()) return call(s.self.comm);
+    ncclResult_t r = ncclSuccess;
+    if (!s.family->run(s.self, [&](ncclComm_t c) { r = call(c); })) throw_aborted();
+    return r;
+  }
+
+  /// Tells the memory pool that `cudaMallocAsync` draws from on this device to keep
+  /// `bytes` of scratch mapped between collectives (`raised_threshold`); asked again only
+  /// when a call needs more scratch than any before on this communicator.
+  void keep_pool(std::size_t bytes) {
+    detail::nccl::state& s = *state_;
+    if (bytes <= s.pool_kept) return;
+    cudaMemPool_t pool = nullptr;
+    cuda_check(cudaDeviceGetMemPool(&pool, s.device), "cudaDeviceGetMemPool");
+    std::uint64_t current = 0;
+    cuda_check(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &current),
+               "cudaMemPoolGetAttribute");
+    if (auto raised = detail::nccl::raised_threshold(current, bytes)) {
+      cuda_check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &*raised),
+                 "cudaMemPoolSetAttribute (release threshold)");
+    }
+    s.pool_kept = bytes;
+  }
 
   /// A group's transport, made by `split` around a communicator NCCL is still starting.
   explicit nccl_transport(std::unique_ptr<detail::nccl::state> s) noexcept : state_(std::move(s)) {}
@@ -486,8 +676,9 @@ class nccl_transport {
 
   std::string text(ncclResult_t r) const {
     std::string s = ncclGetErrorString(r);
-    const ncclComm_t comm = state_->self.comm;
-    const char* last = comm != nullptr ? ncclGetLastError(comm) : nullptr;
+    // NCCL keeps the last error per thread and ignores the communicator argument: passing
+    // none never reads a communicator another thread may have aborted.
+    const char* last = ncclGetLastError(nullptr);
     if (last != nullptr && *last != '\0') s += std::string(" (") + last + ")";
     return s;
   }
@@ -513,9 +704,15 @@ class nccl_transport {
     return *op;
   }
 
+  /// Throws the family's abort, where there was one.
   void throw_if_aborted() const {
+    if (state_->family->aborted.load()) throw_aborted();
+  }
+  [[noreturn]] void throw_aborted() const {
     const detail::nccl::family_state& f = *state_->family;
-    if (!f.aborted.load()) return;
+    if (f.cause.state.load(std::memory_order_acquire) == 0) {  // ended, not aborted
+      throw error(errc::aborted, rank_prefix() + "the NCCL communicator was ended");
+    }
     f.cause.wait_complete();
     throw error(f.cause.error_code(),
                 rank_prefix() +
@@ -530,9 +727,10 @@ class nccl_transport {
     poll_until(
         until,
         [&] {
-          throw_if_aborted();  // an aborted communicator is freed: never poll it
           ncclResult_t r = ncclSuccess;
-          nccl_check(ncclCommGetAsyncError(state_->self.comm, &r), "ncclCommGetAsyncError");
+          // on_comm: an aborted communicator is freed, so its abort is thrown instead
+          nccl_check(on_comm([&](ncclComm_t c) { return ncclCommGetAsyncError(c, &r); }),
+                     "ncclCommGetAsyncError");
           if (r != ncclSuccess && r != ncclInProgress) {
             abort(detail::nccl::code_of(r), doing + ": " + text(r));
             throw error(detail::nccl::code_of(r), rank_prefix() + doing + " failed: " + text(r));
