@@ -69,6 +69,22 @@ __attribute__((target("avx"))) inline float abs_max_avx(const float* x, std::siz
   return amax;
 }
 
+#endif
+
+/// The largest |x[i]| as `abs_max_scalar` gives it: with `abs_max_avx` for float when
+/// `vector` (the vector paths may run), else with the scalar loop.
+template <class T>
+T abs_max(const T* x, std::size_t n, bool vector) noexcept {
+#if CHORUS_FLOAT16_X86_DISPATCH
+  if constexpr (std::is_same_v<T, float>) {
+    if (vector) return abs_max_avx(x, n);
+  }
+#endif
+  static_cast<void>(vector);
+  return abs_max_scalar(x, n);
+}
+
+#if CHORUS_FLOAT16_X86_DISPATCH
 /// 8 codes of `quantize_int8_scalar` in 32-bit lanes: `vroundps` in the current rounding
 /// mode is `nearbyint`; NaN lanes are zeroed after the clamp (which would make them -127).
 __attribute__((target("avx"))) inline __m256i quantize_int8_8(const float* x, __m256 inv) noexcept {
@@ -446,15 +462,7 @@ struct stochastic_levels {
     const draw_kernel kernel = draw_kernel_now();
     T scale = 0;
     if constexpr (MaxNorm) {
-      // The loop of `abs_max_scalar`; its AVX form finds the same maximum.
-      bool vector = false;
-      if constexpr (std::is_same_v<T, float>) vector = kernel != draw_kernel::scalar;
-#if CHORUS_FLOAT16_X86_DISPATCH
-      if constexpr (std::is_same_v<T, float>) {
-        if (vector) scale = abs_max_avx(x.data(), n);
-      }
-#endif
-      if (!vector) scale = abs_max_scalar(x.data(), n);
+      scale = abs_max(x.data(), n, kernel != draw_kernel::scalar);
     } else {
       // One element after the other: the float sum's rounding depends on its order, so no
       // faster order gives the same norm. This loop, one add's latency per element, takes
