@@ -40,13 +40,18 @@ struct exec_buffers {
   const void* op_object = nullptr;  ///< the user's op, passed to `reduce`
 };
 
-/// Elements of staging a step needs for its `recv_reduce` payloads, maximised over steps.
-inline std::size_t staging_count(const schedule::schedule& s) noexcept {
+/// Bytes of staging a step needs for its `recv_reduce` payloads of `es`-byte elements,
+/// maximised over steps, with `pad` bytes more for each non-empty payload (room to move it
+/// to an alignment: the stream executor's).
+inline std::size_t staging_bytes(const schedule::schedule& s, std::size_t es,
+                                 std::size_t pad = 0) noexcept {
   std::size_t most = 0;
   for (std::size_t k = 0; k < s.steps(); ++k) {
     std::size_t sum = 0;
     for (const schedule::op& o : s.step(k)) {
-      if (o.code == schedule::op_code::recv_reduce) sum += o.dst.count;
+      if (o.code == schedule::op_code::recv_reduce && o.dst.count != 0) {
+        sum += o.dst.count * es + pad;
+      }
     }
     most = sum > most ? sum : most;
   }
@@ -97,7 +102,7 @@ struct call_memory {
 
   /// Bytes of scratch (64-byte aligned) plus staging that `s` needs.
   static std::size_t bytes_for(const schedule::schedule& s, std::size_t es) noexcept {
-    return scratch_bytes(s, es) + staging_count(s) * es;
+    return scratch_bytes(s, es) + staging_bytes(s, es);
   }
   static std::size_t scratch_bytes(const schedule::schedule& s, std::size_t es) noexcept {
     return (s.scratch_count * es + 63) / 64 * 64;

@@ -89,22 +89,6 @@ class group_guard {
 /// otherwise.
 inline constexpr std::size_t stream_staging_alignment = 16;
 
-/// Staging bytes `s` needs when every `recv_reduce` payload may be moved up by as much as
-/// `stream_staging_alignment - 1` bytes to match its destination's alignment.
-inline std::size_t stream_staging_bytes(const schedule::schedule& s, std::size_t es) noexcept {
-  std::size_t most = 0;
-  for (std::size_t k = 0; k < s.steps(); ++k) {
-    std::size_t sum = 0;
-    for (const schedule::op& o : s.step(k)) {
-      if (o.code == schedule::op_code::recv_reduce && o.dst.count != 0) {
-        sum += o.dst.count * es + stream_staging_alignment - 1;
-      }
-    }
-    most = sum > most ? sum : most;
-  }
-  return most;
-}
-
 /// Where the next `recv_reduce` payload goes in staging: at `staged` or just after it, at
 /// the address that agrees with `dst` modulo `stream_staging_alignment`, so that its
 /// reduction takes the kernels' vector path. A payload that follows one whose destination
@@ -155,7 +139,10 @@ void execute_on_stream(communicator<Transport>& comm, const schedule::schedule& 
   Transport& t = comm.transport();
   const std::size_t es = elem_size;
   const std::size_t scratch_bytes = (s.scratch_count * es + 255) / 256 * 256;
-  stream_scratch<Transport> memory(t, scratch_bytes + stream_staging_bytes(s, es), stream);
+  // Every `recv_reduce` payload may move up by as much as `stream_staging_alignment - 1`
+  // bytes to match its destination's alignment.
+  stream_scratch<Transport> memory(
+      t, scratch_bytes + staging_bytes(s, es, stream_staging_alignment - 1), stream);
   std::byte* const scratch = memory.data();
   std::byte* const staging = scratch == nullptr ? nullptr : scratch + scratch_bytes;
 
