@@ -40,6 +40,7 @@
 /// exactly one rank, so every rank receives bit-identical results.
 #include <chorus/communicator.hpp>
 #include <chorus/exec/executor.hpp>
+#include <chorus/schedule/one_sided.hpp>
 #include <chorus/schedule/schedule.hpp>
 #include <chorus/transport/contract.hpp>
 #include <chorus/transport/kit/copy.hpp>
@@ -55,16 +56,6 @@
 #include <vector>
 
 namespace chorus::inline v0::detail {
-
-/// Bytes of one piece of the staging window: 256 KiB (a chunk of P pieces stays in the L2
-/// of the core that copies it), less for large groups so that a window (2 slots of P
-/// pieces) stays within 4 MiB per rank.
-inline std::size_t one_sided_piece_bytes(int ranks) noexcept {
-  std::size_t piece = (std::size_t{2} << 20) / static_cast<std::size_t>(ranks);
-  piece = std::min<std::size_t>(piece, std::size_t{256} << 10);
-  piece = std::max<std::size_t>(piece, 4096);
-  return piece / 64 * 64;
-}
 
 /// The schedule tags of the zero-byte synchronisation messages (never a schedule's tag).
 inline constexpr std::uint32_t one_sided_ready_tag = 0xfffffff0u;
@@ -127,7 +118,7 @@ void execute_one_sided(communicator<Transport>& comm, schedule::collective kind,
   auto& slot_state = comm.algorithm_state();
   if (!slot_state) {
     auto fresh = std::make_shared<state_type>();
-    fresh->piece_bytes = one_sided_piece_bytes(p);
+    fresh->piece_bytes = schedule::one_sided_piece_bytes(p);
     const std::size_t window_bytes = 2 * pu * fresh->piece_bytes;
     if constexpr (mapped) {
       fresh->window = t.allocate_window(window_bytes, comm.make_deadline());
