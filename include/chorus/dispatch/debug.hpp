@@ -13,9 +13,15 @@
 ///
 /// A program can send the reports elsewhere (a log, a metrics system, a test) with
 /// `chorus::set_debug_sink`, and turn them on or off with `chorus::set_debug_level`.
+///
+/// `CHORUS_DEBUG=tuning` shows why: the first time a process's tuner settles a call of a
+/// given shape (collective, bytes, ranks, hosts), it prints every candidate algorithm's
+/// predicted time, the choice and the runner-up (`chorus::explain`, docs/tuning.md), to
+/// stderr or to `chorus::set_tuning_sink`'s function. `CHORUS_DEBUG=info,tuning` does both.
 #include <chorus/config.hpp>
 #include <chorus/core/error.hpp>
 #include <chorus/core/types.hpp>
+#include <chorus/schedule/cost.hpp>
 #include <chorus/schedule/schedule.hpp>
 
 #include <unistd.h>
@@ -27,17 +33,26 @@
 #include <cstdlib>
 #include <functional>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 
 namespace chorus::inline v0 {
 
 /// How much chorus reports (`CHORUS_DEBUG`).
 enum class debug_level {
-  off,   ///< nothing (default; `CHORUS_DEBUG` unset, empty, `off` or `warn`)
-  info,  ///< one report per collective (`CHORUS_DEBUG=info` or `trace`)
+  off,     ///< nothing (default; `CHORUS_DEBUG` unset, empty, `off` or `warn`)
+  info,    ///< one report per collective (`CHORUS_DEBUG=info` or `trace`)
+  tuning,  ///< the tuner's explanation, once per call shape (`CHORUS_DEBUG=tuning`)
+  all,     ///< both (`CHORUS_DEBUG=info,tuning`)
 };
+
+/// Where `CHORUS_DEBUG=tuning` explanations go: the rank (in its communicator), the
+/// transport's name and the explanation. Serialised like `debug_sink`.
+using tuning_sink =
+    std::function<void(int rank, std::string_view transport, const schedule::tuning_explanation&)>;
 
 /// One collective as one rank ran it.
 struct call_report {
@@ -101,35 +116,72 @@ inline std::string to_string(const call_report& r) {
 
 namespace detail {
 
-/// The process-wide reporting state: the level (read from `CHORUS_DEBUG` once) and the
-/// sink.
+/// The process-wide reporting state: the level (read from `CHORUS_DEBUG` once), the sinks,
+/// and the call shapes already explained.
 struct debug_state {
-  std::atomic<bool> on{from_env()};
+  static constexpr unsigned info_bit = 1, tuning_bit = 2;
+  std::atomic<unsigned> topics{from_env()};
   std::mutex mutex;
-  debug_sink sink;  ///< empty: the default line on stderr
+  debug_sink sink;     ///< empty: the default line on stderr
+  tuning_sink tuning;  ///< empty: the explanation on stderr
+  using shape =
+      std::tuple<std::string_view, schedule::collective, std::size_t, int, bool, int, int>;
+  std::set<shape> explained;
 
   static debug_state& get() {
     static debug_state s;
     return s;
   }
 
- private:
-  /// Whether CHORUS_DEBUG asks for reports; throws for a value it does not know.
-  static bool from_env() {
-    const char* v = std::getenv("CHORUS_DEBUG");
-    const std::string_view value = v == nullptr ? "" : v;
-    if (value == "info" || value == "INFO" || value == "trace" || value == "TRACE") return true;
-    if (!value.empty() && value != "off" && value != "OFF" && value != "warn" && value != "WARN") {
-      throw error(errc::invalid_argument,
-                  "CHORUS_DEBUG='" + std::string(value) +
-                      "': use info (a line per collective), or off; unset means off");
+  static unsigned bits(debug_level level) noexcept {
+    switch (level) {
+      case debug_level::info:
+        return info_bit;
+      case debug_level::tuning:
+        return tuning_bit;
+      case debug_level::all:
+        return info_bit | tuning_bit;
+      default:
+        return 0;
     }
-    return false;
+  }
+
+ private:
+  /// What CHORUS_DEBUG asks for (a comma-separated list); throws for a value it does not
+  /// know.
+  static unsigned from_env() {
+    const char* v = std::getenv("CHORUS_DEBUG");
+    std::string_view rest = v == nullptr ? "" : v;
+    unsigned out = 0;
+    while (!rest.empty()) {
+      const std::size_t comma = rest.find(',');
+      const std::string_view word = rest.substr(0, comma);
+      rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+      if (word == "info" || word == "INFO" || word == "trace" || word == "TRACE") {
+        out |= info_bit;
+      } else if (word == "tuning" || word == "TUNING") {
+        out |= tuning_bit;
+      } else if (!word.empty() && word != "off" && word != "OFF" && word != "warn" &&
+                 word != "WARN") {
+        throw error(errc::invalid_argument,
+                    "CHORUS_DEBUG='" + std::string(v) +
+                        "': use info (a line per collective), tuning (the tuner's reasons), "
+                        "info,tuning, or off; unset means off");
+      }
+    }
+    return out;
   }
 };
 
 /// Whether collectives report: one relaxed load after the first call.
-inline bool debug_on() { return debug_state::get().on.load(std::memory_order_relaxed); }
+inline bool debug_on() {
+  return (debug_state::get().topics.load(std::memory_order_relaxed) & debug_state::info_bit) != 0;
+}
+
+/// Whether tuned calls explain themselves.
+inline bool tuning_debug_on() {
+  return (debug_state::get().topics.load(std::memory_order_relaxed) & debug_state::tuning_bit) != 0;
+}
 
 inline void emit(const call_report& r) {
   debug_state& s = debug_state::get();
@@ -142,6 +194,29 @@ inline void emit(const call_report& r) {
   }
 }
 
+/// Emits `e` unless this process explained a call of the same shape on this transport
+/// already.
+inline void emit_tuning(int rank, int size, std::string_view transport,
+                        const schedule::tuning_explanation& e) {
+  debug_state& s = debug_state::get();
+  std::lock_guard lock(s.mutex);
+  const schedule::tuning_query& q = e.query;
+  if (!s.explained
+           .emplace(transport, q.kind, q.bytes, q.ranks, q.mapped_windows, q.hosts,
+                    q.min_ranks_per_host)
+           .second) {
+    return;
+  }
+  if (s.tuning) {
+    s.tuning(rank, transport, e);
+  } else {
+    const std::string text = "chorus: rank " + std::to_string(rank) + "/" + std::to_string(size) +
+                             " pid " + std::to_string(::getpid()) + ": tuning on " +
+                             std::string(transport) + ": " + schedule::to_string(e);
+    std::fwrite(text.data(), 1, text.size(), stderr);
+  }
+}
+
 }  // namespace detail
 
 /// Sends the reports to `sink` from now on (an empty function: back to the line on stderr).
@@ -151,14 +226,27 @@ inline void set_debug_sink(debug_sink sink) {
   s.sink = std::move(sink);
 }
 
+/// Sends the tuning explanations to `sink` from now on (empty: back to stderr).
+inline void set_tuning_sink(tuning_sink sink) {
+  detail::debug_state& s = detail::debug_state::get();
+  std::lock_guard lock(s.mutex);
+  s.tuning = std::move(sink);
+  s.explained.clear();  // a new sink sees every shape once
+}
+
 /// Turns the reports on or off, whatever `CHORUS_DEBUG` said.
 inline void set_debug_level(debug_level level) {
-  detail::debug_state::get().on.store(level != debug_level::off, std::memory_order_relaxed);
+  detail::debug_state::get().topics.store(detail::debug_state::bits(level),
+                                          std::memory_order_relaxed);
 }
 
 /// The current level.
 inline debug_level get_debug_level() {
-  return detail::debug_on() ? debug_level::info : debug_level::off;
+  const bool info = detail::debug_on(), tuning = detail::tuning_debug_on();
+  return info && tuning ? debug_level::all
+         : info         ? debug_level::info
+         : tuning       ? debug_level::tuning
+                        : debug_level::off;
 }
 
 }  // namespace chorus::inline v0

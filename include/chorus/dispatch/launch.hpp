@@ -47,11 +47,7 @@ void report_call(const communicator<Transport>& comm, const collective_call& cal
   call_report r;
   r.rank = comm.rank();
   r.size = comm.size();
-  if constexpr (requires { Transport::debug_name; }) {
-    r.transport = Transport::debug_name;
-  } else {
-    r.transport = "custom";
-  }
+  r.transport = transport_name<Transport>();
   r.api = call.api;
   r.sequence = start.sequence;
   r.algorithm = start.algorithm;

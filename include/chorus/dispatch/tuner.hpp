@@ -2,11 +2,14 @@
 /// \file
 /// How dispatch settles a call's algorithm: the caller's tag, or the communicator's tuner
 /// for `algo::automatic` (`schedule/tuning.hpp`: the contract and the default rule), checked
-/// against the support table and against what the transport can run.
+/// against the support table and against what the transport can run; and
+/// `chorus::explain`, what the cost model predicts for each candidate of a call.
 #include <chorus/communicator.hpp>
 #include <chorus/core/error.hpp>
 #include <chorus/dispatch/algo.hpp>
 #include <chorus/dispatch/call.hpp>
+#include <chorus/dispatch/debug.hpp>
+#include <chorus/schedule/cost.hpp>
 #include <chorus/schedule/schedule.hpp>
 #include <chorus/schedule/tuning.hpp>
 #include <chorus/transport/contract.hpp>
@@ -14,6 +17,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <string>
+#include <string_view>
 
 namespace chorus::inline v0::detail {
 
@@ -42,18 +46,57 @@ inline std::size_t default_chunk_bytes(schedule::algorithm a, bool stream_ordere
   }
 }
 
-/// What the communicator's tuner (or the default rule) picks for `call`.
+/// The name chorus reports a transport by ("shm", "ucx", ...; "custom" for others).
 template <class Transport>
-schedule::tuning_choice tune(const communicator<Transport>& comm, const collective_call& call) {
+constexpr std::string_view transport_name() noexcept {
+  if constexpr (requires { Transport::debug_name; }) {
+    return Transport::debug_name;
+  } else {
+    return "custom";
+  }
+}
+
+/// The query a tuner is asked for a call of `kind` on `bytes` (one rank's full vector).
+template <class Transport>
+schedule::tuning_query tuning_query_for(const communicator<Transport>& comm,
+                                        schedule::collective kind, std::size_t bytes) {
   schedule::tuning_query q;
-  q.kind = call.kind;
-  q.bytes = call_bytes(call);
+  q.kind = kind;
+  q.bytes = bytes;
   q.ranks = comm.size();
   // A call posted as a request runs two-sided: the one-sided path keeps its staging window
   // with the communicator and cannot interleave with other operations.
   q.mapped_windows = mapped_window_transport<Transport> && comm.posting() == nullptr;
   q.hosts = comm.host_count();
   q.min_ranks_per_host = comm.min_ranks_per_host();
+  return q;
+}
+
+/// The model's view of query `q` on `comm`, with the choice its tuner makes: a
+/// `model_tuner`'s own, or the default rule's (or a custom tuner's) with the model's
+/// predictions of every candidate under the transport's built-in profile.
+template <class Transport>
+schedule::tuning_explanation explain_query(const communicator<Transport>& comm,
+                                           const schedule::tuning_query& q) {
+  const schedule::tuner& tuner = comm.options().tuner;
+  if (const auto* model = tuner.template target<schedule::model_tuner>()) return model->explain(q);
+  schedule::tuning_explanation e =
+      schedule::explain(q, schedule::builtin_profile(transport_name<Transport>()));
+  e.choice = tuner ? tuner(q) : schedule::default_tuning(q);
+  e.chooser = tuner ? "custom tuner" : "default rule";
+  return e;
+}
+
+/// What the communicator's tuner (or the default rule) picks for `call`; with
+/// `CHORUS_DEBUG=tuning`, explained the first time a call of its shape comes.
+template <class Transport>
+schedule::tuning_choice tune(const communicator<Transport>& comm, const collective_call& call) {
+  const schedule::tuning_query q = tuning_query_for(comm, call.kind, call_bytes(call));
+  if (tuning_debug_on()) {
+    const schedule::tuning_explanation e = explain_query(comm, q);
+    emit_tuning(comm.rank(), comm.size(), transport_name<Transport>(), e);
+    return e.choice;
+  }
   const schedule::tuner& tuner = comm.options().tuner;
   return tuner ? tuner(q) : schedule::default_tuning(q);
 }
@@ -98,3 +141,17 @@ schedule::algorithm resolve_algorithm(const communicator<Transport>& comm, colle
 }
 
 }  // namespace chorus::inline v0::detail
+
+namespace chorus::inline v0 {
+
+/// What the cost model predicts for every algorithm that could run `kind` on `bytes` (one
+/// rank's full vector, as the tuner sizes a call: the whole output of an all-gather) on
+/// `comm`, fastest first, and what the communicator's tuner chooses (docs/tuning.md). A
+/// local computation: no rank talks to another.
+template <class Transport>
+schedule::tuning_explanation explain(const communicator<Transport>& comm, schedule::collective kind,
+                                     std::size_t bytes) {
+  return detail::explain_query(comm, detail::tuning_query_for(comm, kind, bytes));
+}
+
+}  // namespace chorus::inline v0
