@@ -14,12 +14,14 @@
 //    (found next to this binary, in the build tree, then in PATH); with --transport inproc, the
 //    ranks are N threads of this process;
 //  - --compare mpi drives child runs of chorus-perf and chorus-mpi-perf (compare.cpp).
+#include "calibrate.hpp"
 #include "compare.hpp"
 #include "options.hpp"
 #include "sweep.hpp"
 
 #include <chorus/chorus.hpp>
 #include <chorus/collectives/reproducible.hpp>
+#include <chorus/dispatch/profile_json.hpp>
 #if CHORUS_PERF_UCX
 #include <chorus/transport/ucx.hpp>
 #endif
@@ -125,10 +127,38 @@ struct chorus_backend {
   }
 };
 
+/// --explain: rank 0 prints what the tuner would choose, and why, for each size.
+template <class Transport>
+void explain_sizes(const chorus::communicator<Transport>& comm, const options& o) {
+  const auto kind = schedule_kind(o.coll);
+  if (comm.rank() != 0 || !kind) return;
+  for (const std::size_t bytes : sweep_sizes(o)) {
+    // every line a comment, so that parsers of the table skip them
+    std::string text = "# " + to_string(chorus::explain(comm, *kind, bytes));
+    for (std::size_t at = text.find('\n'); at != std::string::npos && at + 1 < text.size();
+         at = text.find('\n', at + 1)) {
+      text.insert(at + 1, "# ");
+    }
+    std::fputs(text.c_str(), stdout);
+  }
+  std::fflush(stdout);
+}
+
 template <class Transport>
 int sweep_on(chorus::communicator<Transport>& comm, const options& o, run_info info) {
+  if (!o.calibrate.empty()) return calibrate_on(comm, o, info.transport);
+  if (o.explain) explain_sizes(comm, o);
   chorus_backend<Transport> backend{comm, o};
   return run_sweep(backend, o, std::move(info));
+}
+
+/// The communicators' options: the environment's, and --profile's model tuner.
+chorus::communicator_options communicator_options_for(const options& o) {
+  chorus::communicator_options opt = chorus::communicator_options::from_env();
+  if (!o.profile.empty()) {
+    opt.tuner = chorus::schedule::model_tuner{chorus::load_cost_profile(o.profile)};
+  }
+  return opt;
 }
 
 run_info base_info(const options& o, std::string transport, std::string launcher) {
@@ -184,10 +214,13 @@ int run_threads(const options& o, const launch_context&) {
   }
   int status = 0;
   (void)host_layout({}, np, o.ranks_per_host);  // one host: only --ranks-per-host N=np passes
-  chorus::inproc::run(np, [&](chorus::inproc_communicator& comm) {
-    const int s = sweep_on(comm, o, base_info(o, "inproc", "threads"));
-    if (comm.rank() == 0) status = s;
-  });
+  chorus::inproc::run(
+      np,
+      [&](chorus::inproc_communicator& comm) {
+        const int s = sweep_on(comm, o, base_info(o, "inproc", "threads"));
+        if (comm.rank() == 0) status = s;
+      },
+      communicator_options_for(o));
   return status;
 }
 
@@ -220,7 +253,7 @@ template <class Transport>
 int run_processes(const options& o, const launch_context& ctx) {
   if (!launch_context::under_launcher() && o.np > 1) return ctx.relaunch_under_chorusrun(o);
   const chorus::bootstrap::world world = join_world(o);
-  chorus::communicator<Transport> comm{Transport{world}};
+  chorus::communicator<Transport> comm{Transport{world}, communicator_options_for(o)};
   run_info info = base_info(o, o.transport, launcher_name(world));
   info.hosts = host_layout(comm.hosts(), comm.size(), o.ranks_per_host);
   const int status = sweep_on(comm, o, info);

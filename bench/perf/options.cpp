@@ -427,6 +427,19 @@ std::optional<options> parse_options(int argc, char** argv, tool which) {
                  "also run each algorithm under chorus::reproducible (all_reduce, "
                  "reduce_scatter; sum or avg of float types), as '<algorithm>+repro'")
         ->group(own);
+    app.add_option("--calibrate", o.calibrate,
+                   "measure the cost model's parameters (latency, bandwidth, per-message "
+                   "overhead, reduction and copy rates) and write them to this JSON file "
+                   "instead of a sweep (docs/tuning.md)")
+        ->group(own);
+    app.add_option("--profile", o.profile,
+                   "automatic picks the algorithm the cost model predicts fastest under this "
+                   "profile (a --calibrate file) instead of the default rule")
+        ->group(own);
+    app.add_flag("--explain", o.explain,
+                 "before the table, print every candidate algorithm's predicted time for each "
+                 "size, and the tuner's choice")
+        ->group(own);
     app.add_option("--plot", o.plot,
                    "draw busbw (with the spread of the iterations) and small-size latency "
                    "into this PNG (needs gnuplot)")

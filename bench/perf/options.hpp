@@ -117,6 +117,9 @@ struct options {
   std::string mpirun = "mpirun";
   std::vector<std::string> mpirun_args;
   bool reproducible = false;  ///< --reproducible: each algorithm also as "<name>+repro"
+  std::string calibrate;      ///< --calibrate FILE: measure the cost model's parameters instead
+  std::string profile;        ///< --profile FILE: automatic tunes by the model with this profile
+  bool explain = false;       ///< --explain: print the tuner's reasons for each size first
   int corrupt_rank = -1;  ///< test hook: this rank damages one result element after the check run
   std::vector<std::string> args;  ///< the arguments as given (without argv[0])
 

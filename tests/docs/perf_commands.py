@@ -11,8 +11,10 @@ span. Its arguments run as written, with these appended to keep the run short (a
 twice takes its last value, as in nccl-tests): `-b 8 -e 4K -f 4 -n 2 -w 1 -N 1`, `--rounds
 1` with --compare, and `--np K` for `chorusrun -n K`. Shell variables take the values of
 the loops around them in the docs (C: all_reduce, N: 2, A: automatic); files a command
-writes land in a scratch directory. A command passes when it exits 0 and its output ends
-with nccl-tests' closing lines; a transport this build lacks (ucx, nccl) makes it a skip,
+writes land in a scratch directory, one per document, so that a later command of the same
+document reads them (--calibrate FILE, then --profile FILE). A command passes when it exits
+0 and its output ends with nccl-tests' closing lines (a --calibrate run: says what it
+wrote); a transport this build lacks (ucx, nccl) makes it a skip,
 said as such. Exit status: 0 when every command passed or was skipped, 1 otherwise.
 """
 import os
@@ -93,45 +95,12 @@ def main():
     root, perf = pathlib.Path(sys.argv[1]), os.path.abspath(sys.argv[2])
     listing = "--list" in sys.argv[3:]
     docs = [root / "README.md"] + sorted((root / "docs").glob("*.md"))
-    passed, skipped, failed = 0, 0, []
+    failed, counts = [], {"passed": 0, "skipped": 0}
     for doc in docs:
         rel = doc.relative_to(root).as_posix()
-        for line, text in commands_in(doc.read_text()):
-            found = perf_arguments(text.strip(), text.startswith(" "))
-            if found is None:
-                continue
-            args, np = found
-            where = f"{rel}:{line}"
-            try:
-                args = expand(args)
-            except KeyError as e:
-                failed.append(f"{where}: ${e.args[0]} has no value in perf_commands.py")
-                continue
-            run = [perf] + args + SHORT
-            if "--compare" in args:
-                run += ["--rounds", "1"]
-            if np is not None and "--np" not in args:
-                run += ["--np", np]
-            if listing:
-                print(f"{where}: {shlex.join(run[1:])}")
-                continue
-            with tempfile.TemporaryDirectory(prefix="chorus-doc-perf-") as cwd:
-                r = subprocess.run(run, cwd=cwd, capture_output=True, text=True, timeout=300)
-            said = (r.stdout + r.stderr).strip()
-            if r.returncode == 2 and "was built without" in r.stderr:
-                skipped += 1
-                print(f"skipped {where}: {r.stderr.strip()}")
-            elif r.returncode == 1 and "needs a CUDA device" in r.stderr:
-                skipped += 1
-                print(f"skipped {where}: no GPU here")
-            elif r.returncode == 0 and ("# Out of bounds values : 0 OK" in r.stdout
-                                        or "#wrong over all rounds and ranks" in r.stdout):
-                passed += 1
-                print(f"passed  {where}: chorus-perf {shlex.join(args)}")
-            else:
-                tail = "\n    ".join(said.splitlines()[-6:])
-                failed.append(f"{where}: chorus-perf {shlex.join(args)} (exit {r.returncode}):"
-                              f"\n    {tail}")
+        with tempfile.TemporaryDirectory(prefix="chorus-doc-perf-") as scratch:
+            run_document(doc, rel, perf, listing, scratch, failed, counts)
+    passed, skipped = counts["passed"], counts["skipped"]
     if listing:
         return 0
     for f in failed:
@@ -139,6 +108,46 @@ def main():
     print(f"{passed} documented chorus-perf commands ran, {skipped} skipped, "
           f"{len(failed)} failed")
     return 1 if failed or passed == 0 else 0
+
+
+def run_document(doc, rel, perf, listing, cwd, failed, counts):
+    """Runs the commands of one document, in order, in the scratch directory `cwd`."""
+    for line, text in commands_in(doc.read_text()):
+        found = perf_arguments(text.strip(), text.startswith(" "))
+        if found is None:
+            continue
+        args, np = found
+        where = f"{rel}:{line}"
+        try:
+            args = expand(args)
+        except KeyError as e:
+            failed.append(f"{where}: ${e.args[0]} has no value in perf_commands.py")
+            continue
+        run = [perf] + args + SHORT
+        if "--compare" in args:
+            run += ["--rounds", "1"]
+        if np is not None and "--np" not in args:
+            run += ["--np", np]
+        if listing:
+            print(f"{where}: {shlex.join(run[1:])}")
+            continue
+        r = subprocess.run(run, cwd=cwd, capture_output=True, text=True, timeout=300)
+        said = (r.stdout + r.stderr).strip()
+        if r.returncode == 2 and "was built without" in r.stderr:
+            counts["skipped"] += 1
+            print(f"skipped {where}: {r.stderr.strip()}")
+        elif r.returncode == 1 and "needs a CUDA device" in r.stderr:
+            counts["skipped"] += 1
+            print(f"skipped {where}: no GPU here")
+        elif r.returncode == 0 and ("# Out of bounds values : 0 OK" in r.stdout
+                                    or "#wrong over all rounds and ranks" in r.stdout
+                                    or ("--calibrate" in args and "# written to" in r.stdout)):
+            counts["passed"] += 1
+            print(f"passed  {where}: chorus-perf {shlex.join(args)}")
+        else:
+            tail = "\n    ".join(said.splitlines()[-6:])
+            failed.append(f"{where}: chorus-perf {shlex.join(args)} (exit {r.returncode}):"
+                          f"\n    {tail}")
 
 
 if __name__ == "__main__":

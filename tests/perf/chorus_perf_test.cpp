@@ -1,5 +1,7 @@
 // chorus-perf as a user runs it: argument errors, result checking, the JSON and CSV files,
 // the plot, and (where MPI is built) --compare mpi. Never how fast: only what it says.
+#include <chorus/dispatch/profile_json.hpp>
+
 #include <nlohmann/json.hpp>
 
 #include <catch2/catch.hpp>
@@ -781,3 +783,88 @@ TEST_CASE("under chorusrun the table reaches its stdout without the rank prefix"
   CHECK(o.out.find("# Using 2 ranks over shm (chorusrun)") != std::string::npos);
 }
 #endif
+
+TEST_CASE("--calibrate writes a profile that --profile and load_cost_profile read") {
+  scratch_dir dir;
+  const std::string file = dir.file("profile.json");
+  const outcome o = chorus_perf({"--transport", "inproc", "--np", "2", "--calibrate", file});
+  INFO(o.out << o.err);
+  REQUIRE(o.status == 0);
+  CHECK(o.out.find("# written to " + file) != std::string::npos);
+  const chorus::schedule::cost_profile p = chorus::load_cost_profile(file);
+  CHECK(p.source.starts_with("inproc, 2 ranks, "));
+  CHECK(p.alpha > 0);
+  CHECK(p.beta > 0);
+  CHECK(p.reduce > 0);
+  CHECK(p.copy > 0);
+  CHECK(p.memory_reduce > 0);
+  CHECK(p.cache_bytes >= (std::size_t{256} << 10));
+  CHECK(p.window < 0);  // inproc has no windows
+  const auto measured = nlohmann::json::parse(slurp(file))["measured"];
+  CHECK(measured["ranks"] == 2);
+  CHECK(measured["ping_pong_half_round_trip_s"].contains("8"));
+
+  // --explain with the model tuner: the reasons before the table, the table untouched
+  const outcome e = chorus_perf({"--transport", "inproc", "--np", "2", "-b", "1M", "-e", "1M", "-n",
+                                 "1", "-w", "0", "--explain", "--profile", file});
+  INFO(e.out << e.err);
+  REQUIRE(e.status == 0);
+  CHECK(e.out.find("# all_reduce of 1 MiB on 2 ranks\n#   profile: inproc, 2 ranks, ") !=
+        std::string::npos);
+  CHECK(e.out.find("<- chosen") != std::string::npos);
+  CHECK(e.out.find("chosen by the default rule") == std::string::npos);  // the model chose
+  CHECK(parse_nccl_tests(e.out).rows.size() == 1);
+
+  // mistakes are one line each
+  const outcome one = chorus_perf({"--transport", "inproc", "--np", "1", "--calibrate", file});
+  CHECK(one.status == 2);
+  CHECK(one.err.find("--calibrate measures messages between ranks: give --np 2 or more") !=
+        std::string::npos);
+  const outcome missing =
+      chorus_perf({"--transport", "inproc", "--np", "2", "--profile", dir.file("none.json")});
+  CHECK(missing.status != 0);
+  CHECK(missing.err.find("cannot read") != std::string::npos);
+}
+
+TEST_CASE("chorus-sim predicts every candidate at any scale, with crossovers and JSON") {
+  scratch_dir dir;
+  const std::string json = dir.file("sim.json");
+  const outcome o =
+      spawn({CHORUS_SIM_EXE, "all_reduce", "--ranks", "16", "--hosts", "4", "--inter-bandwidth",
+             "1", "--inter-alpha", "10", "-b", "1K", "-e", "16M", "-f", "16", "--json", json});
+  INFO(o.out << o.err);
+  REQUIRE(o.status == 0);
+  CHECK(o.out.starts_with("# chorus-sim: all_reduce on 16 ranks on 4 hosts (4 or more each)\n"));
+  CHECK(o.out.find("# crossovers: ") != std::string::npos);
+  CHECK(o.out.find("# at 4 MiB: per algorithm") != std::string::npos);
+  const auto j = nlohmann::json::parse(slurp(json));
+  REQUIRE(j["rows"].size() == 4);  // 1K, 16K, 256K, 4M (-e 16M, -f 16)
+  for (const auto& row : j["rows"]) {
+    REQUIRE(!row["predictions"].empty());
+    // fastest first, and "fastest" names the first
+    CHECK(row["fastest"] == row["predictions"][0]["algorithm"]);
+    double last = 0;
+    for (const auto& p : row["predictions"]) {
+      CHECK(p["seconds"].get<double>() >= last);
+      last = p["seconds"].get<double>();
+    }
+  }
+  // slow links between hosts: hierarchical (the only one that is a candidate here only
+  // because of them) appears, and sends less between hosts than the flat ring
+  const auto& big = j["rows"].back()["predictions"];
+  std::optional<double> ring_across, hier_across;
+  for (const auto& p : big) {
+    if (p["algorithm"] == "ring") ring_across = p["inter_host_bytes"].get<double>();
+    if (p["algorithm"] == "hierarchical") hier_across = p["inter_host_bytes"].get<double>();
+  }
+  REQUIRE(ring_across);
+  REQUIRE(hier_across);
+  CHECK(*hier_across <= *ring_across);
+
+  const outcome bad = spawn({CHORUS_SIM_EXE, "--ranks", "4", "--hosts", "8"});
+  CHECK(bad.status == 2);
+  CHECK(bad.err.find("--hosts 8 is more than --ranks 4") != std::string::npos);
+  const outcome algo = spawn({CHORUS_SIM_EXE, "all_to_all", "--ranks", "4", "--algo", "ring"});
+  CHECK(algo.status == 2);
+  CHECK(algo.err.find("--algo: ring cannot run all_to_all") != std::string::npos);
+}
