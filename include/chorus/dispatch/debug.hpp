@@ -194,19 +194,22 @@ inline void emit(const call_report& r) {
   }
 }
 
-/// Emits `e` unless this process explained a call of the same shape on this transport
-/// already.
+/// Whether this is the first call of this shape on this transport that the process's
+/// tuner settles since explanations were turned on (or the tuning sink last set); it then
+/// counts as explained.
+inline bool first_of_shape(std::string_view transport, const schedule::tuning_query& q) {
+  debug_state& s = debug_state::get();
+  std::lock_guard lock(s.mutex);
+  return s.explained
+      .emplace(transport, q.kind, q.bytes, q.ranks, q.mapped_windows, q.hosts, q.min_ranks_per_host)
+      .second;
+}
+
+/// Sends `e` to the tuning sink, or to stderr.
 inline void emit_tuning(int rank, int size, std::string_view transport,
                         const schedule::tuning_explanation& e) {
   debug_state& s = debug_state::get();
   std::lock_guard lock(s.mutex);
-  const schedule::tuning_query& q = e.query;
-  if (!s.explained
-           .emplace(transport, q.kind, q.bytes, q.ranks, q.mapped_windows, q.hosts,
-                    q.min_ranks_per_host)
-           .second) {
-    return;
-  }
   if (s.tuning) {
     s.tuning(rank, transport, e);
   } else {

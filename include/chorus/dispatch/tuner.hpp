@@ -92,7 +92,8 @@ schedule::tuning_explanation explain_query(const communicator<Transport>& comm,
 template <class Transport>
 schedule::tuning_choice tune(const communicator<Transport>& comm, const collective_call& call) {
   const schedule::tuning_query q = tuning_query_for(comm, call.kind, call_bytes(call));
-  if (tuning_debug_on()) {
+  // Explained (and so predicted: simulations) only the first time a shape comes.
+  if (tuning_debug_on() && first_of_shape(transport_name<Transport>(), q)) {
     const schedule::tuning_explanation e = explain_query(comm, q);
     emit_tuning(comm.rank(), comm.size(), transport_name<Transport>(), e);
     return e.choice;
