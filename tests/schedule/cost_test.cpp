@@ -244,3 +244,26 @@ TEST_CASE("cost: the explanation's text", "[cost]") {
       to_string(e).ends_with("  chosen by the default rule: ring; the model's fastest is "
                              "one_sided\n"));
 }
+
+TEST_CASE("cost: the simulator refuses a host list that does not name one host per rank",
+          "[cost]") {
+  // It reads the hosts to price links between them; a short or negative list was read out
+  // of bounds before it was checked.
+  params p;
+  p.kind = collective::all_reduce;
+  p.size = 4;
+  p.count = 64;
+  std::vector<params> ps = params_for_all_ranks(p);
+  std::vector<schedule> schedules;
+  for (const params& r : ps) schedules.push_back(build(algorithm::ring, r));
+  simulate_options o;
+  o.cost.inter_beta = 1;
+  for (const std::vector<int>& hosts : {std::vector<int>{0, 1}, std::vector<int>{0, 0, 1, -1}}) {
+    for (params& r : ps) r.hosts = hosts;
+    const simulation_result res = simulate(schedules, ps, o);
+    CHECK_FALSE(res.ok);
+    CHECK(res.error == "hosts must name one host (numbered from 0) per rank, or be empty");
+  }
+  for (params& r : ps) r.hosts = {};
+  CHECK(simulate(schedules, ps, o).ok);
+}

@@ -287,6 +287,10 @@ class simulator_impl {
     }
     if (p0.root < 0 || p0.root >= p0.size) fail("root out of range");
     const std::size_t n = ps_.size();
+    if (!p0.hosts.empty() && (p0.hosts.size() != n || std::any_of(p0.hosts.begin(), p0.hosts.end(),
+                                                                  [](int h) { return h < 0; }))) {
+      fail("hosts must name one host (numbered from 0) per rank, or be empty");
+    }
     const bool blocks = p0.kind == collective::reduce_scatter ||
                         p0.kind == collective::all_gather || p0.kind == collective::gather ||
                         p0.kind == collective::scatter;
@@ -442,7 +446,9 @@ class simulator_impl {
     const cost_model& c = opt_.cost;
     if (!across_hosts(a, b)) return c.beta;
     const double beta = c.inter_beta >= 0 ? c.inter_beta : c.beta;
-    const auto& per_step = host_senders_[static_cast<std::size_t>(ps_[a].hosts[a])];
+    const auto h = static_cast<std::size_t>(ps_[a].hosts[a]);  // >= 0: check_params, build
+    if (h >= host_senders_.size()) return beta;
+    const std::vector<int>& per_step = host_senders_[h];
     return beta * std::max(1, st < per_step.size() ? per_step[st] : 1);
   }
 
@@ -497,10 +503,7 @@ class simulator_impl {
             res_.sent_elements[a] += o.src.count;
             const auto b = static_cast<std::size_t>(o.peer);
             if (b < P_) link[a * P_ + b] += o.src.count;
-            const std::span<const int> hosts = ps_[a].hosts;
-            if (!hosts.empty() && b < hosts.size() && hosts[a] != hosts[b]) {
-              res_.inter_host_elements += o.src.count;
-            }
+            if (across_hosts(a, o.peer)) res_.inter_host_elements += o.src.count;
           } else if (o.code != op_code::copy) {
             res_.received_elements[a] += o.dst.count;
           }
