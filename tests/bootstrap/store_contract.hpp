@@ -130,6 +130,79 @@ void check_store_contract(Make make) {
     CHECK(s.add("contract/shared", 0) == 1000);
   }
 
+  SECTION("compare_set sets only over the expected value and returns the value afterwards") {
+    const std::string key = "contract/cas";
+    const std::vector<std::string> keys{key};
+    // A missing key with a non-empty expected value stays missing.
+    CHECK(s.compare_set(key, bs::to_bytes("x"), bs::to_bytes("y")).empty());
+    CHECK_FALSE(s.check(keys));
+    // The first proposal over a missing key wins; the second learns the first.
+    CHECK(bs::as_string(s.compare_set(key, {}, bs::to_bytes("first"))) == "first");
+    CHECK(bs::as_string(s.compare_set(key, {}, bs::to_bytes("second"))) == "first");
+    CHECK(bs::as_string(s.get(key, soon())) == "first");
+    // Over the value it holds, it swaps; over another, it leaves the value.
+    CHECK(bs::as_string(s.compare_set(key, bs::to_bytes("first"), bs::to_bytes("third"))) ==
+          "third");
+    CHECK(bs::as_string(s.compare_set(key, bs::to_bytes("first"), bs::to_bytes("fourth"))) ==
+          "third");
+    CHECK(bs::as_string(s.get(key, soon())) == "third");
+    // Binary values, an empty desired value included.
+    const bs::bytes binary{std::byte{0}, std::byte{0xff}, std::byte{10}};
+    CHECK(s.compare_set(key, bs::to_bytes("third"), binary) == binary);
+    CHECK(s.compare_set(key, binary, {}).empty());
+    CHECK(s.check(keys));
+    try {
+      s.compare_set("", {}, bs::to_bytes("x"));
+      FAIL("compare_set returned");
+    } catch (const chorus::error& e) {
+      CHECK(e.value() == chorus::errc::invalid_argument);
+    }
+  }
+
+  SECTION("compare_set wakes a get waiting for its key") {
+    std::thread setter([&] {
+      auto mine = make();
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      mine.compare_set("contract/cas-late", {}, bs::to_bytes("late"));
+    });
+    CHECK(bs::as_string(s.get("contract/cas-late", soon())) == "late");
+    setter.join();
+  }
+
+  SECTION("compare_set is atomic between concurrent clients: one winner, no lost update") {
+    std::vector<std::string> seen(4 * 20);
+    const auto failures = on_threads(4, [&](int t) {
+      auto mine = make();
+      for (int i = 0; i < 20; ++i) {
+        // Every thread proposes itself for round i; all must learn the same winner.
+        seen[static_cast<std::size_t>(t * 20 + i)] =
+            bs::as_string(mine.compare_set("contract/winner/" + std::to_string(i), {},
+                                           bs::to_bytes("thread " + std::to_string(t))));
+        // A counter by compare-and-swap: a lost update would leave it short. Each value
+        // names its writer ("count writer"), so that getting one's own value back means the
+        // swap was one's own.
+        std::string now =
+            bs::as_string(mine.compare_set("contract/cas-counter", {}, bs::to_bytes("0 -")));
+        for (;;) {
+          const std::string next = std::to_string(std::stoi(now) + 1) + " " + std::to_string(t) +
+                                   "." + std::to_string(i);
+          const std::string after = bs::as_string(
+              mine.compare_set("contract/cas-counter", bs::to_bytes(now), bs::to_bytes(next)));
+          if (after == next) break;
+          now = after;
+        }
+      }
+    });
+    CHECK(failures.empty());
+    for (int i = 0; i < 20; ++i) {
+      for (int t = 1; t < 4; ++t) {
+        CHECK(seen[static_cast<std::size_t>(t * 20 + i)] == seen[static_cast<std::size_t>(i)]);
+      }
+      CHECK_THAT(seen[static_cast<std::size_t>(i)], Catch::StartsWith("thread "));
+    }
+    CHECK_THAT(bs::as_string(s.get("contract/cas-counter", soon())), Catch::StartsWith("80 "));
+  }
+
   SECTION("bad input is invalid_argument: empty key, add on a non-integer value") {
     s.set("contract/not-a-number", bs::to_bytes("abc"));
     try {

@@ -615,8 +615,14 @@ TEST_CASE("tcp_store limits: keys and values over their limits get an error, not
   // Far over every limit: the body is skipped as it arrives, then the error is answered.
   CHECK_THAT(thrown([&] { s.set("v", bs::bytes(10 << 20)); }),
              Catch::Contains("CHORUS_STORE_MAX_VALUE_BYTES"));
+  CHECK_THAT(thrown([&] { s.compare_set("v", {}, bs::bytes(1001)); }),
+             Catch::Contains("CHORUS_STORE_MAX_VALUE_BYTES"));
+  CHECK_FALSE(s.check(std::vector<std::string>{"v"}));
   s.set("v", bs::bytes(1000));
   CHECK(s.get("v", soon()).size() == 1000);
+  // compare_set carries two values: both at the limit fit.
+  const bs::bytes other(1000, std::byte{1});
+  CHECK(s.compare_set("v", bs::bytes(1000), other) == other);
   CHECK(s.server()->dropped_connections() == 0);
 }
 

@@ -9,7 +9,8 @@
 ///   value or the new one, never half a value (rename is atomic on POSIX filesystems).
 /// - `add` holds an exclusive `flock` on `<dir>/.lock` (and, within the process, a mutex,
 ///   because on NFS `flock` is emulated with POSIX locks, which do not exclude threads of
-///   one process) while it reads, increments and republishes the counter.
+///   one process) while it reads, increments and republishes the counter; `compare_set`
+///   holds the same lock while it reads, compares and republishes.
 /// - `get`/`wait` poll for the files, sleeping 1 ms at first and backing off to
 ///   `poll_interval`, until the deadline.
 /// - `clear()` removes every key (and temporary and lock file) from the directory; call it
@@ -42,7 +43,7 @@ namespace chorus::inline v0::bootstrap {
 
 /// Settings of a `file_store`.
 struct file_store_options {
-  /// How long `add` waits for the lock and how long `set` may take.
+  /// How long `add` and `compare_set` wait for the lock and how long `set` may take.
   duration timeout = default_timeout;
   /// The longest sleep between two looks at the directory in `get`/`wait`. 10 ms keeps
   /// a waiting rank's cost negligible on a shared filesystem (100 stats per second) while
@@ -117,12 +118,25 @@ class file_store {
   std::int64_t add(std::string_view key, std::int64_t delta) {
     const auto path = path_of(key);
     std::lock_guard in_process(process_mutex());
-    const detail::unique_fd lock = lock_directory(key);
+    const detail::unique_fd lock = lock_directory("add", key);
     const auto current = read(path);
     const std::int64_t before = current ? detail::parse_counter(*current, key, name) : 0;
     const std::int64_t value = detail::add_counter(before, delta, key, name);
     publish(path, to_bytes(std::to_string(value)));
     return value;  // `lock` closes here, releasing the flock
+  }
+
+  bytes compare_set(std::string_view key, std::span<const std::byte> expected,
+                    std::span<const std::byte> desired) {
+    const auto path = path_of(key);
+    std::lock_guard in_process(process_mutex());
+    const detail::unique_fd lock = lock_directory("compare_set", key);
+    const auto current = read(path);
+    if (!detail::compare_matches(current ? &*current : nullptr, expected)) {
+      return current ? *current : bytes{};
+    }
+    publish(path, desired);
+    return bytes(desired.begin(), desired.end());
   }
 
   bool check(std::span<const std::string> keys) {
@@ -246,7 +260,7 @@ class file_store {
 
   /// An open descriptor of `<dir>/.lock` holding an exclusive flock, taken before
   /// `options_.timeout` passes.
-  detail::unique_fd lock_directory(std::string_view key) const {
+  detail::unique_fd lock_directory(std::string_view operation, std::string_view key) const {
     const auto path = dir_ / ".lock";
     detail::unique_fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
     if (!fd) fail("cannot open", path, errno);
@@ -256,8 +270,9 @@ class file_store {
       if (errno == EINTR) continue;
       if (errno != EWOULDBLOCK) fail("cannot lock", path, errno);
       if (d.expired()) {
-        throw error(errc::timeout, "chorus: file_store '" + dir_.string() + "': add('" +
-                                       std::string(key) + "') could not lock '" + path.string() +
+        throw error(errc::timeout, "chorus: file_store '" + dir_.string() +
+                                       "': " + std::string(operation) + "('" + std::string(key) +
+                                       "') could not lock '" + path.string() +
                                        "' before the deadline (a process holding it is stuck?)");
       }
       pause(sleep, d);

@@ -79,6 +79,23 @@ class memory_store {
     return value;
   }
 
+  bytes compare_set(std::string_view key, std::span<const std::byte> expected,
+                    std::span<const std::byte> desired) {
+    detail::check_key(key, name);
+    bytes now;
+    {
+      std::lock_guard lock(state_->mutex);
+      auto it = state_->data.find(key);
+      if (!detail::compare_matches(it == state_->data.end() ? nullptr : &it->second, expected)) {
+        return it == state_->data.end() ? bytes{} : it->second;
+      }
+      now.assign(desired.begin(), desired.end());
+      state_->data.insert_or_assign(std::string(key), now);
+    }
+    state_->changed.notify_all();
+    return now;
+  }
+
   bool check(std::span<const std::string> keys) {
     for (const auto& k : keys) detail::check_key(k, name);
     std::lock_guard lock(state_->mutex);
@@ -92,7 +109,7 @@ class memory_store {
   static constexpr std::string_view name = "memory_store";
   struct state {
     std::mutex mutex;
-    std::condition_variable changed;  ///< notified after every set and add
+    std::condition_variable changed;  ///< notified after every set, add and compare_set
     std::map<std::string, bytes, std::less<>> data;
   };
   std::shared_ptr<state> state_;

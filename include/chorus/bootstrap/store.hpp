@@ -24,6 +24,7 @@
 #include <chorus/core/deadline.hpp>
 #include <chorus/core/error.hpp>
 
+#include <algorithm>
 #include <charconv>
 #include <concepts>
 #include <cstddef>
@@ -61,6 +62,15 @@ inline std::string as_string(std::span<const std::byte> value) {
 /// - `add(key, delta) -> int64`: atomically adds `delta` to the counter `key` (a missing key
 ///   counts as 0) and returns the new value; `add(key, 0)` reads a counter.
 /// - `check(keys) -> bool`: whether every key exists now, without waiting.
+/// - `compare_set(key, expected, desired) -> bytes`: atomically, sets `key` to `desired` if
+///   it holds exactly `expected`, or if it does not exist and `expected` is empty; returns
+///   the key's value afterwards (`desired` when it was set, the value that stayed
+///   otherwise, empty for a key that does not exist). The first of several ranks to
+///   `compare_set(key, {}, proposal)` wins, and every rank learns which proposal won from
+///   the value returned: agreement through the store (`communicator::shrink` decides a
+///   group's survivors this way). Atomic against other `compare_set` and `add` calls on the
+///   key; a plain `set` overwrites regardless. Getting `desired` back means the key holds
+///   it, not that this call wrote it: when that matters, make every caller's value its own.
 ///
 /// Keys are non-empty strings. Every call may also throw `errc::peer_lost` (the store's
 /// server went away), `errc::transport` (a system call failed) or `errc::invalid_argument`
@@ -70,6 +80,7 @@ template <class S>
 concept store = requires(S& s, std::string_view key, std::span<const std::byte> value,
                          std::span<const std::string> keys, deadline d, std::int64_t delta) {
   s.set(key, value);
+  { s.compare_set(key, value, value) } -> std::same_as<bytes>;
   { s.get(key, d) } -> std::same_as<bytes>;
   s.wait(keys, d);
   { s.add(key, delta) } -> std::same_as<std::int64_t>;
@@ -104,6 +115,10 @@ class any_store {
   void wait(std::span<const std::string> keys, deadline d) { ref().wait(keys, d); }
   std::int64_t add(std::string_view key, std::int64_t delta) { return ref().add(key, delta); }
   bool check(std::span<const std::string> keys) { return ref().check(keys); }
+  bytes compare_set(std::string_view key, std::span<const std::byte> expected,
+                    std::span<const std::byte> desired) {
+    return ref().compare_set(key, expected, desired);
+  }
 
  private:
   struct interface {
@@ -113,6 +128,8 @@ class any_store {
     virtual void wait(std::span<const std::string> keys, deadline d) = 0;
     virtual std::int64_t add(std::string_view key, std::int64_t delta) = 0;
     virtual bool check(std::span<const std::string> keys) = 0;
+    virtual bytes compare_set(std::string_view key, std::span<const std::byte> expected,
+                              std::span<const std::byte> desired) = 0;
   };
 
   template <class S>
@@ -127,6 +144,10 @@ class any_store {
       return store_->add(key, delta);
     }
     bool check(std::span<const std::string> keys) override { return store_->check(keys); }
+    bytes compare_set(std::string_view key, std::span<const std::byte> expected,
+                      std::span<const std::byte> desired) override {
+      return store_->compare_set(key, expected, desired);
+    }
     std::shared_ptr<S> store_;
   };
 
@@ -180,6 +201,12 @@ inline std::int64_t add_counter(std::int64_t current, std::int64_t delta, std::s
                                             ")");
   }
   return sum;
+}
+
+/// Whether a key holding `current` (nullptr: missing) matches `expected` for `compare_set`.
+inline bool compare_matches(const bytes* current, std::span<const std::byte> expected) noexcept {
+  if (current == nullptr) return expected.empty();
+  return std::equal(current->begin(), current->end(), expected.begin(), expected.end());
 }
 
 inline void check_group(std::string_view what, int rank, int size) {

@@ -87,7 +87,8 @@ using log_function = std::function<void(std::string_view line)>;
 namespace detail::wire {
 
 inline constexpr std::uint32_t magic = 0x63687273;  // "chrs" read as a little-endian u32
-inline constexpr std::uint32_t version = 2;     // 2: the hello reply says whether to authenticate
+// 2: the hello reply says whether to authenticate; 3: compare_set
+inline constexpr std::uint32_t version = 3;
 inline constexpr std::size_t header_bytes = 8;  ///< the u64 body length of every frame
 
 enum class command : std::uint8_t {
@@ -97,7 +98,8 @@ enum class command : std::uint8_t {
   wait = 4,
   add = 5,
   check = 6,
-  auth = 7
+  auth = 7,
+  compare_set = 8
 };
 enum class status : std::uint8_t { ok = 0, error = 1 };
 
@@ -117,6 +119,8 @@ inline std::string command_name(std::uint8_t c) {
       return "check";
     case command::auth:
       return "auth";
+    case command::compare_set:
+      return "compare_set";
   }
   return "unknown command " + std::to_string(c);
 }
@@ -786,11 +790,12 @@ class tcp_store_server {
     }
   }
 
-  /// The largest request a client can need under the limits: a set of the largest value
-  /// under the largest key, or a wait whose keys fill a connection's allowance.
+  /// The largest request a client can need under the limits: a compare_set of two of the
+  /// largest values under the largest key, or a wait whose keys fill a connection's
+  /// allowance.
   [[nodiscard]] std::size_t largest_request() const noexcept {
     const auto& l = options_.limits;
-    return std::max(l.max_value_bytes + l.max_key_bytes + 16, l.max_connection_bytes);
+    return std::max(2 * l.max_value_bytes + l.max_key_bytes + 24, l.max_connection_bytes);
   }
 
   /// Handles every complete frame in `c.in`. The length is checked as soon as the 8
@@ -892,6 +897,16 @@ class tcp_store_server {
     return false;
   }
 
+  /// Whether a value of `n` bytes is within the limit; false (error answered) when over.
+  bool value_fits(connection& c, std::size_t n) {
+    if (n <= options_.limits.max_value_bytes) return true;
+    reply_error(c, errc::invalid_argument,
+                "a value of " + std::to_string(n) + " bytes is over the limit of " +
+                    std::to_string(options_.limits.max_value_bytes) + " bytes " +
+                    limit_name("max_value_bytes", "CHORUS_STORE_MAX_VALUE_BYTES"));
+    return false;
+  }
+
   /// Stores `value` under `key` within the total limit; false (error answered) when over.
   bool store_value(connection& c, std::string_view key, bytes value) {
     const std::size_t cost = key.size() + value.size() + detail::wire::entry_overhead_bytes;
@@ -980,16 +995,26 @@ class tcp_store_server {
         const std::string_view key = r.str();
         const auto value = r.blob();
         if (!r.complete()) return malformed();
-        if (!key_fits(c, key)) return;
-        if (value.size() > options_.limits.max_value_bytes) {
-          return reply_error(c, errc::invalid_argument,
-                             "a value of " + std::to_string(value.size()) +
-                                 " bytes is over the limit of " +
-                                 std::to_string(options_.limits.max_value_bytes) + " bytes " +
-                                 limit_name("max_value_bytes", "CHORUS_STORE_MAX_VALUE_BYTES"));
-        }
+        if (!key_fits(c, key) || !value_fits(c, value.size())) return;
         if (!store_value(c, key, bytes(value.begin(), value.end()))) return;
         reply_ok(c, detail::wire::writer().u8(0));
+        return;
+      }
+      case command::compare_set: {
+        const std::string_view key = r.str();
+        const auto expected = r.blob();
+        const auto desired = r.blob();
+        if (!r.complete()) return malformed();
+        if (!key_fits(c, key) || !value_fits(c, desired.size())) return;
+        const auto it = data_.find(std::string(key));
+        if (!detail::compare_matches(it == data_.end() ? nullptr : it->second.get(), expected)) {
+          reply_ok(c, detail::wire::writer().u8(0).blob(
+                          it == data_.end() ? std::span<const std::byte>{}
+                                            : std::span<const std::byte>(*it->second)));
+          return;
+        }
+        if (!store_value(c, key, bytes(desired.begin(), desired.end()))) return;
+        reply_ok(c, detail::wire::writer().u8(0).blob(desired));
         return;
       }
       case command::get: {
@@ -1337,6 +1362,24 @@ class tcp_store {
     const std::int64_t value = r.i64();
     if (!r.complete()) malformed_reply("add");
     return value;
+  }
+
+  bytes compare_set(std::string_view key, std::span<const std::byte> expected,
+                    std::span<const std::byte> desired) {
+    check_key(key);
+    check_size(expected.size(), key);
+    check_size(desired.size(), key);
+    const bytes reply = call(detail::wire::writer()
+                                 .u8(static_cast<std::uint8_t>(detail::wire::command::compare_set))
+                                 .str(key)
+                                 .blob(expected)
+                                 .blob(desired),
+                             deadline::after(state_->options.timeout),
+                             "compare_set('" + std::string(key) + "')", false);
+    detail::wire::reader r(reply);
+    const auto value = r.blob();
+    if (!r.complete()) malformed_reply("compare_set");
+    return bytes(value.begin(), value.end());
   }
 
   bool check(std::span<const std::string> keys) {
