@@ -47,4 +47,5 @@
 #include <chorus/dispatch/algo.hpp>
 #include <chorus/dispatch/debug.hpp>
 #include <chorus/group/mesh.hpp>
+#include <chorus/group/shrink.hpp>
 #include <chorus/group/split.hpp>

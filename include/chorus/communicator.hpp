@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <new>
 #include <optional>
@@ -102,6 +103,27 @@ struct communicator_options {
     return {timeout_from_env(), check_from_env(), {}, progress_from_env()};
   }
 };
+
+/// The stages of `communicator::shrink`, in order (`shrink_options::observer`).
+enum class shrink_stage {
+  joined,   ///< this rank announced itself to the survivors of this attempt
+  decided,  ///< the survivors agreed on the new group, and this rank is in it
+  rebuilt,  ///< the new group's transport is up on this rank
+};
+
+/// Settings of one `communicator::shrink`.
+struct shrink_options {
+  /// How long the survivors wait for each other: a rank that neither announces itself nor
+  /// is known to have exited (its process gone) within it is left out; and how long the
+  /// members then have to build the new group. Unset: the communicator's timeout.
+  std::optional<duration> timeout = {};
+  /// Called on this rank as the shrink reaches each stage of each attempt (logging; tests
+  /// that fail a rank at a chosen point). May throw, which ends the shrink on this rank.
+  std::function<void(shrink_stage, int attempt)> observer = {};
+};
+
+template <class Transport>
+struct shrink_result;
 
 /// Bytes and messages one rank moved through its transport, counted by the executors as
 /// they hand each operation to the transport: what crossed the wire (or shared memory),
@@ -210,6 +232,17 @@ class communicator {
   /// torch's `new_group`: collective over this communicator, every rank passing the same
   /// list; nullopt on ranks not in it. Different lists fail with `errc::mismatch`.
   [[nodiscard]] std::optional<communicator> subgroup(std::span<const int> ranks);
+  /// After a failure, the ranks still alive make a new communicator of themselves (ULFM's
+  /// `MPIX_Comm_shrink`, NCCL's `ncclCommShrink`): every survivor calls it, they agree
+  /// through the job's store on who is left (a rank known to have exited is left out at
+  /// once; any other is waited for until the deadline), and they build a new transport
+  /// with new channels over those ranks, numbered 0.. in their old order. A further failure
+  /// during the shrink is survived (the survivors try again without the dead rank). Works
+  /// on a poisoned communicator and on a healthy one (every rank calls it then: the result
+  /// has the same ranks over new channels). This communicator is left as it was: destroy
+  /// it. Defined in <chorus/group/shrink.hpp> (in chorus.hpp); docs/fault-tolerance.md.
+  [[nodiscard]] shrink_result<Transport> shrink(const shrink_options& options);
+  [[nodiscard]] shrink_result<Transport> shrink() { return shrink(shrink_options{}); }
   [[nodiscard]] Transport& transport() noexcept { return transport_; }
   [[nodiscard]] const communicator_options& options() const noexcept { return options_; }
   void set_timeout(duration timeout) noexcept { options_.timeout = timeout; }

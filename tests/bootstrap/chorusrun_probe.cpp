@@ -21,9 +21,15 @@
 //   tail          prints a line without a newline, then exits
 //   shm           from_env(), then a shared-memory transport (its start-up exchange);
 //                 prints "shm up"
+//   shrink=V      from_env(), a shared-memory communicator, barriers until one fails because
+//                 rank V killed itself (SIGKILL) before its third; then communicator::shrink
+//                 and a barrier in the new group; prints "shrunk to N: members M0,M1,...
+//                 (T ms, A attempts)"
 //   secret        prints "secret <CHORUS_JOB_SECRET>"
 //   stranger      connects to CHORUS_STORE without the secret; prints "stranger: <error>"
 #include <chorus/bootstrap/from_env.hpp>
+#include <chorus/collectives/barrier.hpp>
+#include <chorus/group/shrink.hpp>
 #include <chorus/transport/shm.hpp>
 
 #include <signal.h>
@@ -135,6 +141,25 @@ int main(int argc, char** argv) {
     } else if (verb == "shm") {
       chorus::shm_transport t{chorus::bootstrap::from_env()};
       put(1, "shm up\n");
+    } else if (verb == "shrink") {
+      chorus::communicator<chorus::shm_transport> comm(
+          chorus::shm_transport{chorus::bootstrap::from_env()});
+      try {
+        for (int k = 0;; ++k) {
+          if (k == 2 && comm.rank() == std::stoi(arg)) ::raise(SIGKILL);
+          chorus::barrier(comm);
+        }
+      } catch (const chorus::error&) {
+      }
+      auto s = comm.shrink();
+      chorus::barrier(s.comm);
+      std::string members;
+      for (const int m : s.members) members += (members.empty() ? "" : ",") + std::to_string(m);
+      char took[64];
+      std::snprintf(took, sizeof took, " (%.1f ms, %d attempt%s)",
+                    std::chrono::duration<double, std::milli>(s.took).count(), s.attempts,
+                    s.attempts == 1 ? "" : "s");
+      put(1, "shrunk to " + std::to_string(s.comm.size()) + ": members " + members + took + "\n");
     } else if (verb == "secret") {
       put(1, "secret " + var("CHORUS_JOB_SECRET") + "\n");
     } else if (verb == "stranger") {

@@ -203,6 +203,51 @@ TEST_CASE("chorusrun: the rank killed is named, not a rank that failed because o
         "chorusrun: rank 1 was killed by signal 9 (SIGKILL); stopped 1 other rank still running");
 }
 
+TEST_CASE("chorusrun: --tolerate K lets the other ranks go on after K failures; not after K+1") {
+  {
+    const auto r = run({"-n", "3", "--tolerate", "1"},
+                       {"pid", "1:sleep=0.3", "1:signal=9", "sleep=1", "out=still here"});
+    REQUIRE_FALSE(r.timed_out);
+    CHECK(r.exit_code() == 0);
+    const auto mine = own_lines(r.err);
+    REQUIRE(mine.size() == 2);
+    CHECK(mine[0] ==
+          "chorusrun: rank 1 was killed by signal 9 (SIGKILL); the other ranks go on "
+          "(--tolerate 1: failure 1 of 1)");
+    CHECK(mine[1] == "chorusrun: every other rank exited 0; 1 failed (rank 1) within --tolerate 1");
+    CHECK_THAT(r.out, Catch::Contains("[0] still here") && Catch::Contains("[2] still here"));
+  }
+  {
+    // The second failure is one too many: it stops the rank still running.
+    const auto r = run({"-n", "4", "--tolerate", "1"},
+                       {"pid", "1:signal=9", "2:sleep=0.5", "2:exit=4", "sleep=60"});
+    REQUIRE_FALSE(r.timed_out);
+    CHECK(r.exit_code() == 4);
+    const auto mine = own_lines(r.err);
+    REQUIRE(mine.size() == 2);
+    CHECK_THAT(mine[0], Catch::StartsWith("chorusrun: rank 1 was killed by signal 9"));
+    CHECK(mine[1] == "chorusrun: rank 2 exited with status 4; stopped the other 2 ranks");
+    for (const pid_t p : pids_in(r.out)) CHECK_FALSE(proc::alive(p));
+  }
+  {
+    // What --tolerate is for: rank 2 is killed, the others shrink their communicator through
+    // chorusrun's store and go on without it.
+    const auto r = run({"-n", "4", "--tolerate", "1"}, {"shrink=2"});
+    REQUIRE_FALSE(r.timed_out);
+    INFO(r.err);
+    CHECK(r.exit_code() == 0);
+    for (const int rank : {0, 1, 3}) {
+      CHECK_THAT(r.out,
+                 Catch::Contains("[" + std::to_string(rank) + "] shrunk to 3: members 0,1,3"));
+    }
+  }
+  {
+    const auto r = run({"-n", "2", "--tolerate", "2"}, {"out=never"});
+    CHECK(r.exit_code() == 2);
+    CHECK_THAT(r.err, Catch::Contains("--tolerate 2 with 2 ranks"));
+  }
+}
+
 TEST_CASE("chorusrun: ranks that ignore SIGTERM are killed after the grace period") {
   const auto r = run({"-n", "3", "--grace", "0.5"},
                      {"ignore-term", "pid", "0:sleep=1", "0:exit=1", "sleep=60"});

@@ -1,10 +1,12 @@
 // ucx_transport with real processes on one host, under whatever UCX_TLS the ctest entry sets
 // (sm,self and tcp over loopback): point-to-point semantics, every collective x algorithm
 // against the reference, windows, and the faults: a rank killed mid-collective, abort from
-// another thread, a deadline, a size mismatch, a UCX configuration that cannot work.
+// another thread, a deadline, a size mismatch, a UCX configuration that cannot work; and
+// communicator::shrink after a rank is killed.
 #include "../support/point_to_point.hpp"
 #include "../support/processes.hpp"
 #include "../support/requests.hpp"
+#include "../support/shrink.hpp"
 #include "../support/windows.hpp"
 
 #include <chorus/transport/ucx.hpp>
@@ -301,5 +303,20 @@ TEST_CASE("ucx: a UCX configuration that cannot work is one readable error") {
                                Catch::Contains(std::string(name) + "='" + value + "'"));
       CHECK(r.report.find('\n') == std::string::npos);
     }
+  }
+}
+
+TEST_CASE("ucx: after kill -9 the survivors shrink to a group without the dead rank") {
+  INFO("UCX_TLS=" << tls());
+  for (const int ranks : {2, 3, 4}) {
+    const int victim = ranks - 1 - ranks % 2;
+    const auto results = run_job<chorus::ucx_transport>(
+        ranks, unique_job("ucxshrink"), [&](ucx_communicator& comm, failures& f) {
+          run_until_failure(comm, victim, 2, f);
+          auto s = comm.shrink({.timeout = std::chrono::seconds(20)});
+          check_shrunk(s, comm.rank(), ranks, all_but(ranks, {victim}), f);
+        });
+    INFO(ranks << " ranks, rank " << victim << " killed");
+    check_outcome(results, {victim});
   }
 }

@@ -1,7 +1,7 @@
 // chorusrun: starts N ranks of a program on this machine, the way `torchrun --standalone`
 // or `mpirun` on one node do, for programs that call chorus::bootstrap::from_env().
 //
-//   chorusrun -n N [--grace S] [--no-prefix] [--timeout T] [--check]
+//   chorusrun -n N [--grace S] [--tolerate K] [--no-prefix] [--timeout T] [--check]
 //             [--map-by core|socket|numa] [--bind-to none|hwthread|core|socket|numa]
 //             [--report-bindings] [--] program args...
 //
@@ -24,14 +24,16 @@
 //  5. when a rank fails (non-zero exit, or killed by a signal), sends SIGTERM to the other
 //     ranks' process groups, SIGKILL after --grace seconds, and reports the first failure
 //     in one line; SIGINT/SIGTERM/SIGHUP to chorusrun are forwarded the same way (a second
-//     one kills at once);
+//     one kills at once). With --tolerate K, the first K failures only get their line and
+//     the other ranks go on (for programs that shrink their communicator around a dead
+//     rank, docs/fault-tolerance.md); the K+1-th stops them;
 //  6. once every rank has exited, removes the job's shared-memory segments that ranks
 //     stopped by a signal during start-up left in /dev/shm (saying how many).
 //
-// Exit status: 0 when every rank exits 0; the first failing rank's exit status, or 128 +
-// its signal number; 128 + the signal when chorusrun itself was interrupted (130 for
-// Ctrl-C, 143 for SIGTERM); 127 when the program is not found, 126 when it cannot be
-// executed; 2 for a usage error; 1 when chorusrun itself fails.
+// Exit status: 0 when every rank exits 0 (or fails within --tolerate); the first failing
+// rank's exit status past that, or 128 + its signal number; 128 + the signal when chorusrun itself
+// was interrupted (130 for Ctrl-C, 143 for SIGTERM); 127 when the program is not found, 126 when it
+// cannot be executed; 2 for a usage error; 1 when chorusrun itself fails.
 //
 // Every descriptor chorusrun opens is close-on-exec; the ranks get stdin, stdout and stderr
 // only, and CHORUS_OUTPUT_FD when their output is prefixed. They also get PR_SET_PDEATHSIG=SIGKILL,
@@ -86,6 +88,7 @@ constexpr std::size_t max_line_bytes = 64 * 1024;
 struct settings {
   int np = 0;
   double grace_s = 3.0;
+  int tolerate = 0;  ///< rank failures that do not stop the others
   bool prefix = true;
   std::string timeout;
   bool check = false;
@@ -413,7 +416,7 @@ class launcher {
   /// (they exit with an error naming it, often before this process wakes up, and waitpid
   /// returns them in no particular order); between equals, the lowest rank.
   void reap() {
-    std::optional<int> failed_now;
+    std::vector<int> failed_now;
     for (;;) {
       int st = 0;
       const pid_t pid = ::waitpid(-1, &st, WNOHANG);
@@ -424,20 +427,37 @@ class launcher {
       it->status = st;
       const bool failed = WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) != 0);
       if (!failed) continue;
-      const int r = static_cast<int>(it - ranks_.begin());
-      const auto signaled = [&](int q) {
-        return WIFSIGNALED(ranks_[static_cast<std::size_t>(q)].status);
-      };
-      if (!failed_now || (signaled(r) && !signaled(*failed_now)) ||
-          (signaled(r) == signaled(*failed_now) && r < *failed_now)) {
-        failed_now = r;
-      }
+      failed_now.push_back(static_cast<int>(it - ranks_.begin()));
     }
-    if (failed_now && !first_failure_ && interrupted_ == 0 && !exec_failed_) {
-      first_failure_ = failed_now;
+    const auto signaled = [&](int q) {
+      return WIFSIGNALED(ranks_[static_cast<std::size_t>(q)].status);
+    };
+    std::sort(failed_now.begin(), failed_now.end(),
+              [&](int a, int b) { return signaled(a) != signaled(b) ? signaled(a) : a < b; });
+    for (const int r : failed_now) {
+      if (first_failure_ || interrupted_ != 0 || exec_failed_) break;
+      if (static_cast<int>(tolerated_.size()) < s_.tolerate) {
+        tolerated_.push_back(r);
+        say(failure_text(r) + "; the other ranks go on (--tolerate " + std::to_string(s_.tolerate) +
+            ": failure " + std::to_string(tolerated_.size()) + " of " +
+            std::to_string(s_.tolerate) + ")");
+        continue;
+      }
+      first_failure_ = r;
       others_stopped_ = running_count();
       stop_all(SIGTERM);
     }
+  }
+
+  /// "rank R was killed by signal N (NAME)[, core dumped]" or "rank R exited with status N".
+  [[nodiscard]] std::string failure_text(int r) const {
+    const int st = ranks_[static_cast<std::size_t>(r)].status;
+    if (WIFSIGNALED(st)) {
+      const int sig = WTERMSIG(st);
+      return "rank " + std::to_string(r) + " was killed by signal " + std::to_string(sig) + " (" +
+             signal_name(sig) + ")" + (WCOREDUMP(st) ? ", core dumped" : "");
+    }
+    return "rank " + std::to_string(r) + " exited with status " + std::to_string(WEXITSTATUS(st));
   }
 
   void on_signals() {
@@ -619,17 +639,16 @@ class launcher {
                                                        (never == 1 ? " rank was" : " ranks were") +
                                                        " not started";
       const int st = ranks_[static_cast<std::size_t>(r)].status;
-      const bool all = others_stopped_ == s_.np - 1;
-      if (WIFSIGNALED(st)) {
-        const int sig = WTERMSIG(st);
-        say("rank " + std::to_string(r) + " was killed by signal " + std::to_string(sig) + " (" +
-            signal_name(sig) + ")" + (WCOREDUMP(st) ? ", core dumped" : "") +
-            others(others_stopped_, all) + not_started);
-        return 128 + sig;
-      }
-      say("rank " + std::to_string(r) + " exited with status " + std::to_string(WEXITSTATUS(st)) +
-          others(others_stopped_, all) + not_started);
-      return WEXITSTATUS(st);
+      const bool all = others_stopped_ == s_.np - 1 - static_cast<int>(tolerated_.size());
+      say(failure_text(r) + others(others_stopped_, all) + not_started);
+      return WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st);
+    }
+    if (!tolerated_.empty()) {
+      std::string which;
+      for (const int r : tolerated_) which += (which.empty() ? "" : ", ") + std::to_string(r);
+      say("every other rank exited 0; " + std::to_string(tolerated_.size()) + " failed (rank" +
+          (tolerated_.size() == 1 ? " " : "s ") + which + ") within --tolerate " +
+          std::to_string(s_.tolerate));
     }
     return 0;
   }
@@ -640,6 +659,7 @@ class launcher {
   std::vector<rank_process> ranks_;
   std::optional<steady::time_point> kill_at_;  ///< when the stopped ranks get SIGKILL
   std::optional<int> first_failure_;
+  std::vector<int> tolerated_;  ///< ranks whose failure the others outlived (--tolerate)
   int others_stopped_ = 0;
   int interrupted_ = 0;  ///< the signal that interrupted chorusrun, or 0
   int interrupted_running_ = 0;
@@ -655,11 +675,12 @@ int main(int argc, char** argv) {
   CLI::App app{
       "Starts N ranks of a program on this machine for chorus::bootstrap::from_env(): a "
       "tcp_store on 127.0.0.1, CHORUS_* variables, rank-prefixed output, and one failing "
-      "rank stops them all.",
+      "rank stops them all (unless --tolerate lets the others go on).",
       "chorusrun"};
   app.footer(
       "Usage: chorusrun -n N [options] [--] program [args...]\n"
-      "Exit status: 0 when every rank succeeds; else the first failing rank's status (128 + "
+      "Exit status: 0 when every rank succeeds (or fails within --tolerate); else the first "
+      "failing rank's status (128 + "
       "signal if killed); 130/143 when interrupted; 127 program not found; 126 not "
       "executable; 2 usage error.");
   settings s;
@@ -674,6 +695,10 @@ int main(int argc, char** argv) {
       });
   app.add_option("--grace", s.grace_s,
                  "seconds between SIGTERM and SIGKILL when stopping ranks (default 3)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--tolerate", s.tolerate,
+                 "rank failures that do not stop the other ranks (default 0), for programs "
+                 "that shrink their communicator around a dead rank")
       ->check(CLI::NonNegativeNumber);
   bool no_prefix = false;
   app.add_flag("--no-prefix", no_prefix,
@@ -709,6 +734,13 @@ int main(int argc, char** argv) {
     return app.exit(e);  // --help, --version
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "chorusrun: %s\nRun 'chorusrun --help' for usage.\n", e.what());
+    return 2;
+  }
+  if (s.tolerate >= s.np) {
+    std::fprintf(stderr,
+                 "chorusrun: --tolerate %d with %d ranks: at most %d failures can leave a rank "
+                 "running\nRun 'chorusrun --help' for usage.\n",
+                 s.tolerate, s.np, s.np - 1);
     return 2;
   }
   s.prefix = !no_prefix;

@@ -17,6 +17,8 @@
 ///     native_collective_transport  native(native_call, stream, until)   nccl
 ///     splittable_transport         split(group_spec), used_contexts()   inproc, shm, ucx
 ///     native_split_transport       split(color, key, deadline)          nccl
+///     shrinkable_transport         recovery(), peer_gone(peer),         shm, ucx
+///                                  T::rebuilt(point, rank, size, exch.)
 ///     any_transport                transport or stream_ordered_transport
 ///
 /// A transport moves bytes between the ranks of one group, point to point, without
@@ -40,11 +42,13 @@
 ///  - `stream_ordered_transport`: work is enqueued on a device stream instead of completed
 ///    on the host (NCCL); executed by the stream-ordered executor, not the host one;
 ///  - `native_collective_transport`: the transport runs whole collectives itself.
+#include <chorus/bootstrap/store.hpp>
 #include <chorus/core/deadline.hpp>
 #include <chorus/core/error.hpp>
 #include <chorus/core/ops.hpp>
 #include <chorus/core/types.hpp>
 #include <chorus/schedule/schedule.hpp>
+#include <chorus/transport/kit/exchange.hpp>
 #include <chorus/transport/kit/group_view.hpp>
 
 #include <concepts>
@@ -54,6 +58,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace chorus::inline v0 {
@@ -255,6 +260,32 @@ concept native_split_transport = std::movable<T> &&
     requires(T& t, const T& ct, int color, int key, deadline until) {
   { t.split(color, key, until) } -> std::same_as<std::optional<T>>;
   { ct.world_rank() } -> std::convertible_to<int>;
+};
+
+/// Where a transport's group can be rebuilt from after a failure (`communicator::shrink`,
+/// group/shrink.hpp): the job's store, which outlives any rank but the one serving it, and
+/// this group's own key prefix in it. A transport made from a `bootstrap::world` has one.
+struct recovery_point {
+  bootstrap::any_store store;
+  std::string prefix;  ///< e.g. `chorus/<job>/shm/comm0`; unique to this group in the job
+  std::string job;     ///< the job token (names shared-memory segments)
+};
+
+/// A transport whose group can be rebuilt over the ranks still alive after one dies
+/// (`communicator::shrink`, group/shrink.hpp):
+///  - `recovery()`: where it was made from (null when it was made without a store, e.g.
+///    from a bare `blob_exchange`, or is a group made by `split`: those cannot shrink);
+///  - `peer_gone(peer)`: whether `peer`'s process is known to have exited (a pidfd on the
+///    same host); false when it is alive or cannot be told, so a rank that cannot be probed
+///    is waited for until the shrink's deadline;
+///  - `T::rebuilt(point, rank, size, exchange)`: a new transport of `size` ranks, with new
+///    channels, that finds its peers through `exchange` and can shrink again from `point`.
+template <class T>
+concept shrinkable_transport = transport<T> &&
+    requires(const T& ct, int peer, recovery_point point, int rank, const blob_exchange& e) {
+  { ct.recovery() } -> std::same_as<const recovery_point*>;
+  { ct.peer_gone(peer) } -> std::same_as<bool>;
+  { T::rebuilt(std::move(point), rank, rank, e) } -> std::same_as<T>;
 };
 
 /// What a communicator can be built on: a host transport or a stream-ordered one.

@@ -16,6 +16,7 @@
 ///       std::vector<float> v(1024, 1.0f);
 ///       chorus::all_reduce(comm, v, chorus::plus{});
 ///     });
+#include <chorus/bootstrap/memory_store.hpp>
 #include <chorus/communicator.hpp>
 #include <chorus/core/deadline.hpp>
 #include <chorus/core/error.hpp>
@@ -30,6 +31,7 @@
 #include <cstring>
 #include <deque>
 #include <exception>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -114,6 +116,9 @@ struct group {
 
   /// The group's abort record (first writer wins; see transport/kit/abort_record.hpp).
   kit::abort_record<1024> aborted{};
+  /// Where the group can be rebuilt from after a rank leaves (`communicator::shrink`): an
+  /// in-process store; null for a group made by `rebuilt` (its transports hold theirs).
+  std::shared_ptr<const recovery_point> recovery;
 
   /// Wakes `rank` if it sleeps. Taking the mutex orders the wake-up after the state change
   /// the waiter re-checks under the same mutex, so no wake-up is lost.
@@ -130,7 +135,41 @@ struct group {
     aborted.record(rank, code, reason);
     ring_all();
   }
+
+  /// Marks `rank` gone: peers waiting for it fail with `peer_lost`.
+  void mark_exited(int rank) noexcept {
+    exited[static_cast<std::size_t>(rank)].store(true, std::memory_order_release);
+    ring_all();
+  }
 };
+
+/// Marks a rank of a rebuilt group gone when the last of its transports (the group's and
+/// its splits') is destroyed: a rank's thread that leaves lets its peers fail at once, as
+/// `inproc::run` does for the groups it makes.
+struct exit_marker {
+  exit_marker(std::shared_ptr<group> of, int r) : g(std::move(of)), rank(r) {}
+  exit_marker(const exit_marker&) = delete;
+  exit_marker& operator=(const exit_marker&) = delete;
+  ~exit_marker() { g->mark_exited(rank); }
+  std::shared_ptr<group> g;
+  int rank;
+};
+
+/// Hands a rebuilt group from its rank 0 to the others by name, within the process: rank 0
+/// registers it, the others take it (null once rank 0 has given it up).
+inline std::shared_ptr<group> handed_group(const std::string& name,
+                                           std::shared_ptr<group> offered = nullptr) {
+  static std::mutex mutex;
+  static std::map<std::string, std::weak_ptr<group>> offers;
+  std::lock_guard lock(mutex);
+  std::erase_if(offers, [](const auto& entry) { return entry.second.expired(); });
+  if (offered) {
+    offers[name] = offered;
+    return offered;
+  }
+  const auto it = offers.find(name);
+  return it == offers.end() ? nullptr : it->second.lock();
+}
 
 /// Copies the payload of `send` into `recv` (or records a size mismatch) and completes
 /// both. Called by whichever side matched, outside any lock.
@@ -175,7 +214,38 @@ class inproc_transport {
                   "one rank, got " +
                       std::to_string(ranks));
     }
-    return std::make_shared<detail::inproc::group>(ranks);
+    auto g = std::make_shared<detail::inproc::group>(ranks);
+    g->recovery = std::make_shared<const recovery_point>(
+        recovery_point{bootstrap::memory_store(), "chorus/inproc", ""});
+    return g;
+  }
+
+  /// A new group of `size` ranks with new mailboxes: its rank 0 makes it and hands it to
+  /// the others through `exchange`; it can be rebuilt again from `point`
+  /// (`communicator::shrink`). The rank is marked gone when its last transport of the group
+  /// is destroyed.
+  static inproc_transport rebuilt(recovery_point point, int rank, int size,
+                                  const blob_exchange& exchange) {
+    if (size < 1 || rank < 0 || rank >= size) {
+      throw error(errc::invalid_argument, "chorus::inproc_transport: rank " + std::to_string(rank) +
+                                              " is outside a group of " + std::to_string(size));
+    }
+    const std::string name = point.prefix;
+    group_handle g;
+    if (rank == 0)
+      g = detail::inproc::handed_group(name, std::make_shared<detail::inproc::group>(size));
+    (void)exchange(rank == 0 ? name : std::string());
+    if (rank != 0) g = detail::inproc::handed_group(name);
+    if (!g) {
+      throw error(errc::peer_lost, "chorus::inproc_transport: rank " + std::to_string(rank) +
+                                       " of a rebuilt group: rank 0 gave the group up before "
+                                       "this rank took it");
+    }
+    (void)exchange(std::string());  // every rank holds the group: rank 0 may let it go
+    inproc_transport t(g, rank);
+    t.recovery_ = std::make_shared<const recovery_point>(std::move(point));
+    t.exit_ = std::make_shared<detail::inproc::exit_marker>(g, rank);
+    return t;
   }
 
   inproc_transport(group_handle group, int rank)
@@ -186,6 +256,20 @@ class inproc_transport {
                                               std::to_string(group_ ? group_->size : 0) + " ranks");
     }
     rank_ = rank;
+    recovery_ = group_->recovery;
+  }
+
+  /// Where this group can be rebuilt from after a rank leaves; null for a group made by
+  /// `split` (shrinkable_transport).
+  [[nodiscard]] const recovery_point* recovery() const noexcept {
+    return view_.members ? nullptr : recovery_.get();
+  }
+  /// Whether `peer` (a rank of this group) has left: its rank function returned
+  /// (`inproc::run`), or its transports of a rebuilt group are gone.
+  [[nodiscard]] bool peer_gone(int peer) const noexcept {
+    return peer >= 0 && peer < view_.size && peer != view_.rank &&
+           group_->exited[static_cast<std::size_t>(view_.world(peer))].load(
+               std::memory_order_acquire);
   }
 
   [[nodiscard]] int rank() const noexcept { return view_.rank; }
@@ -332,10 +416,7 @@ class inproc_transport {
 
   /// Marks this rank as gone: peers that wait for it fail with `errc::peer_lost` instead of
   /// waiting for their deadline. `inproc::run` calls it when a rank function returns.
-  void mark_exited() noexcept {
-    group_->exited[static_cast<std::size_t>(rank_)].store(true, std::memory_order_release);
-    group_->ring_all();
-  }
+  void mark_exited() noexcept { group_->mark_exited(rank_); }
 
   [[nodiscard]] const group_handle& group() const noexcept { return group_; }
 
@@ -357,9 +438,12 @@ class inproc_transport {
   group_handle group_;
   kit::group_view view_;
   int rank_ = 0;  ///< in the world
+  std::shared_ptr<const recovery_point> recovery_;
+  std::shared_ptr<detail::inproc::exit_marker> exit_;  ///< a rebuilt group's rank only
 };
 
 static_assert(transport<inproc_transport>);
+static_assert(shrinkable_transport<inproc_transport>);
 
 /// A communicator over threads of one process.
 using inproc_communicator = communicator<inproc_transport>;

@@ -83,7 +83,30 @@ class shm_transport {
       : shm_transport(
             world.rank, world.size, world.job_id,
             store_exchange(world.store, "chorus/" + world.job_id + "/shm/" + std::string(instance),
-                           world.rank, world.size, world.timeout)) {}
+                           world.rank, world.size, world.timeout)) {
+    recovery_ = std::make_shared<const recovery_point>(recovery_point{
+        world.store, "chorus/" + world.job_id + "/shm/" + std::string(instance), world.job_id});
+  }
+
+  /// A new transport of `size` ranks with new segments, finding its peers through
+  /// `exchange`, that can be rebuilt again from `point` (`communicator::shrink`).
+  static shm_transport rebuilt(recovery_point point, int rank, int size,
+                               const blob_exchange& exchange) {
+    shm_transport t(rank, size, point.job, exchange);
+    t.recovery_ = std::make_shared<const recovery_point>(std::move(point));
+    return t;
+  }
+
+  /// Where this group can be rebuilt from after a failure; null for a transport made
+  /// without a store and for a group made by `split` (shrinkable_transport).
+  [[nodiscard]] const recovery_point* recovery() const noexcept {
+    return view_.members ? nullptr : recovery_.get();
+  }
+  /// Whether the process of `peer` (a rank of this group) has exited.
+  [[nodiscard]] bool peer_gone(int peer) const noexcept {
+    return peer >= 0 && peer < view_.size && peer != view_.rank &&
+           ep_->peer_gone(view_.world(peer));
+  }
 
   shm_transport(shm_transport&&) = default;
   shm_transport& operator=(shm_transport&&) = default;
@@ -321,9 +344,11 @@ class shm_transport {
   std::shared_ptr<detail::shm::endpoint> ep_;
   kit::group_view view_;
   std::vector<detail::shm::window_state> windows_;  ///< by `window::index`
+  std::shared_ptr<const recovery_point> recovery_;  ///< null: cannot be rebuilt
 };
 
 static_assert(transport<shm_transport>);
 static_assert(rma_transport<shm_transport>);
+static_assert(shrinkable_transport<shm_transport>);
 
 }  // namespace chorus::inline v0

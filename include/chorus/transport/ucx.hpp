@@ -239,7 +239,32 @@ class ucx_transport {
       : ucx_transport(
             world.rank, world.size,
             store_exchange(world.store, "chorus/" + world.job_id + "/ucx/" + std::string(instance),
-                           world.rank, world.size, world.timeout)) {}
+                           world.rank, world.size, world.timeout)) {
+    recovery_ = std::make_shared<const recovery_point>(recovery_point{
+        world.store, "chorus/" + world.job_id + "/ucx/" + std::string(instance), world.job_id});
+  }
+
+  /// A new transport of `size` ranks with a new worker and endpoints, finding its peers
+  /// through `exchange`, that can be rebuilt again from `point` (`communicator::shrink`).
+  static ucx_transport rebuilt(recovery_point point, int rank, int size,
+                               const blob_exchange& exchange) {
+    ucx_transport t(rank, size, exchange);
+    t.recovery_ = std::make_shared<const recovery_point>(std::move(point));
+    return t;
+  }
+
+  /// Where this group can be rebuilt from after a failure; null for a transport made
+  /// without a store and for a group made by `split` (shrinkable_transport).
+  [[nodiscard]] const recovery_point* recovery() const noexcept {
+    return view_.members ? nullptr : recovery_.get();
+  }
+  /// Whether the process of `peer` (a rank of this group) is known to have exited: only a
+  /// peer on this host (same pid namespace) can be told; for others this is false.
+  [[nodiscard]] bool peer_gone(int peer) const noexcept {
+    if (peer < 0 || peer >= view_.size || peer == view_.rank) return false;
+    const int w = view_.world(peer);
+    return state_->links[w].local && state_->peers.gone(w);
+  }
 
   ucx_transport(ucx_transport&&) noexcept = default;
   ucx_transport& operator=(ucx_transport&& o) noexcept {
@@ -249,6 +274,7 @@ class ucx_transport {
       view_ = std::move(o.view_);
       hosts_ = std::move(o.hosts_);
       spin_limit_ = o.spin_limit_;
+      recovery_ = std::move(o.recovery_);
       state_ = std::move(o.state_);
     }
     return *this;
@@ -1028,11 +1054,13 @@ class ucx_transport {
   kit::group_view view_;
   detail::ucx::window_list windows_;  ///< released before `state_` (declared after it)
   int spin_limit_ = detail::ucx::spin_iterations;
-  std::shared_ptr<const std::vector<int>> hosts_;  ///< per rank of this group
+  std::shared_ptr<const std::vector<int>> hosts_;   ///< per rank of this group
+  std::shared_ptr<const recovery_point> recovery_;  ///< null: cannot be rebuilt
 };
 
 static_assert(transport<ucx_transport>);
 static_assert(rma_transport<ucx_transport>);
 static_assert(splittable_transport<ucx_transport>);
+static_assert(shrinkable_transport<ucx_transport>);
 
 }  // namespace chorus::inline v0

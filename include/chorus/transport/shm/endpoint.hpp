@@ -148,6 +148,8 @@ class endpoint {
   endpoint(const endpoint&) = delete;
   endpoint& operator=(const endpoint&) = delete;
   [[nodiscard]] int pid(int peer) const noexcept { return peers_.pid(peer); }
+  /// Whether the process of rank `p` has exited.
+  [[nodiscard]] bool peer_gone(int p) const noexcept { return peers_.gone(p); }
 
   [[nodiscard]] int rank() const noexcept { return rank_; }
   /// The job token that names this job's segments.
@@ -532,9 +534,6 @@ class endpoint {
     if (req->failed) throw error(errc::mismatch, req->failure);
     return true;
   }
-
-  /// Whether the process of rank `p` has exited.
-  bool peer_gone(int p) const noexcept { return peers_.gone(p); }
 
   void check_peer(int peer, const char* what) const {
     detail::check_transport_peer(rank_, size_, peer, what);
