@@ -15,6 +15,7 @@
 //  - window (transports with windows): a one-sided all-gather of 2 MiB, less its copy in,
 //    one alpha and the overheads, per byte read from peers, less a copy's cost.
 // Every time is the median of 7 repetitions of a timed loop; rank 0 writes the file.
+#include "median.hpp"
 #include "options.hpp"
 
 #include <chorus/chorus.hpp>
@@ -33,13 +34,6 @@
 #include <vector>
 
 namespace chorus_perf {
-
-/// The median of `v` (modified in place).
-inline double median_of(std::vector<double>& v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n == 0 ? 0.0 : n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 template <class Transport>
 int calibrate_on(chorus::communicator<Transport>& comm, const options& o,
@@ -61,7 +55,7 @@ int calibrate_on(chorus::communicator<Transport>& comm, const options& o,
       for (int i = 0; i < iters; ++i) body();
       each.push_back(std::chrono::duration<double>(clock::now() - t0).count() / iters);
     }
-    std::vector<double> t{median_of(each)};
+    std::vector<double> t{median(each)};
     chorus::broadcast(comm, std::span<double>(t), 0);
     return t[0];
   };
@@ -145,9 +139,9 @@ int calibrate_on(chorus::communicator<Transport>& comm, const options& o,
       each.push_back(std::chrono::duration<double>(clock::now() - t0).count() / inner);
     }
     std::vector<double> all(static_cast<std::size_t>(p), 0.0);
-    all[static_cast<std::size_t>(rank)] = median_of(each);
+    all[static_cast<std::size_t>(rank)] = median(each);
     chorus::all_reduce(comm, std::span<double>(all), chorus::plus{});
-    return median_of(all) / static_cast<double>(bytes);
+    return median(all) / static_cast<double>(bytes);
   };
   prof.reduce = local(std::size_t{512} << 10, true);
   prof.copy = local(std::size_t{512} << 10, false);

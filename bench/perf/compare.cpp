@@ -1,5 +1,7 @@
 #include "compare.hpp"
 
+#include "median.hpp"
+
 #include "plot.hpp"
 #include "report.hpp"
 
@@ -137,13 +139,6 @@ std::vector<std::string> mpirun_flags(const std::string& mpirun) {
     if (::geteuid() == 0) flags.emplace_back("--allow-run-as-root");
   }
   return flags;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  if (v.empty()) return 0;
-  const std::size_t m = v.size() / 2;
-  return v.size() % 2 == 1 ? v[m] : (v[m - 1] + v[m]) / 2;
 }
 
 /// Out-of-place time per (algorithm, size) from a tool's JSON.

@@ -36,6 +36,7 @@
 // Results are checked on the first call: `none` and `cast` against the average computed
 // here (cast within half's rounding), every method for finite values and identical bits on
 // every rank. Exit status 0, 1 when a check failed or a rank failed, 2 for a usage error.
+#include "median.hpp"
 #include "options.hpp"
 
 #include <chorus/chorus.hpp>
@@ -217,12 +218,6 @@ std::string load_average() {
   return line;
 }
 
-double median_of(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t m = v.size() / 2;
-  return v.size() % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
-}
-
 /// Runs `call(grad, book)` warmup + iters times on fresh copies of this rank's gradient.
 template <class Call>
 result measure(communicator& comm, const options& o, const std::string& method,
@@ -244,7 +239,7 @@ result measure(communicator& comm, const options& o, const std::string& method,
   }
   chorus::all_reduce(comm, std::span<double>(seconds), chorus::maximum{});
   res.seconds = seconds;
-  res.median = median_of(seconds);
+  res.median = chorus_perf::median(seconds);
   res.rank0 = cc::report(book);
   res.report = res.rank0;
   std::array<double, 5> fields{res.report.plain_bytes, res.report.sent_bytes,

@@ -84,18 +84,7 @@ using debug_sink = std::function<void(const call_report&)>;
 /// The default report: one line, as the file comment shows.
 inline std::string to_string(const call_report& r) {
   const auto human = [](std::uint64_t b) {
-    const char* unit = "B";
-    double v = static_cast<double>(b);
-    for (const char* u : {"KiB", "MiB", "GiB"}) {
-      if (v < 1024) break;
-      v /= 1024;
-      unit = u;
-    }
-    char buf[32];
-    std::snprintf(buf, sizeof buf,
-                  v == static_cast<double>(static_cast<std::uint64_t>(v)) ? "%.0f %s" : "%.1f %s",
-                  v, unit);
-    return std::string(buf);
+    return schedule::detail::size_text(static_cast<std::size_t>(b));
   };
   std::string line = "chorus: rank " + std::to_string(r.rank) + "/" + std::to_string(r.size) +
                      " pid " + std::to_string(::getpid()) + ": " + std::string(r.api) + " #" +

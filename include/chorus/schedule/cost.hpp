@@ -291,15 +291,10 @@ inline std::optional<prediction> predict(algorithm a, const tuning_query& q, con
       common.count = q.bytes;
   }
   const std::vector<params> ps = params_for_all_ranks(common);
-  std::vector<schedule> schedules;
-  schedules.reserve(ps.size());
-  try {
-    for (const params& rank : ps) schedules.push_back(build(a, rank));
-  } catch (const std::exception&) {
-    return std::nullopt;  // a layout the family cannot run
-  }
+  const auto schedules = build_every_rank(a, ps);
+  if (!schedules) return std::nullopt;  // a layout the family cannot run
   const simulation_result s =
-      detail::time_schedules(schedules, ps, to_cost_model(at_size(p, q.bytes)));
+      detail::time_schedules(*schedules, ps, to_cost_model(at_size(p, q.bytes)));
   if (!s.ok) return std::nullopt;
   prediction r;
   r.algo = a;

@@ -41,6 +41,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <optional>
 #include <span>
 #include <string>
 #include <tuple>
@@ -1106,21 +1107,31 @@ inline simulation_result simulate(std::span<const schedule> schedules,
   return res;
 }
 
-/// Builds every rank's schedule with `build(a, rank_params[r])` and simulates them.
-inline simulation_result simulate(algorithm a, std::span<const params> rank_params,
-                                  const simulate_options& options = {}) {
+/// Every rank's schedule, `build(a, rank_params[r])`; nullopt when a rank's build throws
+/// (a layout the family cannot run), with the rank and the reason in `why` when given.
+inline std::optional<std::vector<schedule>> build_every_rank(algorithm a,
+                                                             std::span<const params> rank_params,
+                                                             std::string* why = nullptr) {
   std::vector<schedule> schedules;
   schedules.reserve(rank_params.size());
   for (std::size_t r = 0; r < rank_params.size(); ++r) {
     try {
       schedules.push_back(build(a, rank_params[r]));
     } catch (const std::exception& e) {
-      simulation_result res;
-      res.error = "build failed for rank " + std::to_string(r) + ": " + e.what();
-      return res;
+      if (why != nullptr) *why = "build failed for rank " + std::to_string(r) + ": " + e.what();
+      return std::nullopt;
     }
   }
-  return simulate(schedules, rank_params, options);
+  return schedules;
+}
+
+/// Builds every rank's schedule with `build(a, rank_params[r])` and simulates them.
+inline simulation_result simulate(algorithm a, std::span<const params> rank_params,
+                                  const simulate_options& options = {}) {
+  simulation_result res;
+  const auto schedules = build_every_rank(a, rank_params, &res.error);
+  if (!schedules) return res;
+  return simulate(*schedules, rank_params, options);
 }
 
 /// The params of every rank: `common` with `rank` set to 0..size-1.
