@@ -165,6 +165,27 @@ TEST_CASE("shrink over inproc: ranks whose threads leave are left out, during th
   CHECK(f.count() == 0);
 }
 
+TEST_CASE("shrink over inproc: two jobs of one process shrink at the same time, each on its own") {
+  // Their rebuilt groups are handed over through one process-wide registry: each job's keys
+  // must be its own, or one job's ranks would take the other's group.
+  failures f;
+  std::vector<std::thread> jobs;
+  for (int job = 0; job < 2; ++job) {
+    jobs.emplace_back([&f] {
+      for (int round = 0; round < 5; ++round) {
+        run_threads(4, f, [&](chorus::inproc_communicator& comm) {
+          if (!run_until_failure(comm, 3, 1, f)) return;
+          auto s = comm.shrink({.timeout = 20s});
+          check_shrunk(s, comm.rank(), 4, {0, 1, 2}, f);
+        });
+      }
+    });
+  }
+  for (auto& j : jobs) j.join();
+  INFO(f.report());
+  CHECK(f.count() == 0);
+}
+
 TEST_CASE("shrink: what cannot shrink says why") {
   // Made from a bare blob_exchange: no store to meet in.
   const std::string job = unique_job("shrinkbare");

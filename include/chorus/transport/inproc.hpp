@@ -28,6 +28,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <deque>
 #include <exception>
@@ -214,9 +215,12 @@ class inproc_transport {
                   "one rank, got " +
                       std::to_string(ranks));
     }
+    // Its own prefix: the groups of a process share the registry that hands a rebuilt
+    // group over (detail::inproc::handed_group), which knows them by their keys.
+    static std::atomic<std::uint64_t> made{0};
     auto g = std::make_shared<detail::inproc::group>(ranks);
-    g->recovery = std::make_shared<const recovery_point>(
-        recovery_point{bootstrap::memory_store(), "chorus/inproc", ""});
+    g->recovery = std::make_shared<const recovery_point>(recovery_point{
+        bootstrap::memory_store(), "chorus/inproc/" + std::to_string(made.fetch_add(1)), ""});
     return g;
   }
 
