@@ -130,8 +130,8 @@ struct member_died {
 };
 
 /// The attempt's outcome as agreed in the store: proposes `mine` ("ok" or "died <rank>")
-/// under `key`, and returns the first proposal, whoever made it. Throws `member_died` when
-/// that was a death.
+/// under `key`; the first proposal, whoever made it, holds. Returns when that was "ok";
+/// throws `member_died` when it was a death.
 inline void agree_outcome(bootstrap::any_store& store, const std::string& key,
                           const std::string& mine) {
   const std::string won =
