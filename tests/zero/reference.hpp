@@ -59,6 +59,12 @@ struct config {
   bool overlap = true;
   bool delays = false;
   std::size_t bucket_bytes = 50 * 4;  // four buckets of the test model in float
+  /// When not empty: the world size of each step (a group that shrank part-way), in place
+  /// of `world`; at each step ranks 0..size-1 of that step's group train.
+  std::vector<int> worlds;
+  [[nodiscard]] int world_at(int step) const {
+    return worlds.empty() ? world : worlds.at(static_cast<std::size_t>(step - 1));
+  }
 };
 
 /// The ranks whose contributions make element e's sum, in the order they are added.
@@ -86,35 +92,46 @@ template <class Geometry, class Opt, class T>
 result reference(int stage, const config& c, const Opt& opt, bool naive) {
   const mlp& m = test_model();
   const auto sizes = m.tensor_sizes();
-  const int P = c.world;
-  const zero::partition part = Geometry{}(sizes, P);
-  const zero::bucket_layout lay = zero::make_buckets(part, c.bucket_bytes / sizeof(T));
-  const std::size_t total = lay.tensor_offset.back();
-  std::vector<int> owner(total, 0);
-  if (stage == 0) {
-    for (const auto& bk : lay.buckets) {
-      for (std::size_t i = 0; i < bk.natural_size; ++i) {
-        const std::size_t q = bk.natural_size / static_cast<std::size_t>(P),
-                          rem = bk.natural_size % static_cast<std::size_t>(P);
-        // even_split: the first `rem` blocks have q + 1 elements
-        const std::size_t j = i < rem * (q + 1)
-                                  ? i / (q + 1)
-                                  : rem + (i - rem * (q + 1)) / std::max<std::size_t>(q, 1);
-        owner[bk.natural_offset + i] = static_cast<int>(j);
+  // Per world size: each element's owner (rank or block) and each owner's summation order.
+  struct order_of_world {
+    std::vector<int> owner;
+    std::vector<std::vector<int>> orders;
+  };
+  const auto orders_for = [&](int P) {
+    const zero::partition part = Geometry{}(sizes, P);
+    const zero::bucket_layout lay = zero::make_buckets(part, c.bucket_bytes / sizeof(T));
+    const std::size_t total = lay.tensor_offset.back();
+    std::vector<int> owner(total, 0);
+    if (stage == 0) {
+      for (const auto& bk : lay.buckets) {
+        for (std::size_t i = 0; i < bk.natural_size; ++i) {
+          const std::size_t q = bk.natural_size / static_cast<std::size_t>(P),
+                            rem = bk.natural_size % static_cast<std::size_t>(P);
+          // even_split: the first `rem` blocks have q + 1 elements
+          const std::size_t j = i < rem * (q + 1)
+                                    ? i / (q + 1)
+                                    : rem + (i - rem * (q + 1)) / std::max<std::size_t>(q, 1);
+          owner[bk.natural_offset + i] = static_cast<int>(j);
+        }
+      }
+    } else {
+      for (int r = 0; r < P; ++r) {
+        for (const auto& s : part.shards[static_cast<std::size_t>(r)]) {
+          if (s.padding) continue;
+          for (std::size_t j = 0; j < s.length; ++j)
+            owner[lay.tensor_offset[s.tensor] + s.offset + j] = r;
+        }
       }
     }
-  } else {
-    for (int r = 0; r < P; ++r) {
-      for (const auto& s : part.shards[static_cast<std::size_t>(r)]) {
-        if (s.padding) continue;
-        for (std::size_t j = 0; j < s.length; ++j)
-          owner[lay.tensor_offset[s.tensor] + s.offset + j] = r;
-      }
-    }
-  }
-  std::vector<std::vector<int>> orders(static_cast<std::size_t>(P));
-  for (int o = 0; o < P; ++o)
-    orders[static_cast<std::size_t>(o)] = sum_order(stage, c.algo, naive, P, o);
+    std::vector<std::vector<int>> orders(static_cast<std::size_t>(P));
+    for (int o = 0; o < P; ++o)
+      orders[static_cast<std::size_t>(o)] = sum_order(stage, c.algo, naive, P, o);
+    return order_of_world{std::move(owner), std::move(orders)};
+  };
+  std::vector<order_of_world> by_world(64);
+  const zero::bucket_layout lay =
+      zero::make_buckets(Geometry{}(sizes, c.world_at(1)), c.bucket_bytes / sizeof(T));
+  const std::size_t total = lay.tensor_offset.back();  // natural offsets: the same for any P
 
   std::vector<float> master(total);
   for (std::size_t t = 0; t < sizes.size(); ++t)
@@ -133,10 +150,13 @@ result reference(int stage, const config& c, const Opt& opt, bool naive) {
   // Sum over ranks in each element's order, then (when accumulating) add to `acc`.
   auto reduce_into = [&](const std::vector<std::vector<std::vector<T>>>& per_rank,
                          std::vector<T>& acc, bool accumulate) {
+    const int P = static_cast<int>(per_rank.size());
+    order_of_world& w = by_world.at(static_cast<std::size_t>(P));
+    if (w.owner.empty()) w = orders_for(P);
     for (std::size_t t = 0; t < sizes.size(); ++t) {
       for (std::size_t i = 0; i < sizes[t]; ++i) {
         const std::size_t e = lay.tensor_offset[t] + i;
-        const auto& seq = orders[static_cast<std::size_t>(owner[e])];
+        const auto& seq = w.orders[static_cast<std::size_t>(w.owner[e])];
         T s = per_rank[static_cast<std::size_t>(seq[0])][t][i];
         for (std::size_t k = 1; k < seq.size(); ++k)
           s = s + per_rank[static_cast<std::size_t>(seq[k])][t][i];
@@ -145,8 +165,9 @@ result reference(int stage, const config& c, const Opt& opt, bool naive) {
     }
   };
   result res;
-  const float scale = 1.0f / static_cast<float>(P * c.micro_batches);
   for (int step = 1; step <= c.steps; ++step) {
+    const int P = c.world_at(step);
+    const float scale = 1.0f / static_cast<float>(P * c.micro_batches);
     auto params = nested([&](std::size_t e) { return T(master[e]); });
     std::vector<T> acc(total, T{});
     std::vector<std::vector<std::vector<T>>> local(static_cast<std::size_t>(P), zeros());

@@ -259,6 +259,69 @@ inline checkpoint_header read_checkpoint_shard(const std::filesystem::path& file
   return h;
 }
 
+/// Targets grouped by tensor, for `for_each_overlap`: `result[t]` lists the indices of the
+/// targets of tensor t.
+inline std::vector<std::vector<std::size_t>> targets_by_tensor(
+    std::span<const checkpoint_target> targets, std::size_t tensors) {
+  std::vector<std::vector<std::size_t>> by(tensors);
+  for (std::size_t i = 0; i < targets.size(); ++i) by.at(targets[i].tensor).push_back(i);
+  return by;
+}
+
+/// Walks what a saved shard (`saved`: its segments in shard order) holds of `targets`:
+/// calls `fn(target index, first, last, from)` for each overlap of a saved (non-padding)
+/// segment with a target, where `[first, last)` are tensor element indices and `from` is
+/// the position of element `first` in the saved shard. Overlaps come in saved-segment
+/// order, then target order: the same order wherever the same inputs are walked.
+template <class Fn>
+void for_each_overlap(std::span<const segment> saved, std::span<const checkpoint_target> targets,
+                      const std::vector<std::vector<std::size_t>>& by_tensor, Fn&& fn) {
+  std::size_t at = 0;  // position of the segment in the saved shard
+  for (const segment& s : saved) {
+    if (!s.padding && s.tensor < by_tensor.size()) {
+      for (std::size_t i : by_tensor[s.tensor]) {
+        const checkpoint_target& t = targets[i];
+        const std::size_t a = std::max(s.offset, t.offset);
+        const std::size_t b = std::min(s.offset + s.length, t.offset + t.length);
+        if (a < b) fn(i, a, b, at + (a - s.offset));
+      }
+    }
+    at += s.length;
+  }
+}
+
+/// Counts how many times each element of a list of targets was supplied, to find elements
+/// supplied never or twice.
+class target_coverage {
+ public:
+  explicit target_coverage(std::span<const checkpoint_target> targets) : targets_(targets) {
+    base_.assign(targets.size() + 1, 0);
+    for (std::size_t i = 0; i < targets.size(); ++i) base_[i + 1] = base_[i] + targets[i].length;
+    count_.assign(base_.back(), 0);
+  }
+  /// Elements `[first, last)` of target i's tensor were supplied.
+  void add(std::size_t i, std::size_t first, std::size_t last) {
+    for (std::size_t e = first; e < last; ++e) ++count_[base_[i] + (e - targets_[i].offset)];
+  }
+  /// "element E of tensor T K times", for the first element not supplied exactly once, or "".
+  [[nodiscard]] std::string first_problem() const {
+    for (std::size_t i = 0; i < targets_.size(); ++i) {
+      for (std::size_t e = 0; e < targets_[i].length; ++e) {
+        if (const std::uint32_t k = count_[base_[i] + e]; k != 1) {
+          return "element " + std::to_string(targets_[i].offset + e) + " of tensor " +
+                 std::to_string(targets_[i].tensor) + " " + std::to_string(k) + " times";
+        }
+      }
+    }
+    return "";
+  }
+
+ private:
+  std::span<const checkpoint_target> targets_;
+  std::vector<std::size_t> base_;
+  std::vector<std::uint32_t> count_;
+};
+
 /// Loads the elements `targets` asks for from the checkpoint in `dir`, whatever world size
 /// saved it, into `out` (master weights, then each state; each indexed by `position`).
 /// `sizes`, `optimizer_id` and `state_count` must match the saved model; every requested
@@ -269,17 +332,8 @@ inline std::uint64_t read_checkpoint(const std::filesystem::path& dir,
                                      std::span<const checkpoint_target> targets,
                                      std::span<const std::span<float>> out) {
   const std::uint32_t world = detail::checkpoint_world(dir);
-  std::vector<std::vector<std::size_t>> by_tensor(sizes.size());
-  std::size_t wanted = 0;
-  for (std::size_t i = 0; i < targets.size(); ++i) {
-    by_tensor[targets[i].tensor].push_back(i);
-    wanted += targets[i].length;
-  }
-  std::vector<std::uint32_t> filled;  // per target element: how many files supplied it
-  std::vector<std::size_t> target_base(targets.size() + 1, 0);
-  for (std::size_t i = 0; i < targets.size(); ++i)
-    target_base[i + 1] = target_base[i] + targets[i].length;
-  filled.assign(wanted, 0);
+  const auto by_tensor = targets_by_tensor(targets, sizes.size());
+  target_coverage filled(targets);  // how many files supplied each element
   std::uint64_t step = 0;
   std::vector<std::vector<float>> arrays;
   for (std::uint32_t r = 0; r < world; ++r) {
@@ -302,35 +356,19 @@ inline std::uint64_t read_checkpoint(const std::filesystem::path& dir,
     if (r == 0) step = h.step;
     if (h.step != step)
       detail::checkpoint_error(file, "is from a different step than rank 0's file; save again");
-    std::size_t at = 0;  // position of the segment in the saved shard
-    for (const segment& s : h.segments) {
-      if (!s.padding) {
-        for (std::size_t i : by_tensor[s.tensor]) {
-          const checkpoint_target& t = targets[i];
-          const std::size_t a = std::max(s.offset, t.offset);
-          const std::size_t b = std::min(s.offset + s.length, t.offset + t.length);
-          if (a >= b) continue;
-          for (std::size_t k = 0; k < out.size(); ++k) {
-            std::memcpy(out[k].data() + t.position + (a - t.offset),
-                        arrays[k].data() + at + (a - s.offset), (b - a) * sizeof(float));
-          }
-          for (std::size_t e = a; e < b; ++e) ++filled[target_base[i] + (e - t.offset)];
-        }
-      }
-      at += s.length;
-    }
+    for_each_overlap(h.segments, targets, by_tensor,
+                     [&](std::size_t i, std::size_t a, std::size_t b, std::size_t from) {
+                       const checkpoint_target& t = targets[i];
+                       for (std::size_t k = 0; k < out.size(); ++k) {
+                         std::memcpy(out[k].data() + t.position + (a - t.offset),
+                                     arrays[k].data() + from, (b - a) * sizeof(float));
+                       }
+                       filled.add(i, a, b);
+                     });
   }
-  for (std::size_t i = 0; i < targets.size(); ++i) {
-    for (std::size_t e = 0; e < targets[i].length; ++e) {
-      if (filled[target_base[i] + e] != 1) {
-        detail::checkpoint_error(
-            dir, "holds element " + std::to_string(targets[i].offset + e) + " of tensor " +
-                     std::to_string(targets[i].tensor) + " " +
-                     std::to_string(filled[target_base[i] + e]) +
-                     " times (expected once); the directory mixes checkpoints");
-      }
-    }
-  }
+  if (const std::string problem = filled.first_problem(); !problem.empty())
+    detail::checkpoint_error(
+        dir, "holds " + problem + " (expected once); the directory mixes checkpoints");
   return step;
 }
 

@@ -46,6 +46,7 @@
 /// fix; communication failures are the collectives' errors, raised on the caller's thread.
 #include <chorus/collectives/all_gather.hpp>
 #include <chorus/collectives/all_reduce.hpp>
+#include <chorus/collectives/all_to_all.hpp>
 #include <chorus/collectives/barrier.hpp>
 #include <chorus/collectives/nonblocking.hpp>
 #include <chorus/collectives/reduce_scatter.hpp>
@@ -59,6 +60,7 @@
 #include <chorus/zero/memory.hpp>
 #include <chorus/zero/optimizers.hpp>
 #include <chorus/zero/partition.hpp>
+#include <chorus/zero/redundancy.hpp>
 
 #include <algorithm>
 #include <array>
@@ -167,7 +169,8 @@ class sharded_optimizer {
       : comm_(comm),
         opt_(opt),
         o_(std::move(o)),
-        part_(geometry(sizes, comm.size())),
+        geometry_(std::move(geometry)),
+        part_(geometry_(sizes, comm.size())),
         lay_(make_buckets(part_, o_.bucket_bytes / sizeof(T))) {
     if (o_.micro_batches < 1)
       invalid("the constructor", "options::micro_batches must be at least 1");
@@ -525,30 +528,104 @@ class sharded_optimizer {
   void load(const std::filesystem::path& dir) {
     wait_all();
     release_all();
-    std::vector<checkpoint_target> targets;
-    if constexpr (!shards_state) {
-      for (std::size_t t = 0; t < part_.sizes.size(); ++t)
-        targets.push_back({t, 0, part_.sizes[t], lay_.tensor_offset[t]});
-    } else {
-      std::size_t at = 0;
-      for (const segment& s : part_.shards[rank_index()]) {
-        if (!s.padding) targets.push_back({s.tensor, s.offset, s.length, at});
-        at += s.length;
-      }
-    }
-    std::fill(master_.begin(), master_.end(), 0.0f);
-    for (auto& s : state_) std::fill(s.begin(), s.end(), 0.0f);
-    std::vector<std::span<float>> out{std::span<float>(master_)};
-    for (auto& s : state_) out.emplace_back(s);
+    const std::vector<checkpoint_target> targets = targets_of(comm_.rank());
+    const std::vector<std::span<float>> out = clear_state();
     step_ = read_checkpoint(dir, part_.sizes, Optimizer::id,
                             static_cast<std::uint32_t>(state_count), targets, out);
-    if constexpr (shards_state && !shards_params) {
-      for (std::size_t b : order_) publish(b, -1);
-      wait_all();
-    } else {
-      for (std::size_t i = 0; i < master_.size(); ++i) params_[i] = T(master_[i]);
+    state_loaded();
+  }
+
+  /// Copies this rank's optimizer state (fp32 master weights and every optimizer state) into
+  /// `r`, and receives a copy of its left neighbour's (rank - 1 mod N), so that the loss of
+  /// one rank -- or of several, no two of them neighbours -- loses no state: see `restore`
+  /// and redundancy.hpp for the protocol and its memory cost. Call it between steps (after
+  /// `step()`, before the next micro-batch's first `reduce`), every step or every few: a
+  /// restore goes back to the last one. Collective: a send-receive with the neighbours and a
+  /// barrier.
+  void replicate(replicas& r) {
+    for (std::size_t b = 0; b < reduced_.size(); ++b) {
+      if (reduced_[b] != 0) {
+        invalid("replicate", "bucket " + std::to_string(b) +
+                                 " was reduced since the last step(); call replicate between "
+                                 "steps, after step()");
+      }
     }
-    reset_gradients();
+    wait_all();
+    const int p = comm_.size(), me = comm_.rank();
+    r.sizes = part_.sizes;
+    r.geometry_id = Geometry::id;
+    r.optimizer_id = Optimizer::id;
+    r.state_count = static_cast<std::uint32_t>(state_count);
+    r.sharded = shards_state;
+    r.pending = {};  // frees what a failed call left
+    replica_generation& g = r.pending;
+    g.valid = true;
+    g.step = step_;
+    g.world = p;
+    g.rank = me;
+    g.own.reserve(master_.size() * (1 + state_count));
+    g.own.assign(master_.begin(), master_.end());
+    for (const auto& st : state_) g.own.insert(g.own.end(), st.begin(), st.end());
+    if constexpr (shards_state) {
+      if (p > 1) {
+        const int left = (me + p - 1) % p;
+        g.held.assign(part_.shard_size(left) * (1 + state_count), 0.0f);
+        hook("sendrecv", 0);
+        sendrecv(comm_, std::span<const float>(g.own), (me + 1) % p, std::span<float>(g.held),
+                 left);
+      }
+    }
+    g.complete = true;
+    // Past this barrier every rank holds generation `step_`: only then is it committed.
+    hook("barrier", 0);
+    barrier(comm_);
+    r.committed = std::move(r.pending);
+    r.pending = {};
+  }
+
+  /// Rebuilds the optimizer state on a shrunk group from the copies `replicate` kept. Call
+  /// it on a driver made (with the same sizes, stage, geometry and optimizer) on the
+  /// communicator `shrink` returned, on every rank of it, with this rank's `replicas` and the
+  /// shrink's result. The state is that of the newest step some survivor committed (the
+  /// returned value, also `step_count()`): a shard comes from its owner if it survived, else
+  /// from its right neighbour. Ends with a `replicate(r)` on the new group, so the state is
+  /// protected again before training resumes. Collective over the new group.
+  ///
+  /// Errors (the same on every rank): `invalid_argument` when a rank's replicas describe
+  /// another model or none of the old group, or when two neighbouring ranks were both lost
+  /// (their shards are gone: load a checkpoint instead).
+  template <class Shrunk>
+  requires requires(const Shrunk& s) {
+    { s.members.size() } -> std::convertible_to<std::size_t>;
+    { s.lost.size() } -> std::convertible_to<std::size_t>;
+  }
+  std::uint64_t restore(replicas& r, const Shrunk& shrunk) {
+    return restore(r, shrunk.members, static_cast<int>(shrunk.members.size() + shrunk.lost.size()));
+  }
+
+  /// `restore` with the shrink's result spelled out: `members[q]` is the old rank of new
+  /// rank q; `old_size` the old group's size.
+  std::uint64_t restore(replicas& r, std::span<const int> members, int old_size) {
+    wait_all();
+    release_all();
+    const int m = comm_.size();
+    if (members.size() != static_cast<std::size_t>(m) || old_size < m) {
+      invalid("restore", "members lists " + std::to_string(members.size()) +
+                             " ranks for a group of " + std::to_string(m) + " (old size " +
+                             std::to_string(old_size) + "); pass shrink's result");
+    }
+    const replica_generation& chosen = choose_generation(r, members, old_size);
+    const std::vector<std::span<float>> out = clear_state();
+    if constexpr (!shards_state) {
+      for (std::size_t k = 0; k < out.size(); ++k)
+        std::copy_n(chosen.own.data() + k * master_.size(), master_.size(), out[k].data());
+    } else {
+      gather_shards(chosen, members, old_size, out);
+    }
+    step_ = chosen.step;
+    state_loaded();
+    replicate(r);
+    return step_;
   }
 
   /// What this rank has allocated. Model states match `memory_estimate(stage, psi, N, K,
@@ -722,6 +799,176 @@ class sharded_optimizer {
     grad_slot_[b] = grad_pool_.acquire([] { return false; }, "grad");
   }
 
+  /// Where this driver wants rank q's state: its shard's real segments (stage 0: every
+  /// tensor whole), at their positions in the shard.
+  [[nodiscard]] std::vector<checkpoint_target> targets_of(int q) const {
+    std::vector<checkpoint_target> targets;
+    if constexpr (!shards_state) {
+      for (std::size_t t = 0; t < part_.sizes.size(); ++t)
+        targets.push_back({t, 0, part_.sizes[t], lay_.tensor_offset[t]});
+    } else {
+      std::size_t at = 0;
+      for (const segment& s : part_.shards[static_cast<std::size_t>(q)]) {
+        if (!s.padding) targets.push_back({s.tensor, s.offset, s.length, at});
+        at += s.length;
+      }
+    }
+    return targets;
+  }
+
+  /// Zeroes the master weights and states (padding stays zero) and returns views of them,
+  /// master first, for a loader to fill.
+  std::vector<std::span<float>> clear_state() {
+    std::fill(master_.begin(), master_.end(), 0.0f);
+    for (auto& s : state_) std::fill(s.begin(), s.end(), 0.0f);
+    std::vector<std::span<float>> out{std::span<float>(master_)};
+    for (auto& s : state_) out.emplace_back(s);
+    return out;
+  }
+
+  /// After the master weights and states were loaded: the compute-type parameters from them
+  /// (stages 1-2: an all-gather per bucket), gradients zero.
+  void state_loaded() {
+    if constexpr (shards_state && !shards_params) {
+      for (std::size_t b : order_) publish(b, -1);
+      wait_all();
+    } else {
+      for (std::size_t i = 0; i < master_.size(); ++i) params_[i] = T(master_[i]);
+    }
+    reset_gradients();
+  }
+
+  /// restore's agreement: every rank says what it holds (an all-gather), and all pick the
+  /// newest committed step of the old group, or all throw the same error.
+  const replica_generation& choose_generation(const replicas& r, std::span<const int> members,
+                                              int old_size) {
+    const int me = comm_.rank();
+    const auto usable = [&](const replica_generation& g) {
+      return g.valid && g.complete && g.world == old_size && g.rank == members[me];
+    };
+    const bool none = !r.committed.valid && !r.pending.valid;
+    const bool same_model = none || (r.sizes == part_.sizes && r.optimizer_id == Optimizer::id &&
+                                     r.state_count == state_count && r.sharded == shards_state &&
+                                     (!shards_state || r.geometry_id == Geometry::id));
+    // per rank: same model, committed usable, its step, pending usable, its step
+    constexpr std::size_t fields = 5;
+    const std::vector<std::uint64_t> mine{same_model ? 1u : 0u, usable(r.committed) ? 1u : 0u,
+                                          r.committed.step, usable(r.pending) ? 1u : 0u,
+                                          r.pending.step};
+    std::vector<std::uint64_t> all(fields * static_cast<std::size_t>(comm_.size()));
+    hook("all_gather", 0);
+    all_gather(comm_, mine, all);
+    const auto field = [&](int q, std::size_t f) {
+      return all[fields * static_cast<std::size_t>(q) + f];
+    };
+    const auto who = [&](int q) {
+      return "new rank " + std::to_string(q) + " (old rank " + std::to_string(members[q]) + ")";
+    };
+    bool any = false;
+    std::uint64_t step = 0;
+    for (int q = 0; q < comm_.size(); ++q) {
+      if (field(q, 0) == 0) {
+        invalid("restore", who(q) +
+                               " passed replicas of another model, stage, geometry or optimizer "
+                               "(or none): pass what replicate filled on every rank");
+      }
+      if (field(q, 1) != 0 && (!any || field(q, 2) > step)) step = field(q, 2);
+      any = any || field(q, 1) != 0;
+    }
+    if (!any) {
+      invalid("restore", "no survivor holds a committed replica of the " +
+                             std::to_string(old_size) +
+                             "-rank group (replicate was never completed on it); load a "
+                             "checkpoint instead");
+    }
+    for (int q = 0; q < comm_.size(); ++q) {
+      const bool has =
+          (field(q, 1) != 0 && field(q, 2) == step) || (field(q, 3) != 0 && field(q, 4) == step);
+      if (!has) {
+        invalid("restore", who(q) + " holds no replica of step " + std::to_string(step) +
+                               ", which another survivor committed: the replicas were not "
+                               "all made by replicate on this group");
+      }
+    }
+    return r.committed.valid && r.committed.step == step && usable(r.committed) ? r.committed
+                                                                                : r.pending;
+  }
+
+  /// restore's data movement (stages 1-3): each old rank's shard comes from its owner if it
+  /// survived, else from its right neighbour; one all-to-all moves every overlap of an old
+  /// shard with a new one, master weights and states together.
+  void gather_shards(const replica_generation& mine, std::span<const int> members, int old_size,
+                     const std::vector<std::span<float>>& out) {
+    const int m = comm_.size(), me = comm_.rank();
+    const std::size_t arrays = 1 + state_count;
+    std::vector<int> new_rank(static_cast<std::size_t>(old_size), -1);
+    for (int q = 0; q < m; ++q) new_rank.at(static_cast<std::size_t>(members[q])) = q;
+    std::vector<int> supplier(static_cast<std::size_t>(old_size));
+    for (int o = 0; o < old_size; ++o) {
+      const int right = (o + 1) % old_size;
+      supplier[o] = new_rank[o] >= 0 ? new_rank[o] : right != o ? new_rank[right] : -1;
+      if (supplier[o] < 0) {
+        invalid("restore", "old ranks " + std::to_string(o) + " and " + std::to_string(right) +
+                               " were both lost, and only rank " + std::to_string(right) +
+                               " kept a copy of rank " + std::to_string(o) +
+                               "'s shard: load a checkpoint instead");
+      }
+    }
+    const partition old_part = geometry_(part_.sizes, old_size);
+    // Calls fn(old rank, target index, first, last, from) for what `source` sends the rank
+    // whose `targets` these are.
+    const auto walk = [&](int source, const std::vector<checkpoint_target>& targets, auto&& fn) {
+      const auto by = targets_by_tensor(targets, part_.sizes.size());
+      for (int o = 0; o < old_size; ++o) {
+        if (supplier[o] != source) continue;
+        for_each_overlap(old_part.shards[static_cast<std::size_t>(o)], targets, by,
+                         [&](std::size_t i, std::size_t a, std::size_t b, std::size_t from) {
+                           fn(o, i, a, b, from);
+                         });
+      }
+    };
+    std::vector<float> send;
+    std::vector<std::size_t> send_counts(static_cast<std::size_t>(m), 0);
+    for (int q = 0; q < m; ++q) {
+      const auto targets = targets_of(q);
+      const std::size_t before = send.size();
+      walk(me, targets, [&](int o, std::size_t, std::size_t a, std::size_t b, std::size_t from) {
+        const std::vector<float>& data = o == mine.rank ? mine.own : mine.held;
+        const std::size_t shard = old_part.shard_size(o);
+        for (std::size_t k = 0; k < arrays; ++k) {
+          const float* src = data.data() + k * shard + from;
+          send.insert(send.end(), src, src + (b - a));
+        }
+      });
+      send_counts[static_cast<std::size_t>(q)] = send.size() - before;
+    }
+    const std::vector<checkpoint_target> mine_targets = targets_of(me);
+    std::vector<std::size_t> recv_counts(static_cast<std::size_t>(m), 0);
+    for (int q = 0; q < m; ++q) {
+      walk(q, mine_targets, [&](int, std::size_t, std::size_t a, std::size_t b, std::size_t) {
+        recv_counts[static_cast<std::size_t>(q)] += arrays * (b - a);
+      });
+    }
+    std::vector<float> recv(
+        std::accumulate(recv_counts.begin(), recv_counts.end(), std::size_t{0}));
+    hook("all_to_all_v", 0);
+    all_to_all_v(comm_, send, send_counts, recv, recv_counts);
+    target_coverage filled(mine_targets);
+    std::size_t at = 0;
+    for (int q = 0; q < m; ++q) {
+      walk(q, mine_targets, [&](int, std::size_t i, std::size_t a, std::size_t b, std::size_t) {
+        const checkpoint_target& t = mine_targets[i];
+        for (std::size_t k = 0; k < arrays; ++k, at += b - a)
+          std::copy_n(recv.data() + at, b - a, out[k].data() + t.position + (a - t.offset));
+        filled.add(i, a, b);
+      });
+    }
+    if (const std::string problem = filled.first_problem(); !problem.empty()) {
+      throw error(errc::mismatch, "chorus::zero::sharded_optimizer::restore: received " + problem +
+                                      " (expected once): the ranks' partitions differ");
+    }
+  }
+
   void reset_gradients() {
     std::fill(grads_.begin(), grads_.end(), T{});
     for (std::size_t b = 0; b < grad_slot_.size(); ++b) {
@@ -795,6 +1042,7 @@ class sharded_optimizer {
   communicator<Transport>& comm_;
   Optimizer opt_;
   options o_;
+  Geometry geometry_;
   partition part_;
   bucket_layout lay_;
   std::vector<std::size_t> order_;
