@@ -308,7 +308,7 @@ TEST_CASE("ucx: a UCX configuration that cannot work is one readable error") {
 
 TEST_CASE("ucx: after kill -9 the survivors shrink to a group without the dead rank") {
   INFO("UCX_TLS=" << tls());
-  for (const int ranks : {2, 3, 4}) {
+  for (const int ranks : {2, 3, 4, 8}) {
     const int victim = ranks - 1 - ranks % 2;
     const auto results = run_job<chorus::ucx_transport>(
         ranks, unique_job("ucxshrink"), [&](ucx_communicator& comm, failures& f) {

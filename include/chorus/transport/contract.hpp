@@ -275,9 +275,10 @@ struct recovery_point {
 /// (`communicator::shrink`, group/shrink.hpp):
 ///  - `recovery()`: where it was made from (null when it was made without a store, e.g.
 ///    from a bare `blob_exchange`, or is a group made by `split`: those cannot shrink);
-///  - `peer_gone(peer)`: whether `peer`'s process is known to have exited (a pidfd on the
-///    same host); false when it is alive or cannot be told, so a rank that cannot be probed
-///    is waited for until the shrink's deadline;
+///  - `peer_gone(peer)`: whether `peer` is known to be gone: its process exited (a pidfd on
+///    the same host), or the transport saw its connection fail (what a process on another
+///    host that dies leaves behind); false when it is alive or cannot be told, so a rank
+///    that cannot be probed is waited for until the shrink's deadline;
 ///  - `T::rebuilt(point, rank, size, exchange)`: a new transport of `size` ranks, with new
 ///    channels, that finds its peers through `exchange` and can shrink again from `point`.
 template <class T>

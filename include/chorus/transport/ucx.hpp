@@ -258,12 +258,15 @@ class ucx_transport {
   [[nodiscard]] const recovery_point* recovery() const noexcept {
     return view_.members ? nullptr : recovery_.get();
   }
-  /// Whether the process of `peer` (a rank of this group) is known to have exited: only a
-  /// peer on this host (same pid namespace) can be told; for others this is false.
+  /// Whether `peer` (a rank of this group) is known to be gone: on this host (same pid
+  /// namespace), its process exited; anywhere, UCX reported its endpoint failed (a process
+  /// on another host that dies has its connections reset by its kernel). A peer this rank
+  /// never waited for after it died may not be reported: false then.
   [[nodiscard]] bool peer_gone(int peer) const noexcept {
     if (peer < 0 || peer >= view_.size || peer == view_.rank) return false;
     const int w = view_.world(peer);
-    return state_->links[w].local && state_->peers.gone(w);
+    const auto& l = state_->links[w];
+    return (l.local && state_->peers.gone(w)) || l.status != UCS_OK;
   }
 
   ucx_transport(ucx_transport&&) noexcept = default;
