@@ -12,7 +12,8 @@
 # LAYOUT says on which host each rank runs, one entry per rank ("0,1,2,3": one rank per
 # host; "0,0,1,1": two per host), PATTERN is an extended regular expression that rank 0's
 # output must match (the example's OK line), and PROGRAM ARG... is split on spaces. Every
-# rank must exit 0 within the job's limit. Host i is 10.216.0.<i+1>; rank 0's host serves
+# rank must exit 0 within the job's limit, but for NAME@R: rank R kills itself on purpose
+# (elastic_training --kill R:...) and must end by SIGKILL (exit status 137). Host i is 10.216.0.<i+1>; rank 0's host serves
 # the tcp_store. The jobs run one after another on one topology, which a trap deletes on
 # any exit.
 #
@@ -37,9 +38,22 @@ for job in "$@"; do
     exit 2
   fi
   read -r -a argv <<<"${command}"
+  victim=""
+  if [[ "${name}" == *@* ]]; then
+    victim="${name#*@}"
+    name="${name%@*}"
+  fi
   start=${SECONDS}
   netns_start_layout_job "${name}" "${layout}" "${argv[@]}" --transport ucx
   netns_wait_job "${name}" "${job_seconds}"
+  if [[ -n "${victim}" ]]; then
+    if ((netns_codes[victim] != 137)); then
+      echo "${name}: rank ${victim} was to kill itself (exit 137), but exited ${netns_codes[victim]}"
+      netns_codes[victim]=1
+    else
+      netns_codes[victim]=0
+    fi
+  fi
   if netns_failed "${name}" && grep -Eq -- "${pattern}" "${netns_workdir}/${name}.0"; then
     echo "netns ${name}: ${netns_ranks} ranks on hosts ${layout} passed ($((SECONDS - start)) s):"
     grep -E -- "${pattern}" "${netns_workdir}/${name}.0" | sed 's/^/    /'

@@ -11,19 +11,29 @@
 
 #include <cstdio>
 #include <string_view>
+#include <type_traits>
 
 namespace examples {
 
-/// Calls `body(comm, name)` with a communicator of transport `transport` ("shm" or "ucx")
+/// Calls `body(comm, name)` -- or `body(comm, name, world)` when it takes the job's
+/// `bootstrap::world` too -- with a communicator of transport `transport` ("shm" or "ucx")
 /// and the transport's name for the report, and returns what it returns; 2 for UCX in a
 /// build without it. `program` names the example in that message.
 template <class Body>
 int with_transport(std::string_view transport, [[maybe_unused]] const char* program, Body body) {
   const chorus::bootstrap::world world = chorus::bootstrap::from_env();
+  const auto call = [&](auto& comm, const char* name) {
+    if constexpr (std::is_invocable_v<Body&, decltype(comm), const char*,
+                                      const chorus::bootstrap::world&>) {
+      return body(comm, name, world);
+    } else {
+      return body(comm, name);
+    }
+  };
   if (transport == "ucx") {
 #if CHORUS_EXAMPLE_UCX
     chorus::communicator<chorus::ucx_transport> comm{chorus::ucx_transport{world}};
-    return body(comm, "UCX");
+    return call(comm, "UCX");
 #else
     std::fprintf(stderr,
                  "%s: built without UCX (chorus::ucx was not found at build time); use "
@@ -33,7 +43,7 @@ int with_transport(std::string_view transport, [[maybe_unused]] const char* prog
 #endif
   }
   chorus::communicator<chorus::shm_transport> comm{chorus::shm_transport{world}};
-  return body(comm, "shared memory");
+  return call(comm, "shared memory");
 }
 
 }  // namespace examples

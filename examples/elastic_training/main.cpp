@@ -7,7 +7,7 @@
 ///
 ///     chorusrun -n 4 --tolerate 1 elastic_training [--kill RANK:STEP|RANK:random]
 ///         [--recover replicas|checkpoint] [--checkpoint-every N] [--checkpoint-dir DIR]
-///         [--steps N] [--stage 1|2|3]
+///         [--steps N] [--stage 1|2|3] [--transport shm|ucx]
 ///
 /// Every step ends with `replicate` (each rank also keeps a copy of its left neighbour's
 /// shard) or, every N steps, a checkpoint. On a failure, each survivor prints how long the
@@ -15,6 +15,7 @@
 /// ranks' batches up to the restored step and on 3 ranks' afterwards, adding each element's
 /// gradients in the order the collective does -- and checks that the final weights are
 /// equal bit for bit: the exit status is non-zero if not.
+#include "../common/transport.hpp"
 #include "../zero_training/mlp.hpp"
 
 #include <chorus/chorus.hpp>
@@ -47,13 +48,15 @@ struct settings {
   bool from_checkpoint = false;
   int checkpoint_every = 5;
   std::string checkpoint_dir;
+  std::string transport = "shm";
 };
 
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
                "elastic_training: %s\nusage: chorusrun -n N --tolerate 1 elastic_training "
                "[--kill RANK:STEP|RANK:random] [--recover replicas|checkpoint] "
-               "[--checkpoint-every N] [--checkpoint-dir DIR] [--steps N] [--stage 1|2|3]\n",
+               "[--checkpoint-every N] [--checkpoint-dir DIR] [--steps N] [--stage 1|2|3] "
+               "[--transport shm|ucx]\n",
                why);
   std::exit(2);
 }
@@ -88,6 +91,10 @@ settings parse(int argc, char** argv) {
       s.checkpoint_every = number(v, 1, 1 << 20);
     } else if (a == "--checkpoint-dir") {
       s.checkpoint_dir = v;
+    } else if (a == "--transport") {
+      if (std::string_view(v) != "shm" && std::string_view(v) != "ucx")
+        usage("--transport is shm or ucx");
+      s.transport = v;
     } else {
       usage("unknown argument");
     }
@@ -218,11 +225,10 @@ bool matches_reference(Comm& comm, Driver& opt, const std::vector<int>& worlds) 
   return differ == 0 && got.size() == want.size();
 }
 
-template <class Stage>
-int run(const settings& s, const chorus::bootstrap::world& world) {
-  using transport = chorus::shm_transport;
-  using driver = zero::sharded_optimizer<transport, Stage, zero::flat, zero::adamw>;
-  chorus::communicator<transport> comm{transport{world}};
+template <class Stage, class Transport>
+int run(chorus::communicator<Transport>& comm, const settings& s,
+        const chorus::bootstrap::world& world) {
+  using driver = zero::sharded_optimizer<Transport, Stage, zero::flat, zero::adamw>;
   const int p = comm.size(), me = comm.rank();
   if (s.from_checkpoint && s.checkpoint_dir.empty() && world.job_id.empty())
     usage("--recover checkpoint needs --checkpoint-dir (this launcher gives no job id)");
@@ -323,15 +329,18 @@ int run(const settings& s, const chorus::bootstrap::world& world) {
 
 int main(int argc, char** argv) try {
   const settings s = parse(argc, argv);
-  const chorus::bootstrap::world world = chorus::bootstrap::from_env();
-  switch (s.stage) {
-    case 1:
-      return run<zero::stage<1>>(s, world);
-    case 2:
-      return run<zero::stage<2>>(s, world);
-    default:
-      return run<zero::stage<3>>(s, world);
-  }
+  return examples::with_transport(
+      s.transport, "elastic_training",
+      [&](auto& comm, const char*, const chorus::bootstrap::world& world) {
+        switch (s.stage) {
+          case 1:
+            return run<zero::stage<1>>(comm, s, world);
+          case 2:
+            return run<zero::stage<2>>(comm, s, world);
+          default:
+            return run<zero::stage<3>>(comm, s, world);
+        }
+      });
 } catch (const std::exception& e) {
   std::fprintf(stderr, "elastic_training: %s\n", e.what());
   return 1;
