@@ -48,6 +48,7 @@
 #include <chorus/collectives/all_reduce.hpp>
 #include <chorus/collectives/all_to_all.hpp>
 #include <chorus/collectives/barrier.hpp>
+#include <chorus/collectives/broadcast.hpp>
 #include <chorus/collectives/nonblocking.hpp>
 #include <chorus/collectives/reduce_scatter.hpp>
 #include <chorus/communicator.hpp>
@@ -583,46 +584,69 @@ class sharded_optimizer {
     r.pending = {};
   }
 
-  /// Rebuilds the optimizer state on a shrunk group from the copies `replicate` kept. Call
-  /// it on a driver made (with the same sizes, stage, geometry and optimizer) on the
-  /// communicator `shrink` returned, on every rank of it, with this rank's `replicas` and the
-  /// shrink's result. The state is that of the newest step some survivor committed (the
-  /// returned value, also `step_count()`): a shard comes from its owner if it survived, else
-  /// from its right neighbour. Ends with a `replicate(r)` on the new group, so the state is
-  /// protected again before training resumes. Collective over the new group.
+  /// Rebuilds the optimizer state on a new group -- one that `shrink` or `grow` returned --
+  /// from the copies `replicate` kept. Call it on a driver made (with the same sizes,
+  /// stage, geometry and optimizer) on the new communicator, on every rank of it, with this
+  /// rank's `replicas` and the shrink's or grow's result. The state is that of the newest
+  /// step some member of the old group committed (the returned value, also `step_count()`):
+  /// a shard comes from its owner if it is still there, else from its right neighbour; a
+  /// rank that joined (`members[q] == -1`, with empty replicas) receives its shard. Ends
+  /// with a `replicate(r)` on the new group, so the state is protected again before
+  /// training resumes. Collective over the new group.
   ///
   /// Errors (the same on every rank): `invalid_argument` when a rank's replicas describe
   /// another model or none of the old group, or when two neighbouring ranks were both lost
   /// (their shards are gone: load a checkpoint instead).
-  template <class Shrunk>
-  requires requires(const Shrunk& s) {
+  template <class Result>
+  requires requires(const Result& s) {
     { s.members.size() } -> std::convertible_to<std::size_t>;
     { s.lost.size() } -> std::convertible_to<std::size_t>;
   }
-  std::uint64_t restore(replicas& r, const Shrunk& shrunk) {
-    return restore(r, shrunk.members, static_cast<int>(shrunk.members.size() + shrunk.lost.size()));
+  std::uint64_t restore(replicas& r, const Result& result) {
+    const auto kept = std::count_if(result.members.begin(), result.members.end(),
+                                    [](int old) { return old >= 0; });
+    return restore(r, result.members, static_cast<int>(kept + result.lost.size()));
   }
 
-  /// `restore` with the shrink's result spelled out: `members[q]` is the old rank of new
-  /// rank q; `old_size` the old group's size.
+  /// `restore` with the shrink's or grow's result spelled out: `members[q]` is the old rank
+  /// of new rank q (-1 for a rank that joined); `old_size` the old group's size.
   std::uint64_t restore(replicas& r, std::span<const int> members, int old_size) {
     wait_all();
     release_all();
     const int m = comm_.size();
-    if (members.size() != static_cast<std::size_t>(m) || old_size < m) {
+    const bool members_ok =
+        members.size() == static_cast<std::size_t>(m) &&
+        std::all_of(members.begin(), members.end(),
+                    [&](int old) { return old >= -1 && old < old_size; }) &&
+        std::any_of(members.begin(), members.end(), [](int old) { return old >= 0; });
+    if (!members_ok) {
       invalid("restore", "members lists " + std::to_string(members.size()) +
                              " ranks for a group of " + std::to_string(m) + " (old size " +
-                             std::to_string(old_size) + "); pass shrink's result");
+                             std::to_string(old_size) +
+                             "), or old ranks out of range; pass shrink's or grow's result");
     }
-    const replica_generation& chosen = choose_generation(r, members, old_size);
+    const auto [chosen, step] = choose_generation(r, members, old_size);
     const std::vector<std::span<float>> out = clear_state();
     if constexpr (!shards_state) {
-      for (std::size_t k = 0; k < out.size(); ++k)
-        std::copy_n(chosen.own.data() + k * master_.size(), master_.size(), out[k].data());
+      // Every old rank held the whole state: the kept ones copy theirs, and the first of
+      // them sends it to the ranks that joined.
+      if (chosen != nullptr) {
+        for (std::size_t k = 0; k < out.size(); ++k)
+          std::copy_n(chosen->own.data() + k * master_.size(), master_.size(), out[k].data());
+      }
+      if (std::count(members.begin(), members.end(), -1) != 0) {
+        const int root = static_cast<int>(
+            std::find_if(members.begin(), members.end(), [](int old) { return old >= 0; }) -
+            members.begin());
+        for (const std::span<float> a : out) {
+          hook("broadcast", 0);
+          broadcast(comm_, a, root);
+        }
+      }
     } else {
       gather_shards(chosen, members, old_size, out);
     }
-    step_ = chosen.step;
+    step_ = step;
     state_loaded();
     replicate(r);
     return step_;
@@ -839,12 +863,14 @@ class sharded_optimizer {
   }
 
   /// restore's agreement: every rank says what it holds (an all-gather), and all pick the
-  /// newest committed step of the old group, or all throw the same error.
-  const replica_generation& choose_generation(const replicas& r, std::span<const int> members,
-                                              int old_size) {
+  /// newest committed step of the old group, or all throw the same error. Returns this
+  /// rank's generation of that step (null on a rank that joined) and the step.
+  std::pair<const replica_generation*, std::uint64_t> choose_generation(
+      const replicas& r, std::span<const int> members, int old_size) {
     const int me = comm_.rank();
+    const bool joined = members[me] < 0;
     const auto usable = [&](const replica_generation& g) {
-      return g.valid && g.complete && g.world == old_size && g.rank == members[me];
+      return !joined && g.valid && g.complete && g.world == old_size && g.rank == members[me];
     };
     const bool none = !r.committed.valid && !r.pending.valid;
     const bool same_model = none || (r.sizes == part_.sizes && r.optimizer_id == Optimizer::id &&
@@ -884,25 +910,26 @@ class sharded_optimizer {
     for (int q = 0; q < comm_.size(); ++q) {
       const bool has =
           (field(q, 1) != 0 && field(q, 2) == step) || (field(q, 3) != 0 && field(q, 4) == step);
-      if (!has) {
+      if (!has && members[q] >= 0) {
         invalid("restore", who(q) + " holds no replica of step " + std::to_string(step) +
                                ", which another survivor committed: the replicas were not "
                                "all made by replicate on this group");
       }
     }
-    return r.committed.valid && r.committed.step == step && usable(r.committed) ? r.committed
-                                                                                : r.pending;
+    if (joined) return {nullptr, step};
+    return {usable(r.committed) && r.committed.step == step ? &r.committed : &r.pending, step};
   }
 
   /// restore's data movement (stages 1-3): each old rank's shard comes from its owner if it
   /// survived, else from its right neighbour; one all-to-all moves every overlap of an old
   /// shard with a new one, master weights and states together.
-  void gather_shards(const replica_generation& mine, std::span<const int> members, int old_size,
+  void gather_shards(const replica_generation* mine, std::span<const int> members, int old_size,
                      const std::vector<std::span<float>>& out) {
     const int m = comm_.size(), me = comm_.rank();
     const std::size_t arrays = 1 + state_count;
     std::vector<int> new_rank(static_cast<std::size_t>(old_size), -1);
-    for (int q = 0; q < m; ++q) new_rank.at(static_cast<std::size_t>(members[q])) = q;
+    for (int q = 0; q < m; ++q)
+      if (members[q] >= 0) new_rank.at(static_cast<std::size_t>(members[q])) = q;
     std::vector<int> supplier(static_cast<std::size_t>(old_size));
     for (int o = 0; o < old_size; ++o) {
       const int right = (o + 1) % old_size;
@@ -933,7 +960,7 @@ class sharded_optimizer {
       const auto targets = targets_of(q);
       const std::size_t before = send.size();
       walk(me, targets, [&](int o, std::size_t, std::size_t a, std::size_t b, std::size_t from) {
-        const std::vector<float>& data = o == mine.rank ? mine.own : mine.held;
+        const std::vector<float>& data = o == mine->rank ? mine->own : mine->held;
         const std::size_t shard = old_part.shard_size(o);
         for (std::size_t k = 0; k < arrays; ++k) {
           const float* src = data.data() + k * shard + from;
