@@ -32,6 +32,20 @@ inline int open_fds() {
   return n;
 }
 
+/// A world of `size` ranks of job `job` meeting in a file_store in directory `dir`.
+inline chorus::bootstrap::world file_store_world(const std::string& dir, int rank, int size,
+                                                 const std::string& job) {
+  namespace bs = chorus::bootstrap;
+  using namespace std::chrono_literals;
+  bs::world w;
+  w.rank = rank;
+  w.size = size;
+  w.job_id = job;
+  w.timeout = 30s;
+  w.store = bs::file_store(dir, {.timeout = 30s, .poll_interval = 2ms});
+  return w;
+}
+
 /// Runs `fn(comm, failures)` on `ranks` processes whose communicators (of `Transport`, shm
 /// by default) are made from a `bootstrap::world` over a file_store in a directory of their
 /// own, so that they can shrink. Not a tcp_store served here: this process forks the ranks,
@@ -39,7 +53,6 @@ inline int open_fds() {
 /// leaks to LeakSanitizer. (bootstrap.chorusrun shrinks through chorusrun's tcp_store.)
 template <class Transport = chorus::shm_transport, class Fn>
 std::vector<process_result> run_job(int ranks, const std::string& job, Fn fn) {
-  namespace bs = chorus::bootstrap;
   using namespace std::chrono_literals;
   std::string dir = (std::filesystem::temp_directory_path() / "chorus-shrink-XXXXXX").string();
   REQUIRE(::mkdtemp(dir.data()) != nullptr);
@@ -49,13 +62,7 @@ std::vector<process_result> run_job(int ranks, const std::string& job, Fn fn) {
   auto results = run_processes_with(
       ranks,
       [&](int rank, int size, const chorus::blob_exchange&) {
-        bs::world w;
-        w.rank = rank;
-        w.size = size;
-        w.job_id = job;
-        w.timeout = 30s;
-        w.store = bs::file_store(dir, {.timeout = 30s, .poll_interval = 2ms});
-        return Transport(w);
+        return Transport(file_store_world(dir, rank, size, job));
       },
       std::move(fn), o);
   std::filesystem::remove_all(dir);
