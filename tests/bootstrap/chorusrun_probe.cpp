@@ -57,10 +57,12 @@ void put(int fd, const std::string& text) {
 
 int main(int argc, char** argv) {
   const std::string rank = var("CHORUS_RANK");
+  // "R:action" is for rank R; "join:action" for a process started by --replace.
+  const std::string who = var("CHORUS_JOIN") == "1" ? "join" : rank;
   for (int i = 1; i < argc; ++i) {
     std::string action = argv[i];
     if (const auto colon = action.find(':'); colon != std::string::npos) {
-      if (action.substr(0, colon) != rank) continue;
+      if (action.substr(0, colon) != who) continue;
       action = action.substr(colon + 1);
     }
     const auto eq = action.find('=');

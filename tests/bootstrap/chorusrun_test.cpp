@@ -248,6 +248,32 @@ TEST_CASE("chorusrun: --tolerate K lets the other ranks go on after K failures; 
   }
 }
 
+TEST_CASE("chorusrun: --replace starts a joining process in a tolerated failure's place") {
+  {
+    const auto r = run({"-n", "3", "--tolerate", "1", "--replace"},
+                       {"1:sleep=0.2", "1:signal=9", "join:env", "join:out=joined", "sleep=1"});
+    REQUIRE_FALSE(r.timed_out);
+    INFO(r.err);
+    CHECK(r.exit_code() == 0);
+    const auto mine = own_lines(r.err);
+    REQUIRE(mine.size() == 3);
+    CHECK_THAT(mine[0], Catch::StartsWith("chorusrun: rank 1 was killed by signal 9"));
+    CHECK(mine[1] ==
+          "chorusrun: started process 3 in place of rank 1 (CHORUS_JOIN=1: it joins when the "
+          "others grow their group)");
+    CHECK(mine[2] == "chorusrun: every other rank exited 0; 1 failed (rank 1) within --tolerate 1");
+    // The replacement: the next process number, the failed rank's CHORUS_RANK, the job's store.
+    CHECK_THAT(r.out, Catch::Contains("[3] env rank=1 size=3") && Catch::Contains("[3] joined"));
+    CHECK_THAT(r.out, !Catch::Contains("[0] joined") && !Catch::Contains("[2] joined"));
+  }
+  {
+    const auto r = run({"-n", "2", "--replace"}, {"out=never"});
+    CHECK(r.exit_code() == 2);
+    CHECK_THAT(r.err,
+               Catch::Contains("--replace starts a process in place of a tolerated failure"));
+  }
+}
+
 TEST_CASE("chorusrun: ranks that ignore SIGTERM are killed after the grace period") {
   const auto r = run({"-n", "3", "--grace", "0.5"},
                      {"ignore-term", "pid", "0:sleep=1", "0:exit=1", "sleep=60"});

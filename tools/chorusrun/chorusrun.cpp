@@ -1,7 +1,7 @@
 // chorusrun: starts N ranks of a program on this machine, the way `torchrun --standalone`
 // or `mpirun` on one node do, for programs that call chorus::bootstrap::from_env().
 //
-//   chorusrun -n N [--grace S] [--tolerate K] [--no-prefix] [--timeout T] [--check]
+//   chorusrun -n N [--grace S] [--tolerate K [--replace]] [--no-prefix] [--timeout T] [--check]
 //             [--map-by core|socket|numa] [--bind-to none|hwthread|core|socket|numa]
 //             [--report-bindings] [--] program args...
 //
@@ -26,7 +26,10 @@
 //     in one line; SIGINT/SIGTERM/SIGHUP to chorusrun are forwarded the same way (a second
 //     one kills at once). With --tolerate K, the first K failures only get their line and
 //     the other ranks go on (for programs that shrink their communicator around a dead
-//     rank, docs/fault-tolerance.md); the K+1-th stops them;
+//     rank, docs/fault-tolerance.md); the K+1-th stops them. With --replace as well, each
+//     of those K failures also starts a new process of the program in the failed rank's
+//     place (the next process number, same CPUs) with CHORUS_JOIN=1: a process that joins
+//     the running job (chorus::join) when its members grow their group back;
 //  6. once every rank has exited, removes the job's shared-memory segments that ranks
 //     stopped by a signal during start-up left in /dev/shm (saying how many).
 //
@@ -64,6 +67,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <exception>
 #include <limits>
 #include <map>
@@ -88,7 +92,8 @@ constexpr std::size_t max_line_bytes = 64 * 1024;
 struct settings {
   int np = 0;
   double grace_s = 3.0;
-  int tolerate = 0;  ///< rank failures that do not stop the others
+  int tolerate = 0;      ///< rank failures that do not stop the others
+  bool replace = false;  ///< start a joining process in place of each tolerated failure
   bool prefix = true;
   std::string timeout;
   bool check = false;
@@ -182,6 +187,7 @@ struct rank_process {
   pid_t pid = -1;
   bool running = false;
   int status = 0;  ///< wait status, valid once !running
+  int as = 0;      ///< the rank it was started as (a replacement: the failed one's)
   stream out, err;
 };
 
@@ -260,10 +266,11 @@ class launcher {
       }
     }
 
+    launch_ = {prog.path, &argv, &base_env, devnull.get(), raw_out.get()};
     ranks_.resize(static_cast<std::size_t>(s_.np));
     for (int r = 0; r < s_.np; ++r) {
-      if (const int code = start(r, prog.path, argv, base_env, devnull.get(), raw_out.get());
-          code != 0) {
+      ranks_[static_cast<std::size_t>(r)].as = r;
+      if (const int code = start(r, r, {}); code != 0) {
         stop_all(SIGTERM);
         loop();
         reap_all();
@@ -295,12 +302,25 @@ class launcher {
     return 1;
   }
 
-  /// Starts rank r. Returns 0, or the exit status chorusrun should end with.
-  int start(int r, const std::string& path, std::vector<char*>& argv,
-            const std::vector<std::string>& base_env, int devnull, int raw_out) {
-    std::vector<std::string> env_strings = base_env;
-    env_strings.push_back("CHORUS_RANK=" + std::to_string(r));
-    env_strings.push_back("CHORUS_LOCAL_RANK=" + std::to_string(r));
+  /// What `start` needs of `run`'s state, set before the first start.
+  struct launch {
+    std::string path;
+    std::vector<char*>* argv = nullptr;
+    const std::vector<std::string>* base_env = nullptr;
+    int devnull = -1;
+    int raw_out = -1;
+  };
+
+  /// Starts process r (ranks_[r]) as rank `as` (its CHORUS_RANK, and its CPUs), with `extra`
+  /// variables. Returns 0, or the exit status chorusrun should end with.
+  int start(int r, int as, const std::vector<std::string>& extra) {
+    const std::string& path = launch_.path;
+    std::vector<char*>& argv = *launch_.argv;
+    const int devnull = launch_.devnull, raw_out = launch_.raw_out;
+    std::vector<std::string> env_strings = *launch_.base_env;
+    env_strings.push_back("CHORUS_RANK=" + std::to_string(as));
+    env_strings.push_back("CHORUS_LOCAL_RANK=" + std::to_string(as));
+    env_strings.insert(env_strings.end(), extra.begin(), extra.end());
     std::vector<char*> envp;
     for (auto& e : env_strings) envp.push_back(e.data());
     envp.push_back(nullptr);
@@ -319,7 +339,7 @@ class launcher {
 
     const pid_t parent = ::getpid();
     const cpu_set_t* bound =
-        s_.bindings.empty() ? nullptr : &s_.bindings[static_cast<std::size_t>(r)].mask;
+        s_.bindings.empty() ? nullptr : &s_.bindings[static_cast<std::size_t>(as)].mask;
     const int max_fd = static_cast<int>(std::min<long>(::sysconf(_SC_OPEN_MAX), 1 << 20));
     const pid_t pid = ::fork();
     if (pid < 0) return fail("fork for rank " + std::to_string(r), errno);
@@ -441,12 +461,27 @@ class launcher {
         say(failure_text(r) + "; the other ranks go on (--tolerate " + std::to_string(s_.tolerate) +
             ": failure " + std::to_string(tolerated_.size()) + " of " +
             std::to_string(s_.tolerate) + ")");
+        if (s_.replace) replace(r);
         continue;
       }
       first_failure_ = r;
       others_stopped_ = running_count();
       stop_all(SIGTERM);
     }
+  }
+
+  /// --replace: starts a process that joins the job in place of failed process r.
+  void replace(int r) {
+    const int next = static_cast<int>(ranks_.size());
+    const int as = ranks_[static_cast<std::size_t>(r)].as;
+    ranks_.emplace_back();
+    ranks_.back().as = as;
+    if (start(next, as, {"CHORUS_JOIN=1"}) != 0) {
+      ranks_.pop_back();
+      return;  // said why; the others go on without a replacement
+    }
+    say("started process " + std::to_string(next) + " in place of rank " + std::to_string(r) +
+        " (CHORUS_JOIN=1: it joins when the others grow their group)");
   }
 
   /// "rank R was killed by signal N (NAME)[, core dumped]" or "rank R exited with status N".
@@ -633,13 +668,14 @@ class launcher {
     }
     if (first_failure_) {
       const int r = *first_failure_;
-      const int never = s_.np - started_;
+      const int never = static_cast<int>(ranks_.size()) - started_;
       const std::string not_started = never == 0 ? std::string()
                                                  : "; " + std::to_string(never) +
                                                        (never == 1 ? " rank was" : " ranks were") +
                                                        " not started";
       const int st = ranks_[static_cast<std::size_t>(r)].status;
-      const bool all = others_stopped_ == s_.np - 1 - static_cast<int>(tolerated_.size());
+      const bool all = others_stopped_ ==
+                       static_cast<int>(ranks_.size()) - 1 - static_cast<int>(tolerated_.size());
       say(failure_text(r) + others(others_stopped_, all) + not_started);
       return WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st);
     }
@@ -656,10 +692,13 @@ class launcher {
   settings s_;
   std::string job_id_;  ///< CHORUS_JOB_ID: names the job's shared-memory segments
   unique_fd sigfd_;
-  std::vector<rank_process> ranks_;
+  /// A deque: --replace appends a process while the loop holds pointers to the others'
+  /// output streams.
+  std::deque<rank_process> ranks_;
   std::optional<steady::time_point> kill_at_;  ///< when the stopped ranks get SIGKILL
   std::optional<int> first_failure_;
   std::vector<int> tolerated_;  ///< ranks whose failure the others outlived (--tolerate)
+  launch launch_;
   int others_stopped_ = 0;
   int interrupted_ = 0;  ///< the signal that interrupted chorusrun, or 0
   int interrupted_running_ = 0;
@@ -700,6 +739,9 @@ int main(int argc, char** argv) {
                  "rank failures that do not stop the other ranks (default 0), for programs "
                  "that shrink their communicator around a dead rank")
       ->check(CLI::NonNegativeNumber);
+  app.add_flag("--replace", s.replace,
+               "with --tolerate: start a new process in place of each tolerated failure, with "
+               "CHORUS_JOIN=1 (it joins the job when the others grow their group back)");
   bool no_prefix = false;
   app.add_flag("--no-prefix", no_prefix,
                "let the ranks write to chorusrun's stdout and stderr directly, without the "
@@ -741,6 +783,12 @@ int main(int argc, char** argv) {
                  "chorusrun: --tolerate %d with %d ranks: at most %d failures can leave a rank "
                  "running\nRun 'chorusrun --help' for usage.\n",
                  s.tolerate, s.np, s.np - 1);
+    return 2;
+  }
+  if (s.replace && s.tolerate == 0) {
+    std::fprintf(stderr,
+                 "chorusrun: --replace starts a process in place of a tolerated failure: give "
+                 "--tolerate K too\nRun 'chorusrun --help' for usage.\n");
     return 2;
   }
   s.prefix = !no_prefix;
