@@ -7,18 +7,23 @@
 ///
 ///     chorusrun -n 4 --tolerate 1 elastic_training [--kill RANK:STEP|RANK:random]
 ///         [--recover replicas|checkpoint] [--checkpoint-every N] [--checkpoint-dir DIR]
-///         [--steps N] [--stage 1|2|3] [--transport shm|ucx]
+///         [--steps N] [--stage 1|2|3] [--transport shm|ucx] [--grow-back]
 ///
+/// With `--grow-back` (and `chorusrun --replace`, which starts a process in the dead rank's
+/// place with CHORUS_JOIN=1), the survivors admit that process 3 steps after the recovery
+/// (`chorus::grow` / `chorus::join`), hand it its shard, and the 4 finish together.
 /// Every step ends with `replicate` (each rank also keeps a copy of its left neighbour's
 /// shard) or, every N steps, a checkpoint. On a failure, each survivor prints how long the
 /// recovery took. At the end every survivor trains the same model on one thread -- on 4
 /// ranks' batches up to the restored step and on 3 ranks' afterwards, adding each element's
 /// gradients in the order the collective does -- and checks that the final weights are
-/// equal bit for bit: the exit status is non-zero if not.
+/// equal bit for bit (4, then 3, then 4 again with --grow-back): the exit status is non-zero
+/// if not.
 #include "../common/transport.hpp"
 #include "../zero_training/mlp.hpp"
 
 #include <chorus/chorus.hpp>
+#include <chorus/group/grow.hpp>
 #include <chorus/zero/zero.hpp>
 
 #include <array>
@@ -49,6 +54,7 @@ struct settings {
   int checkpoint_every = 5;
   std::string checkpoint_dir;
   std::string transport = "shm";
+  bool grow_back = false;
 };
 
 [[noreturn]] void usage(const char* why) {
@@ -56,7 +62,7 @@ struct settings {
                "elastic_training: %s\nusage: chorusrun -n N --tolerate 1 elastic_training "
                "[--kill RANK:STEP|RANK:random] [--recover replicas|checkpoint] "
                "[--checkpoint-every N] [--checkpoint-dir DIR] [--steps N] [--stage 1|2|3] "
-               "[--transport shm|ucx]\n",
+               "[--transport shm|ucx] [--grow-back]\n",
                why);
   std::exit(2);
 }
@@ -72,6 +78,10 @@ settings parse(int argc, char** argv) {
   settings s;
   for (int i = 1; i < argc; ++i) {
     const std::string_view a = argv[i];
+    if (a == "--grow-back") {
+      s.grow_back = true;
+      continue;
+    }
     if (i + 1 >= argc) usage("a flag needs a value");
     const char* v = argv[++i];
     if (a == "--steps") {
@@ -180,13 +190,13 @@ fs::path newest_checkpoint(const fs::path& dir) {
   return best;
 }
 
-/// Trains steps `from`..s.steps (`step_now` follows along); ends each with `replicate`, or
+/// Trains steps `from`..`to` (`step_now` follows along); ends each with `replicate`, or
 /// every `checkpoint_every` steps with a checkpoint. Returns the step that failed, or 0.
 template <class Driver, class Comm>
-int train(Comm& comm, Driver& opt, zero::replicas& reps, const settings& s, int from, int& step_now,
-          const fs::path& ckpt) {
+int train(Comm& comm, Driver& opt, zero::replicas& reps, const settings& s, int from, int to,
+          int& step_now, const fs::path& ckpt) {
   zero_example::driver_access<Driver> access{&opt, model.layers(), {}};
-  for (step_now = from; step_now <= s.steps; ++step_now) {
+  for (step_now = from; step_now <= to; ++step_now) {
     try {
       access.begin_micro_batch();
       zero_example::loss_and_grad(model, batch_for(comm.rank(), step_now), access);
@@ -211,7 +221,7 @@ int train(Comm& comm, Driver& opt, zero::replicas& reps, const settings& s, int 
   return 0;
 }
 
-/// Compares the final weights with the reference of `worlds`; new rank 0 prints the verdict.
+/// Compares the final weights with the reference of `worlds`.
 template <class Driver, class Comm>
 bool matches_reference(Comm& comm, Driver& opt, const std::vector<int>& worlds) {
   const std::vector<float> got = opt.full_state(0);
@@ -225,16 +235,93 @@ bool matches_reference(Comm& comm, Driver& opt, const std::vector<int>& worlds) 
   return differ == 0 && got.size() == want.size();
 }
 
+/// The group size at each step: `p` ranks up to step `shrunk_at`, one less up to `grown_at`,
+/// `p` again after it.
+std::vector<int> worlds_of(const settings& s, int p, int shrunk_at, int grown_at) {
+  std::vector<int> w(static_cast<std::size_t>(s.steps), p);
+  for (int step = shrunk_at + 1; step <= std::min(grown_at, s.steps); ++step)
+    w[static_cast<std::size_t>(step - 1)] = p - 1;
+  return w;
+}
+
+/// "4-then-3-then-4" for the sizes of `worlds`.
+std::string sizes_text(const std::vector<int>& worlds) {
+  std::string r = std::to_string(worlds.front());
+  for (std::size_t i = 1; i < worlds.size(); ++i)
+    if (worlds[i] != worlds[i - 1]) r += "-then-" + std::to_string(worlds[i]);
+  return r;
+}
+
+/// The end of every run: compares with the reference of `worlds`; new rank 0 prints the
+/// verdict and removes the checkpoint directory (`remove`, when not empty). Returns the
+/// exit status.
+template <class Driver, class Comm>
+int finish(Comm& comm, Driver& opt, const std::vector<int>& worlds, const std::string& what,
+           const fs::path& remove) {
+  const bool ok = matches_reference(comm, opt, worlds);
+  chorus::barrier(comm);  // every rank is done with the checkpoints
+  if (comm.rank() == 0) {
+    std::printf("elastic_training: %s; final weights %s the %s reference bit for bit: %s\n",
+                what.c_str(), ok ? "equal" : "DIFFER from", sizes_text(worlds).c_str(),
+                ok ? "OK" : "FAILED");
+    if (!remove.empty()) fs::remove_all(remove);
+  }
+  return ok ? 0 : 1;
+}
+
+/// The checkpoint directory: --checkpoint-dir, or one of the job's own, which the program
+/// removes at the end (the second value says so).
+std::pair<fs::path, bool> checkpoint_dir(const settings& s, const chorus::bootstrap::world& w) {
+  if (s.from_checkpoint && s.checkpoint_dir.empty() && w.job_id.empty())
+    usage("--recover checkpoint needs --checkpoint-dir (this launcher gives no job id)");
+  if (!s.checkpoint_dir.empty()) return {fs::path(s.checkpoint_dir), false};
+  return {fs::temp_directory_path() / ("chorus-elastic-" + w.job_id), true};
+}
+
+/// The driver's options. algo::direct: each element's sum is added in the order the
+/// reference repeats (docs/zero.md).
+zero::options driver_options() {
+  zero::options o;
+  o.bucket_bytes = 16 * 1024;
+  o.algorithm = chorus::algo::as_dynamic(chorus::algo::direct{});
+  return o;
+}
+
+template <class Stage, class Transport>
+using driver_t = zero::sharded_optimizer<Transport, Stage, zero::flat, zero::adamw>;
+
+/// A process started in place of a dead rank (CHORUS_JOIN=1): joins when the survivors
+/// grow their group, receives its shard, and trains to the end with them.
+template <class Stage, class Transport>
+int join_and_train(const settings& s, const chorus::bootstrap::world& world) {
+  const auto [ckpt, own_dir] = checkpoint_dir(s, world);
+  const auto t0 = clock_type::now();
+  auto grown = chorus::join<Transport>(world, {.timeout = world.timeout});
+  const double join_ms = ms_since(t0);
+  driver_t<Stage, Transport> opt(grown.comm, model.tensor_sizes(), optimizer, driver_options());
+  zero::replicas reps;  // nothing to give: it receives
+  const auto t1 = clock_type::now();
+  const int at = static_cast<int>(opt.restore(reps, grown));
+  std::printf(
+      "joined as rank %d of %d after step %d: knock to group %.1f ms, shard received in "
+      "%.1f ms\n",
+      grown.comm.rank(), grown.comm.size(), at, join_ms, ms_since(t1));
+  std::fflush(stdout);
+  std::vector<int> marks(2);  // the steps after which the group shrank and grew
+  chorus::broadcast(grown.comm, marks, 0);
+  int step_now = 0;
+  if (train(grown.comm, opt, reps, s, at + 1, s.steps, step_now, ckpt) != 0) return 1;
+  return finish(grown.comm, opt, worlds_of(s, grown.comm.size(), marks[0], marks[1]), "joined",
+                own_dir ? ckpt : fs::path());
+}
+
 template <class Stage, class Transport>
 int run(chorus::communicator<Transport>& comm, const settings& s,
         const chorus::bootstrap::world& world) {
-  using driver = zero::sharded_optimizer<Transport, Stage, zero::flat, zero::adamw>;
+  using driver = driver_t<Stage, Transport>;
   const int p = comm.size(), me = comm.rank();
-  if (s.from_checkpoint && s.checkpoint_dir.empty() && world.job_id.empty())
-    usage("--recover checkpoint needs --checkpoint-dir (this launcher gives no job id)");
-  const bool own_dir = s.checkpoint_dir.empty();
-  const fs::path ckpt = own_dir ? fs::temp_directory_path() / ("chorus-elastic-" + world.job_id)
-                                : fs::path(s.checkpoint_dir);
+  const auto [ckpt, own_dir] = checkpoint_dir(s, world);
+  const fs::path remove = own_dir ? ckpt : fs::path();
   if (s.from_checkpoint && !newest_checkpoint(ckpt).empty())
     usage("the checkpoint directory holds a checkpoint already: give an empty or new one");
   chorus::barrier(comm);  // nobody writes a checkpoint before every rank looked
@@ -247,10 +334,7 @@ int run(chorus::communicator<Transport>& comm, const settings& s,
     kill_step = 2 + static_cast<int>(seed % static_cast<unsigned>(s.steps - 2));
   }
   int step_now = 0, collectives = 0;
-  zero::options o;
-  o.bucket_bytes = 16 * 1024;
-  // direct: each element's sum has the order the reference repeats (docs/zero.md)
-  o.algorithm = chorus::algo::as_dynamic(chorus::algo::direct{});
+  zero::options o = driver_options();
   o.before_collective = [&](std::string_view, std::size_t) {
     if (me == s.kill_rank && step_now == kill_step && ++collectives == 2) {
       std::printf("rank %d: killing myself with SIGKILL in the middle of step %d\n", me, kill_step);
@@ -267,15 +351,9 @@ int run(chorus::communicator<Transport>& comm, const settings& s,
                 Stage::value, s.steps, s.from_checkpoint ? "checkpoints" : "in-memory replicas");
     std::fflush(stdout);
   }
-  const int failed = train(comm, opt, reps, s, 1, step_now, ckpt);
-  if (failed == 0) {
-    const bool ok = matches_reference(comm, opt, std::vector<int>(std::size_t(s.steps), p));
-    if (me == 0)
-      std::printf("elastic_training: no failure; final weights %s the reference: %s\n",
-                  ok ? "equal" : "DIFFER from", ok ? "OK" : "FAILED");
-    if (own_dir && me == 0) fs::remove_all(ckpt);
-    return ok ? 0 : 1;
-  }
+  const int failed = train(comm, opt, reps, s, 1, s.steps, step_now, ckpt);
+  if (failed == 0)
+    return finish(comm, opt, worlds_of(s, p, s.steps, s.steps), "no failure", remove);
 
   // Recovery: agree on who is left, then rebuild the optimizer on the survivors.
   const auto t0 = clock_type::now();
@@ -283,13 +361,13 @@ int run(chorus::communicator<Transport>& comm, const settings& s,
   const double shrink_ms = ms_since(t0);
   driver again(shrunk.comm, model.tensor_sizes(), optimizer, o);
   const auto t1 = clock_type::now();
-  std::uint64_t restored = 0;
+  int shrunk_at = 0;
   std::string source = "in-memory replicas";
   if (!s.from_checkpoint) {
-    restored = again.restore(reps, shrunk);
+    shrunk_at = static_cast<int>(again.restore(reps, shrunk));
   } else if (const fs::path dir = newest_checkpoint(ckpt); !dir.empty()) {
     again.load(dir);  // written by 4 ranks, read by 3
-    restored = again.step_count();
+    shrunk_at = static_cast<int>(again.step_count());
     source = dir.string();
   } else {
     again.initialize([](std::size_t t, std::size_t i) { return model.init(init_seed, t, i); });
@@ -299,48 +377,87 @@ int run(chorus::communicator<Transport>& comm, const settings& s,
   std::string lost;
   for (int r : shrunk.lost) lost += (lost.empty() ? "" : ",") + std::to_string(r);
   std::printf(
-      "rank %d -> %d of %d: lost rank %s at step %d; shrink %.1f ms, restore of step %llu "
-      "from %s %.1f ms: recovered in %.1f ms\n",
-      me, shrunk.comm.rank(), shrunk.comm.size(), lost.c_str(), failed, shrink_ms,
-      static_cast<unsigned long long>(restored), source.c_str(), restore_ms, ms_since(t0));
+      "rank %d -> %d of %d: lost rank %s at step %d; shrink %.1f ms, restore of step %d from %s "
+      "%.1f ms: recovered in %.1f ms\n",
+      me, shrunk.comm.rank(), shrunk.comm.size(), lost.c_str(), failed, shrink_ms, shrunk_at,
+      source.c_str(), restore_ms, ms_since(t0));
   std::fflush(stdout);
 
-  if (train(shrunk.comm, again, reps, s, static_cast<int>(restored) + 1, step_now, ckpt) != 0) {
+  // With --grow-back, 3 steps later (but before the last step) the survivors admit the
+  // process that chorusrun --replace started in the dead rank's place.
+  const int grow_at =
+      s.grow_back ? std::max(shrunk_at, std::min(s.steps - 1, shrunk_at + 3)) : s.steps;
+  const auto second_failure = [&] {
     std::printf("rank %d: a second failure; this example recovers from one\n", me);
     return 1;
+  };
+  if (train(shrunk.comm, again, reps, s, shrunk_at + 1, grow_at, step_now, ckpt) != 0)
+    return second_failure();
+  const std::string shrank = std::to_string(p) + " ranks to step " + std::to_string(shrunk_at) +
+                             ", " + std::to_string(p - 1) + " from step " +
+                             std::to_string(shrunk_at + 1);
+  if (!s.grow_back) {
+    return finish(shrunk.comm, again, worlds_of(s, p, shrunk_at, s.steps),
+                  shrank + " to " + std::to_string(s.steps), remove);
   }
-  std::vector<int> worlds(static_cast<std::size_t>(s.steps), shrunk.comm.size());
-  std::fill_n(worlds.begin(), restored, p);
-  const bool ok = matches_reference(shrunk.comm, again, worlds);
-  chorus::barrier(shrunk.comm);  // every rank is done with the checkpoints
-  if (shrunk.comm.rank() == 0) {
-    std::printf(
-        "elastic_training: %d ranks to step %llu, %d ranks from step %llu to %d; final weights "
-        "%s the %d-then-%d reference bit for bit: %s\n",
-        p, static_cast<unsigned long long>(restored), shrunk.comm.size(),
-        static_cast<unsigned long long>(restored + 1), s.steps, ok ? "equal" : "DIFFER from", p,
-        shrunk.comm.size(), ok ? "OK" : "FAILED");
-    if (own_dir) fs::remove_all(ckpt);
+  if (s.from_checkpoint) again.replicate(reps);  // what the joiner's shard comes from
+  const auto t2 = clock_type::now();
+  auto grown = chorus::grow(shrunk.comm, {.wait_for = 1, .timeout = world.timeout});
+  if (!grown) {
+    std::printf("rank %d: no process joined (start the job with chorusrun --replace)\n", me);
+    return 1;
   }
-  return ok ? 0 : 1;
+  const double grow_ms = ms_since(t2);
+  driver third(grown->comm, model.tensor_sizes(), optimizer, o);
+  const auto t3 = clock_type::now();
+  third.restore(reps, *grown);
+  std::printf(
+      "rank %d -> %d of %d: grew back after step %d (%d joined): grow %.1f ms, "
+      "resharding %.1f ms\n",
+      me, grown->comm.rank(), grown->comm.size(), grow_at, grown->joined, grow_ms, ms_since(t3));
+  std::fflush(stdout);
+  std::vector<int> marks{shrunk_at, grow_at};
+  chorus::broadcast(grown->comm, marks, 0);
+  if (train(grown->comm, third, reps, s, grow_at + 1, s.steps, step_now, ckpt) != 0)
+    return second_failure();
+  return finish(grown->comm, third, worlds_of(s, p, shrunk_at, grow_at),
+                shrank + ", " + std::to_string(grown->comm.size()) + " again from step " +
+                    std::to_string(grow_at + 1) + " to " + std::to_string(s.steps),
+                remove);
+}
+
+template <class Stage>
+int start(const settings& s) {
+  if (!chorus::joining()) {
+    return examples::with_transport(
+        s.transport, "elastic_training",
+        [&](auto& comm, const char*, const chorus::bootstrap::world& w) {
+          return run<Stage>(comm, s, w);
+        });
+  }
+  const chorus::bootstrap::world world = chorus::bootstrap::from_env();
+  if (s.transport == "ucx") {
+#if CHORUS_EXAMPLE_UCX
+    return join_and_train<Stage, chorus::ucx_transport>(s, world);
+#else
+    usage("built without UCX: use --transport shm");
+#endif
+  }
+  return join_and_train<Stage, chorus::shm_transport>(s, world);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) try {
   const settings s = parse(argc, argv);
-  return examples::with_transport(
-      s.transport, "elastic_training",
-      [&](auto& comm, const char*, const chorus::bootstrap::world& world) {
-        switch (s.stage) {
-          case 1:
-            return run<zero::stage<1>>(comm, s, world);
-          case 2:
-            return run<zero::stage<2>>(comm, s, world);
-          default:
-            return run<zero::stage<3>>(comm, s, world);
-        }
-      });
+  switch (s.stage) {
+    case 1:
+      return start<zero::stage<1>>(s);
+    case 2:
+      return start<zero::stage<2>>(s);
+    default:
+      return start<zero::stage<3>>(s);
+  }
 } catch (const std::exception& e) {
   std::fprintf(stderr, "elastic_training: %s\n", e.what());
   return 1;
