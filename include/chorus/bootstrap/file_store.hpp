@@ -78,7 +78,7 @@ class file_store {
 
   bytes get(std::string_view key, deadline d) {
     const auto path = path_of(key);
-    auto sleep = std::chrono::milliseconds(1);
+    backoff wait = polling();
     for (;;) {
       if (auto value = read(path)) return std::move(*value);
       if (d.expired()) {
@@ -87,7 +87,7 @@ class file_store {
                                        "') timed out: no rank set the key before the deadline "
                                        "(is the directory shared by every rank?)");
       }
-      pause(sleep, d);
+      wait.pause(d);
     }
   }
 
@@ -95,7 +95,7 @@ class file_store {
     std::vector<std::filesystem::path> paths;
     paths.reserve(keys.size());
     for (const auto& k : keys) paths.push_back(path_of(k));
-    auto sleep = std::chrono::milliseconds(1);
+    backoff wait = polling();
     for (;;) {
       std::size_t missing = keys.size();
       for (std::size_t i = 0; i < keys.size(); ++i) {
@@ -111,7 +111,7 @@ class file_store {
                                        "' was never set (is the directory shared by every "
                                        "rank?)");
       }
-      pause(sleep, d);
+      wait.pause(d);
     }
   }
 
@@ -265,7 +265,7 @@ class file_store {
     detail::unique_fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
     if (!fd) fail("cannot open", path, errno);
     const deadline d = deadline::after(options_.timeout);
-    auto sleep = std::chrono::milliseconds(1);
+    backoff wait = polling();
     while (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
       if (errno == EINTR) continue;
       if (errno != EWOULDBLOCK) fail("cannot lock", path, errno);
@@ -275,18 +275,15 @@ class file_store {
                                        "') could not lock '" + path.string() +
                                        "' before the deadline (a process holding it is stuck?)");
       }
-      pause(sleep, d);
+      wait.pause(d);
     }
     return fd;
   }
 
-  /// Sleeps `sleep` (at most until `d`), then doubles it up to `poll_interval`.
-  void pause(std::chrono::milliseconds& sleep, deadline d) const {
-    const auto left = d.at - clock::now();
-    std::this_thread::sleep_for(std::max(duration::zero(), std::min<duration>(sleep, left)));
-    sleep = std::min(sleep * 2,
-                     std::chrono::duration_cast<std::chrono::milliseconds>(options_.poll_interval));
-    if (sleep.count() < 1) sleep = std::chrono::milliseconds(1);
+  /// Sleeps from 1 ms, doubling up to `poll_interval`.
+  [[nodiscard]] backoff polling() const {
+    return {std::chrono::milliseconds(1),
+            std::chrono::duration_cast<std::chrono::milliseconds>(options_.poll_interval)};
   }
 
   static std::mutex& process_mutex() {

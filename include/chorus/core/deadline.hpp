@@ -7,6 +7,7 @@
 /// unit: `500ms`, `30s`, `5m`) and is 60 s when unset.
 #include <chorus/core/error.hpp>
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
@@ -14,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 
 namespace chorus::inline v0 {
 
@@ -31,6 +33,18 @@ struct deadline {
 /// The timeout used when none is configured: one minute, long enough for a slow peer to
 /// finish a large collective on a loaded machine, short enough that a stuck job reports.
 inline constexpr duration default_timeout = std::chrono::seconds(60);
+
+/// Polling with growing sleeps: each `pause` sleeps `next` (never past `until`), then doubles
+/// `next` up to `ceiling` (at least 1 ms).
+struct backoff {
+  std::chrono::milliseconds next{1};
+  std::chrono::milliseconds ceiling{20};
+  void pause(deadline until) {
+    const auto left = until.at - clock::now();
+    std::this_thread::sleep_for(std::max(duration::zero(), std::min<duration>(next, left)));
+    next = std::max(std::min(next * 2, ceiling), std::chrono::milliseconds(1));
+  }
+};
 
 /// Parses a duration such as "60", "2.5", "500ms", "30s", "5m" into nanoseconds.
 /// Returns nullopt for anything else, and for zero or negative values (a wait must end,

@@ -194,7 +194,7 @@ std::optional<grow_result<Transport>> grow(communicator<Transport>& comm,
   const std::int64_t first = admitted + 1;
   std::int64_t knocks = 0;
   {
-    detail::shrink::backoff wait;
+    backoff wait;
     for (;;) {
       if (store.check(std::vector<std::string>{decision_key})) break;
       knocks = store.add(door + "/knocks", 0);

@@ -114,16 +114,6 @@ inline std::vector<int> decode(const std::string& text, int size, const std::str
   return out;
 }
 
-/// Sleeps a little longer each time, from 1 ms up to 20 ms, never past `until`.
-struct backoff {
-  std::chrono::milliseconds next{1};
-  void pause(deadline until) {
-    const auto left = until.at - clock::now();
-    std::this_thread::sleep_for(std::max(duration::zero(), std::min<duration>(next, left)));
-    next = std::min(next * 2, std::chrono::milliseconds(20));
-  }
-};
-
 /// Raised inside an attempt when a member died during it: the survivors start the next.
 struct member_died {
   int old_rank;
@@ -167,7 +157,7 @@ blob_exchange watched_exchange(bootstrap::any_store store, std::string prefix, s
     for (std::size_t i = 0; i < members.size(); ++i) {
       if (static_cast<int>(i) == new_rank) continue;
       const std::vector<std::string> key{base + std::to_string(i)};
-      backoff wait;
+      backoff wait;            // 1 ms up to 20 ms
       bool agreed_ok = false;  // "ok" won: the blob exists, only not seen yet
       while (!store.check(key)) {
         if (!agreed_ok && old.peer_gone(members[i])) {
@@ -195,7 +185,7 @@ template <any_transport Transport>
 shrink_result<Transport> communicator<Transport>::shrink(const shrink_options& options) {
   static_assert(shrinkable_transport<Transport>,
                 "chorus: communicator::shrink needs a transport that can be rebuilt over the "
-                "ranks still alive (shm and UCX can; see docs/fault-tolerance.md)");
+                "ranks still alive (inproc, shm and UCX can; see docs/fault-tolerance.md)");
   const auto start = clock::now();
   const std::string who = "chorus::communicator::shrink: rank " + std::to_string(rank()) + ": ";
   const recovery_point* at = transport_.recovery();
@@ -240,7 +230,7 @@ shrink_result<Transport> communicator<Transport>::shrink(const shrink_options& o
     // 2. Wait for every candidate to join or to be known dead, or for a decision.
     std::vector<int> proposal;
     {
-      detail::shrink::backoff wait;
+      backoff wait;  // 1 ms up to 20 ms
       for (;;) {
         if (store.check(decision_keys)) break;
         proposal.clear();

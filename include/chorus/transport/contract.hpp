@@ -269,6 +269,14 @@ struct recovery_point {
   bootstrap::any_store store;
   std::string prefix;  ///< e.g. `chorus/<job>/shm/comm0`; unique to this group in the job
   std::string job;     ///< the job token (names shared-memory segments)
+
+  /// Where a job's communicator `instance` of transport `kind` ("shm", "ucx") meets:
+  /// `chorus/<job>/<kind>/<instance>`.
+  static recovery_point of_job(bootstrap::any_store store, const std::string& job,
+                               std::string_view kind, std::string_view instance) {
+    return {std::move(store),
+            "chorus/" + job + "/" + std::string(kind) + "/" + std::string(instance), job};
+  }
 };
 
 /// A transport whose group can be rebuilt over the ranks still alive after one dies

@@ -80,13 +80,7 @@ class shm_transport {
   /// `chorus/<job_id>/shm/<instance>/...`. Give each communicator of a job its own
   /// `instance` name.
   explicit shm_transport(const bootstrap::world& world, std::string_view instance = "comm0")
-      : shm_transport(
-            world.rank, world.size, world.job_id,
-            store_exchange(world.store, "chorus/" + world.job_id + "/shm/" + std::string(instance),
-                           world.rank, world.size, world.timeout)) {
-    recovery_ = std::make_shared<const recovery_point>(recovery_point{
-        world.store, "chorus/" + world.job_id + "/shm/" + std::string(instance), world.job_id});
-  }
+      : shm_transport(world, recovery_point::of_job(world.store, world.job_id, "shm", instance)) {}
 
   /// A new transport of `size` ranks with new segments, finding its peers through
   /// `exchange`, that can be rebuilt again from `point` (`communicator::shrink`).
@@ -264,6 +258,14 @@ class shm_transport {
   }
 
  private:
+  /// The world constructor's work: meets through the store at `at`, which it keeps for a
+  /// shrink.
+  shm_transport(const bootstrap::world& world, recovery_point at)
+      : shm_transport(world.rank, world.size, world.job_id,
+                      store_exchange(at.store, at.prefix, world.rank, world.size, world.timeout)) {
+    recovery_ = std::make_shared<const recovery_point>(std::move(at));
+  }
+
   shm_transport(std::shared_ptr<detail::shm::endpoint> ep, kit::group_view view)
       : ep_(std::move(ep)), view_(std::move(view)) {}
 

@@ -236,13 +236,7 @@ class ucx_transport {
   /// srun): ranks meet through the job's store under `chorus/<job_id>/ucx/<instance>/...`.
   /// Give each communicator of a job its own `instance` name.
   explicit ucx_transport(const bootstrap::world& world, std::string_view instance = "comm0")
-      : ucx_transport(
-            world.rank, world.size,
-            store_exchange(world.store, "chorus/" + world.job_id + "/ucx/" + std::string(instance),
-                           world.rank, world.size, world.timeout)) {
-    recovery_ = std::make_shared<const recovery_point>(recovery_point{
-        world.store, "chorus/" + world.job_id + "/ucx/" + std::string(instance), world.job_id});
-  }
+      : ucx_transport(world, recovery_point::of_job(world.store, world.job_id, "ucx", instance)) {}
 
   /// A new transport of `size` ranks with a new worker and endpoints, finding its peers
   /// through `exchange`, that can be rebuilt again from `point` (`communicator::shrink`).
@@ -501,6 +495,14 @@ class ucx_transport {
   }
 
  private:
+  /// The world constructor's work: meets through the store at `at`, which it keeps for a
+  /// shrink.
+  ucx_transport(const bootstrap::world& world, recovery_point at)
+      : ucx_transport(world.rank, world.size,
+                      store_exchange(at.store, at.prefix, world.rank, world.size, world.timeout)) {
+    recovery_ = std::make_shared<const recovery_point>(std::move(at));
+  }
+
   /// A group of `parent`'s ranks, on its state.
   ucx_transport(const ucx_transport& parent, kit::group_view view)
       : state_(parent.state_),
