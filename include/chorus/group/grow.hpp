@@ -130,19 +130,22 @@ struct calls {
   int count = 0;
 };
 
-/// Builds this rank's part of the new group and agrees on the outcome.
+/// The grown group's `members`: old ranks 0..size-joined-1 keep their ranks, then -1 for
+/// each joiner.
+inline std::vector<int> grown_members(int size, int joined) {
+  std::vector<int> members(static_cast<std::size_t>(size), -1);
+  for (int r = 0; r < size - joined; ++r) members[static_cast<std::size_t>(r)] = r;
+  return members;
+}
+
+/// Builds this rank's part of the grown group (as a shrink rebuilds); a member that died
+/// meanwhile is `peer_lost`.
 template <class Transport, class Watched>
-Transport build(bootstrap::any_store& store, const std::string& prefix, const std::string& job,
+Transport build(bootstrap::any_store& store, const std::string& base, const std::string& job,
                 const std::vector<int>& members, int new_rank, const Watched& watched,
                 deadline until, const char* api) {
-  const std::string outcome = prefix + "/outcome";
   try {
-    Transport made = Transport::rebuilt(
-        recovery_point{store, prefix + "/group", job}, new_rank, static_cast<int>(members.size()),
-        shrink::watched_exchange(store, prefix + "/build", outcome, members, new_rank, watched,
-                                 until));
-    shrink::agree_outcome(store, outcome, "ok");
-    return made;
+    return shrink::rebuild<Transport>(store, base, job, members, new_rank, watched, until);
   } catch (const shrink::member_died& d) {
     throw error(errc::peer_lost, std::string(api) + ": old rank " + std::to_string(d.old_rank) +
                                      " died while the grown group was built; the members "
@@ -227,8 +230,7 @@ std::optional<grow_result<Transport>> grow(communicator<Transport>& comm,
   }
 
   // 3. Build the grown group, watching the members.
-  std::vector<int> members(static_cast<std::size_t>(m + joined), -1);
-  for (int r = 0; r < m; ++r) members[static_cast<std::size_t>(r)] = r;
+  std::vector<int> members = detail::grow::grown_members(m + joined, joined);
   Transport made =
       detail::grow::build<Transport>(store, base, at->job, members, comm.rank(), comm.transport(),
                                      deadline::after(timeout), "chorus::grow");
@@ -270,8 +272,7 @@ grow_result<Transport> join(const bootstrap::world& world, const join_options& o
             " ms: the members call chorus::grow between steps; is the job running?");
   }
   const detail::grow::answer a = detail::grow::decode(bootstrap::as_string(text), key);
-  std::vector<int> members(static_cast<std::size_t>(a.size), -1);
-  for (int r = 0; r < a.size - a.joined; ++r) members[static_cast<std::size_t>(r)] = r;
+  std::vector<int> members = detail::grow::grown_members(a.size, a.joined);
   Transport made = detail::grow::build<Transport>(store, a.prefix, world.job_id, members, a.rank,
                                                   detail::grow::nobody_watched{},
                                                   deadline::after(timeout), "chorus::join");

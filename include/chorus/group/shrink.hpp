@@ -179,6 +179,22 @@ blob_exchange watched_exchange(bootstrap::any_store store, std::string prefix, s
   };
 }
 
+/// Builds this rank's part of a new group of `members` (old ranks; -1 for a rank that has
+/// none, which is not watched) under `base` -- `base/group` for the new group's own keys,
+/// `base/build` for the exchange -- watching the members through `watched`, and agrees on
+/// the outcome under `base/outcome`. Throws `member_died` when a member died meanwhile.
+template <class Transport, class Watched>
+Transport rebuild(bootstrap::any_store& store, const std::string& base, const std::string& job,
+                  const std::vector<int>& members, int new_rank, const Watched& watched,
+                  deadline until) {
+  const std::string outcome = base + "/outcome";
+  Transport made = Transport::rebuilt(
+      recovery_point{store, base + "/group", job}, new_rank, static_cast<int>(members.size()),
+      watched_exchange(store, base + "/build", outcome, members, new_rank, watched, until));
+  agree_outcome(store, outcome, "ok");  // or drop `made`: a member died
+  return made;
+}
+
 }  // namespace detail::shrink
 
 template <any_transport Transport>
@@ -272,13 +288,8 @@ shrink_result<Transport> communicator<Transport>::shrink(const shrink_options& o
     // 4. Rebuild over the members, watching them; a member that dies now means another
     // attempt without it.
     try {
-      const std::string outcome = base + "/outcome";
-      Transport made = Transport::rebuilt(
-          recovery_point{store, base + "/group", at->job}, new_rank,
-          static_cast<int>(members.size()),
-          detail::shrink::watched_exchange(store, base + "/build", outcome, members, new_rank,
-                                           transport_, build_until));
-      detail::shrink::agree_outcome(store, outcome, "ok");  // or drop `made`: a member died
+      Transport made = detail::shrink::rebuild<Transport>(store, base, at->job, members, new_rank,
+                                                          transport_, build_until);
       notify(shrink_stage::rebuilt, attempt);
       std::vector<int> lost;
       for (int r = 0; r < old_size; ++r) {
