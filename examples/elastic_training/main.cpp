@@ -128,7 +128,6 @@ zero_example::batch batch_for(int rank, int step) {
 /// The same training on one thread: `worlds[s - 1]` ranks at step s, each element's
 /// gradients added in the order `algo::direct`'s reduce-scatter adds them (owner o first,
 /// then o-1, o-2, ... mod P; docs/zero.md). Returns the final master weights.
-template <class Geometry>
 std::vector<float> reference(const std::vector<int>& worlds) {
   const auto sizes = model.tensor_sizes();
   std::vector<std::size_t> offset{0};
@@ -139,7 +138,7 @@ std::vector<float> reference(const std::vector<int>& worlds) {
   for (std::size_t step = 1; step <= worlds.size(); ++step) {
     const int p = worlds[step - 1];
     std::vector<int> owner(w.size(), 0);
-    const zero::partition part = Geometry{}(sizes, p);
+    const zero::partition part = zero::flat{}(sizes, p);
     for (int r = 0; r < p; ++r)
       for (const zero::segment& s : part.shards[static_cast<std::size_t>(r)])
         if (!s.padding) std::fill_n(owner.begin() + offset[s.tensor] + s.offset, s.length, r);
@@ -225,7 +224,7 @@ int train(Comm& comm, Driver& opt, zero::replicas& reps, const settings& s, int 
 template <class Driver, class Comm>
 bool matches_reference(Comm& comm, Driver& opt, const std::vector<int>& worlds) {
   const std::vector<float> got = opt.full_state(0);
-  const std::vector<float> want = reference<zero::flat>(worlds);
+  const std::vector<float> want = reference(worlds);
   std::size_t differ = 0;
   for (std::size_t i = 0; i < got.size(); ++i)
     differ += std::memcmp(&got[i], &want.at(i), sizeof(float)) != 0 ? 1 : 0;

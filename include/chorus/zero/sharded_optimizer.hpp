@@ -969,10 +969,16 @@ class sharded_optimizer {
       });
       send_counts[static_cast<std::size_t>(q)] = send.size() - before;
     }
+    // What arrives, in the order it arrives: (target, first, last) per overlap.
     const std::vector<checkpoint_target> mine_targets = targets_of(me);
+    struct piece {
+      std::size_t target, first, last;
+    };
+    std::vector<piece> pieces;
     std::vector<std::size_t> recv_counts(static_cast<std::size_t>(m), 0);
     for (int q = 0; q < m; ++q) {
-      walk(q, mine_targets, [&](int, std::size_t, std::size_t a, std::size_t b, std::size_t) {
+      walk(q, mine_targets, [&](int, std::size_t i, std::size_t a, std::size_t b, std::size_t) {
+        pieces.push_back({i, a, b});
         recv_counts[static_cast<std::size_t>(q)] += arrays * (b - a);
       });
     }
@@ -982,13 +988,13 @@ class sharded_optimizer {
     all_to_all_v(comm_, send, send_counts, recv, recv_counts);
     target_coverage filled(mine_targets);
     std::size_t at = 0;
-    for (int q = 0; q < m; ++q) {
-      walk(q, mine_targets, [&](int, std::size_t i, std::size_t a, std::size_t b, std::size_t) {
-        const checkpoint_target& t = mine_targets[i];
-        for (std::size_t k = 0; k < arrays; ++k, at += b - a)
-          std::copy_n(recv.data() + at, b - a, out[k].data() + t.position + (a - t.offset));
-        filled.add(i, a, b);
-      });
+    for (const piece& p : pieces) {
+      const checkpoint_target& t = mine_targets[p.target];
+      for (std::size_t k = 0; k < arrays; ++k, at += p.last - p.first) {
+        std::copy_n(recv.data() + at, p.last - p.first,
+                    out[k].data() + t.position + (p.first - t.offset));
+      }
+      filled.add(p.target, p.first, p.last);
     }
     if (const std::string problem = filled.first_problem(); !problem.empty()) {
       throw error(errc::mismatch, "chorus::zero::sharded_optimizer::restore: received " + problem +
