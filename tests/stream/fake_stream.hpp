@@ -216,6 +216,9 @@ class basic_transport {
       posted.push_back(std::move(m));
     }
     std::unique_lock lock(group_->mutex);
+    // A rank leaves a group early only when the group is aborted (a timeout aborts it too),
+    // and may then free the buffers of its posted sends: after an abort, nobody takes any.
+    if (!group_->aborted.empty()) throw chorus::error(chorus::errc::aborted, group_->aborted);
     for (std::size_t i = 0; i < sends.size(); ++i) {
       group_->fifo[{rank_, sends[i].first}].push_back(posted[i]);
     }

@@ -367,6 +367,30 @@ TEST_CASE("stream: the fake's sends complete only once received (rendezvous)", "
                        }));
 }
 
+TEST_CASE("stream: the fake never reads a send whose sender left the aborted group", "[stream]") {
+  // Found by ASan in the abort test above: a rank took a message its peer had posted before
+  // the abort, after that peer had left the group and freed the buffer.
+  auto g = std::make_shared<fake::group<fake::host_memory>>(2);
+  fake::transport sender(g, 0);
+  fake::transport receiver(g, 1);
+  fake::stream s;
+  {
+    std::vector<std::byte> bytes(8, std::byte{7});
+    sender.group_start();
+    sender.enqueue_send(1, bytes, &s);
+    CHECK_THROWS_AS(sender.group_end(chorus::deadline::after(std::chrono::milliseconds(50))),
+                    chorus::error);
+  }  // the sender's buffer is gone; its message was posted before the group aborted
+  std::vector<std::byte> got(8);
+  receiver.group_start();
+  receiver.enqueue_recv(0, got, &s);
+  CHECK_THROWS_MATCHES(receiver.group_end(chorus::deadline::after(std::chrono::milliseconds(50))),
+                       chorus::error, Catch::Predicate<chorus::error>([](const chorus::error& e) {
+                         return e.value() == chorus::errc::aborted;
+                       }));
+  CHECK(got == std::vector<std::byte>(8));
+}
+
 TEST_CASE("stream: ranks that disagree on the count fail with mismatch, not a hang", "[stream]") {
   CHECK_THROWS_WITH(fake::run(2,
                               [&](auto& comm, fake::stream& s) {
