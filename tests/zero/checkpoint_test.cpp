@@ -14,8 +14,6 @@ namespace {
 using namespace zero_test;
 namespace fs = std::filesystem;
 
-constexpr int worlds[] = {1, 2, 3, 4, 5, 8};
-
 /// A fresh directory under the temporary directory, removed at the end of the scope.
 struct temp_dir {
   fs::path path;
@@ -117,7 +115,7 @@ void with_kind(int k, Fn&& fn) {
 
 TEST_CASE("reshard: N ranks save, M ranks load, bit-identical, for all N, M in {1,2,3,4,5,8}") {
   int kind = 0;
-  for (int n : worlds) {
+  for (int n : training_worlds) {
     temp_dir dir("reshard-" + std::to_string(n));
     saved before;
     with_kind(kind++, [&](auto s, auto g) {
@@ -125,7 +123,7 @@ TEST_CASE("reshard: N ranks save, M ranks load, bit-identical, for all N, M in {
     });
     REQUIRE(before.step == 3);
     int load_kind = 0;
-    for (int mranks : worlds) {
+    for (int mranks : training_worlds) {
       with_kind(load_kind++ + n, [&](auto s, auto g) {
         INFO("saved by " << n << " ranks, loaded by " << mranks << " ranks at stage "
                          << decltype(s)::value << ", " << decltype(g)::name);

@@ -35,6 +35,8 @@ inline const mlp& test_model() {
   return m;
 }
 inline constexpr std::uint64_t init_seed = 2024;
+/// The world sizes the training and checkpoint tests sweep.
+inline constexpr int training_worlds[] = {1, 2, 3, 4, 5, 8};
 inline zero_example::batch batch_for(int rank, int step, int micro) {
   const std::uint64_t key = (static_cast<std::uint64_t>(rank) << 32) ^
                             (static_cast<std::uint64_t>(step) << 8) ^

@@ -14,8 +14,6 @@ namespace {
 using namespace zero_test;
 using chorus::bfloat16;
 
-constexpr int worlds[] = {1, 2, 3, 4, 5, 8};
-
 template <class Stage, class Geometry, class Opt, class T = float>
 void expect_equivalent(const config& c, const Opt& opt) {
   INFO("stage " << Stage::value << ", " << Geometry::name << ", " << Opt::name << ", world "
@@ -46,7 +44,7 @@ void expect_equivalent(const config& c, const Opt& opt) {
 
 template <class Stage, class Geometry>
 void sweep_worlds() {
-  for (int w : worlds) {
+  for (int w : training_worlds) {
     config c;
     c.world = w;
     expect_equivalent<Stage, Geometry>(c, zero::adamw{.lr = 1e-2f});
