@@ -11,10 +11,12 @@ Every ```cpp block must be one of three kinds, or the script fails naming it:
   * a fragment: the line before its fence is `<!-- snippet: fragment(PARAMETERS) -->`;
     the block becomes the body of `void snippet(PARAMETERS)` after
     chorus's umbrella headers (its own #include lines are hoisted above), one
-    function per block, the blocks of one document in one file: they are compiled,
-    never run;
+    function per block, each document's blocks in a namespace of their own: they are
+    compiled, never run. The documents share one file (fragments.cpp; those that include
+    UCX's transport ucx_fragments.cpp, built only where chorus::ucx is), since a file's
+    compile time is mostly chorus's headers;
   * definitions: `<!-- snippet: definitions -->`: declarations and functions, compiled at
-    namespace scope in the same file as the fragments;
+    namespace scope in the namespace of the document's fragments;
   * not compiled: `<!-- snippet: not compiled (REASON) -->` before its fence, for
     signatures and excerpts that need a GPU compiler or a whole example around them;
     REASON must name why, and is printed.
@@ -40,7 +42,8 @@ def main() -> int:
     root, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
     docs = [root / "README.md"] + sorted((root / "docs").glob("*.md"))
-    programs, fragments, skipped, problems = [], [], [], []
+    programs, skipped, problems = [], [], []
+    fragments = {"fragments": ([], []), "ucx_fragments": ([], [])}  # name: (includes, code)
     cmake = []
     for doc in docs:
         text = doc.read_text()
@@ -87,16 +90,23 @@ def main() -> int:
                     "with those parameters) or `<!-- snippet: not compiled (REASON) -->` on the "
                     "line before its fence")
         if functions:
-            name = f"{stem}_fragments"
-            fragments.append(name)
-            head = ["#include <chorus/chorus.hpp>", "#include <chorus/compress/compress.hpp>",
-                    "#include <chorus/zero/zero.hpp>"] + sorted(set(includes))
-            prelude = ("\n".join(head) + "\n\n#include <cstdio>\n#include <span>\n"
-                       "#include <stdexcept>\n#include <vector>\n\n"
-                       "using namespace std::chrono_literals;\n\nnamespace {\n\n")
-            write(out / f"{name}.cpp",
-                  f"// The fragments of {rel}\n" + prelude + "\n".join(functions)
-                  + "\n}  // namespace\n")
+            group = "ucx_fragments" if "#include <chorus/transport/ucx.hpp>" in includes \
+                else "fragments"
+            fragments[group][0].extend(includes)
+            fragments[group][1].append(f"// The fragments of {rel}\nnamespace doc_{stem} {{\n\n"
+                                       + "\n".join(functions) + f"\n}}  // namespace doc_{stem}\n")
+    written = []
+    for name, (includes, code) in fragments.items():
+        if not code:
+            continue
+        written.append(name)
+        head = ["#include <chorus/chorus.hpp>", "#include <chorus/compress/compress.hpp>",
+                "#include <chorus/zero/zero.hpp>"] + sorted(set(includes))
+        prelude = ("\n".join(head) + "\n\n#include <cstdio>\n#include <span>\n"
+                   "#include <stdexcept>\n#include <vector>\n\n"
+                   "using namespace std::chrono_literals;\n\nnamespace {\n\n")
+        write(out / f"{name}.cpp", "// The fragments of README.md and docs/*.md\n" + prelude
+              + "\n".join(code) + "\n}  // namespace\n")
     for p in problems:
         print(f"extract_snippets: {p}", file=sys.stderr)
     if problems:
@@ -104,7 +114,7 @@ def main() -> int:
     for s in skipped:
         print(f"-- docs.snippets: {s}")
     cmake.insert(0, f"set(DOC_PROGRAMS {';'.join(programs)})\n"
-                    f"set(DOC_FRAGMENTS {';'.join(fragments)})\n")
+                    f"set(DOC_FRAGMENTS {';'.join(written)})\n")
     write(out / "snippets.cmake", "".join(cmake))
     return 0
 
