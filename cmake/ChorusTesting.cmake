@@ -6,6 +6,7 @@
 #                         [TIMEOUT <seconds>]      # default: 300
 #                         [LIBRARIES <target>...]  # extra libraries to link
 #                         [ARGS <arg>...]          # extra Catch2 command-line arguments
+#                         [ENVIRONMENT <var=value>...]  # set for the test's run
 #                         [PLAIN_ONLY <reason>])   # not built under sanitizers
 #
 # Registers ONE ctest entry named <name> that runs the test cases of SOURCES in declaration
@@ -26,7 +27,8 @@
 # fail. So the files of a suite are one program and, in batches, one translation unit: a
 # name outside an anonymous namespace, or two anonymous-namespace names alike in two files
 # of a batch, clash -- share such helpers through a header instead. File names (without
-# the extension) must be unique within a suite. To run one test's cases by hand:
+# the extension) must be unique within a suite; several tests may run the same file (under
+# different ENVIRONMENTs, say). To run one test's cases by hand:
 #   build/tests/collectives/collectives_tests --filenames-as-tags "[#all_reduce_test]"
 #   build/tests/collectives/collectives_tests "<test case name>"
 #
@@ -42,7 +44,7 @@ set(CHORUS_TEST_BATCH 4 CACHE STRING
 
 function(chorus_add_catch_test)
   cmake_parse_arguments(PARSE_ARGV 0 arg "" "NAME;TIMEOUT;PLAIN_ONLY;SUITE"
-                        "SOURCES;LABELS;LIBRARIES;ARGS")
+                        "SOURCES;LABELS;LIBRARIES;ARGS;ENVIRONMENT")
   if(arg_UNPARSED_ARGUMENTS)
     message(FATAL_ERROR "chorus_add_catch_test: unexpected arguments: ${arg_UNPARSED_ARGUMENTS}")
   endif()
@@ -87,6 +89,9 @@ function(chorus_add_catch_test)
   target_link_libraries("${executable}" PRIVATE ${arg_LIBRARIES})
   add_test(NAME "${arg_NAME}" COMMAND "${executable}" -r console -d no ${selection} ${arg_ARGS})
   set_tests_properties("${arg_NAME}" PROPERTIES LABELS "${arg_LABELS}" TIMEOUT "${arg_TIMEOUT}")
+  if(arg_ENVIRONMENT)
+    set_tests_properties("${arg_NAME}" PROPERTIES ENVIRONMENT "${arg_ENVIRONMENT}")
+  endif()
 endfunction()
 
 # What every test executable gets.
@@ -118,11 +123,14 @@ function(_chorus_suite_add suite name)
   foreach(source IN LISTS ARGN)
     get_filename_component(path "${source}" ABSOLUTE)
     get_filename_component(stem "${source}" NAME_WE)
+    file(RELATIVE_PATH relative "${chorus_SOURCE_DIR}/tests" "${path}")
+    if(relative IN_LIST files)
+      continue()  # another test of the suite runs this file too
+    endif()
     if(stem IN_LIST stems)
       message(FATAL_ERROR "chorus_add_catch_test(${name}): suite ${suite} already has a file "
                           "named ${stem}; the test filter ([#${stem}]) could not tell them apart")
     endif()
-    file(RELATIVE_PATH relative "${chorus_SOURCE_DIR}/tests" "${path}")
     if(relative MATCHES "^\\.\\.")
       message(FATAL_ERROR "chorus_add_catch_test(${name}): ${source} is not under tests/")
     endif()
