@@ -1,6 +1,7 @@
 // all_reduce: every algorithm x element type x op x rank count x count, in and out of
 // place, against the serial reference with exactly representable inputs.
 #include "../support/checks.hpp"
+#include "../support/sanitizers.hpp"
 
 #include <cmath>
 #include <cstring>
@@ -37,8 +38,12 @@ TEST_CASE("all_reduce: 2^20+3 elements with default pipelining, every algorithm"
     run_ranks(ranks, [&](chorus::inproc_communicator& comm) {
       for_each_algo<collective::all_reduce>([&](auto a) {
         check_all_reduce<float, chorus::plus>(comm, f, a, large_count, false);
-        check_all_reduce<std::int32_t, chorus::maximum>(comm, f, a, large_count, true);
-        check_all_reduce<chorus::bfloat16, chorus::average>(comm, f, a, large_count, false);
+        // Under AddressSanitizer float alone (the other types' kernels run on small counts
+        // above; these two are most of its time there).
+        if constexpr (!address_sanitizer) {
+          check_all_reduce<std::int32_t, chorus::maximum>(comm, f, a, large_count, true);
+          check_all_reduce<chorus::bfloat16, chorus::average>(comm, f, a, large_count, false);
+        }
       });
     });
     INFO("ranks = " << ranks << "\n" << f.report());
