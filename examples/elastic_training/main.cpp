@@ -327,10 +327,14 @@ int run(chorus::communicator<Transport>& comm, const settings& s,
 
   // The victim draws its step from the clock (the test does not know it in advance) and
   // dies before its second collective of that step, in the middle of the backward pass.
+  // The step comes after the first recovery point (the replicas of step 1, or the first
+  // checkpoint), so that a random kill always reshards trained state; `--kill R:STEP`
+  // reaches the steps before it (a restart from the initial weights).
   int kill_step = s.kill_step;
   if (me == s.kill_rank && kill_step == 0) {
     const auto seed = static_cast<unsigned>(clock_type::now().time_since_epoch().count());
-    kill_step = 2 + static_cast<int>(seed % static_cast<unsigned>(s.steps - 2));
+    const int first = std::min(s.steps - 1, s.from_checkpoint ? s.checkpoint_every + 1 : 2);
+    kill_step = first + static_cast<int>(seed % static_cast<unsigned>(s.steps - first));
   }
   int step_now = 0, collectives = 0;
   zero::options o = driver_options();
