@@ -18,7 +18,7 @@
 #
 # Without SUITE the executable is <name>. With SUITE, the tests of one directory that name
 # the same suite share the executable <executable>, and their files are compiled together,
-# up to CHORUS_TEST_BATCH (default 4) files per translation unit: every file pays for
+# up to CHORUS_TEST_BATCH (default 8) files per translation unit: every file pays for
 # parsing chorus and Catch2 and for generating the code of the collectives it runs, which
 # is most of its compile time, and a batch pays for it once (three collective tests: 61
 # CPU-seconds apart, 34 together). The ctest entry then runs the executable with Catch2's
@@ -39,7 +39,7 @@
 include_guard(GLOBAL)
 include(ChorusWarnings)
 
-set(CHORUS_TEST_BATCH 4 CACHE STRING
+set(CHORUS_TEST_BATCH 8 CACHE STRING
     "Test files of a suite compiled per translation unit (cmake/ChorusTesting.cmake)")
 
 function(chorus_add_catch_test)

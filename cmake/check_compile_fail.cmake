@@ -1,7 +1,10 @@
 # Driver of chorus_add_compile_fail_test (see ChorusCompileFail.cmake); run by ctest as
 #   cmake -DCF_CONFIG=<generated parameters file> -P check_compile_fail.cmake
-# The parameters file sets CF_NAME, CF_COMPILER, CF_COMPILER_ID, CF_USER_FLAGS (the
-# project's CMAKE_CXX_FLAGS), CF_INCLUDE_DIR, CF_SOURCE and CF_EXPECT.
+# The parameters file sets CF_NAME, CF_MODE, CF_COMPILER, CF_COMPILER_ID, CF_USER_FLAGS (the
+# project's CMAKE_CXX_FLAGS), CF_INCLUDE_DIR, CF_SOURCE and CF_EXPECT. CF_MODE:
+#   reject              the source must fail to compile with a message matching CF_EXPECT
+#   reject_and_control  that, and then compile with CHORUS_COMPILE_FAIL_CONTROL defined
+#   compile             the source must compile (the shared positive controls)
 
 cmake_minimum_required(VERSION 3.21)
 
@@ -40,6 +43,20 @@ function(fail summary details)
   message(FATAL_ERROR "${CF_NAME}: FAILED: ${summary}")
 endfunction()
 
+if(CF_MODE STREQUAL "compile")
+  compile(rc output)
+  if(NOT rc EQUAL 0)
+    string(CONCAT summary "the positive controls do not compile (the file named in the first "
+                  "error is the one whose control fails), so its expected error may come from "
+                  "something other than the code under test")
+    fail("${summary}" "command: ${shown_command}\n--- compiler output ---\n${output}--- end ---\n")
+  endif()
+  message(STATUS "${CF_NAME}: compiles")
+  return()
+elseif(NOT CF_MODE MATCHES "^reject(_and_control)?$")
+  message(FATAL_ERROR "check_compile_fail: unknown CF_MODE '${CF_MODE}'")
+endif()
+
 # Pass 1: the file as written must be rejected, with the expected diagnostic.
 compile(rc output)
 if(rc EQUAL 0)
@@ -49,6 +66,12 @@ endif()
 if(NOT output MATCHES "${CF_EXPECT}")
   fail("the source was rejected, but no compiler message matches '${CF_EXPECT}'"
        "command: ${shown_command}\n--- compiler output ---\n${output}--- end ---\n")
+endif()
+
+if(CF_MODE STREQUAL "reject")
+  message(STATUS "${CF_NAME}: rejected as expected (matched '${CF_EXPECT}'); "
+                 "its control is compiled by compile_fail.controls")
+  return()
 endif()
 
 # Pass 2 (positive control): with CHORUS_COMPILE_FAIL_CONTROL the file must compile.
