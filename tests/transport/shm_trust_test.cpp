@@ -6,6 +6,7 @@
 //   - A slot that does not continue the message streaming in -- wrong offset, size, total,
 //     an unasked-for single-copy descriptor, a head past the ring -- is refused before any
 //     copy; correct slots written the same way are delivered.
+//   - A rank that aborts because a peer did passes the first cause on.
 #include <catch2/catch.hpp>
 
 #include <chorus/transport/shm.hpp>
@@ -259,4 +260,25 @@ TEST_CASE("shm trust: slots that leave the protocol are refused before any copy"
                    Catch::Contains("nothing was copied"));
   }
   CHECK(into == before);  // nothing landed in the receive
+}
+
+TEST_CASE("shm trust: a rank that fails because a peer aborted passes the first cause on") {
+  const shm::geometry g = shm::geometry::for_ranks(2);
+  segment peer(g.segment_bytes(), 0600);
+  peer.make_inbox(g, ::getpid());
+  job j(peer.name);
+  // Rank 1 (the test) aborts the job: its record has reached rank 0's inbox, not yet its own
+  // (a rank writes the inboxes in rank order).
+  auto* own = reinterpret_cast<shm::inbox_header*>(j.rank0);
+  REQUIRE(own->abort.record(1, chorus::errc::peer_lost, "rank 1: all_reduce #3: rank 7 died"));
+  // Rank 0 fails because of it and aborts with its own account, as a communicator does.
+  j.t->abort(chorus::errc::aborted,
+             "rank 0: all_reduce #3: rank 1 aborted the group: rank 1: all_reduce #3: ...");
+  // Rank 1's inbox gets the first cause, not rank 0's account of it: at 8 ranks such
+  // accounts nested one in another until the record's size cut off the dead rank's name.
+  const auto* theirs = reinterpret_cast<const shm::inbox_header*>(peer.base);
+  REQUIRE(theirs->abort.raised());
+  CHECK(theirs->abort.rank == 1);
+  CHECK(theirs->abort.error_code() == chorus::errc::peer_lost);
+  CHECK(theirs->abort.text() == "rank 1: all_reduce #3: rank 7 died");
 }

@@ -22,6 +22,13 @@
 
 namespace chorus::inline v0::kit {
 
+/// A cause of an abort: who, with which code, why (a view into a record or the caller's).
+struct abort_cause {
+  int rank;
+  errc code;
+  std::string_view reason;
+};
+
 template <std::size_t ReasonBytes>
 struct abort_record {
   static_assert(ReasonBytes >= 16, "an abort record needs room for its reason");
@@ -57,6 +64,19 @@ struct abort_record {
   [[nodiscard]] errc error_code() const noexcept { return static_cast<errc>(code); }
   [[nodiscard]] std::string_view text() const noexcept {
     return {reason, ::strnlen(reason, sizeof reason)};
+  }
+
+  /// What a rank passes on when it aborts with (`who`, `c`, `why`) and this is its own
+  /// record, where a transport keeps one per rank (shm's inboxes): the cause already here
+  /// when the group was aborted before -- a rank that fails because a peer aborted passes
+  /// the first cause on, so that a rank whose record the first writer has not reached yet
+  /// gets that cause, not a chain of ranks that each described the one before (which the
+  /// record's size cut short of the cause) -- else its own. The view stays valid: a
+  /// complete record never changes.
+  [[nodiscard]] abort_cause cause_to_pass_on(int who, errc c, std::string_view why) const noexcept {
+    if (!raised()) return {who, c, why};
+    wait_complete();
+    return {rank, error_code(), text()};
   }
 
   /// "rank 3: rank 1 aborted the group: <reason>", as rank `me` reports it.

@@ -317,11 +317,16 @@ class endpoint {
   void abort(std::string_view reason) noexcept { abort(errc::aborted, reason); }
 
   /// Aborts with the code of the failure that caused it; peers fail with the same code.
+  /// Every rank's inbox gets the cause; one aborted by a peer already passes that on.
   void abort(errc code, std::string_view reason) noexcept {
+    const inbox_header* mine = inbox(rank_);
+    const kit::abort_cause cause = mine != nullptr
+                                       ? mine->abort.cause_to_pass_on(rank_, code, reason)
+                                       : kit::abort_cause{rank_, code, reason};
     for (int p = 0; p < size_; ++p) {
       inbox_header* h = inbox(p);
       if (h == nullptr) continue;
-      h->abort.record(rank_, code, reason);
+      h->abort.record(cause.rank, cause.code, cause.reason);
       ring(p);
     }
   }
