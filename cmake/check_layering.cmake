@@ -26,6 +26,7 @@ set(layers
   "compress|10|compress/"
   "zero|10|zero/"
   "group|10|group/"
+  "tuning|10|tuning/"
   "device|11|device/"
   "umbrella headers|12|chorus.hpp,compress/compress.hpp,zero/zero.hpp"
   "compiled mode|12|compiled.hpp")

@@ -146,7 +146,18 @@ void explain_sizes(const chorus::communicator<Transport>& comm, const options& o
 
 template <class Transport>
 int sweep_on(chorus::communicator<Transport>& comm, const options& o, run_info info) {
-  if (!o.calibrate.empty()) return calibrate_on(comm, o, info.transport);
+  if (!o.calibrate.empty()) return calibrate_on(comm, o);
+  if (o.profile == "auto") {
+    const chorus::profile_cache_result cached = chorus::tune_by_model(comm);
+    if (comm.rank() == 0) {
+      if (cached.calibrated) {
+        std::printf("# profile: %s, measured now (%s); cache file %s\n",
+                    cached.profile.source.c_str(), cached.note.c_str(), cached.file.c_str());
+      } else {
+        std::printf("# profile: %s, from %s\n", cached.profile.source.c_str(), cached.file.c_str());
+      }
+    }
+  }
   if (o.explain) explain_sizes(comm, o);
   chorus_backend<Transport> backend{comm, o};
   return run_sweep(backend, o, std::move(info));
@@ -155,7 +166,7 @@ int sweep_on(chorus::communicator<Transport>& comm, const options& o, run_info i
 /// The communicators' options: the environment's, and --profile's model tuner.
 chorus::communicator_options communicator_options_for(const options& o) {
   chorus::communicator_options opt = chorus::communicator_options::from_env();
-  if (!o.profile.empty()) {
+  if (!o.profile.empty() && o.profile != "auto") {  // auto: sweep_on, once the ranks are up
     opt.tuner = chorus::schedule::model_tuner{chorus::load_cost_profile(o.profile)};
   }
   return opt;

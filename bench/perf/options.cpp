@@ -434,7 +434,8 @@ std::optional<options> parse_options(int argc, char** argv, tool which) {
         ->group(own);
     app.add_option("--profile", o.profile,
                    "automatic picks the algorithm the cost model predicts fastest under this "
-                   "profile (a --calibrate file) instead of the default rule")
+                   "profile (a --calibrate file) instead of the default rule; 'auto': the "
+                   "per-host cache's profile, measured on first use (chorus::tune_by_model)")
         ->group(own);
     app.add_flag("--explain", o.explain,
                  "before the table, print every candidate algorithm's predicted time for each "

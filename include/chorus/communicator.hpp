@@ -247,6 +247,9 @@ class communicator {
   [[nodiscard]] const communicator_options& options() const noexcept { return options_; }
   void set_timeout(duration timeout) noexcept { options_.timeout = timeout; }
   void set_check(bool check) noexcept { options_.check = check; }
+  /// Replaces the tuner of `algo::automatic` calls (`communicator_options::tuner`). Every
+  /// rank must set the same one, between collectives (`chorus::tune_by_model` does it).
+  void set_tuner(schedule::tuner tuner) { options_.tuner = std::move(tuner); }
   /// Who advances nonblocking operations; takes effect only before the first one is posted.
   void set_progress(progress_mode mode) noexcept {
     if (!engine_) options_.progress = mode;

@@ -7,7 +7,8 @@ cannot drift from the tool again (they did once: -t and -a changed meaning).
 A command is a `chorus-perf` (or a path ending in it) in command position -- at the start
 of a line or an inline code span, after environment assignments, or after `chorusrun
 [OPTIONS] [--]` -- in a ```sh block (backslash continuations joined) or an inline `code`
-span. Its arguments run as written, with these appended to keep the run short (a flag given
+span. Its arguments (and its environment assignments, unless one takes a shell variable)
+run as written, with these appended to keep the run short (a flag given
 twice takes its last value, as in nccl-tests): `-b 8 -e 4K -f 4 -n 2 -w 1 -N 1`, `--rounds
 1` with --compare, and `--np K` for `chorusrun -n K`. Shell variables take the values of
 the loops around them in the docs (C: all_reduce, N: 2, A: automatic); files a command
@@ -57,9 +58,13 @@ def perf_arguments(line, inline):
         tokens = shlex.split(line)
     except ValueError:
         return None
-    i, np = 0, None
+    i, np, env = 0, None, {}
     while i < len(tokens) and re.match(r"^[A-Z_][A-Z0-9_]*=", tokens[i]):
-        i += 1  # environment assignments
+        name, value = tokens[i].split("=", 1)  # environment assignments
+        env[name] = value
+        i += 1
+    if any("$" in value for value in env.values()):
+        env = {}  # a loop's variables (RANK=$r ...): one process, as if none were given
     if i < len(tokens) and os.path.basename(tokens[i]) == "chorusrun":
         i += 1
         while i < len(tokens) and tokens[i].startswith("-"):
@@ -80,7 +85,7 @@ def perf_arguments(line, inline):
         args.append(t)
     if any(a in ("...", "ARGS...") for a in args) or (inline and not args):
         return None  # a pattern or a name, not a command
-    return args, np
+    return args, np, env
 
 
 def expand(args):
@@ -116,7 +121,7 @@ def run_document(doc, rel, perf, listing, cwd, failed, counts):
         found = perf_arguments(text.strip(), text.startswith(" "))
         if found is None:
             continue
-        args, np = found
+        args, np, env = found
         where = f"{rel}:{line}"
         try:
             args = expand(args)
@@ -131,7 +136,8 @@ def run_document(doc, rel, perf, listing, cwd, failed, counts):
         if listing:
             print(f"{where}: {shlex.join(run[1:])}")
             continue
-        r = subprocess.run(run, cwd=cwd, capture_output=True, text=True, timeout=300)
+        r = subprocess.run(run, cwd=cwd, capture_output=True, text=True, timeout=300,
+                           env={**os.environ, **env})
         said = (r.stdout + r.stderr).strip()
         if r.returncode == 2 and "was built without" in r.stderr:
             counts["skipped"] += 1
