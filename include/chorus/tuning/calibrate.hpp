@@ -16,9 +16,10 @@
 /// `<host>.<transport>.<ranks>ranks[.<hosts>hosts][.unoptimized].json` -- rank 0's host, the
 /// transport, the rank count and the number of hosts the ranks span, and whether the
 /// calling code was compiled without optimisation (its reduction kernels run several times
-/// slower). A file that cannot be read, or that was written by another chorus version, is
-/// measured again and replaced; a cache that cannot be written costs a calibration per job,
-/// never an error.
+/// slower; the compiler tells no more than that, so -Og, -O1 and -O3 builds share a file:
+/// give each its own `CHORUS_PROFILE_CACHE` where that matters). A file that cannot be read, or
+/// that was written by another chorus version, is measured again and replaced; a cache that cannot
+/// be written costs a calibration per job, never an error.
 ///
 /// Needs nlohmann-json, like `<chorus/dispatch/profile_json.hpp>`.
 #include <chorus/collectives/all_gather.hpp>
