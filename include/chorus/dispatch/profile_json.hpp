@@ -90,8 +90,10 @@ inline schedule::cost_profile cost_profile_from_json(const nlohmann::json& j,
   return p;
 }
 
-/// Reads a profile file. Throws `errc::invalid_argument` when it cannot be read or parsed.
-inline schedule::cost_profile load_cost_profile(const std::string& path) {
+namespace detail {
+/// The JSON text of file `path`. Throws `errc::invalid_argument` when it cannot be read or
+/// parsed.
+inline nlohmann::json read_profile_file(const std::string& path) {
   std::ifstream in(path);
   if (!in) {
     throw error(errc::invalid_argument,
@@ -99,14 +101,18 @@ inline schedule::cost_profile load_cost_profile(const std::string& path) {
   }
   std::stringstream text;
   text << in.rdbuf();
-  nlohmann::json j;
   try {
-    j = nlohmann::json::parse(text.str());
+    return nlohmann::json::parse(text.str());
   } catch (const nlohmann::json::exception& e) {
     throw error(errc::invalid_argument, "chorus::load_cost_profile: '" + path +
                                             "' is not JSON: " + e.what() + detail::profile_hint);
   }
-  return cost_profile_from_json(j, "'" + path + "'");
+}
+}  // namespace detail
+
+/// Reads a profile file. Throws `errc::invalid_argument` when it cannot be read or parsed.
+inline schedule::cost_profile load_cost_profile(const std::string& path) {
+  return cost_profile_from_json(detail::read_profile_file(path), "'" + path + "'");
 }
 
 /// Writes a profile file (with `extra`'s keys too, e.g. the measurements it came from).

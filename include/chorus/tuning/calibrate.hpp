@@ -52,7 +52,6 @@
 #include <fstream>
 #include <optional>
 #include <span>
-#include <sstream>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -74,13 +73,6 @@ inline std::string host_name() {
   char host[256] = "";
   if (::gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') return "unknown-host";
   return host;
-}
-
-/// The number of distinct hosts in `hosts` (a communicator's `hosts()`; empty: one).
-inline int host_count_of(std::span<const int> hosts) {
-  std::vector<int> h(hosts.begin(), hosts.end());
-  std::sort(h.begin(), h.end());
-  return h.empty() ? 1 : static_cast<int>(std::unique(h.begin(), h.end()) - h.begin());
 }
 
 }  // namespace detail
@@ -313,10 +305,7 @@ inline std::optional<schedule::cost_profile> read_cached_profile(const std::file
     return std::nullopt;
   }
   try {
-    std::ifstream in(file);
-    std::stringstream text;
-    text << in.rdbuf();
-    const nlohmann::json j = nlohmann::json::parse(text.str());
+    const nlohmann::json j = read_profile_file(file.string());
     const nlohmann::json& m = j.at("calibration");
     if (m.at("chorus") != CHORUS_VERSION_STRING || m.at("transport") != transport ||
         m.at("ranks") != ranks) {
@@ -386,7 +375,7 @@ profile_cache_result cached_profile(communicator<Transport>& comm,
     const std::filesystem::path dir = detail::profile_cache_directory(options);
     if (!dir.empty()) {
       r.file = dir / detail::profile_cache_name(detail::host_name(), transport, comm.size(),
-                                                detail::host_count_of(comm.hosts()), optimized);
+                                                comm.host_count(), optimized);
     }
     if (r.file.empty()) {
       r.note = "no cache directory (set CHORUS_PROFILE_CACHE, XDG_CACHE_HOME or HOME)";
