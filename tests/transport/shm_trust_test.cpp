@@ -4,8 +4,8 @@
 //   - A segment announced by a peer is used only if it is this user's, mode 0600, of the
 //     exact size, and (an inbox) carries the announced pid and the job's geometry.
 //   - A slot that does not continue the message streaming in -- wrong offset, size, total,
-//     an unasked-for single-copy descriptor, a head past the ring -- is refused before any
-//     copy; correct slots written the same way are delivered.
+//     an unasked-for single-copy descriptor, a sequence number ahead of the ring -- is refused
+//     before any copy; correct slots written the same way are delivered.
 //   - A rank that aborts because a peer did passes the first cause on.
 #include <catch2/catch.hpp>
 
@@ -111,15 +111,27 @@ struct job {
   shm::channel_header* from_rank1() const {
     return reinterpret_cast<shm::channel_header*>(rank0 + g.header_bytes() + g.channel_bytes());
   }
+  std::byte* slot_at(std::uint64_t index) const {
+    return reinterpret_cast<std::byte*>(from_rank1()) + sizeof(shm::channel_header) +
+           (index % g.slots) * g.slot_bytes;
+  }
   /// Writes slot `index` of the channel from rank 1 (not published yet).
   void write_slot(std::uint64_t index, const shm::slot_header& h, std::byte fill = std::byte{7}) {
-    std::byte* s = reinterpret_cast<std::byte*>(from_rank1()) + sizeof(shm::channel_header) +
-                   (index % g.slots) * g.slot_bytes;
+    std::byte* s = slot_at(index);
     std::memcpy(s, &h, sizeof h);
     const std::size_t n = std::min<std::size_t>(h.bytes, g.payload_bytes());
-    std::memset(s + shm::slot_header_bytes, static_cast<int>(fill), n);
+    std::memset(s + shm::payload_offset(h.bytes), static_cast<int>(fill), n);
   }
-  void publish(std::uint64_t head) { from_rank1()->head.store(head, std::memory_order_release); }
+  /// Publishes the slots written before index `end` as the producer does: slot i's
+  /// sequence number becomes i + 1.
+  void publish(std::uint64_t end) {
+    for (; published < end; ++published) set_sequence(published, published + 1);
+  }
+  void set_sequence(std::uint64_t index, std::uint64_t sequence) const {
+    std::atomic_ref<std::uint64_t>(reinterpret_cast<shm::slot_header*>(slot_at(index))->sequence)
+        .store(sequence, std::memory_order_release);
+  }
+  std::uint64_t published = 0;
 
   /// Posts a receive of `bytes` from rank 1 and tests it once (which drains the channel).
   bool receive(std::vector<std::byte>& into) {
@@ -135,7 +147,7 @@ shm::slot_header slot(std::uint64_t total, std::uint64_t offset, std::uint64_t b
   h.tag = 5;
   h.total_bytes = total;
   h.offset = offset;
-  h.bytes = bytes;
+  h.bytes = static_cast<std::uint32_t>(bytes);
   return h;
 }
 
@@ -245,9 +257,10 @@ TEST_CASE("shm trust: slots that leave the protocol are refused before any copy"
     j.publish(1);
     field = "single_copy = 1";
   }
-  SECTION("a head further ahead than the ring has slots") {
-    j.publish(g.slots + 1);
-    field = "head = " + std::to_string(g.slots + 1);
+  SECTION("a sequence number ahead of the ring") {
+    j.write_slot(0, slot(100, 0, 100));
+    j.set_sequence(0, g.slots + 1);  // slot 0's number on the next lap
+    field = "sequence = " + std::to_string(g.slots + 1);
   }
   std::vector<std::byte> before = into;
   try {

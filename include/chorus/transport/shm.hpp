@@ -4,21 +4,22 @@
 /// memory.
 ///
 /// Every rank creates one segment, its *inbox*: a header (doorbell, abort record, pid) and
-/// one single-producer/single-consumer channel per peer. A channel is a ring of slots with
-/// the producer's and the consumer's index on separate cache lines; a message occupies one
-/// slot per `slot_bytes` of payload, so a large message streams through the ring while the
-/// receiver copies earlier slots out (copy-in and copy-out overlap). The receiver matches
-/// arriving messages to posted receives by tag in FIFO order and buffers messages that
-/// arrive before their receive is posted.
+/// one single-producer/single-consumer channel per peer. A channel is a ring of slots, each
+/// published by a sequence number in its header (a small message is one cache line), with
+/// the consumer's index on a line of its own; a message occupies one slot per `slot_bytes`
+/// of payload, so a large message streams through the ring while the receiver copies
+/// earlier slots out (copy-in and copy-out overlap). The receiver matches arriving messages
+/// to posted receives by tag in FIFO order and buffers messages that arrive before their
+/// receive is posted.
 ///
 /// Segments are created 0600 under unguessable names, mapped by every rank, and unlinked
 /// as soon as every rank has mapped them, so /dev/shm holds nothing of a running job.
 ///
-/// Waiting is a short spin, a few yields, then a futex sleep on the inbox doorbell that
-/// peers ring after writing into (or draining) a channel; the sleep wakes at least every
-/// `liveness_period` to check the peers' pidfds, so a dead peer becomes `errc::peer_lost`
-/// naming it, and to see an abort. Progress is driven by the caller (`test`, `wait`), as
-/// the transport concept requires.
+/// Waiting is a short spin, a few yields, then a futex sleep on the inbox doorbell, which
+/// peers ring after writing into (or draining) a channel if the owner sleeps; the sleep
+/// wakes at least every `liveness_period` to check the peers' pidfds, so a dead peer
+/// becomes `errc::peer_lost` naming it, and to see an abort. Progress is driven by the
+/// caller (`test`, `wait`), as the transport concept requires.
 ///
 /// The pieces live under transport/shm/: segment.hpp (the inbox layout and the segments),
 /// matching.hpp (operations, per-peer matching), endpoint.hpp (the channels, progress,

@@ -269,6 +269,7 @@ class endpoint {
         std::atomic<std::uint32_t>& count;
         explicit sleeper(std::atomic<std::uint32_t>& c) : count(c) {
           count.fetch_add(1, std::memory_order_seq_cst);
+          std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with ring()'s
         }
         sleeper(const sleeper&) = delete;
         sleeper& operator=(const sleeper&) = delete;
@@ -355,6 +356,8 @@ class endpoint {
     std::deque<request> outgoing;  ///< sends to the peer, in send order
     /// single-copy sends the peer has not finished reading, with their descriptor slot
     std::deque<std::pair<request, std::uint64_t>> in_flight;
+    std::uint64_t head = 0;         ///< the next slot this rank fills in the peer's channel
+    std::uint64_t tail_seen = 0;    ///< the peer's `tail` as this rank last read it
     bool single_copy_to = false;    ///< whether the peer reads our memory directly
     bool single_copy_from = false;  ///< whether we read the peer's (we told it so)
     mailbox box;                    ///< receives from the peer and its messages: matching
@@ -392,11 +395,18 @@ class endpoint {
     return geometry_.slot(c, index);
   }
 
-  /// Tells rank `r` that something it may wait for changed.
+  /// Tells rank `r` that something it may wait for changed: wakes it if it sleeps. A rank
+  /// that is not asleep sees the change at its next poll, so the doorbell (a line every
+  /// message would otherwise move between cores) is left alone. The fence pairs with the
+  /// one a sleeper makes between announcing itself and its last poll: either this load
+  /// sees the announcement, or that poll sees the change.
   void ring(int r) noexcept {
     inbox_header* h = inbox(r);
-    h->doorbell.fetch_add(1, std::memory_order_seq_cst);
-    if (h->sleeping.load(std::memory_order_seq_cst) != 0) futex_wake_all(&h->doorbell);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (h->sleeping.load(std::memory_order_relaxed) != 0) {
+      h->doorbell.fetch_add(1, std::memory_order_seq_cst);
+      futex_wake_all(&h->doorbell);
+    }
   }
 
   /// Moves as many bytes as the rings allow, in both directions. True if anything moved.
@@ -417,8 +427,14 @@ class endpoint {
     auto& reading = links_[peer].in_flight;
     if (queue.empty() && reading.empty()) return false;
     channel_header* c = channel(peer, rank_);
-    std::uint64_t head = c->head.load(std::memory_order_relaxed);
-    const std::uint64_t tail = c->tail.load(std::memory_order_acquire);
+    link& to = links_[peer];
+    std::uint64_t head = to.head;
+    // The consumer's tail is read only when it can change something here: a ring that looks
+    // full, or single-copy sends waiting to be read.
+    if (!reading.empty() || head - to.tail_seen >= geometry_.slots) {
+      to.tail_seen = c->tail.load(std::memory_order_acquire);
+    }
+    const std::uint64_t tail = to.tail_seen;
     bool moved = false;
     // The consumer moves `tail` past a descriptor only after its read has finished.
     while (!reading.empty() && reading.front().second < tail) {
@@ -431,12 +447,12 @@ class endpoint {
       operation& op = *queue.front();
       std::byte* s = slot(c, head);
       auto* hdr = reinterpret_cast<slot_header*>(s);
+      std::uint32_t bytes = 0;
       hdr->tag = op.tag;
       hdr->total_bytes = op.bytes;
       hdr->offset = op.progress;
       if (op.progress == 0 && op.bytes >= single_copy_threshold && links_[peer].single_copy_to &&
           op.owned.empty()) {
-        hdr->bytes = 0;
         hdr->address = reinterpret_cast<std::uintptr_t>(op.send_data);
         hdr->single_copy = 1;
         op.progress = op.bytes;
@@ -445,9 +461,9 @@ class endpoint {
         queue.pop_front();
       } else {
         const std::size_t n = std::min(op.bytes - op.progress, geometry_.payload_bytes());
-        hdr->bytes = n;
+        bytes = static_cast<std::uint32_t>(n);
         hdr->single_copy = 0;
-        if (n != 0) detail::copy_bytes(s + slot_header_bytes, op.send_data + op.progress, n);
+        if (n != 0) detail::copy_bytes(s + payload_offset(n), op.send_data + op.progress, n);
         op.progress += n;
         if (op.progress == op.bytes) {
           op.status = state::done;
@@ -456,11 +472,14 @@ class endpoint {
           op.status = state::active;
         }
       }
+      hdr->bytes = bytes;
+      // Publishes the slot: everything written above is visible to whoever reads this.
+      std::atomic_ref<std::uint64_t>(hdr->sequence).store(head + 1, std::memory_order_release);
       ++head;
       published = true;
     }
     if (published) {
-      c->head.store(head, std::memory_order_release);  // publishes the slots written above
+      to.head = head;
       ring(peer);
     }
     return moved || published;
@@ -469,18 +488,26 @@ class endpoint {
   /// Consumer side: reads the slots that `peer` has published into this rank's inbox.
   bool drain(int peer) {
     channel_header* c = channel_in(peer);
-    std::uint64_t tail = c->tail.load(std::memory_order_relaxed);
-    const std::uint64_t head = c->head.load(std::memory_order_acquire);
-    if (tail == head) return false;
+    const std::uint64_t first = c->tail.load(std::memory_order_relaxed);
     mailbox& box = links_[peer].box;
     incoming_state& in = box.incoming;
-    if (head - tail > geometry_.slots) corrupt_slot(peer, "head", head - tail);
-    while (tail != head) {
-      const std::byte* s = slot(c, tail);
+    std::uint64_t tail = first;
+    // At most a ring's worth: the producer refills no slot before `tail` is stored below.
+    while (tail - first < geometry_.slots) {
+      std::byte* s = slot(c, tail);
+      const std::uint64_t sequence =
+          std::atomic_ref<std::uint64_t>(reinterpret_cast<slot_header*>(s)->sequence)
+              .load(std::memory_order_acquire);
+      if (sequence != tail + 1) {
+        // Not written yet: the number of a lap before (or 0). A number ahead of the ring
+        // was not written by chorus's producer.
+        if (sequence > tail + 1) corrupt_slot(peer, "sequence", sequence);
+        break;
+      }
       // One read of the header: the checks below hold for the values used after them even
       // if the peer writes the slot meanwhile.
       const slot_header h = *reinterpret_cast<const slot_header*>(s);
-      const std::byte* payload = s + slot_header_bytes;
+      const std::byte* payload = s + payload_offset(h.bytes);
       if (!in.active) box.start(h.tag, h.total_bytes, rank_);
       check_slot(peer, h, in);
       std::byte* const into = in.destination();
@@ -500,6 +527,7 @@ class endpoint {
       ++tail;
       if (in.received == in.total) box.finish();
     }
+    if (tail == first) return false;
     c->tail.store(tail, std::memory_order_release);  // the slots may be reused
     ring(peer);
     return true;

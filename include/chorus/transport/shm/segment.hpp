@@ -7,8 +7,15 @@
 ///
 /// An inbox is a header (doorbell, abort record, pid, geometry) followed by one channel per
 /// sender. A channel is a single-producer/single-consumer ring of `geometry::slots` slots of
-/// `geometry::slot_bytes` bytes; each slot starts with a `slot_header`. Every rank computes
-/// the same geometry from the job's size, and checks what a peer's inbox says against it.
+/// `geometry::slot_bytes` bytes; each slot starts with a `slot_header` whose sequence number,
+/// written last, says that the slot is ready. Every rank computes the same geometry from the
+/// job's size, and checks what a peer's inbox says against it.
+///
+/// A small message costs the receiver one cache line: it polls the sequence number of the
+/// next slot, which shares a line with the rest of the header and with a payload of up to
+/// `inline_payload_bytes` -- where a ring with a shared head index, slots and a tail index
+/// moves three or four lines from core to core per message. The producer reads the
+/// consumer's tail only when its last view of it says the ring is full.
 #include <chorus/bootstrap/posix.hpp>
 #include <chorus/core/error.hpp>
 #include <chorus/transport/kit/abort_record.hpp>
@@ -73,25 +80,38 @@ struct inbox_header {
   std::uint32_t slots;
 };
 
-/// One direction of one pair: the producer writes slots and advances `head`; the consumer
-/// reads them and advances `tail`. Indices count slots forever (64-bit: no wrap in practice).
+/// One direction of one pair: the producer fills slot `i` (counting slots forever, 64-bit:
+/// no wrap in practice) and publishes it by its sequence number; the consumer reads the
+/// slots in order and advances `tail` past those it is done with.
 struct channel_header {
-  alignas(cache_line) std::atomic<std::uint64_t> head;  ///< release-stored by the producer
   alignas(cache_line) std::atomic<std::uint64_t> tail;  ///< release-stored by the consumer
 };
 
 /// The first bytes of every slot.
 struct slot_header {
+  /// 1 + the slot's index, release-stored by the producer once the rest of the slot is
+  /// written: the slot is ready when this is 1 + the consumer's `tail`. Anything but that
+  /// or an earlier lap's number is a corrupt slot.
+  std::uint64_t sequence;
   std::uint64_t tag;
   std::uint64_t total_bytes;  ///< the whole message (same in every slot of the message)
   std::uint64_t offset;       ///< where this slot's payload starts within the message
-  std::uint64_t bytes;        ///< payload bytes in this slot
   std::uint64_t address;      ///< single-copy descriptor: the message in the sender's memory
+  std::uint32_t bytes;        ///< payload bytes in this slot
   std::uint32_t single_copy;  ///< 1: no payload; the receiver reads `address` itself
 };
 
-inline constexpr std::size_t slot_header_bytes = 64;  // keeps payloads cache-line aligned
-static_assert(sizeof(slot_header) <= slot_header_bytes);
+/// A slot's header takes its first cache line; the payload starts at the second (aligned
+/// for the copies), except a payload of up to `inline_payload_bytes`, which fills the rest
+/// of the first line: a small message is one line.
+inline constexpr std::size_t slot_header_bytes = 64;
+inline constexpr std::size_t inline_payload_bytes = slot_header_bytes - sizeof(slot_header);
+static_assert(sizeof(slot_header) == 48 && inline_payload_bytes == 16);
+
+/// Where the payload of a slot carrying `bytes` bytes starts, from the slot's start.
+[[nodiscard]] constexpr std::size_t payload_offset(std::uint64_t bytes) noexcept {
+  return bytes <= inline_payload_bytes ? sizeof(slot_header) : slot_header_bytes;
+}
 
 /// Geometry of one inbox, identical on every rank.
 struct geometry {
