@@ -3,19 +3,27 @@
 // process forks an echo peer once; for each run it tells the peer the size and the number
 // of round trips, then times them. Reported time is per round trip; `one_way` is half
 // of it, and bytes/s counts both directions.
+//
+// `cache_line`: the floor under any shared-memory message between two processes -- two
+// processes hand one 8-byte counter back and forth through shared memory, each spinning
+// on the other's cache line. One way is the time for a write on one core to become a
+// read on the other.
 #include <chorus/bootstrap/file_store.hpp>
 #include <chorus/chorus.hpp>
 
 #include <benchmark/benchmark.h>
 
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -99,5 +107,43 @@ void ping_pong(benchmark::State& state) {
 }
 
 BENCHMARK(ping_pong)->RangeMultiplier(8)->Range(8, 16 << 20)->UseRealTime();
+
+void cache_line(benchmark::State& state) {
+  struct alignas(64) line {
+    std::atomic<std::uint64_t> value{0};
+  };
+  void* mem =
+      ::mmap(nullptr, 2 * sizeof(line), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) {
+    state.SkipWithError("mmap failed");
+    return;
+  }
+  auto* ping = new (mem) line;
+  auto* pong = new (static_cast<line*>(mem) + 1) line;
+  const auto rounds = static_cast<std::uint64_t>(state.max_iterations);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    for (std::uint64_t i = 1; i <= rounds; ++i) {
+      while (ping->value.load(std::memory_order_acquire) != i) {
+      }
+      pong->value.store(i, std::memory_order_release);
+    }
+    std::_Exit(0);
+  }
+  std::uint64_t i = 0;
+  for (auto _ : state) {
+    ++i;
+    ping->value.store(i, std::memory_order_release);
+    while (pong->value.load(std::memory_order_acquire) != i) {
+    }
+  }
+  ::waitpid(child, nullptr, 0);
+  ::munmap(mem, 2 * sizeof(line));
+  state.counters["one_way"] =
+      benchmark::Counter(static_cast<double>(state.iterations()) * 2,
+                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+
+BENCHMARK(cache_line)->UseRealTime();
 
 }  // namespace
