@@ -2,10 +2,10 @@
 /// \file
 /// Launch: where every entry point ends. From a filled call descriptor to a finished (host)
 /// or enqueued (stream) collective -- the algorithm settled (`tuner.hpp`), the optional
-/// fingerprint check (`fingerprint.hpp`), the schedule built from the descriptor and run by
-/// the host, one-sided or stream executor, an average finalised, failures turned into
-/// errors with context that poison the communicator, and with `CHORUS_DEBUG=info` a report
-/// of the call (`debug.hpp`).
+/// fingerprint check (`fingerprint.hpp`), the schedule built from the descriptor (or kept
+/// from a call of the same shape, `schedule_cache.hpp`) and run by the host, one-sided or
+/// stream executor, an average finalised, failures turned into errors with context that
+/// poison the communicator, and with `CHORUS_DEBUG=info` a report of the call (`debug.hpp`).
 ///
 /// Everything here is type-erased: compiled once per transport rather than once per
 /// (element type, op, algorithm).
@@ -19,6 +19,7 @@
 #include <chorus/dispatch/debug.hpp>
 #include <chorus/dispatch/fingerprint.hpp>
 #include <chorus/dispatch/progress.hpp>
+#include <chorus/dispatch/schedule_cache.hpp>
 #include <chorus/dispatch/tuner.hpp>
 #include <chorus/exec/executor.hpp>
 #include <chorus/exec/one_sided.hpp>
@@ -160,10 +161,10 @@ void run_collective(communicator<Transport>& comm, collective_call& call) {
       } else {
         // one_sided at one rank is the copy of the direct schedule
         const auto family = a == schedule::algorithm::one_sided ? schedule::algorithm::direct : a;
-        execute(comm, schedule::build(family, call), call, sequence);
+        execute(comm, *cached_schedule(family, call), call, sequence);
       }
     } else {
-      execute(comm, schedule::build(a, call), call, sequence);
+      execute(comm, *cached_schedule(a, call), call, sequence);
     }
     const std::size_t n = call.finalize != nullptr ? finalize_count(call, comm.rank()) : 0;
     if (n != 0) call.finalize(call.output, n, p, call.op_object);
@@ -244,8 +245,8 @@ void run_stream_collective(communicator<Transport>& comm,
                     "chorus's algorithms");
       }
     }
-    const schedule::schedule s = schedule::build(a, call);
-    execute_on_stream(comm, s, call.input, call.output, call.elem_size, sc.reduce, call.op_object,
+    const auto s = cached_schedule(a, call);
+    execute_on_stream(comm, *s, call.input, call.output, call.elem_size, sc.reduce, call.op_object,
                       sc.stream);
     const std::size_t n = sc.finalize != nullptr ? finalize_count(call, comm.rank()) : 0;
     if (n != 0) sc.finalize(call.output, n, p, call.op_object, sc.stream);
