@@ -118,18 +118,22 @@ schedule::algorithm resolve_algorithm(const communicator<Transport>& comm, colle
   } else {
     a = *call.algorithm;
   }
-  // "chorus::all_to_all: algorithm ring cannot ..." or "...: the tuner chose ring, which cannot"
-  const std::string chosen = std::string("chorus::") + call.api + ": " +
-                             (automatic ? "the tuner chose " : "algorithm ") +
-                             std::string(schedule::name(a)) + (automatic ? ", which" : "");
+  // "chorus::all_to_all: algorithm ring cannot ..." or "...: the tuner chose ring, which
+  // cannot"; made only for an error (every call passes here: a string per call was a few
+  // percent of a small all-reduce)
+  const auto chosen = [&] {
+    return std::string("chorus::") + call.api + ": " +
+           (automatic ? "the tuner chose " : "algorithm ") + std::string(schedule::name(a)) +
+           (automatic ? ", which" : "");
+  };
   if (!schedule::supports(a, call.kind)) {  // reachable through algo::dynamic or a tuner
     throw error(errc::invalid_argument,
-                chosen + " cannot run " + std::string(schedule::name(call.kind)) +
+                chosen() + " cannot run " + std::string(schedule::name(call.kind)) +
                     "; use one of: " + schedule::algorithms_running(call.kind) + ", or automatic");
   }
   if (a == schedule::algorithm::one_sided && !one_sided_transport<Transport>) {
     throw error(errc::invalid_argument,
-                chosen +
+                chosen() +
                     " needs a transport with windows (shm_transport, ucx_transport); "
                     "pick another algorithm");
   }
