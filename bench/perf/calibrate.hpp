@@ -30,10 +30,10 @@ int calibrate_on(chorus::communicator<Transport>& comm, const options& o) {
     const auto gbs = [](double per_byte) { return per_byte > 0 ? 1e-9 / per_byte : 0.0; };
     std::printf("#   alpha    %8.3f us   (ping-pong 8 B, half the round trip)\n", prof.alpha * 1e6);
     std::printf(
-        "#   beta     %8.3f GB/s (ping-pong slope, 256 KiB to 4 MiB); %.3f GB/s from "
+        "#   beta     %8.3f GB/s (exchange slope, 256 KiB to 4 MiB); %.3f GB/s from "
         "16 to 64 MiB\n",
         gbs(prof.beta), gbs(prof.memory_beta));
-    std::printf("#   cache    %8zu KiB  (the largest ping-pong within 85 %% of the first rate)\n",
+    std::printf("#   cache    %8zu KiB  (the largest exchange within 85 %% of the first rate)\n",
                 prof.cache_bytes >> 10);
     std::printf("#   overhead %8.3f us   per message (16 messages and an answer: %.3f us)\n",
                 prof.overhead * 1e6, c.measured["burst_of_16_and_answer_s"].get<double>() * 1e6);
@@ -48,6 +48,12 @@ int calibrate_on(chorus::communicator<Transport>& comm, const options& o) {
           "#   window   %8.3f GB/s (reading peers' windows over a copy; one-sided "
           "all-gather)\n",
           gbs(prof.window));
+    }
+    if (prof.window_reduce >= 0) {
+      std::printf(
+          "#   window_reduce %.3f GB/s (reading peers' windows over a reduction; one-sided "
+          "reduce-scatter)\n",
+          gbs(prof.window_reduce));
     }
     std::printf("# written to %s\n", o.calibrate.c_str());
   }

@@ -74,8 +74,10 @@ TEST_CASE("calibrate: every rank gets rank 0's measurements, each one plausible"
   CHECK(p.cache_bytes >= std::size_t{256} << 10);
   CHECK(p.cache_bytes <= std::size_t{64} << 20);
   CHECK(p.window < 0);  // inproc has no windows
+  CHECK(p.window_reduce < 0);
   CHECK(got[0].measured["ranks"] == 3);
-  CHECK(got[0].measured["ping_pong_half_round_trip_s"].size() == 6);  // 8 B, 256 KiB..64 MiB
+  CHECK(got[0].measured["ping_pong_half_round_trip_s"].size() == 1);  // 8 B
+  CHECK(got[0].measured["exchange_s"].size() == 5);                   // 256 KiB..64 MiB
 }
 
 TEST_CASE("calibrate: one rank has nothing to measure") {

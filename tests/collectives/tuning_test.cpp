@@ -125,6 +125,7 @@ TEST_CASE("tuning: cost profiles round-trip through JSON; bad files are named") 
   p.overhead = 3e-7;
   p.inter_alpha = 5e-6;
   p.window = 0;
+  p.window_reduce = 2e-11;
   chorus::save_cost_profile(file.path, p, {{"measured", {{"ranks", 4}}}});
   const chorus::schedule::cost_profile q = chorus::load_cost_profile(file.path);
   CHECK(q.source == p.source);
@@ -136,6 +137,7 @@ TEST_CASE("tuning: cost profiles round-trip through JSON; bad files are named") 
   CHECK(q.inter_alpha == p.inter_alpha);
   CHECK(q.inter_beta == p.inter_beta);
   CHECK(q.window == p.window);
+  CHECK(q.window_reduce == p.window_reduce);
 
   const auto fails_with = [&](const std::string& text, const std::string& what) {
     {
@@ -163,6 +165,17 @@ TEST_CASE("tuning: cost profiles round-trip through JSON; bad files are named") 
   j = chorus::to_json(p);
   j["copy_s_per_byte"] = "fast";
   fails_with(j.dump(), "\"copy_s_per_byte\" is not a number");
+  j = chorus::to_json(p);
+  j["window_reduce_s_per_byte"] = "fast";
+  fails_with(j.dump(), "\"window_reduce_s_per_byte\" is not a number");
+  // A file written before window_reduce was measured loads, with it as `window`.
+  j = chorus::to_json(p);
+  j.erase("window_reduce_s_per_byte");
+  {
+    std::ofstream out(file.path);
+    out << j.dump();
+  }
+  CHECK(chorus::load_cost_profile(file.path).window_reduce < 0);
   try {
     (void)chorus::load_cost_profile(file.path + ".missing");
     FAIL("no error for a missing file");

@@ -803,6 +803,18 @@ TEST_CASE("--calibrate writes a profile that --profile and load_cost_profile rea
   const auto measured = nlohmann::json::parse(slurp(file))["measured"];
   CHECK(measured["ranks"] == 2);
   CHECK(measured["ping_pong_half_round_trip_s"].contains("8"));
+  CHECK(measured["exchange_s"].contains("262144"));
+
+  // over shared memory the windows are measured too: reading a peer's bytes into a copy
+  // (one-sided all-gather) and into a reduction (one-sided reduce-scatter)
+  const std::string shm_file = dir.file("shm.json");
+  const outcome s = chorus_perf({"--transport", "shm", "--np", "2", "--calibrate", shm_file});
+  INFO(s.out << s.err);
+  REQUIRE(s.status == 0);
+  const chorus::schedule::cost_profile q = chorus::load_cost_profile(shm_file);
+  CHECK(q.window >= 0);
+  CHECK(q.window_reduce >= 0);
+  CHECK(s.out.find("#   window_reduce ") != std::string::npos);
 
   // --explain with the model tuner: the reasons before the table, the table untouched
   const outcome e = chorus_perf({"--transport", "inproc", "--np", "2", "-b", "1M", "-e", "1M", "-n",

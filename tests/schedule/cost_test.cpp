@@ -153,6 +153,24 @@ TEST_CASE("cost: one_sided's formula", "[cost]") {
   q.mapped_windows = false;
   CHECK_FALSE(is_candidate(algorithm::one_sided, q));
   CHECK(predict(algorithm::one_sided, q, p)->seconds == Approx(want + p.alpha).epsilon(1e-12));
+  q.mapped_windows = true;
+  // A peer's byte read into the reduction costs `window_reduce` (negative: `window`); one
+  // copied out costs `window`.
+  p.window = 0.5e-9;
+  const double with_window = want + 0.75 * n * p.window * 2;
+  CHECK(predict(algorithm::one_sided, q, p)->seconds == Approx(with_window).epsilon(1e-12));
+  p.window_reduce = 0.1e-9;
+  CHECK(predict(algorithm::one_sided, q, p)->seconds ==
+        Approx(want + 0.75 * n * (p.window + p.window_reduce)).epsilon(1e-12));
+  // reduce-scatter: copy in, ready, reduce this rank's block over the windows; no gather
+  q.kind = collective::reduce_scatter;
+  CHECK(predict(algorithm::one_sided, q, p)->seconds ==
+        Approx(n * p.copy + p.alpha + 0.75 * n * (p.reduce + p.window_reduce)).epsilon(1e-12));
+  // all-gather copies: `window`, whatever `window_reduce` says
+  q.kind = collective::all_gather;
+  const double all_gather = predict(algorithm::one_sided, q, p)->seconds;
+  p.window_reduce = 7e-9;
+  CHECK(predict(algorithm::one_sided, q, p)->seconds == all_gather);
 }
 
 TEST_CASE("cost: the tuner picks the model's argmin", "[cost]") {

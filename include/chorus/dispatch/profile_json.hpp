@@ -41,6 +41,7 @@ inline nlohmann::json to_json(const schedule::cost_profile& p) {
                         {"inter_alpha_s", p.inter_alpha},
                         {"inter_beta_s_per_byte", p.inter_beta},
                         {"window_s_per_byte", p.window},
+                        {"window_reduce_s_per_byte", p.window_reduce},
                         {"cache_bytes", p.cache_bytes},
                         {"memory_beta_s_per_byte", p.memory_beta},
                         {"memory_reduce_s_per_byte", p.memory_reduce},
@@ -79,6 +80,10 @@ inline schedule::cost_profile cost_profile_from_json(const nlohmann::json& j,
   number("inter_alpha_s", p.inter_alpha, true);
   number("inter_beta_s_per_byte", p.inter_beta, true);
   number("window_s_per_byte", p.window, true);
+  // Files written before it was measured lack it: then as `window`.
+  if (j.contains("window_reduce_s_per_byte")) {
+    number("window_reduce_s_per_byte", p.window_reduce, true);
+  }
   double cache = 0;
   number("cache_bytes", cache, false);
   p.cache_bytes = static_cast<std::size_t>(cache);

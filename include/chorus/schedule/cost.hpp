@@ -54,9 +54,13 @@ struct cost_profile {
   double copy = 0;          ///< time per byte a rank copies within its own memory
   double inter_alpha = -1;  ///< latency between hosts (negative: as within a host)
   double inter_beta = -1;   ///< time per byte between hosts (negative: as within a host)
-  /// one_sided: time per byte to bring a peer's byte into reach, over what the reduction or
-  /// copy of it costs (0 where windows are mapped: plain loads; negative: `beta`)
+  /// one_sided: time per byte to bring a peer's byte into reach, over what the copy of it
+  /// costs (0 where windows are mapped: plain loads; negative: `beta`)
   double window = -1;
+  /// one_sided: the same for a byte a reduction reads, over the reduction (negative:
+  /// `window`). Measured apart: on the development VM a peer's byte cost a reduction less
+  /// than half of what it cost a copy (docs/tuning.md, "Calibrating a machine").
+  double window_reduce = -1;
   /// Calls on vectors of more than `cache_bytes` run at the speed of main memory, not of the
   /// caches: their messages, reductions and copies cost `memory_beta`, `memory_reduce` and
   /// `memory_copy` per byte (negative: as above). 0: one regime for every size.
@@ -220,6 +224,7 @@ inline prediction predict_one_sided(const tuning_query& q, const cost_profile& p
   const double n = static_cast<double>(q.bytes);
   const double others = (P - 1) / P * n;  // bytes of the vector that other ranks hold
   const double window = p.window >= 0 ? p.window : p.beta;
+  const double window_reduce = p.window_reduce >= 0 ? p.window_reduce : window;
   const double piece = static_cast<double>(one_sided_piece_bytes(q.ranks));
   const collective c = q.kind;
   // A chunk is one piece of every block (P pieces of the vector); all_gather's chunk is a
@@ -230,11 +235,11 @@ inline prediction predict_one_sided(const tuning_query& q, const cost_profile& p
   double t = 0;
   switch (c) {
     case collective::all_reduce:
-      t = n * p.copy + chunks * 2 * sync + others * (window + p.reduce) +
+      t = n * p.copy + chunks * 2 * sync + others * (window_reduce + p.reduce) +
           others * (window + p.copy);
       break;
     case collective::reduce_scatter:
-      t = n * p.copy + chunks * sync + others * (window + p.reduce);
+      t = n * p.copy + chunks * sync + others * (window_reduce + p.reduce);
       break;
     default:  // all_gather
       t = n / P * p.copy + chunks * sync + others * (window + p.copy);

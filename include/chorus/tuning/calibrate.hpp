@@ -26,6 +26,8 @@
 #include <chorus/collectives/all_reduce.hpp>
 #include <chorus/collectives/barrier.hpp>
 #include <chorus/collectives/broadcast.hpp>
+#include <chorus/collectives/nonblocking.hpp>
+#include <chorus/collectives/reduce_scatter.hpp>
 #include <chorus/collectives/send_recv.hpp>
 #include <chorus/communicator.hpp>
 #include <chorus/core/error.hpp>
@@ -43,6 +45,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -62,8 +65,8 @@ namespace chorus::inline v0 {
 /// What `calibrate` measured: the profile, and the raw measurements it came from.
 struct calibration {
   schedule::cost_profile profile;
-  /// The measurements: "ping_pong_half_round_trip_s" (by size in bytes),
-  /// "burst_of_16_and_answer_s", "transport", "ranks".
+  /// The measurements: "ping_pong_half_round_trip_s" (8 B), "exchange_s" (by size in
+  /// bytes), "burst_of_16_and_answer_s", "transport", "ranks".
   nlohmann::json measured = nlohmann::json::object();
 };
 
@@ -78,13 +81,14 @@ inline std::string host_name() {
 }  // namespace detail
 
 /// Measures the cost model's parameters (`schedule::cost_profile`) of `comm`'s transport:
-/// a ping-pong between ranks 0 and 1 from 8 B to 64 MiB (alpha, beta, the cache size and
-/// the main-memory beta), a burst of 16 small messages (the per-message overhead), every
-/// rank summing and copying float32 vectors at once (the local rates, in cache and in main
-/// memory), and on a transport with windows a one-sided all-gather (the window rate). Each
-/// time is the median of 7 timed loops; every rank returns rank 0's numbers. Collective;
-/// needs 2 or more ranks (`errc::invalid_argument` otherwise). About a second on shared
-/// memory.
+/// a ping-pong of 8 B between ranks 0 and 1 (alpha), every pair of ranks exchanging 256 KiB
+/// to 64 MiB both ways at once (beta, the cache size and the main-memory beta), a burst of 16 small
+/// messages (the per-message overhead), every rank summing and copying float32 vectors at once (the
+/// local rates, in cache and in main memory), and on a transport with windows a one-sided
+/// all-gather and reduce-scatter (the window rates, for a copy and for a reduction). Each time is
+/// the median of 7 timed loops; every rank returns rank 0's numbers. Collective; needs 2 or more
+/// ranks
+/// (`errc::invalid_argument` otherwise). About a second on shared memory.
 template <class Transport>
 calibration calibrate(communicator<Transport>& comm) {
   using clock = std::chrono::steady_clock;
@@ -128,11 +132,26 @@ calibration calibrate(communicator<Transport>& comm) {
            2;
   };
   const double t8 = half_round_trip(8, 2000);
-  // (bytes, half round trip) from 256 KiB to 64 MiB
+  // beta: ranks 0-1, 2-3, ... each send their partner `bytes` and receive as many at once,
+  // as a collective's steps move them. A ping-pong moves one message at a time, which has
+  // the memory to itself: on shared memory it ran at 1.7x the rate the exchanges of the
+  // two-sided schedules get, and made the model price them at half their time
+  // (docs/tuning.md).
+  const auto exchange = [&](std::size_t bytes, int iters) {
+    std::vector<std::byte> out(bytes), in(bytes);
+    const int partner = rank ^ 1;
+    return timed(iters, [&] {
+      if (partner < p) {
+        chorus::sendrecv(comm, std::span<const std::byte>(out), partner, std::span<std::byte>(in),
+                         partner, 5);
+      }
+    });
+  };
+  // (bytes, exchange) from 256 KiB to 64 MiB
   std::vector<std::pair<std::size_t, double>> pp;
   for (std::size_t bytes = std::size_t{256} << 10; bytes <= (std::size_t{64} << 20); bytes *= 4) {
     const int iters = static_cast<int>(std::max<std::size_t>(2, (std::size_t{64} << 20) / bytes));
-    pp.emplace_back(bytes, half_round_trip(bytes, iters));
+    pp.emplace_back(bytes, exchange(bytes, iters));
   }
   const auto slope = [&](std::size_t i, std::size_t j) {
     return std::max(0.0,
@@ -215,6 +234,20 @@ calibration calibrate(communicator<Transport>& comm) {
         0.0, (tag - static_cast<double>(block) * prof.copy - prof.alpha - (p - 1) * prof.overhead) /
                      others -
                  prof.copy);
+    // window_reduce: a one-sided reduce-scatter of 2 MiB of floats costs its copy in, one
+    // `ready` per chunk, and reducing this rank's block over the peers' windows: what
+    // reading a peer's byte into the reduction costs over the reduction itself
+    std::vector<float> rs_in(total / sizeof(float), 1.0f), rs_out(block / sizeof(float));
+    const double trs = timed(20, [&] {
+      chorus::reduce_scatter(comm, std::span<const float>(rs_in), std::span<float>(rs_out), plus{},
+                             algo::one_sided{});
+    });
+    const double piece = static_cast<double>(schedule::one_sided_piece_bytes(p));
+    const double chunks = std::max(1.0, std::ceil(static_cast<double>(total) / (piece * p)));
+    prof.window_reduce = std::max(0.0, (trs - static_cast<double>(total) * prof.copy -
+                                        chunks * (prof.alpha + (p - 1) * prof.overhead)) /
+                                               others -
+                                           prof.reduce);
   }
 
   // The source names rank 0's host: the one every rank's numbers came from.
@@ -232,10 +265,12 @@ calibration calibrate(communicator<Transport>& comm) {
 
   nlohmann::json ping_pong = nlohmann::json::object();
   ping_pong["8"] = t8;
-  for (const auto& [bytes, t] : pp) ping_pong[std::to_string(bytes)] = t;
+  nlohmann::json exchanges = nlohmann::json::object();
+  for (const auto& [bytes, t] : pp) exchanges[std::to_string(bytes)] = t;
   c.measured = {{"transport", transport},
                 {"ranks", p},
                 {"ping_pong_half_round_trip_s", ping_pong},
+                {"exchange_s", exchanges},
                 {"burst_of_16_and_answer_s", tburst}};
   return c;
 }
