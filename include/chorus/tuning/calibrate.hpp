@@ -116,7 +116,7 @@ calibration calibrate(communicator<Transport>& comm) {
     return t[0];
   };
 
-  // alpha, beta: ping-pong between ranks 0 and 1 (the others wait)
+  // alpha: ping-pong between ranks 0 and 1 (the others wait)
   const auto half_round_trip = [&](std::size_t bytes, int iters) {
     std::vector<std::byte> out(bytes), in(bytes);
     return timed(iters,
