@@ -806,9 +806,11 @@ TEST_CASE("--calibrate writes a profile that --profile and load_cost_profile rea
   CHECK(measured["exchange_s"].contains("262144"));
 
   // over shared memory the windows are measured too: reading a peer's bytes into a copy
-  // (one-sided all-gather) and into a reduction (one-sided reduce-scatter)
+  // (one-sided all-gather) and into a reduction (one-sided reduce-scatter); 3 ranks, whose
+  // blocks of 2 MiB are no whole number of floats, and one of which has no partner to
+  // exchange with
   const std::string shm_file = dir.file("shm.json");
-  const outcome s = chorus_perf({"--transport", "shm", "--np", "2", "--calibrate", shm_file});
+  const outcome s = chorus_perf({"--transport", "shm", "--np", "3", "--calibrate", shm_file});
   INFO(s.out << s.err);
   REQUIRE(s.status == 0);
   const chorus::schedule::cost_profile q = chorus::load_cost_profile(shm_file);

@@ -81,14 +81,14 @@ inline std::string host_name() {
 }  // namespace detail
 
 /// Measures the cost model's parameters (`schedule::cost_profile`) of `comm`'s transport:
-/// a ping-pong of 8 B between ranks 0 and 1 (alpha), every pair of ranks exchanging 256 KiB
-/// to 64 MiB both ways at once (beta, the cache size and the main-memory beta), a burst of 16 small
-/// messages (the per-message overhead), every rank summing and copying float32 vectors at once (the
-/// local rates, in cache and in main memory), and on a transport with windows a one-sided
-/// all-gather and reduce-scatter (the window rates, for a copy and for a reduction). Each time is
-/// the median of 7 timed loops; every rank returns rank 0's numbers. Collective; needs 2 or more
-/// ranks
-/// (`errc::invalid_argument` otherwise). About a second on shared memory.
+/// a ping-pong of 8 B between ranks 0 and 1 (alpha), every pair of ranks exchanging
+/// 256 KiB to 64 MiB both ways at once (beta, the cache size and the main-memory beta), a
+/// burst of 16 small messages (the per-message overhead), every rank summing and copying
+/// float32 vectors at once (the local rates, in cache and in main memory), and on a
+/// transport with windows a one-sided all-gather and reduce-scatter (the window rates, for
+/// a copy and for a reduction). Each time is the median of 7 timed loops; every rank
+/// returns rank 0's numbers. Collective; needs 2 or more ranks (`errc::invalid_argument`
+/// otherwise). About a second on shared memory.
 template <class Transport>
 calibration calibrate(communicator<Transport>& comm) {
   using clock = std::chrono::steady_clock;
@@ -134,8 +134,8 @@ calibration calibrate(communicator<Transport>& comm) {
   const double t8 = half_round_trip(8, 2000);
   // beta: ranks 0-1, 2-3, ... each send their partner `bytes` and receive as many at once,
   // as a collective's steps move them. A ping-pong moves one message at a time, which has
-  // the memory to itself: on shared memory it ran at 1.7x the rate the exchanges of the
-  // two-sided schedules get, and made the model price them at half their time
+  // the memory to itself: on shared memory it ran at twice the rate the exchanges of the
+  // two-sided schedules get, and made the model price them at 0.4-0.7x of their time
   // (docs/tuning.md).
   const auto exchange = [&](std::size_t bytes, int iters) {
     std::vector<std::byte> out(bytes), in(bytes);
@@ -237,17 +237,21 @@ calibration calibrate(communicator<Transport>& comm) {
     // window_reduce: a one-sided reduce-scatter of 2 MiB of floats costs its copy in, one
     // `ready` per chunk, and reducing this rank's block over the peers' windows: what
     // reading a peer's byte into the reduction costs over the reduction itself
-    std::vector<float> rs_in(total / sizeof(float), 1.0f), rs_out(block / sizeof(float));
+    // (P blocks of whole floats: 2 MiB is no multiple of 4 P bytes for every P)
+    std::vector<float> rs_out(block / sizeof(float));
+    std::vector<float> rs_in(rs_out.size() * static_cast<std::size_t>(p), 1.0f);
     const double trs = timed(20, [&] {
       chorus::reduce_scatter(comm, std::span<const float>(rs_in), std::span<float>(rs_out), plus{},
                              algo::one_sided{});
     });
+    const double rs_total = static_cast<double>(rs_in.size() * sizeof(float));
+    const double rs_others = rs_total - static_cast<double>(rs_out.size() * sizeof(float));
     const double piece = static_cast<double>(schedule::one_sided_piece_bytes(p));
-    const double chunks = std::max(1.0, std::ceil(static_cast<double>(total) / (piece * p)));
-    prof.window_reduce = std::max(0.0, (trs - static_cast<double>(total) * prof.copy -
-                                        chunks * (prof.alpha + (p - 1) * prof.overhead)) /
-                                               others -
-                                           prof.reduce);
+    const double chunks = std::max(1.0, std::ceil(rs_total / (piece * p)));
+    prof.window_reduce = std::max(
+        0.0,
+        (trs - rs_total * prof.copy - chunks * (prof.alpha + (p - 1) * prof.overhead)) / rs_others -
+            prof.reduce);
   }
 
   // The source names rank 0's host: the one every rank's numbers came from.
